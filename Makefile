@@ -1,0 +1,61 @@
+# xnic: a software offload NIC on AF_XDP. `sudo make demo` and `sudo make test`
+# are all a fresh Debian 12 / Ubuntu 24.04 machine needs: both provision first
+# when a tool is missing (vagrant/provision.sh is idempotent).
+
+SHELL   := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH)
+GO      ?= go
+BIN     := bin
+XNIC    := $(BIN)/xnic
+PKGS    := ./...
+# Tools and mounts the targets rely on; any one missing triggers provisioning.
+NEEDED  := go clang llvm-strip bpftool ethtool ip tcpdump iperf3 cc
+
+.PHONY: all setup need generate generate-check build test test-unit demo bench lint clean
+
+all: build
+
+setup:
+	bash vagrant/provision.sh
+
+# need: provision only when something is missing, so repeated runs are quick.
+need:
+	@missing=""; for t in $(NEEDED); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	[ -e /usr/include/xdp/xsk.h ] || missing="$$missing libxdp-dev"; \
+	mount | grep -q ' /sys/fs/bpf type bpf' || missing="$$missing bpffs"; \
+	if [ -n "$$missing" ]; then echo "make: missing:$$missing; provisioning"; bash vagrant/provision.sh; fi
+
+generate: need
+	$(GO) generate ./bpf/...
+
+# CI: the committed bpf2go output must match what the sources generate.
+generate-check: generate
+	@git diff --exit-code --stat -- bpf/ || { echo "bpf2go output differs from what is committed: run make generate and commit"; exit 1; }
+
+build: need
+	@mkdir -p $(BIN)
+	$(GO) build -o $(XNIC) ./cmd/xnic
+	$(MAKE) -s -C tests/bench OUT=$(CURDIR)/$(BIN)
+
+# Unit tests need no root; the rest build veth labs and need root. Under
+# CI=true a privileged test fails instead of skipping.
+test: need build
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -timeout 15m $(PKGS)
+
+test-unit:
+	$(GO) test -count=1 ./umem/... ./flows/... ./engine/
+
+demo: need build
+	$(XNIC) demo
+
+bench: need build
+	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./umem/... ./engine/... ./flows/...
+	$(XNIC) bench --rounds 3 --duration 5s --peers $(BIN)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+clean:
+	rm -rf $(BIN)

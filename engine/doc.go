@@ -1,0 +1,9 @@
+// Package engine runs xnic's data path: ports, the XSK sockets on them, the
+// workers that poll those sockets, and the statistics the control plane reads.
+//
+// One worker owns one UMEM and every socket on it: the sockets of all ports
+// for one queue index. It polls them in turn, hands each received batch to
+// the pipeline, and posts the frames back to the fill ring. The worker's hot
+// loop takes no locks and makes no allocations; it publishes its counters
+// with atomic stores once per batch, and the control plane reads only those.
+package engine

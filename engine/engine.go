@@ -1,0 +1,242 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"sync"
+
+	"github.com/xnic/xnic/bpf"
+	"github.com/xnic/xnic/umem"
+)
+
+// Options configure an Engine.
+type Options struct {
+	// Ifaces are the ports, by interface name. At least one.
+	Ifaces []string
+	// Queues are the rx queue ids to serve on every port. One worker, with
+	// its own UMEM, serves each queue id across all ports. Default [0].
+	Queues []int
+	// UMEM configures each worker's UMEM.
+	UMEM umem.Options
+	// Socket configures every XSK socket.
+	Socket umem.SocketOptions
+	// Attach is the XDP attach mode for the steering program.
+	Attach bpf.AttachMode
+	// Batch is the ring batch size.
+	Batch int
+	// PollMs > 0 lets idle workers sleep in poll(2); 0 spins.
+	PollMs int
+	// PinDir, when set, pins each port's maps under PinDir/<iface>/.
+	PinDir string
+}
+
+// DefaultOptions: queue 0, 4096 frames of 2048 bytes per worker, the default
+// socket rings, native-or-generic attach, batch 64, busy polling.
+func DefaultOptions() Options {
+	return Options{
+		Queues: []int{0},
+		UMEM:   umem.DefaultOptions(),
+		Socket: umem.DefaultSocketOptions(),
+		Batch:  DefaultBatch,
+	}
+}
+
+// Validate checks the options and names the field at fault.
+func (o Options) Validate() error {
+	if len(o.Ifaces) == 0 {
+		return errors.New("engine: ifaces: at least one interface is needed")
+	}
+	if len(o.Queues) == 0 {
+		return errors.New("engine: queues: at least one queue is needed")
+	}
+	seen := map[int]bool{}
+	for _, q := range o.Queues {
+		if q < 0 || q >= bpf.MaxQueues {
+			return fmt.Errorf("engine: queues: queue %d outside 0..%d", q, bpf.MaxQueues-1)
+		}
+		if seen[q] {
+			return fmt.Errorf("engine: queues: queue %d listed twice", q)
+		}
+		seen[q] = true
+	}
+	if o.Batch < 1 || o.Batch > 4096 {
+		return fmt.Errorf("engine: batch: must be 1..4096, got %d", o.Batch)
+	}
+	if err := o.UMEM.Validate(); err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	return nil
+}
+
+// Port is one interface served by the engine, with its steering program.
+type Port struct {
+	Name    string
+	Ifindex int
+	steer   *bpf.Steer
+	attach  *bpf.Attachment
+}
+
+// Steer is the port's steering program, for its maps and counters.
+func (p *Port) Steer() *bpf.Steer { return p.steer }
+
+// AttachMode is the XDP mode the steering program runs in.
+func (p *Port) AttachMode() bpf.AttachMode { return p.attach.Mode() }
+
+// Engine is the running data path: ports, and one worker per queue id.
+type Engine struct {
+	opts    Options
+	ports   []*Port
+	workers []*Worker
+	umems   []*umem.UMEM
+
+	wg      sync.WaitGroup
+	started bool
+	closed  bool
+}
+
+// New attaches the steering program to every port, makes a UMEM per queue id
+// with a socket on each port, primes the fill rings and registers the
+// sockets. fn is the pipeline stage for received batches (nil drops them).
+// On error it undoes what it did.
+func New(opts Options, fn RxFunc) (_ *Engine, err error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	e := &Engine{opts: opts}
+	defer func() {
+		if err != nil {
+			e.teardown()
+		}
+	}()
+	for _, name := range opts.Ifaces {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			return nil, fmt.Errorf("engine: port %s: %w", name, err)
+		}
+		st, err := bpf.LoadSteer(bpf.DefaultSteerOptions())
+		if err != nil {
+			return nil, fmt.Errorf("engine: port %s: %w", name, err)
+		}
+		p := &Port{Name: name, Ifindex: ifi.Index, steer: st}
+		e.ports = append(e.ports, p)
+		if opts.PinDir != "" {
+			if err := st.Pin(filepath.Join(opts.PinDir, name)); err != nil {
+				return nil, fmt.Errorf("engine: port %s: %w", name, err)
+			}
+		}
+		if p.attach, err = st.Attach(ifi.Index, opts.Attach); err != nil {
+			return nil, fmt.Errorf("engine: port %s: %w", name, err)
+		}
+	}
+	for _, q := range opts.Queues {
+		u, err := umem.New(opts.UMEM)
+		if err != nil {
+			return nil, fmt.Errorf("engine: queue %d: %w", q, err)
+		}
+		e.umems = append(e.umems, u)
+		var socks []*umem.Socket
+		for _, p := range e.ports {
+			s, err := umem.NewSocket(u, p.Ifindex, q, opts.Socket)
+			if err != nil {
+				return nil, fmt.Errorf("engine: port %s: %w", p.Name, err)
+			}
+			socks = append(socks, s)
+		}
+		w := NewWorker(u, socks, opts.Batch, opts.PollMs, fn)
+		w.Prime()
+		e.workers = append(e.workers, w)
+		// Register only once the fill rings are primed, so the first packets
+		// find frames.
+		for i, s := range socks {
+			if err := e.ports[i].steer.RegisterSocket(q, s.FD()); err != nil {
+				return nil, fmt.Errorf("engine: port %s queue %d: %w", e.ports[i].Name, q, err)
+			}
+		}
+	}
+	return e, nil
+}
+
+// Ports are the engine's ports, in the order of Options.Ifaces.
+func (e *Engine) Ports() []*Port { return e.ports }
+
+// Workers are the engine's workers, in the order of Options.Queues.
+func (e *Engine) Workers() []*Worker { return e.workers }
+
+// Start runs every worker on its own locked OS thread.
+func (e *Engine) Start() {
+	if e.started {
+		return
+	}
+	e.started = true
+	for _, w := range e.workers {
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			w.Run()
+		}()
+	}
+}
+
+// Stop stops the workers and waits for them.
+func (e *Engine) Stop() {
+	for _, w := range e.workers {
+		w.Stop()
+	}
+	e.wg.Wait()
+	e.started = false
+}
+
+// Close stops the engine, takes the sockets out of the steering maps, closes
+// them (every frame returns to its UMEM), audits every UMEM, then detaches
+// the programs. The audit's error, if any, is returned.
+func (e *Engine) Close() error {
+	if e.closed {
+		return nil
+	}
+	e.Stop()
+	err := e.teardown()
+	e.closed = true
+	return err
+}
+
+func (e *Engine) teardown() error {
+	var errs []error
+	for _, p := range e.ports {
+		for _, q := range e.opts.Queues {
+			_ = p.steer.UnregisterSocket(q)
+		}
+	}
+	for i, u := range e.umems {
+		for _, s := range append([]*umem.Socket(nil), e.socketsOf(i)...) {
+			if err := s.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if _, err := u.AuditIdle(); err != nil {
+			errs = append(errs, fmt.Errorf("engine: queue %d: %w", e.opts.Queues[i], err))
+		}
+		if err := u.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, p := range e.ports {
+		if p.attach != nil {
+			if err := p.attach.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("engine: detach from %s: %w", p.Name, err))
+			}
+		}
+		if err := p.steer.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("engine: port %s: %w", p.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (e *Engine) socketsOf(i int) []*umem.Socket {
+	if i < len(e.workers) {
+		return e.workers[i].socks
+	}
+	return nil
+}
