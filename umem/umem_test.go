@@ -149,4 +149,3 @@ func TestAuditFindsFrameInTwoPlaces(t *testing.T) {
 		t.Fatalf("audit missed a frame both free and in the fill ring: %v", err)
 	}
 }
-
