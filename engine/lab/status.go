@@ -1,0 +1,186 @@
+package lab
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+)
+
+// Status is a snapshot of a lab, read from the system. Its String method
+// prints it for `xnic lab status`.
+type Status struct {
+	Name, Netns string
+	Ports       []PortStatus
+}
+
+// PortStatus is the state of both ends of one port.
+type PortStatus struct {
+	Index      int
+	Host, Peer EndStatus
+}
+
+// EndStatus is the state of one veth end.
+type EndStatus struct {
+	Name      string
+	Ifindex   int
+	MAC       net.HardwareAddr
+	MTU       int
+	OperState string // "up", "down", "lowerlayerdown", ...
+	Addrs     []netip.Prefix
+	Queues    Queues
+	Offloads  Offloads
+
+	// Counters from the link's statistics (IFLA_STATS64).
+	RxPackets, TxPackets uint64
+	RxBytes, TxBytes     uint64
+	RxDropped, TxDropped uint64
+
+	XDP XDPStatus
+}
+
+// Queues are the numbers of rx and tx queues of a link.
+type Queues struct{ Rx, Tx int }
+
+// XDPStatus says whether an XDP program is attached to a link.
+type XDPStatus struct {
+	Attached bool
+	ProgID   uint32
+	Mode     string // "drv", "skb", "hw", "multi" or "" when none
+}
+
+// Status reads the state of every port of the lab, both ends; the peer side
+// is read inside the netns.
+func (l *Lab) Status() (*Status, error) {
+	ns, err := openNetns(l.Netns)
+	if err != nil {
+		return nil, fmt.Errorf("lab %s: status: %w", l.Name, err)
+	}
+	defer ns.Close()
+	host, peer, err := handles(ns, l.Netns)
+	if err != nil {
+		return nil, fmt.Errorf("lab %s: status: %w", l.Name, err)
+	}
+	defer host.Close()
+	defer peer.Close()
+	hostEth, err := newEthtoolSocket()
+	if err != nil {
+		return nil, fmt.Errorf("lab %s: status: %w", l.Name, err)
+	}
+	defer hostEth.Close()
+	var peerEth *ethtoolSocket
+	err = runInNetns(ns, func() error {
+		var err error
+		peerEth, err = newEthtoolSocket()
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lab %s: status: in netns %s: %w", l.Name, l.Netns, err)
+	}
+	defer peerEth.Close()
+
+	s := &Status{Name: l.Name, Netns: l.Netns}
+	for _, p := range l.Ports {
+		ps := PortStatus{Index: p.Index}
+		if ps.Host, err = endStatus(host, hostEth, p.Host); err != nil {
+			return nil, fmt.Errorf("lab %s: status: port %d: %w", l.Name, p.Index, err)
+		}
+		if ps.Peer, err = endStatus(peer, peerEth, p.Peer); err != nil {
+			return nil, fmt.Errorf("lab %s: status: port %d: in netns %s: %w", l.Name, p.Index, l.Netns, err)
+		}
+		s.Ports = append(s.Ports, ps)
+	}
+	return s, nil
+}
+
+func endStatus(h *netlink.Handle, eth *ethtoolSocket, name string) (EndStatus, error) {
+	link, err := h.LinkByName(name)
+	if err != nil {
+		return EndStatus{}, fmt.Errorf("find %s: %w", name, err)
+	}
+	a := link.Attrs()
+	e := EndStatus{
+		Name:      a.Name,
+		Ifindex:   a.Index,
+		MAC:       a.HardwareAddr,
+		MTU:       a.MTU,
+		OperState: a.OperState.String(),
+		Queues:    Queues{Rx: a.NumRxQueues, Tx: a.NumTxQueues},
+	}
+	if st := a.Statistics; st != nil {
+		e.RxPackets, e.TxPackets = st.RxPackets, st.TxPackets
+		e.RxBytes, e.TxBytes = st.RxBytes, st.TxBytes
+		e.RxDropped, e.TxDropped = st.RxDropped, st.TxDropped
+	}
+	if x := a.Xdp; x != nil && x.Attached {
+		e.XDP = XDPStatus{Attached: true, ProgID: x.ProgId, Mode: xdpMode(x.AttachMode)}
+	}
+	addrs, err := h.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return e, fmt.Errorf("list addresses of %s: %w", name, err)
+	}
+	for _, ad := range addrs {
+		ip, ok := netip.AddrFromSlice(ad.IP)
+		if !ok || ad.IPNet == nil {
+			continue
+		}
+		ones, _ := ad.Mask.Size()
+		e.Addrs = append(e.Addrs, netip.PrefixFrom(ip.Unmap(), ones))
+	}
+	if e.Offloads, err = eth.offloads(name); err != nil {
+		return e, err
+	}
+	return e, nil
+}
+
+// xdpAttachedMulti is XDP_ATTACHED_MULTI from <linux/if_link.h>: programs
+// attached in more than one mode.
+const xdpAttachedMulti = 4
+
+func xdpMode(m uint32) string {
+	switch m {
+	case nl.XDP_ATTACHED_DRV:
+		return "drv"
+	case nl.XDP_ATTACHED_SKB:
+		return "skb"
+	case nl.XDP_ATTACHED_HW:
+		return "hw"
+	case xdpAttachedMulti:
+		return "multi"
+	}
+	return fmt.Sprintf("mode%d", m)
+}
+
+// String prints the status, one block per port and one line per end.
+func (s *Status) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "lab %s (netns %s), %d port(s)\n", s.Name, s.Netns, len(s.Ports))
+	for _, p := range s.Ports {
+		fmt.Fprintf(&b, "port %d\n", p.Index)
+		p.Host.write(&b, "host")
+		p.Peer.write(&b, "peer")
+	}
+	return b.String()
+}
+
+func (e *EndStatus) write(b *strings.Builder, side string) {
+	xdp := "none"
+	if e.XDP.Attached {
+		xdp = fmt.Sprintf("id %d (%s)", e.XDP.ProgID, e.XDP.Mode)
+	}
+	addrs := make([]string, len(e.Addrs))
+	for i, a := range e.Addrs {
+		addrs[i] = a.String()
+	}
+	fmt.Fprintf(b, "  %s %-8s ifindex %d mac %s mtu %d %s queues rx %d tx %d\n",
+		side, e.Name, e.Ifindex, e.MAC, e.MTU, e.OperState, e.Queues.Rx, e.Queues.Tx)
+	fmt.Fprintf(b, "       addrs %s\n", strings.Join(addrs, " "))
+	fmt.Fprintf(b, "       rx %d pkts %d bytes %d dropped | tx %d pkts %d bytes %d dropped\n",
+		e.RxPackets, e.RxBytes, e.RxDropped, e.TxPackets, e.TxBytes, e.TxDropped)
+	fmt.Fprintf(b, "       xdp %s | %s\n", xdp, e.Offloads)
+}
+
+var _ fmt.Stringer = (*Status)(nil)
