@@ -1,0 +1,160 @@
+package gen
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/xnic/xnic/umem"
+)
+
+// xskFrames is the UMEM size of the AF_XDP TX generator.
+const xskFrames = 4096
+
+// RunXSK sends through an AF_XDP socket's tx ring instead of live frames, for
+// receivers without an XDP program (kernel sockets, AF_PACKET). Every UMEM
+// frame is written once with a flow's template; after that the generator
+// only cycles descriptors: completed frames are posted again unchanged. It
+// honours the same Options as Run, except Threads, BatchSize and Repeat.
+// Packets counts frames the kernel completed.
+func RunXSK(ctx context.Context, opts Options) (Result, error) {
+	if err := opts.Validate(); err != nil {
+		return Result{}, err
+	}
+	if opts.FrameSize > 2048-256 {
+		return Result{}, optErr("frame size", "must be at most %d in xsk mode, got %d", 2048-256, opts.FrameSize)
+	}
+	info, err := resolveIface(opts.Netns, opts.Iface)
+	if err != nil {
+		return Result{}, fmt.Errorf("gen: resolve %s in netns %q: %w", opts.Iface, opts.Netns, err)
+	}
+	// The socket is made inside the netns, where the ifindex means Iface; its
+	// fd then works from any thread.
+	var u *umem.UMEM
+	var s *umem.Socket
+	err = goInNetns(opts.Netns, func() error {
+		var err error
+		if u, err = umem.New(umem.Options{NumFrames: xskFrames, FrameSize: 2048}); err != nil {
+			return err
+		}
+		so := umem.DefaultSocketOptions()
+		so.RxSize = 0
+		so.FillSize, so.CompletionSize, so.TxSize = 2048, xskFrames, 2048
+		s, err = umem.NewSocket(u, info.index, 0, so)
+		return err
+	})
+	if err != nil {
+		if u != nil {
+			u.Close()
+		}
+		return Result{}, fmt.Errorf("gen: xsk on %s: %w", opts.Iface, err)
+	}
+	defer u.Close()
+
+	// Write every frame once, flow i in frame i % flows.
+	fo := frameOptions(opts, info)
+	free := make([]uint64, 0, xskFrames)
+	for {
+		a, ok := u.Alloc()
+		if !ok {
+			break
+		}
+		fo.SrcPort = opts.SrcPortBase + uint16(len(free)%opts.Flows)
+		f, err := BuildUDP(fo)
+		if err != nil {
+			return Result{}, fmt.Errorf("gen: %w", err)
+		}
+		copy(u.Frame(a)[u.DataOffset():], f)
+		free = append(free, a)
+	}
+	frameLen := uint32(opts.FrameSize)
+
+	descs := make([]umem.Desc, 64)
+	done := make([]uint64, 256)
+	start := time.Now()
+	var deadline time.Time
+	if opts.Duration > 0 {
+		deadline = start.Add(opts.Duration)
+	}
+	var sent, completed uint64
+	last := Tick{}
+	nextTick := start.Add(time.Second)
+	for iter := 0; ; iter++ {
+		for {
+			n := s.Complete(done)
+			if n == 0 {
+				break
+			}
+			for _, a := range done[:n] {
+				free = append(free, a&^2047)
+			}
+			completed += uint64(n)
+		}
+		if iter&63 == 0 {
+			now := time.Now()
+			if ctx.Err() != nil || (!deadline.IsZero() && now.After(deadline)) {
+				break
+			}
+			if opts.Progress != nil && now.After(nextTick) {
+				cur := Tick{Elapsed: now.Sub(start), Packets: completed}
+				cur.PPS = float64(cur.Packets-last.Packets) / (cur.Elapsed - last.Elapsed).Seconds()
+				last = cur
+				opts.Progress(cur)
+				nextTick = nextTick.Add(time.Second)
+			}
+		}
+		want := len(descs)
+		if opts.Count > 0 {
+			if sent >= opts.Count {
+				if completed >= sent {
+					break
+				}
+				want = 0
+			} else {
+				want = int(min(uint64(want), opts.Count-sent))
+			}
+		}
+		want = min(want, len(free))
+		if want == 0 {
+			s.KickTx()
+			continue
+		}
+		for i := 0; i < want; i++ {
+			a := free[len(free)-1-i]
+			descs[i] = umem.Desc{Addr: a + u.DataOffset(), Len: frameLen}
+		}
+		n := s.Transmit(descs[:want])
+		free = free[:len(free)-n]
+		sent += uint64(n)
+	}
+	// Let the ring drain so every frame is accounted for before close.
+	drainUntil := time.Now().Add(time.Second)
+	for completed < sent && time.Now().Before(drainUntil) {
+		s.KickTx()
+		for {
+			n := s.Complete(done)
+			if n == 0 {
+				break
+			}
+			completed += uint64(n)
+			for _, a := range done[:n] {
+				free = append(free, a&^2047)
+			}
+		}
+	}
+	elapsed := time.Since(start)
+	for _, a := range free {
+		u.Release(a)
+	}
+	res := Result{Packets: completed, Bytes: completed * uint64(frameLen), Duration: elapsed}
+	if elapsed > 0 {
+		res.PPS = float64(completed) / elapsed.Seconds()
+	}
+	if err := s.Close(); err != nil {
+		return res, fmt.Errorf("gen: %w", err)
+	}
+	if _, err := u.AuditIdle(); err != nil {
+		return res, fmt.Errorf("gen: %w", err)
+	}
+	return res, nil
+}
