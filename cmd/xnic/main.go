@@ -1,0 +1,109 @@
+// Command xnic runs and inspects the xnic software offload NIC.
+//
+//	xnic lab up|down|status   build, remove and show a veth lab
+//	xnic gen                  generate traffic (live frames or AF_XDP TX)
+//	xnic rx                   receive and recycle on one queue, at full speed
+//	xnic demo                 lab + engine + generator with live figures
+//	xnic bench                the receive benchmark against its peers
+//
+// Run `xnic COMMAND -h` for a command's flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+type command struct {
+	name, summary string
+	run           func(ctx context.Context, args []string) error
+}
+
+var commands []command
+
+func init() {
+	commands = []command{
+		{"lab", "build, remove or show a veth lab (up|down|status)", runLab},
+		{"gen", "generate UDP traffic into a lab port", runGen},
+		{"rx", "receive and recycle frames on one queue and report pps", runRx},
+		{"demo", "bring up a lab, run the engine under traffic with live figures, clean up", runDemo},
+		{"bench", "receive benchmark: XDP_DROP, xnic rx and its peers in one run", runBench},
+	}
+}
+
+// errUsage marks a usage error already reported by the flag package.
+var errUsage = errors.New("usage")
+
+func usage() {
+	fmt.Fprintf(os.Stderr, "usage: xnic COMMAND [flags]\n\ncommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(os.Stderr, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(os.Stderr, "\nRun 'xnic COMMAND -h' for the flags of a command.\n")
+}
+
+func main() {
+	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
+		usage()
+		if len(os.Args) < 2 {
+			os.Exit(2)
+		}
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	name := os.Args[1]
+	for _, c := range commands {
+		if c.name != name {
+			continue
+		}
+		err := c.run(ctx, os.Args[2:])
+		switch {
+		case err == nil:
+		case errors.Is(err, flag.ErrHelp):
+		case errors.Is(err, errUsage):
+			stop()
+			os.Exit(2)
+		default:
+			fmt.Fprintf(os.Stderr, "xnic %s: %s\n", name, err)
+			stop()
+			os.Exit(1)
+		}
+		return
+	}
+	fmt.Fprintf(os.Stderr, "xnic: unknown command %q\n\n", name)
+	usage()
+	os.Exit(2)
+}
+
+// newFlags makes a command's flag set; parse errors come back as errUsage
+// after the flag package has printed them with the usage.
+func newFlags(name, args string) *flag.FlagSet {
+	fs := flag.NewFlagSet("xnic "+name, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: xnic %s %s\n\nflags:\n", name, args)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	return nil
+}
+
+// flagError is a bad flag value found after parsing; it names the flag.
+func flagError(flagName string, format string, a ...any) error {
+	fmt.Fprintf(os.Stderr, "xnic: --%s: %s\n", flagName, fmt.Sprintf(format, a...))
+	return errUsage
+}

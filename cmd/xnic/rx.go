@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/xnic/xnic/bpf"
+	"github.com/xnic/xnic/engine"
+	"github.com/xnic/xnic/umem"
+)
+
+// rxResult is the JSON object `xnic rx --json` prints as its last line.
+type rxResult struct {
+	Name      string          `json:"name"`
+	Iface     string          `json:"iface"`
+	Queue     int             `json:"queue"`
+	Packets   uint64          `json:"packets"`
+	Bytes     uint64          `json:"bytes"`
+	Seconds   float64         `json:"seconds"`
+	PPS       float64         `json:"pps"`
+	ZeroCopy  bool            `json:"zerocopy"`
+	XDPMode   string          `json:"xdp_mode"`
+	XSK       umem.Statistics `json:"xsk"`
+	Steer     bpf.SteerStats  `json:"steer"`
+	RxWakeups uint64          `json:"rx_wakeups"`
+}
+
+// engineFlags are the data-path flags rx and demo share.
+type engineFlags struct {
+	mode, attach        *string
+	frames, ring, batch *int
+	poll                *int
+}
+
+func addEngineFlags(fs interface {
+	String(string, string, string) *string
+	Int(string, int, string) *int
+}) engineFlags {
+	return engineFlags{
+		mode:   fs.String("mode", "auto", "XSK bind mode: auto, zerocopy or copy"),
+		attach: fs.String("attach", "auto", "XDP attach mode: auto, native or generic"),
+		frames: fs.Int("frames", 4096, "UMEM frames per queue"),
+		ring:   fs.Int("ring", 2048, "rx ring size (fill ring is twice this)"),
+		batch:  fs.Int("batch", engine.DefaultBatch, "descriptors per ring access"),
+		poll:   fs.Int("poll", 0, "when > 0, idle workers sleep in poll(2) up to this many ms instead of spinning"),
+	}
+}
+
+func (f engineFlags) options(ifaces []string, queues []int) (engine.Options, error) {
+	o := engine.DefaultOptions()
+	o.Ifaces, o.Queues = ifaces, queues
+	var err error
+	if o.Socket.Mode, err = umem.ParseBindMode(*f.mode); err != nil {
+		return o, flagError("mode", "%s", err)
+	}
+	if o.Attach, err = bpf.ParseAttachMode(*f.attach); err != nil {
+		return o, flagError("attach", "want auto, native or generic, got %q", *f.attach)
+	}
+	if *f.frames < 64 || *f.frames > 1<<20 {
+		return o, flagError("frames", "must be 64..%d, got %d", 1<<20, *f.frames)
+	}
+	o.UMEM.NumFrames = uint32(*f.frames)
+	r := *f.ring
+	if r < 64 || r > 1<<16 || r&(r-1) != 0 {
+		return o, flagError("ring", "must be a power of two in 64..65536, got %d", r)
+	}
+	o.Socket.RxSize, o.Socket.TxSize = uint32(r), uint32(r)
+	o.Socket.FillSize, o.Socket.CompletionSize = uint32(2*r), uint32(r)
+	if *f.batch < 1 || *f.batch > r {
+		return o, flagError("batch", "must be 1..%d (the ring size), got %d", r, *f.batch)
+	}
+	o.Batch = *f.batch
+	if *f.poll < 0 {
+		return o, flagError("poll", "must be >= 0, got %d", *f.poll)
+	}
+	o.PollMs = *f.poll
+	return o, nil
+}
+
+func runRx(ctx context.Context, args []string) error {
+	fs := newFlags("rx", "--iface IF [--duration D] [--queue Q] [--json]")
+	iface := fs.String("iface", "", "interface to receive on (required)")
+	duration := fs.Duration("duration", 10*time.Second, "how long to receive")
+	queue := fs.Int("queue", 0, "rx queue id")
+	asJSON := fs.Bool("json", false, "print a JSON object as the last line")
+	quiet := fs.Bool("quiet", false, "no per-second lines")
+	ef := addEngineFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *iface == "" {
+		return flagError("iface", "required")
+	}
+	if *duration <= 0 {
+		return flagError("duration", "must be positive, got %s", *duration)
+	}
+	if *queue < 0 {
+		return flagError("queue", "must be >= 0, got %d", *queue)
+	}
+	opts, err := ef.options([]string{*iface}, []int{*queue})
+	if err != nil {
+		return err
+	}
+	e, err := engine.New(opts, nil)
+	if err != nil {
+		return err
+	}
+	sock := e.Workers()[0].Sockets()[0]
+	fmt.Fprintf(os.Stderr, "xnic rx: %s queue %d, xdp %s, xsk %s, need_wakeup %t, batch %d\n",
+		*iface, *queue, e.Ports()[0].AttachMode(), map[bool]string{true: "zero-copy", false: "copy"}[sock.ZeroCopy()],
+		sock.NeedWakeup(), opts.Batch)
+	start := time.Now()
+	e.Start()
+	last, lastT := uint64(0), start
+	tick := time.NewTicker(time.Second)
+	deadline := time.NewTimer(*duration)
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-deadline.C:
+			break loop
+		case now := <-tick.C:
+			if *quiet {
+				continue
+			}
+			st, err := e.Stats()
+			if err != nil {
+				continue
+			}
+			fmt.Fprintf(os.Stderr, "%6.1fs  %12d pkts  %8.3f Mpps  drops %d  fill-ring-empty %d\n",
+				now.Sub(start).Seconds(), st.RxPackets, float64(st.RxPackets-last)/now.Sub(lastT).Seconds()/1e6,
+				st.Drops(), st.XSK.RxFillRingEmptyDescs)
+			last, lastT = st.RxPackets, now
+		}
+	}
+	tick.Stop()
+	e.Stop()
+	elapsed := time.Since(start)
+	st, err := e.Stats()
+	if cerr := e.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	res := rxResult{
+		Name: "xnic-rx", Iface: *iface, Queue: *queue, Packets: st.RxPackets, Bytes: st.RxBytes,
+		Seconds: elapsed.Seconds(), PPS: float64(st.RxPackets) / elapsed.Seconds(),
+		ZeroCopy: sock.ZeroCopy(), XDPMode: e.Ports()[0].AttachMode().String(),
+		XSK: st.XSK, Steer: st.Steer, RxWakeups: st.RxWakeups,
+	}
+	fmt.Printf("received %d packets (%d bytes) in %.2fs: %.3f Mpps\n", res.Packets, res.Bytes, res.Seconds, res.PPS/1e6)
+	fmt.Printf("xsk: rx_dropped %d rx_ring_full %d rx_fill_ring_empty_descs %d rx_invalid_descs %d\n",
+		st.XSK.RxDropped, st.XSK.RxRingFull, st.XSK.RxFillRingEmptyDescs, st.XSK.RxInvalidDescs)
+	fmt.Printf("steer: seen %d redirected %d pass_non_ip %d pass_control %d pass_no_socket %d malformed %d\n",
+		st.Steer.RxPackets, st.Steer.Redirected, st.Steer.PassNonIp, st.Steer.PassControl, st.Steer.PassNoSocket, st.Steer.DroppedMalformed)
+	if *asJSON {
+		b, _ := json.Marshal(res)
+		fmt.Println(string(b))
+	}
+	return nil
+}
