@@ -105,9 +105,13 @@ func less(a [16]byte, pa uint16, b [16]byte, pb uint16) bool {
 	return pa < pb
 }
 
+// hashParts folds the ports, protocol, family and VLAN in twice: first into
+// the opening mix, then at the end. One multiply-fold alone would leave keys
+// that differ only in a port (a load test's flows) spread almost linearly
+// in the low bits, so they would crowd into some buckets.
 func hashParts(a, b [16]byte, pa, pb uint16, k *Key) uint64 {
-	h := mix(binary.LittleEndian.Uint64(a[0:]), binary.LittleEndian.Uint64(a[8:]))
-	h = mix(h^binary.LittleEndian.Uint64(b[0:]), binary.LittleEndian.Uint64(b[8:]))
 	rest := uint64(pa) | uint64(pb)<<16 | uint64(k.Proto)<<32 | uint64(k.Family)<<40 | uint64(k.VLAN)<<48
+	h := mix(binary.LittleEndian.Uint64(a[0:]), binary.LittleEndian.Uint64(a[8:])^rest)
+	h = mix(h^binary.LittleEndian.Uint64(b[0:]), binary.LittleEndian.Uint64(b[8:]))
 	return mix(h, rest)
 }
