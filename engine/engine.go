@@ -136,22 +136,22 @@ func New(opts Options, fn RxFunc) (_ *Engine, err error) {
 			return nil, fmt.Errorf("engine: queue %d: %w", q, err)
 		}
 		e.umems = append(e.umems, u)
-		var socks []*umem.Socket
-		for _, p := range e.ports {
+		var eps []*Endpoint
+		for i, p := range e.ports {
 			s, err := umem.NewSocket(u, p.Ifindex, q, opts.Socket)
 			if err != nil {
 				return nil, fmt.Errorf("engine: port %s: %w", p.Name, err)
 			}
-			socks = append(socks, s)
+			eps = append(eps, &Endpoint{Sock: s, Port: i})
 		}
-		w := NewWorker(u, socks, opts.Batch, opts.PollMs, fn)
+		w := NewWorker(u, eps, opts.Batch, opts.PollMs, fn)
 		w.Prime()
 		e.workers = append(e.workers, w)
 		// Register only once the fill rings are primed, so the first packets
 		// find frames.
-		for i, s := range socks {
-			if err := e.ports[i].steer.RegisterSocket(q, s.FD()); err != nil {
-				return nil, fmt.Errorf("engine: port %s queue %d: %w", e.ports[i].Name, q, err)
+		for _, ep := range eps {
+			if err := e.ports[ep.Port].steer.RegisterSocket(q, ep.Sock.FD()); err != nil {
+				return nil, fmt.Errorf("engine: port %s queue %d: %w", e.ports[ep.Port].Name, q, err)
 			}
 		}
 	}
@@ -209,8 +209,8 @@ func (e *Engine) teardown() error {
 		}
 	}
 	for i, u := range e.umems {
-		for _, s := range append([]*umem.Socket(nil), e.socketsOf(i)...) {
-			if err := s.Close(); err != nil {
+		for _, ep := range e.endpointsOf(i) {
+			if err := ep.Sock.Close(); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -234,9 +234,9 @@ func (e *Engine) teardown() error {
 	return errors.Join(errs...)
 }
 
-func (e *Engine) socketsOf(i int) []*umem.Socket {
+func (e *Engine) endpointsOf(i int) []*Endpoint {
 	if i < len(e.workers) {
-		return e.workers[i].socks
+		return append([]*Endpoint(nil), e.workers[i].eps...)
 	}
 	return nil
 }

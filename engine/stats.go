@@ -32,8 +32,8 @@ func (e *Engine) Stats() (Stats, error) {
 		st.RxBytes += w.Counters.RxBytes.Load()
 		st.RxWakeups += w.Counters.RxWakeups.Load()
 		st.EmptyPasses += w.Counters.EmptyPasses.Load()
-		for _, s := range w.socks {
-			x, err := s.Statistics()
+		for _, ep := range w.eps {
+			x, err := ep.Sock.Statistics()
 			if err != nil {
 				return st, fmt.Errorf("engine: %w", err)
 			}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"runtime"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -14,8 +15,17 @@ const DefaultBatch = 64
 
 // RxFunc is the pipeline stage a worker hands each received batch to. It may
 // read the packets (umem.Bytes); the frames go back to the fill ring when it
-// returns. port is the index of the socket in the worker's set.
-type RxFunc func(port int, descs []umem.Desc)
+// returns. ep says which socket, port and guest the batch came from.
+type RxFunc func(ep *Endpoint, descs []umem.Desc)
+
+// Endpoint is one socket a worker polls: its port and, for a guest's socket,
+// the guest and class it serves.
+type Endpoint struct {
+	Sock  *umem.Socket
+	Port  int // index into the engine's ports
+	Guest int // guest id; 0 for the raw (guestless) socket
+	Class int
+}
 
 // WorkerCounters are a worker's published counters. The worker stores them
 // once per pass; anyone may load them.
@@ -33,7 +43,7 @@ type WorkerCounters struct {
 type Worker struct {
 	// Set at construction; the sockets all live on u.
 	u      *umem.UMEM
-	socks  []*umem.Socket
+	eps    []*Endpoint
 	fn     RxFunc
 	descs  []umem.Desc
 	pollMs int // when > 0, sleep in poll(2) up to this long after an empty pass
@@ -42,33 +52,100 @@ type Worker struct {
 	// Owned by the running worker.
 	empty int
 
-	// Shared with the control plane.
+	// Shared with the control plane: the stop flag, the counters, and ctl,
+	// through which the control plane runs a function on the worker between
+	// passes (adding or draining a socket) instead of changing its state
+	// from another thread.
 	stop     atomic.Bool
+	runMu    sync.Mutex // guards running; Do holds it while the worker runs its function
+	running  bool
+	ctl      chan func()
 	Counters WorkerCounters
 }
 
-// NewWorker makes a worker over sockets that share u. batch is the ring batch
-// size (DefaultBatch when 0). pollMs > 0 makes an idle worker sleep in poll(2)
-// instead of spinning.
-func NewWorker(u *umem.UMEM, socks []*umem.Socket, batch, pollMs int, fn RxFunc) *Worker {
+// NewWorker makes a worker over endpoints whose sockets share u. batch is the
+// ring batch size (DefaultBatch when 0). pollMs > 0 makes an idle worker sleep
+// in poll(2) instead of spinning.
+func NewWorker(u *umem.UMEM, eps []*Endpoint, batch, pollMs int, fn RxFunc) *Worker {
 	if batch <= 0 {
 		batch = DefaultBatch
 	}
-	w := &Worker{u: u, socks: socks, fn: fn, descs: make([]umem.Desc, batch), pollMs: pollMs}
-	for _, s := range socks {
-		if s.FD() >= 0 {
-			w.pfds = append(w.pfds, unix.PollFd{Fd: int32(s.FD()), Events: unix.POLLIN})
-		}
+	w := &Worker{u: u, fn: fn, descs: make([]umem.Desc, batch), pollMs: pollMs, ctl: make(chan func())}
+	for _, ep := range eps {
+		w.add(ep)
 	}
 	return w
+}
+
+func (w *Worker) add(ep *Endpoint) {
+	w.eps = append(w.eps, ep)
+	w.rebuildPoll()
+}
+
+func (w *Worker) rebuildPoll() {
+	w.pfds = w.pfds[:0]
+	for _, ep := range w.eps {
+		if fd := ep.Sock.FD(); fd >= 0 {
+			w.pfds = append(w.pfds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+		}
+	}
+}
+
+// Do runs fn on the worker between two passes and waits for it; if the
+// worker is not running, it runs fn at once. Use it for anything that
+// touches the worker's UMEM or endpoint set.
+func (w *Worker) Do(fn func()) {
+	w.runMu.Lock()
+	defer w.runMu.Unlock()
+	if !w.running {
+		fn()
+		return
+	}
+	done := make(chan struct{})
+	w.ctl <- func() { fn(); close(done) }
+	<-done
+}
+
+// AddEndpoint makes the worker poll ep from its next pass. A socket with its
+// own fill ring is primed with frames from the free list.
+func (w *Worker) AddEndpoint(ep *Endpoint) {
+	w.Do(func() {
+		if ep.Sock.OwnsRings() {
+			ep.Sock.FillFromFree(min(w.u.Free()/2, int(ep.Sock.Fill.Size())))
+		}
+		w.add(ep)
+	})
+}
+
+// RemoveEndpoint stops polling ep after handing what its rx ring still holds
+// to the stage, so no frame is stranded in a ring about to be closed. Take
+// the socket out of the steering maps first, so nothing more arrives.
+func (w *Worker) RemoveEndpoint(ep *Endpoint) {
+	w.Do(func() {
+		for i, e := range w.eps {
+			if e != ep {
+				continue
+			}
+			for {
+				n := ep.Sock.Receive(w.descs)
+				if n == 0 {
+					break
+				}
+				w.deliver(ep, w.descs[:n])
+			}
+			w.eps = append(w.eps[:i], w.eps[i+1:]...)
+			w.rebuildPoll()
+			return
+		}
+	})
 }
 
 // Prime posts frames from the free list to every ring group's fill ring,
 // sharing the free frames evenly. Call it once before Run.
 func (w *Worker) Prime() {
 	hosts := 0
-	for _, s := range w.socks {
-		if s.OwnsRings() {
+	for _, ep := range w.eps {
+		if ep.Sock.OwnsRings() {
 			hosts++
 		}
 	}
@@ -76,9 +153,9 @@ func (w *Worker) Prime() {
 		return
 	}
 	share := w.u.Free() / hosts
-	for _, s := range w.socks {
-		if s.OwnsRings() {
-			s.FillFromFree(min(share, int(s.Fill.Size())))
+	for _, ep := range w.eps {
+		if ep.Sock.OwnsRings() {
+			ep.Sock.FillFromFree(min(share, int(ep.Sock.Fill.Size())))
 		}
 	}
 }
@@ -88,7 +165,8 @@ func (w *Worker) Prime() {
 func (w *Worker) Poll() int {
 	total := 0
 	var bytes uint64
-	for i, s := range w.socks {
+	for _, ep := range w.eps {
+		s := ep.Sock
 		n := s.Receive(w.descs)
 		if n == 0 {
 			s.KickRx()
@@ -98,17 +176,7 @@ func (w *Worker) Poll() int {
 		for j := range batch {
 			bytes += uint64(batch[j].Len)
 		}
-		if w.fn != nil {
-			w.fn(i, batch)
-		}
-		if !s.RefillDescs(batch) {
-			// Should not happen: these frames came from this fill ring. Keep
-			// them accounted for on the free list and top up below.
-			for j := range batch {
-				w.u.Release(batch[j].Addr)
-			}
-			w.Counters.RefillFailed.Add(1)
-		}
+		w.deliver(ep, batch)
 		total += n
 	}
 	if w.u.Free() > 0 {
@@ -118,10 +186,25 @@ func (w *Worker) Poll() int {
 	return total
 }
 
+// deliver runs the stage on a batch and posts its frames back to the fill ring.
+func (w *Worker) deliver(ep *Endpoint, batch []umem.Desc) {
+	if w.fn != nil {
+		w.fn(ep, batch)
+	}
+	if !ep.Sock.RefillDescs(batch) {
+		// Should not happen: these frames came from this fill ring. Keep
+		// them accounted for on the free list and top up later.
+		for j := range batch {
+			w.u.Release(batch[j].Addr)
+		}
+		w.Counters.RefillFailed.Add(1)
+	}
+}
+
 func (w *Worker) topUp() {
-	for _, s := range w.socks {
-		if s.OwnsRings() {
-			s.FillFromFree(w.u.Free())
+	for _, ep := range w.eps {
+		if ep.Sock.OwnsRings() {
+			ep.Sock.FillFromFree(w.u.Free())
 		}
 	}
 }
@@ -132,8 +215,8 @@ func (w *Worker) publish(n int, bytes uint64) {
 	if n == 0 {
 		c.EmptyPasses.Add(1)
 		var wk uint64
-		for _, s := range w.socks {
-			wk += s.Counters.RxWakeups
+		for _, ep := range w.eps {
+			wk += ep.Sock.Counters.RxWakeups
 		}
 		c.RxWakeups.Store(wk)
 		return
@@ -146,7 +229,29 @@ func (w *Worker) publish(n int, bytes uint64) {
 func (w *Worker) Run() {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	w.runMu.Lock()
+	w.running = true
+	w.runMu.Unlock()
+	defer func() {
+		// A Do may hold runMu while it waits for this worker: serve it
+		// until the lock is ours.
+		for !w.runMu.TryLock() {
+			select {
+			case fn := <-w.ctl:
+				fn()
+			default:
+				runtime.Gosched()
+			}
+		}
+		w.running = false
+		w.runMu.Unlock()
+	}()
 	for !w.stop.Load() {
+		select {
+		case fn := <-w.ctl:
+			fn()
+		default:
+		}
 		if w.Poll() > 0 {
 			w.empty = 0
 			continue
@@ -161,5 +266,9 @@ func (w *Worker) Run() {
 // Stop asks Run to return after its current pass.
 func (w *Worker) Stop() { w.stop.Store(true) }
 
-// Sockets are the sockets the worker polls.
-func (w *Worker) Sockets() []*umem.Socket { return w.socks }
+// Endpoints are the endpoints the worker polls. Read them only while the
+// worker is stopped, or from a function passed to Do.
+func (w *Worker) Endpoints() []*Endpoint { return w.eps }
+
+// UMEM is the worker's UMEM.
+func (w *Worker) UMEM() *umem.UMEM { return w.u }

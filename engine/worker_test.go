@@ -15,7 +15,7 @@ func newSimWorker(t testing.TB, fn RxFunc) (*Worker, *umem.UMEM, *umem.SimKernel
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := NewWorker(u, []*umem.Socket{s}, 64, 0, fn)
+	w := NewWorker(u, []*Endpoint{{Sock: s}}, 64, 0, fn)
 	w.Prime()
 	return w, u, k
 }
@@ -25,7 +25,7 @@ func newSimWorker(t testing.TB, fn RxFunc) (*Worker, *umem.UMEM, *umem.SimKernel
 func TestWorkerReceivesEveryPacketAndKeepsFrames(t *testing.T) {
 	var got []byte
 	var u *umem.UMEM
-	w, u, k := newSimWorker(t, func(_ int, descs []umem.Desc) {
+	w, u, k := newSimWorker(t, func(_ *Endpoint, descs []umem.Desc) {
 		for _, d := range descs {
 			got = append(got, u.Bytes(d)[0])
 		}
@@ -80,7 +80,7 @@ func TestWorkerKicksWhenKernelAsks(t *testing.T) {
 
 // TestWorkerPollAllocs: the receive loop over in-memory rings allocates nothing.
 func TestWorkerPollAllocs(t *testing.T) {
-	w, u, k := newSimWorker(t, func(int, []umem.Desc) {})
+	w, u, k := newSimWorker(t, func(*Endpoint, []umem.Desc) {})
 	defer u.Close()
 	pkt := make([]byte, 64)
 	allocs := testing.AllocsPerRun(1000, func() {
@@ -96,7 +96,7 @@ func TestWorkerPollAllocs(t *testing.T) {
 }
 
 func BenchmarkWorkerPollSim(b *testing.B) {
-	w, u, k := newSimWorker(b, func(int, []umem.Desc) {})
+	w, u, k := newSimWorker(b, func(*Endpoint, []umem.Desc) {})
 	defer u.Close()
 	pkt := make([]byte, 64)
 	b.ReportAllocs()

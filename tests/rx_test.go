@@ -30,9 +30,10 @@ func newReceived(ports int) *received {
 	return r
 }
 
-func (r *received) stage(e **engine.Engine) engine.RxFunc {
-	return func(port int, descs []umem.Desc) {
-		u := (*e).Workers()[0].Sockets()[port].UMEM()
+func (r *received) stage() engine.RxFunc {
+	return func(ep *engine.Endpoint, descs []umem.Desc) {
+		port := ep.Port
+		u := ep.Sock.UMEM()
 		for _, d := range descs {
 			p, seq, intact, ok := parseTagged(u.Bytes(d))
 			switch {
@@ -56,8 +57,7 @@ func startEngine(t *testing.T, l *lab.Lab, ports []int, r *received) *engine.Eng
 	for _, i := range ports {
 		o.Ifaces = append(o.Ifaces, l.Ports[i].Host)
 	}
-	var e *engine.Engine
-	e, err := engine.New(o, r.stage(&e))
+	e, err := engine.New(o, r.stage())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +109,7 @@ func TestReceiveExactlyK(t *testing.T) {
 		t.Fatalf("stats: rx %d redirected %d drops %d, want %d %d 0", st.RxPackets, st.Steer.Redirected, st.Drops(), K, K)
 	}
 	// Every frame is in the fill ring, kernel or free list now; none leaked.
-	u := w.Sockets()[0].UMEM()
+	u := w.UMEM()
 	a, err := u.Audit()
 	if err != nil {
 		t.Fatalf("audit under a live socket: %v", err)
@@ -130,7 +130,8 @@ func TestSharedUMEMTwoPorts(t *testing.T) {
 	r := newReceived(2)
 	e := startEngine(t, l, []int{0, 1}, r)
 	w := e.Workers()[0]
-	socks := w.Sockets()
+	eps := w.Endpoints()
+	socks := []*umem.Socket{eps[0].Sock, eps[1].Sock}
 	if len(socks) != 2 || socks[0].UMEM() != socks[1].UMEM() {
 		t.Fatal("the two ports' sockets do not share one UMEM")
 	}

@@ -1,0 +1,506 @@
+package engine
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is an engine described in YAML for `xnic run --config`: ports,
+// traffic classes and guests with their steering rules. LoadConfig checks
+// all of it before anything is loaded, so a bad file changes nothing.
+//
+//	ports:
+//	  - iface: xnic0
+//	    queues: [0]
+//	classes:
+//	  - {name: storage, id: 1, dscp: [10, 12]}
+//	guests:
+//	  - name: web
+//	    port: xnic0
+//	    mac: 02:00:00:00:00:01
+//	    ipv4: [198.18.0.10/24]
+//	    rules:
+//	      - {proto: tcp, ports: "80"}
+//	      - {dst: 198.18.0.10/32, proto: udp, ports: 5000-5999, class: storage}
+type Config struct {
+	Ports   []PortConfig  `yaml:"ports"`
+	Engine  EngineConfig  `yaml:"engine"`
+	Classes []ClassConfig `yaml:"classes"`
+	Guests  []GuestConfig `yaml:"guests"`
+
+	file string
+}
+
+// PortConfig is one interface.
+type PortConfig struct {
+	Iface  Scalar   `yaml:"iface"`
+	Queues []Scalar `yaml:"queues"`
+	Attach Scalar   `yaml:"attach"` // auto, native or generic
+	Line   int      `yaml:"-"`
+}
+
+// EngineConfig holds data-path settings; zero values take the defaults.
+type EngineConfig struct {
+	Frames Scalar `yaml:"frames"`
+	Batch  Scalar `yaml:"batch"`
+	Ring   Scalar `yaml:"ring"`
+	Mode   Scalar `yaml:"mode"` // auto, zerocopy or copy
+	Pin    Scalar `yaml:"pin"`  // keep maps pinned across restarts: true/false
+}
+
+// ClassConfig names a traffic class and the DSCP values that select it.
+type ClassConfig struct {
+	Name Scalar   `yaml:"name"`
+	ID   Scalar   `yaml:"id"`
+	DSCP []Scalar `yaml:"dscp"`
+}
+
+// GuestConfig is a tenant: its addresses, its port and its rules.
+type GuestConfig struct {
+	Name  Scalar       `yaml:"name"`
+	Port  Scalar       `yaml:"port"`
+	MAC   Scalar       `yaml:"mac"`
+	IPv4  []Scalar     `yaml:"ipv4"`
+	IPv6  []Scalar     `yaml:"ipv6"`
+	Rules []RuleConfig `yaml:"rules"`
+	Line  int          `yaml:"-"`
+}
+
+// RuleConfig steers matching traffic to the guest. An empty dst means each
+// of the guest's own addresses.
+type RuleConfig struct {
+	Dst   Scalar `yaml:"dst"`
+	Proto Scalar `yaml:"proto"` // any, tcp, udp, icmp, icmpv6 or a number
+	Ports Scalar `yaml:"ports"` // "80" or "1000-2000"; empty: any
+	Class Scalar `yaml:"class"` // a class name or id; "dscp" takes it from the DSCP map
+}
+
+// Scalar is a YAML scalar that remembers its line, so that errors found
+// after decoding still point into the file.
+type Scalar struct {
+	Value string
+	Line  int
+	Set   bool
+}
+
+// UnmarshalYAML keeps the scalar's text and line.
+func (s *Scalar) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: want a single value, got a %s", n.Line, kindName(n.Kind))
+	}
+	s.Value, s.Line, s.Set = n.Value, n.Line, true
+	return nil
+}
+
+// UnmarshalYAML records the line of the port's mapping.
+func (p *PortConfig) UnmarshalYAML(n *yaml.Node) error {
+	type plain PortConfig
+	if err := decodeStrict(n, (*plain)(p)); err != nil {
+		return err
+	}
+	p.Line = n.Line
+	return nil
+}
+
+// UnmarshalYAML records the line of the guest's mapping.
+func (g *GuestConfig) UnmarshalYAML(n *yaml.Node) error {
+	type plain GuestConfig
+	if err := decodeStrict(n, (*plain)(g)); err != nil {
+		return err
+	}
+	g.Line = n.Line
+	return nil
+}
+
+// decodeStrict decodes a mapping node, refusing keys the struct lacks: a
+// misspelt key is an error, not a silently ignored setting.
+func decodeStrict(n *yaml.Node, v any) error {
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: want a mapping, got a %s", n.Line, kindName(n.Kind))
+	}
+	t := reflect.TypeOf(v).Elem()
+	var known []string
+	for i := 0; i < t.NumField(); i++ {
+		if tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); tag != "" && tag != "-" {
+			known = append(known, tag)
+		}
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		if !slices.Contains(known, k.Value) {
+			return fmt.Errorf("line %d: unknown field %q (known: %s)", k.Line, k.Value, strings.Join(known, ", "))
+		}
+	}
+	return n.Decode(v)
+}
+
+// UnmarshalYAML refuses unknown keys.
+func (e *EngineConfig) UnmarshalYAML(n *yaml.Node) error {
+	type plain EngineConfig
+	return decodeStrict(n, (*plain)(e))
+}
+
+// UnmarshalYAML refuses unknown keys.
+func (c *ClassConfig) UnmarshalYAML(n *yaml.Node) error {
+	type plain ClassConfig
+	return decodeStrict(n, (*plain)(c))
+}
+
+// UnmarshalYAML refuses unknown keys.
+func (r *RuleConfig) UnmarshalYAML(n *yaml.Node) error {
+	type plain RuleConfig
+	return decodeStrict(n, (*plain)(r))
+}
+
+func kindName(k yaml.Kind) string {
+	switch k {
+	case yaml.MappingNode:
+		return "mapping"
+	case yaml.SequenceNode:
+		return "list"
+	case yaml.ScalarNode:
+		return "value"
+	}
+	return "node"
+}
+
+// ConfigError is a configuration error: the file, the line and the field.
+type ConfigError struct {
+	File  string
+	Line  int
+	Field string // e.g. "guests[0].rules[1].ports"
+	Msg   string
+}
+
+func (e *ConfigError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("%s:%d: %s: %s", e.File, e.Line, e.Field, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s: %s", e.File, e.Field, e.Msg)
+}
+
+// LoadConfig reads and checks a configuration file.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return ParseConfig(path, b)
+}
+
+// ParseConfig decodes and checks a configuration; name is used in errors.
+func ParseConfig(name string, b []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if len(root.Content) == 0 {
+		return nil, &ConfigError{File: name, Field: "ports", Msg: "the file is empty; at least one port is needed"}
+	}
+	var c Config
+	type plain Config
+	if err := decodeStrict(root.Content[0], (*plain)(&c)); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	c.file = name
+	if _, err := c.Resolve(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Resolved is a checked configuration in engine terms.
+type Resolved struct {
+	Options Options
+	Classes map[string]uint8
+	DSCP    map[uint8]uint8 // dscp -> class
+	Guests  []GuestSpec
+	Pin     bool
+}
+
+// MaxClasses is the number of traffic classes.
+const MaxClasses = 8
+
+func (c *Config) errf(line int, field, format string, a ...any) error {
+	return &ConfigError{File: c.file, Line: line, Field: field, Msg: fmt.Sprintf(format, a...)}
+}
+
+// Resolve checks every field and turns the file into engine options and
+// guest specs. The first problem is returned, naming its line and field.
+func (c *Config) Resolve() (*Resolved, error) {
+	r := &Resolved{Options: DefaultOptions(), Classes: map[string]uint8{"default": 0}, DSCP: map[uint8]uint8{}}
+	o := &r.Options
+	o.Queues = nil
+	if len(c.Ports) == 0 {
+		return nil, c.errf(0, "ports", "at least one port is needed")
+	}
+	ifaces := map[string]bool{}
+	for i, p := range c.Ports {
+		f := fmt.Sprintf("ports[%d]", i)
+		if p.Iface.Value == "" {
+			return nil, c.errf(p.Line, f+".iface", "required")
+		}
+		if ifaces[p.Iface.Value] {
+			return nil, c.errf(p.Iface.Line, f+".iface", "%s is listed twice", p.Iface.Value)
+		}
+		ifaces[p.Iface.Value] = true
+		o.Ifaces = append(o.Ifaces, p.Iface.Value)
+		var qs []int
+		for j, q := range p.Queues {
+			n, err := strconv.Atoi(q.Value)
+			if err != nil || n < 0 || n > 63 {
+				return nil, c.errf(q.Line, fmt.Sprintf("%s.queues[%d]", f, j), "want a queue id 0..63, got %q", q.Value)
+			}
+			qs = append(qs, n)
+		}
+		if len(qs) == 0 {
+			qs = []int{0}
+		}
+		if i == 0 {
+			o.Queues = qs
+		} else if fmt.Sprint(qs) != fmt.Sprint(o.Queues) {
+			return nil, c.errf(p.Line, f+".queues", "every port must serve the same queues as ports[0] (%v), got %v", o.Queues, qs)
+		}
+		if p.Attach.Set {
+			switch p.Attach.Value {
+			case "auto", "native", "generic":
+			default:
+				return nil, c.errf(p.Attach.Line, f+".attach", "want auto, native or generic, got %q", p.Attach.Value)
+			}
+		}
+	}
+	if err := c.resolveEngine(r); err != nil {
+		return nil, err
+	}
+	for i, cl := range c.Classes {
+		f := fmt.Sprintf("classes[%d]", i)
+		if cl.Name.Value == "" {
+			return nil, c.errf(cl.Name.Line, f+".name", "required")
+		}
+		id, err := strconv.Atoi(cl.ID.Value)
+		if err != nil || id < 0 || id >= MaxClasses {
+			return nil, c.errf(cl.ID.Line, f+".id", "want a class id 0..%d, got %q", MaxClasses-1, cl.ID.Value)
+		}
+		if old, ok := r.Classes[cl.Name.Value]; ok && (cl.Name.Value != "default" || old != uint8(id)) {
+			return nil, c.errf(cl.Name.Line, f+".name", "class %q is defined twice", cl.Name.Value)
+		}
+		r.Classes[cl.Name.Value] = uint8(id)
+		for j, d := range cl.DSCP {
+			v, err := strconv.Atoi(d.Value)
+			if err != nil || v < 0 || v > 63 {
+				return nil, c.errf(d.Line, fmt.Sprintf("%s.dscp[%d]", f, j), "want a DSCP value 0..63, got %q", d.Value)
+			}
+			if prev, ok := r.DSCP[uint8(v)]; ok && prev != uint8(id) {
+				return nil, c.errf(d.Line, fmt.Sprintf("%s.dscp[%d]", f, j), "DSCP %d already selects class %d", v, prev)
+			}
+			r.DSCP[uint8(v)] = uint8(id)
+		}
+	}
+	names := map[string]bool{}
+	for i, g := range c.Guests {
+		spec, err := c.resolveGuest(i, g, r, ifaces)
+		if err != nil {
+			return nil, err
+		}
+		if names[spec.Name] {
+			return nil, c.errf(g.Name.Line, fmt.Sprintf("guests[%d].name", i), "guest %q is defined twice", spec.Name)
+		}
+		names[spec.Name] = true
+		r.Guests = append(r.Guests, spec)
+	}
+	return r, nil
+}
+
+func (c *Config) resolveEngine(r *Resolved) error {
+	e, o := c.Engine, &r.Options
+	num := func(s Scalar, field string, lo, hi int, pow2 bool) (int, error) {
+		n, err := strconv.Atoi(s.Value)
+		if err != nil || n < lo || n > hi || (pow2 && n&(n-1) != 0) {
+			what := ""
+			if pow2 {
+				what = " and a power of two"
+			}
+			return 0, c.errf(s.Line, "engine."+field, "want %d..%d%s, got %q", lo, hi, what, s.Value)
+		}
+		return n, nil
+	}
+	if e.Frames.Set {
+		n, err := num(e.Frames, "frames", 64, 1<<20, false)
+		if err != nil {
+			return err
+		}
+		o.UMEM.NumFrames = uint32(n)
+	}
+	if e.Batch.Set {
+		n, err := num(e.Batch, "batch", 1, 4096, false)
+		if err != nil {
+			return err
+		}
+		o.Batch = n
+	}
+	if e.Ring.Set {
+		n, err := num(e.Ring, "ring", 64, 1<<16, true)
+		if err != nil {
+			return err
+		}
+		o.Socket.RxSize, o.Socket.TxSize = uint32(n), uint32(n)
+		o.Socket.FillSize, o.Socket.CompletionSize = uint32(2*n), uint32(n)
+	}
+	if e.Mode.Set {
+		switch e.Mode.Value {
+		case "auto", "zerocopy", "copy":
+		default:
+			return c.errf(e.Mode.Line, "engine.mode", "want auto, zerocopy or copy, got %q", e.Mode.Value)
+		}
+	}
+	if e.Pin.Set {
+		b, err := strconv.ParseBool(e.Pin.Value)
+		if err != nil {
+			return c.errf(e.Pin.Line, "engine.pin", "want true or false, got %q", e.Pin.Value)
+		}
+		r.Pin = b
+	}
+	return nil
+}
+
+// GuestSpec is a checked guest.
+type GuestSpec struct {
+	Name  string
+	Port  string
+	MAC   net.HardwareAddr
+	Addrs []netip.Prefix // the guest's own addresses with their subnets
+	Rules []RuleSpec
+}
+
+// RuleSpec is one checked steering rule.
+type RuleSpec struct {
+	Dst            netip.Prefix
+	Proto          uint8 // 0: any
+	PortLo, PortHi uint16
+	Class          uint8
+	ClassFromDSCP  bool
+}
+
+var protoNames = map[string]uint8{"any": 0, "tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
+
+func (c *Config) resolveGuest(i int, g GuestConfig, r *Resolved, ifaces map[string]bool) (GuestSpec, error) {
+	f := fmt.Sprintf("guests[%d]", i)
+	s := GuestSpec{Name: g.Name.Value, Port: g.Port.Value}
+	if s.Name == "" {
+		return s, c.errf(g.Line, f+".name", "required")
+	}
+	if s.Port == "" {
+		if len(c.Ports) != 1 {
+			return s, c.errf(g.Line, f+".port", "required when there is more than one port")
+		}
+		s.Port = c.Ports[0].Iface.Value
+	} else if !ifaces[s.Port] {
+		return s, c.errf(g.Port.Line, f+".port", "no port %q in ports", s.Port)
+	}
+	if g.MAC.Set {
+		m, err := net.ParseMAC(g.MAC.Value)
+		if err != nil || len(m) != 6 || m[0]&1 != 0 {
+			return s, c.errf(g.MAC.Line, f+".mac", "want a unicast Ethernet address, got %q", g.MAC.Value)
+		}
+		s.MAC = m
+	}
+	for _, fam := range []struct {
+		name string
+		list []Scalar
+		v4   bool
+	}{{"ipv4", g.IPv4, true}, {"ipv6", g.IPv6, false}} {
+		for j, a := range fam.list {
+			p, err := netip.ParsePrefix(a.Value)
+			if err != nil {
+				if ad, err2 := netip.ParseAddr(a.Value); err2 == nil {
+					p = netip.PrefixFrom(ad, ad.BitLen())
+					err = nil
+				}
+			}
+			if err != nil || p.Addr().Is4() != fam.v4 {
+				return s, c.errf(a.Line, fmt.Sprintf("%s.%s[%d]", f, fam.name, j), "want an %s address or prefix, got %q", fam.name, a.Value)
+			}
+			s.Addrs = append(s.Addrs, p)
+		}
+	}
+	for j, rc := range g.Rules {
+		rf := fmt.Sprintf("%s.rules[%d]", f, j)
+		rule := RuleSpec{PortHi: 65535}
+		if rc.Proto.Set {
+			p, ok := protoNames[strings.ToLower(rc.Proto.Value)]
+			if !ok {
+				n, err := strconv.Atoi(rc.Proto.Value)
+				if err != nil || n < 0 || n > 255 {
+					return s, c.errf(rc.Proto.Line, rf+".proto", "want any, tcp, udp, icmp, icmpv6 or 0..255, got %q", rc.Proto.Value)
+				}
+				p = uint8(n)
+			}
+			rule.Proto = p
+		}
+		if rc.Ports.Set {
+			if rule.Proto != 6 && rule.Proto != 17 {
+				return s, c.errf(rc.Ports.Line, rf+".ports", "ports need proto tcp or udp")
+			}
+			lo, hi, ok := parsePortRange(rc.Ports.Value)
+			if !ok {
+				return s, c.errf(rc.Ports.Line, rf+".ports", "want PORT or LO-HI within 0..65535 with LO <= HI, got %q", rc.Ports.Value)
+			}
+			rule.PortLo, rule.PortHi = lo, hi
+		}
+		if rc.Class.Set {
+			if rc.Class.Value == "dscp" {
+				rule.ClassFromDSCP = true
+			} else if id, ok := r.Classes[rc.Class.Value]; ok {
+				rule.Class = id
+			} else if n, err := strconv.Atoi(rc.Class.Value); err == nil && n >= 0 && n < MaxClasses {
+				rule.Class = uint8(n)
+			} else {
+				return s, c.errf(rc.Class.Line, rf+".class", "no class %q (define it under classes, or use an id 0..%d or dscp)", rc.Class.Value, MaxClasses-1)
+			}
+		}
+		if rc.Dst.Set {
+			p, err := netip.ParsePrefix(rc.Dst.Value)
+			if err != nil {
+				return s, c.errf(rc.Dst.Line, rf+".dst", "want a prefix such as 198.18.0.10/32, got %q", rc.Dst.Value)
+			}
+			rule.Dst = p.Masked()
+			s.Rules = append(s.Rules, rule)
+			continue
+		}
+		if len(s.Addrs) == 0 {
+			return s, c.errf(g.Line, rf+".dst", "required when the guest has no addresses")
+		}
+		for _, a := range s.Addrs {
+			rr := rule
+			rr.Dst = netip.PrefixFrom(a.Addr(), a.Addr().BitLen())
+			s.Rules = append(s.Rules, rr)
+		}
+	}
+	return s, nil
+}
+
+func parsePortRange(v string) (lo, hi uint16, ok bool) {
+	a, b, isRange := strings.Cut(v, "-")
+	x, err := strconv.ParseUint(strings.TrimSpace(a), 10, 16)
+	if err != nil {
+		return 0, 0, false
+	}
+	y := x
+	if isRange {
+		if y, err = strconv.ParseUint(strings.TrimSpace(b), 10, 16); err != nil {
+			return 0, 0, false
+		}
+	}
+	if x > y {
+		return 0, 0, false
+	}
+	return uint16(x), uint16(y), true
+}

@@ -1,0 +1,94 @@
+package engine
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+// Line 1 is empty; "ports:" is line 2.
+const goodConfig = `
+ports:
+  - iface: xnic0
+    queues: [0]
+classes:
+  - {name: storage, id: 1, dscp: [10, 12]}
+guests:
+  - name: web
+    mac: 02:00:00:00:00:01
+    ipv4: [198.18.0.10/24]
+    ipv6: [2001:2::10/64]
+    rules:
+      - {proto: tcp, ports: "80"}
+      - {dst: 198.18.0.128/25, proto: udp, ports: 5000-5999, class: storage}
+  - name: db
+    ipv4: [198.18.0.11]
+    rules:
+      - {proto: any, class: dscp}
+`
+
+func TestConfigResolves(t *testing.T) {
+	c, err := ParseConfig("good.yaml", []byte(goodConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Options.Ifaces) != 1 || r.Options.Ifaces[0] != "xnic0" || r.DSCP[10] != 1 || r.DSCP[12] != 1 {
+		t.Fatalf("resolved: %+v", r)
+	}
+	web := r.Guests[0]
+	// The first rule has no dst: one rule per guest address, as a host route.
+	if len(web.Rules) != 3 || web.Rules[0].Dst.String() != "198.18.0.10/32" || web.Rules[1].Dst.String() != "2001:2::10/128" {
+		t.Fatalf("web rules: %+v", web.Rules)
+	}
+	if web.Rules[0].Proto != 6 || web.Rules[0].PortLo != 80 || web.Rules[0].PortHi != 80 {
+		t.Fatalf("web rule 0: %+v", web.Rules[0])
+	}
+	if r2 := web.Rules[2]; r2.Class != 1 || r2.PortLo != 5000 || r2.PortHi != 5999 || r2.Dst.String() != "198.18.0.128/25" {
+		t.Fatalf("web rule 2: %+v", r2)
+	}
+	if db := r.Guests[1]; !db.Rules[0].ClassFromDSCP || db.Port != "xnic0" || db.Rules[0].Dst.String() != "198.18.0.11/32" {
+		t.Fatalf("db: %+v", db)
+	}
+}
+
+// TestConfigErrorsNameLineAndField: every bad value is reported with its
+// line and the path of its field.
+func TestConfigErrorsNameLineAndField(t *testing.T) {
+	cases := []struct {
+		name, find, replace, want string
+	}{
+		{"bad port range", `ports: "80"`, `ports: "90-80"`, `bad.yaml:13: guests[0].rules[0].ports`},
+		{"ports without tcp/udp", `{proto: tcp, ports: "80"}`, `{proto: icmp, ports: "80"}`, `bad.yaml:13: guests[0].rules[0].ports`},
+		{"bad proto", `proto: any`, `proto: sctpx`, `bad.yaml:18: guests[1].rules[0].proto`},
+		{"unknown class", `class: storage`, `class: bulk`, `bad.yaml:14: guests[0].rules[1].class`},
+		{"bad prefix", `198.18.0.128/25`, `198.18.0.300/25`, `bad.yaml:14: guests[0].rules[1].dst`},
+		{"v6 in ipv4", `ipv4: [198.18.0.10/24]`, `ipv4: [2001:2::1]`, `bad.yaml:10: guests[0].ipv4[0]`},
+		{"bad mac", `02:00:00:00:00:01`, `03:00:00:00:00:01`, `bad.yaml:9: guests[0].mac`},
+		{"bad dscp", `dscp: [10, 12]`, `dscp: [10, 64]`, `bad.yaml:6: classes[0].dscp[1]`},
+		{"bad queue", `queues: [0]`, `queues: [x]`, `bad.yaml:4: ports[0].queues[0]`},
+		{"unknown port", `name: db`, "name: db\n    port: eth9", `bad.yaml:16: guests[1].port`},
+		{"duplicate guest", `name: db`, `name: web`, `guests[1].name`},
+		{"misspelt key", `{proto: tcp, ports: "80"}`, `{proto: tcp, prots: "80"}`, `line 13: unknown field "prots"`},
+	}
+	for _, c := range cases {
+		src := strings.Replace(goodConfig, c.find, c.replace, 1)
+		if src == goodConfig {
+			t.Fatalf("%s: the replacement did not apply", c.name)
+		}
+		_, err := ParseConfig("bad.yaml", []byte(src))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.want)
+		}
+		var ce *ConfigError
+		if strings.HasPrefix(c.want, "bad.yaml:") && !errors.As(err, &ce) {
+			t.Errorf("%s: error is not a *ConfigError: %T", c.name, err)
+		}
+	}
+	if _, err := ParseConfig("empty.yaml", nil); err == nil || !strings.Contains(err.Error(), "ports") {
+		t.Errorf("empty file: %v", err)
+	}
+}
