@@ -1,22 +1,41 @@
 // Package bpf holds xnic's XDP programs and the Go API that loads them and
 // gives typed access to their maps.
 //
-// The programs are written in C (steer.bpf.c, drop.bpf.c, gen.bpf.c, sharing
-// include/parse.h) and compiled by bpf2go (see gen.go); the generated
-// *_bpfel.go and *_bpfel.o files are committed.
+// The programs are written in C (steer.bpf.c, drop.bpf.c, gen.bpf.c,
+// testprogs.bpf.c, sharing include/parse.h) and compiled by bpf2go (see
+// gen.go); the generated *_bpfel.go and *_bpfel.o files are committed.
 //
-//   - [Steer] (xnic_steer) is the receive steering program: IP traffic goes to
-//     the AF_XDP socket registered for the rx queue in its XSKMAP, while
-//     non-IP frames, ICMP/ICMPv6 (ping, NDP) and traffic on queues without a
-//     socket go to the kernel. Malformed frames are dropped and counted.
+//   - [Steer] (xnic_steer, version 2) is the receive steering program. It
+//     parses every frame once (include/parse.h, the C twin of flows.Parse,
+//     checked against it over flows.Corpus), drops malformed frames counted
+//     by reason, and matches the rest to a [Slot] (guest, class): first the
+//     exact flow table ([Steer.InstallFlow]), then the rules ([Rule]: LPM
+//     on the destination prefix, protocol, destination port range; ARP by
+//     its target address), with the class from the rule or from the DSCP
+//     ([Steer.SetDSCPClass]). It redirects to the AF_XDP socket of that
+//     slot on the frame's rx queue ([Steer.RegisterSlot]), or else of the
+//     guest's class 0; unmatched frames and frames without a socket go to
+//     the kernel. A rule cache, invalidated on every rule change, saves the
+//     trie walk for the next frames of a flow.
 //   - [Counter] (xnic_drop, xnic_pass) counts frames and drops or passes them:
 //     the XDP_DROP ceiling of the benchmarks, and the XDP program that lets a
 //     veth deliver live-frames traffic to kernel sockets.
 //   - [Gen] (xnic_gen) is the live-frames traffic generator, run through
 //     BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES by a [LiveRunner].
+//   - testprogs.bpf.c holds programs for the tests and benchmarks only: the
+//     parser writing its result into a map, and steer version 1's raw path.
 //
 // Lifecycle: Load* creates the maps and programs, Attach links a program to
 // an interface through a bpf_link (so a crashed process never leaves it
-// behind), and Close detaches, unpins and frees everything. Counters are
-// per-CPU arrays keyed by rx queue; Stats sums them over CPUs.
+// behind), and Close detaches, unpins and frees everything. A Steer loaded
+// with SteerOptions.PinDir is the exception: its maps stay pinned after
+// Close and the next LoadSteer with the same PinDir reuses them, rules,
+// flows, DSCP classes and counters included; Unpin removes them.
+//
+// Pin layout (Steer.Pin or SteerOptions.PinDir, one directory per port,
+// e.g. /sys/fs/bpf/xnic/<port>/): xsks, stats, slot_stats, rules, flows,
+// dscp_class, rule_cache, ctl. Their values are BTF-typed, so
+// `bpftool map dump pinned DIR/stats` prints field names. Counters are
+// per-CPU arrays, by rx queue (stats) or by guest*Classes+class
+// (slot_stats); Stats and SlotStats sum them over CPUs.
 package bpf

@@ -22,7 +22,11 @@ type vethLab struct {
 	hostIndex, peerIndex int
 }
 
-func newVethLab(t *testing.T) *vethLab {
+func newVethLab(t testing.TB) *vethLab { return newVethLabQueues(t, 1) }
+
+// newVethLabQueues makes the pair with queues rx and tx queues per side, so
+// that several AF_XDP sockets can be bound without sharing a UMEM.
+func newVethLabQueues(t testing.TB, queues int) *vethLab {
 	t.Helper()
 	id := rand.Uint32() & 0xffffff
 	l := &vethLab{
@@ -62,9 +66,11 @@ func newVethLab(t *testing.T) *vethLab {
 	}
 	defer ns.Close()
 	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: l.host},
-		PeerName:      l.peer,
-		PeerNamespace: netlink.NsFd(ns),
+		LinkAttrs:       netlink.LinkAttrs{Name: l.host, NumTxQueues: queues, NumRxQueues: queues},
+		PeerName:        l.peer,
+		PeerNamespace:   netlink.NsFd(ns),
+		PeerNumTxQueues: uint32(queues),
+		PeerNumRxQueues: uint32(queues),
 	}
 	if err := netlink.LinkAdd(veth); err != nil {
 		t.Fatalf("add veth %s: %v", l.host, err)
@@ -111,7 +117,7 @@ func newVethLab(t *testing.T) *vethLab {
 
 // inPeer runs fn on a thread locked into the peer netns. fn may call
 // t.Fatal: the thread is dropped rather than reused.
-func (l *vethLab) inPeer(t *testing.T, fn func()) {
+func (l *vethLab) inPeer(t testing.TB, fn func()) {
 	t.Helper()
 	done := make(chan struct{})
 	go func() {
@@ -133,7 +139,7 @@ func (l *vethLab) inPeer(t *testing.T, fn func()) {
 }
 
 // xdpAttached reports whether the host veth has an XDP program.
-func (l *vethLab) xdpAttached(t *testing.T) bool {
+func (l *vethLab) xdpAttached(t testing.TB) bool {
 	t.Helper()
 	link, err := netlink.LinkByIndex(l.hostIndex)
 	if err != nil {
@@ -146,7 +152,7 @@ func (l *vethLab) xdpAttached(t *testing.T) bool {
 // newTestXSK returns a minimal bound AF_XDP socket (copy mode) on ifindex
 // and queue: enough for an XSKMAP entry, with no rings mapped, so frames
 // redirected to it are dropped by the socket.
-func newTestXSK(t *testing.T, ifindex, queue int) int {
+func newTestXSK(t testing.TB, ifindex, queue int) int {
 	t.Helper()
 	fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {

@@ -2,93 +2,449 @@
 
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * steer.bpf.c, version 1: the xnic receive steering program.
+ * steer.bpf.c, version 2: the xnic receive steering program.
  *
- *   non-IP (ARP, LLDP, ...)      -> XDP_PASS  (pass_non_ip)
- *   ICMP, ICMPv6 (ping, NDP)     -> XDP_PASS  (pass_control)
- *   truncated or bad headers     -> XDP_DROP  (dropped_malformed)
- *   other IPv4/IPv6, socket set  -> XDP_REDIRECT into xsks[rx queue] (redirected)
- *   other IPv4/IPv6, no socket   -> XDP_PASS  (pass_no_socket)
+ * Every frame is parsed once (include/parse.h, the twin of flows.Parse),
+ * matched to an owner (a guest) and a traffic class, and redirected to the
+ * AF_XDP socket of that (guest, class) on the frame's rx queue. Everything
+ * else goes to the kernel untouched.
+ *
+ *   malformed (truncated, bad)   -> XDP_DROP, dropped_malformed + drop_<reason>
+ *   non-IP, except steered ARP   -> XDP_PASS, pass_non_ip
+ *   IP: flows[5-tuple+vlan] hit  -> (guest, class) of the flow    flow_hits
+ *       else rules (LPM on dst)  -> (guest, class) of the rule    rule_hits
+ *       else ICMP/ICMPv6         -> XDP_PASS, pass_control
+ *       else                     -> XDP_PASS, pass_unmatched
+ *   ARP whose target address matches a rule with proto XNIC_RULE_ARP
+ *                                -> that rule's (guest, class)    rule_hits
+ *   The outcome of the rule lookup (a rule's target, or no match) is cached
+ *   per flow key in rule_cache, tagged with the rule generation
+ *   (ctl.rule_gen) read before the lookup; user space bumps the generation
+ *   after every rule change, which invalidates every cached outcome at once.
+ *   A cached outcome counts as the lookup would have, plus rule_cache_hits.
+ *   ARP is never cached. User space turns the cache on (ctl.rule_cache_on)
+ *   only for tables large enough that a hash lookup beats the trie walk.
+ *   (guest, class): socket in xsks[slot]        -> XDP_REDIRECT, redirected
+ *                   else socket of (guest, 0)   -> XDP_REDIRECT, redirected
+ *                                                  (+ redirected_class0)
+ *                   else                        -> XDP_PASS, pass_no_socket
+ *
+ * with slot = (queue * cfg_guests + guest) * cfg_classes + class.
+ *
+ * Rules: one LPM trie for both families, keyed by the destination address
+ * IPv4-mapped (::ffff:a.b.c.d, an IPv4 /n is stored as /(96+n)). The value
+ * of a prefix holds up to XNIC_RULES_PER_PREFIX rules, sorted by user space
+ * (priority, then id); the first that matches family, protocol and
+ * destination port range wins. When none of the most specific prefix's
+ * rules match, the next less specific prefix is tried, up to
+ * XNIC_RULE_DEPTH prefixes in all.
  *
  * Malformed frames are dropped rather than passed: the kernel would drop
  * them as well, and dropping here keeps a flood of garbage off the stack.
  */
 #include "include/parse.h"
 
+/* Load-time configuration (rodata), set by user space. */
+volatile const __u32 cfg_queues = 64;
+volatile const __u32 cfg_guests = 64;
+volatile const __u32 cfg_classes = 8;
+volatile const __u32 cfg_rule_cache = 1; /* 0: no rule cache */
+
+#define XNIC_RULES_PER_PREFIX 16
+#define XNIC_RULE_DEPTH 8
+
+/* rule.proto: 0 is any IP protocol; XNIC_RULE_ARP is ARP (not IP). */
+#define XNIC_RULE_ANY 0
+#define XNIC_RULE_ARP 255
+
+/* rule.flags, flow_target.flags and rule_cache_entry.target.flags */
+#define XNIC_CLASS_FROM_DSCP 0x1
+#define XNIC_NO_MATCH 0x80 /* rule_cache only: no rule matched */
+
+struct rule {
+	__u32 id;       /* user space's handle */
+	__u16 priority; /* lower first; user space keeps the order */
+	__u16 port_lo;  /* destination port range, host order */
+	__u16 port_hi;
+	__u8 proto;  /* XNIC_RULE_ANY, an IP protocol, or XNIC_RULE_ARP */
+	__u8 family; /* 4 or 6: the family of the rule's prefix */
+	__u8 guest;
+	__u8 class;
+	__u8 flags; /* XNIC_CLASS_FROM_DSCP */
+	__u8 pad;
+};
+
+struct rule_key {
+	__u32 prefixlen; /* IPv4: 96 + n */
+	__u8 addr[16];   /* IPv4-mapped for IPv4 */
+};
+
+struct rule_set {
+	__u32 prefixlen; /* the prefix this set is stored under */
+	__u32 count;     /* rules in use, 1..XNIC_RULES_PER_PREFIX */
+	struct rule rules[XNIC_RULES_PER_PREFIX];
+};
+
+struct flow_target {
+	__u8 guest;
+	__u8 class;
+	__u8 flags; /* XNIC_CLASS_FROM_DSCP */
+	__u8 pad;
+};
+
+/* A cached rule lookup: its outcome, valid while gen == ctl.rule_gen. */
+struct rule_cache_entry {
+	struct flow_target target;
+	__u32 gen;
+};
+
+/* Per rx queue counters. Every frame counts in rx_packets and in exactly
+ * one of redirected, pass_*, dropped_malformed. */
 struct steer_stats {
 	__u64 rx_packets;        /* every frame the program saw */
 	__u64 rx_bytes;          /* their bytes, without FCS */
-	__u64 redirected;        /* handed to the AF_XDP socket of the queue */
-	__u64 pass_non_ip;       /* not IPv4/IPv6: to the kernel */
-	__u64 pass_control;      /* ICMP/ICMPv6: to the kernel */
-	__u64 pass_no_socket;    /* no socket on this queue: to the kernel */
-	__u64 dropped_malformed; /* truncated or inconsistent headers */
+	__u64 redirected;        /* to an AF_XDP socket */
+	__u64 pass_non_ip;       /* not IP and not steered ARP */
+	__u64 pass_control;      /* unmatched ICMP/ICMPv6 (ping, NDP) */
+	__u64 pass_unmatched;    /* other IP without flow or rule */
+	__u64 pass_no_socket;    /* matched, but no socket for the slot */
+	__u64 dropped_malformed; /* sum of the drop_* counters */
+	/* How frames were matched (not verdicts). */
+	__u64 flow_hits;         /* exact flow table */
+	__u64 rule_hits;         /* rule table */
+	__u64 rule_cache_hits;   /* rule lookups answered by the rule cache */
+	__u64 redirected_class0; /* class socket missing, to the guest's class 0 */
+	__u64 rx_fragments;      /* non-first fragments (no ports) */
+	__u64 rx_unknown_l4;     /* IP with an L4 protocol not decoded */
+	/* Malformed frames by reason, in enum xnic_reason order. */
+	__u64 drop_trunc_ethernet;
+	__u64 drop_trunc_vlan;
+	__u64 drop_too_many_vlans;
+	__u64 drop_trunc_ipv4;
+	__u64 drop_bad_ipv4;
+	__u64 drop_trunc_ipv6;
+	__u64 drop_bad_ipv6;
+	__u64 drop_trunc_ext_header;
+	__u64 drop_too_many_ext_headers;
+	__u64 drop_ip_length;
+	__u64 drop_trunc_l4;
+	__u64 drop_bad_tcp_offset;
 };
 
-/* One AF_XDP socket per rx queue; user space fills it. */
+/* Per (guest, class) counters, over all queues. */
+struct steer_slot_stats {
+	__u64 packets;           /* classified to this slot */
+	__u64 bytes;
+	__u64 redirected;        /* to this slot's own socket */
+	__u64 redirected_class0; /* no socket here: to the guest's class 0 */
+	__u64 pass_no_socket;    /* neither socket: to the kernel */
+};
+
+/* The sockets: key = slot, see above. User space sets max_entries to
+ * cfg_queues * cfg_guests * cfg_classes. */
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
-	__uint(max_entries, XNIC_MAX_QUEUES);
+	__uint(max_entries, 64 * 64 * 8);
 	__type(key, __u32);
 	__type(value, __u32);
 } xsks SEC(".maps");
 
-/* Per rx queue, per CPU counters. Queues >= max_entries are not counted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct rule_key);
+	__type(value, struct rule_set);
+} rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct flow_key);
+	__type(value, struct flow_target);
+} flows SEC(".maps");
+
+/* Rule lookup outcomes by flow key; max_entries set by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct flow_key);
+	__type(value, struct rule_cache_entry);
+} rule_cache SEC(".maps");
+
+/* Control words written by user space, read per frame. */
+struct steer_ctl {
+	__u32 rule_gen;      /* bumped after every rule change */
+	__u32 flows_in_use;  /* 0 until a flow is installed: skip the flow table */
+	__u32 rule_cache_on; /* 0: the rule table is small, walk it every time */
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct steer_ctl);
+} ctl SEC(".maps");
+
+/* DSCP -> class, for rules and flows with XNIC_CLASS_FROM_DSCP. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+} dscp_class SEC(".maps");
+
+/* Per rx queue, per CPU. Frames on queues >= cfg_queues go to the kernel
+ * uncounted. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, XNIC_MAX_QUEUES);
+	__uint(max_entries, 64);
 	__type(key, __u32);
 	__type(value, struct steer_stats);
 } stats SEC(".maps");
 
-#define COUNT(st, field)                                                       \
-	do {                                                                   \
-		if (st)                                                        \
-			(st)->field++;                                         \
-	} while (0)
+/* Per (guest, class), per CPU: key guest * cfg_classes + class. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 64 * 8);
+	__type(key, __u32);
+	__type(value, struct steer_slot_stats);
+} slot_stats SEC(".maps");
+
+static __always_inline void count_malformed(struct steer_stats *st,
+					    __u32 reason)
+{
+	__u32 i = reason - XNIC_FIRST_MALFORMED;
+	__u64 *by_reason = &st->drop_trunc_ethernet;
+
+	st->dropped_malformed++;
+	if (i <= XNIC_LAST_MALFORMED - XNIC_FIRST_MALFORMED)
+		by_reason[i]++;
+}
+
+static __always_inline int rule_matches(const struct rule *r,
+					const struct xnic_pkt *pkt, __u8 family)
+{
+	if (r->family != family)
+		return 0;
+	if (r->proto == XNIC_RULE_ARP)
+		return pkt->arp;
+	if (pkt->arp)
+		return 0;
+	if (r->proto != XNIC_RULE_ANY && r->proto != pkt->key.proto)
+		return 0;
+	return pkt->key.dport >= r->port_lo && pkt->key.dport <= r->port_hi;
+}
+
+/*
+ * match_rule finds the first matching rule of the most specific prefix that
+ * has one, trying up to XNIC_RULE_DEPTH prefixes. It copies the target into
+ * *out and returns 1, or returns 0.
+ */
+static __always_inline int match_rule(const struct xnic_pkt *pkt,
+				      struct flow_target *out)
+{
+	struct rule_key key = { .prefixlen = 128 };
+	__u8 family = pkt->key.family;
+	int depth, i;
+
+	if (pkt->arp) {
+		family = 4;
+		xnic_map_ipv4(key.addr, (const __u8 *)&pkt->arp_tpa);
+	} else {
+		__builtin_memcpy(key.addr, pkt->key.dst, 16);
+	}
+
+	for (depth = 0; depth < XNIC_RULE_DEPTH; depth++) {
+		struct rule_set *set = bpf_map_lookup_elem(&rules, &key);
+		__u32 count;
+
+		if (!set)
+			return 0;
+		count = set->count;
+		for (i = 0; i < XNIC_RULES_PER_PREFIX; i++) {
+			const struct rule *r = &set->rules[i];
+
+			if (i >= count)
+				break;
+			if (rule_matches(r, pkt, family)) {
+				out->guest = r->guest;
+				out->class = r->class;
+				out->flags = r->flags;
+				return 1;
+			}
+		}
+		if (set->prefixlen == 0 || set->prefixlen > 128)
+			return 0;
+		key.prefixlen = set->prefixlen - 1;
+	}
+	return 0;
+}
+
+static __always_inline __u32 class_of(const struct flow_target *t,
+				      const struct xnic_pkt *pkt)
+{
+	__u32 dscp, *c;
+
+	if (!(t->flags & XNIC_CLASS_FROM_DSCP))
+		return t->class;
+	dscp = pkt->tos >> 2;
+	c = bpf_map_lookup_elem(&dscp_class, &dscp);
+	return c ? *c : 0;
+}
+
+/* steer redirects to the slot of (guest, class) on queue, or its class 0. */
+static __always_inline int steer(__u32 queue, __u32 guest, __u32 class,
+				 __u32 len, struct steer_stats *st)
+{
+	struct steer_slot_stats *ss;
+	__u32 base, key;
+	long act;
+
+	if (guest >= cfg_guests) {
+		st->pass_no_socket++;
+		return XDP_PASS;
+	}
+	if (class >= cfg_classes)
+		class = 0;
+	key = guest * cfg_classes + class;
+	ss = bpf_map_lookup_elem(&slot_stats, &key);
+	if (ss) {
+		ss->packets++;
+		ss->bytes += len;
+	}
+
+	base = (queue * cfg_guests + guest) * cfg_classes;
+	act = bpf_redirect_map(&xsks, base + class, XDP_ABORTED);
+	if (act == XDP_REDIRECT) {
+		st->redirected++;
+		if (ss)
+			ss->redirected++;
+		return act;
+	}
+	if (class != 0) {
+		act = bpf_redirect_map(&xsks, base, XDP_ABORTED);
+		if (act == XDP_REDIRECT) {
+			st->redirected++;
+			st->redirected_class0++;
+			if (ss)
+				ss->redirected_class0++;
+			return act;
+		}
+	}
+	st->pass_no_socket++;
+	if (ss)
+		ss->pass_no_socket++;
+	return XDP_PASS;
+}
+
+/*
+ * xnic_steer_ip decides for a parsed frame that is IP or ARP: flow table,
+ * rule cache, rules, then the socket. It is a global function, so the
+ * verifier checks it once, for any pkt, instead of once per path through
+ * the parser: that keeps the program well inside the limits of older
+ * verifiers. It touches no packet data, only *pkt.
+ */
+__noinline int xnic_steer_ip(struct xnic_pkt *pkt, __u32 queue, __u32 len)
+{
+	struct flow_target target = {};
+	struct flow_target *ft;
+	struct steer_stats *st;
+	struct steer_ctl *c;
+	__u32 zero = 0;
+	__u32 guest, class;
+
+	if (!pkt)
+		return XDP_PASS;
+	st = bpf_map_lookup_elem(&stats, &queue);
+	c = bpf_map_lookup_elem(&ctl, &zero);
+	if (!st || !c)
+		return XDP_PASS; /* cannot happen: checked by the caller */
+
+	if (!pkt->arp && c->flows_in_use) {
+		ft = bpf_map_lookup_elem(&flows, &pkt->key);
+		if (ft) {
+			st->flow_hits++;
+			target = *ft;
+			goto steer;
+		}
+	}
+	if (cfg_rule_cache && c->rule_cache_on && !pkt->arp) {
+		struct rule_cache_entry *ce, entry = {};
+
+		/* Read the generation before the rule lookup: an outcome
+		 * computed from rules older than gen is never stored as gen. */
+		entry.gen = *(volatile __u32 *)&c->rule_gen;
+		ce = bpf_map_lookup_elem(&rule_cache, &pkt->key);
+		if (ce && ce->gen == entry.gen) {
+			st->rule_cache_hits++;
+			target = ce->target;
+		} else {
+			if (!match_rule(pkt, &target))
+				target.flags = XNIC_NO_MATCH;
+			entry.target = target;
+			bpf_map_update_elem(&rule_cache, &pkt->key, &entry,
+					    BPF_ANY);
+		}
+	} else if (!match_rule(pkt, &target)) {
+		target.flags = XNIC_NO_MATCH;
+	}
+	if (target.flags & XNIC_NO_MATCH) {
+		if (pkt->arp)
+			st->pass_non_ip++;
+		else if (pkt->key.proto == XNIC_PROTO_ICMP ||
+			 pkt->key.proto == XNIC_PROTO_ICMPV6)
+			st->pass_control++;
+		else
+			st->pass_unmatched++;
+		return XDP_PASS;
+	}
+	st->rule_hits++;
+steer:
+	guest = target.guest;
+	class = class_of(&target, pkt);
+	return steer(queue, guest, class, len, st);
+}
 
 SEC("xdp")
 int xnic_steer(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
+	__u32 len = data_end - data;
 	__u32 queue = ctx->rx_queue_index;
 	struct xnic_pkt pkt = {};
 	struct steer_stats *st;
-	long action;
 
+	if (queue >= cfg_queues)
+		return XDP_PASS;
 	st = bpf_map_lookup_elem(&stats, &queue);
-	if (st) {
-		st->rx_packets++;
-		st->rx_bytes += data_end - data;
-	}
+	if (!st)
+		return XDP_PASS;
+	st->rx_packets++;
+	st->rx_bytes += len;
 
-	switch (xnic_parse(data, data_end, &pkt)) {
-	case XNIC_PARSE_OK:
+	xnic_parse(data, data_end, &pkt);
+	switch (pkt.reason) {
+	case XNIC_OK:
 		break;
-	case XNIC_PARSE_NON_IP:
-		COUNT(st, pass_non_ip);
+	case XNIC_FRAGMENT:
+		st->rx_fragments++;
+		break;
+	case XNIC_UNKNOWN_L4:
+		st->rx_unknown_l4++;
+		break;
+	case XNIC_NON_IP:
+		if (pkt.arp)
+			break;
+		st->pass_non_ip++;
 		return XDP_PASS;
 	default:
-		COUNT(st, dropped_malformed);
+		count_malformed(st, pkt.reason);
 		return XDP_DROP;
 	}
-
-	if (pkt.l4_proto == IPPROTO_ICMP || pkt.l4_proto == IPPROTO_ICMPV6) {
-		COUNT(st, pass_control);
-		return XDP_PASS;
-	}
-
-	if (!bpf_map_lookup_elem(&xsks, &queue)) {
-		COUNT(st, pass_no_socket);
-		return XDP_PASS;
-	}
-	action = bpf_redirect_map(&xsks, queue, XDP_PASS);
-	if (action == XDP_REDIRECT)
-		COUNT(st, redirected);
-	else
-		COUNT(st, pass_no_socket); /* the socket went away meanwhile */
-	return action;
+	return xnic_steer_ip(&pkt, queue, len);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

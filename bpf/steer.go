@@ -8,49 +8,148 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
-// Names of the pinned steering maps inside a pin directory (see Steer.Pin).
+// Names of the steering maps, which are also their file names inside a pin
+// directory (see Steer.Pin and SteerOptions.PinDir).
 const (
-	PinXSKMap = "xsks"
-	PinStats  = "stats"
+	PinXSKMap    = "xsks"       // XSKMAP: slot -> AF_XDP socket
+	PinStats     = "stats"      // per-CPU SteerStats by rx queue
+	PinSlotStats = "slot_stats" // per-CPU SlotStats by guest*Classes+class
+	PinRules     = "rules"      // LPM trie: destination prefix -> rule set
+	PinFlows     = "flows"      // LRU hash: flow key -> slot
+	PinDSCP      = "dscp_class" // array: DSCP -> class
+	PinRuleCache = "rule_cache" // LRU hash: flow key -> cached rule outcome
+	PinCtl       = "ctl"        // array[1]: rule generation, flows in use
 )
 
-// MaxQueues bounds SteerOptions.Queues.
-const MaxQueues = 1024
+// pinNames are the maps Pin and SteerOptions.PinDir pin, in pin order.
+var pinNames = []string{PinXSKMap, PinStats, PinSlotStats, PinRules, PinFlows, PinDSCP, PinRuleCache, PinCtl}
 
-// SteerOptions configure LoadSteer.
+// Hard limits of the steering program.
+const (
+	// MaxQueues bounds SteerOptions.Queues.
+	MaxQueues = 1024
+	// MaxGuests bounds SteerOptions.Guests: guest ids are 0..MaxGuests-1.
+	MaxGuests = 256
+	// MaxClasses bounds SteerOptions.Classes: classes are 0..MaxClasses-1.
+	MaxClasses = 16
+	// MaxSlots bounds Queues*Guests*Classes, the XSKMAP size.
+	MaxSlots = 1 << 20
+	// MaxPrefixes bounds SteerOptions.Prefixes.
+	MaxPrefixes = 1 << 20
+	// MaxFlows bounds SteerOptions.Flows and SteerOptions.RuleCache.
+	MaxFlows = 1 << 24
+	// MaxRulesPerPrefix is the number of rules one destination prefix holds
+	// (XNIC_RULES_PER_PREFIX).
+	MaxRulesPerPrefix = 16
+	// RuleDepth is the number of prefixes the program tries for one frame,
+	// most specific first (XNIC_RULE_DEPTH).
+	RuleDepth = 8
+	// NumDSCP is the number of DSCP values.
+	NumDSCP = 64
+)
+
+// SteerOptions configure LoadSteer. The sizes become map sizes and
+// read-only data of the program: changing them means loading again, and
+// pinned maps of other sizes cannot be reused.
 type SteerOptions struct {
-	// Queues is the number of rx queues the XSKMAP and the stats map cover
-	// (their max_entries). Frames on higher queues go to the kernel uncounted.
+	// Queues is the number of rx queues covered, 1..MaxQueues. Frames on
+	// higher queues go to the kernel uncounted.
 	Queues int
+	// Guests is the number of guest ids, 1..MaxGuests.
+	Guests int
+	// Classes is the number of traffic classes per guest, 1..MaxClasses.
+	Classes int
+	// Prefixes is the number of destination prefixes the rule table holds
+	// (each with up to MaxRulesPerPrefix rules), 1..MaxPrefixes. The trie
+	// allocates per entry, so a large value costs nothing until used.
+	Prefixes int
+	// Flows is the size of the exact flow table, 1..MaxFlows. It is an LRU
+	// hash, preallocated: about 100 bytes per entry. When full, installing
+	// a flow evicts the least recently used one.
+	Flows int
+	// RuleCache is the size of the rule cache, 0..MaxFlows; 0 turns it off.
+	// The program remembers the outcome of the rule lookup (a rule's
+	// target, or no match) per flow key in an LRU hash, so the next frames
+	// of a flow skip the trie walk: a hash lookup instead of one to
+	// RuleDepth trie lookups. Every rule change invalidates the whole cache
+	// at once (a generation number), so a cached outcome is never older
+	// than the rules. It is used only while the rule table has at least
+	// RuleCacheMinPrefixes prefixes. About 100 bytes per entry,
+	// preallocated.
+	RuleCache int
+	// PinDir, when set, pins every map by name under PinDir (created if
+	// missing) and reuses the maps already pinned there: a restarted
+	// process finds its rules, flows, DSCP classes and counters again.
+	// Close keeps these pins; Unpin removes them.
+	PinDir string
 }
 
-// DefaultSteerOptions covers 64 rx queues.
-func DefaultSteerOptions() SteerOptions { return SteerOptions{Queues: 64} }
+// DefaultSteerOptions: 64 queues, 64 guests, 8 classes (32768 XSKMAP
+// slots), 16384 prefixes, 131072 flows, a rule cache of 65536 flows,
+// nothing pinned.
+func DefaultSteerOptions() SteerOptions {
+	return SteerOptions{Queues: 64, Guests: 64, Classes: 8, Prefixes: 16384, Flows: 131072, RuleCache: 65536}
+}
+
+// Slots is the XSKMAP size: Queues * Guests * Classes.
+func (o SteerOptions) Slots() int { return o.Queues * o.Guests * o.Classes }
 
 func (o SteerOptions) validate() error {
-	if o.Queues < 1 || o.Queues > MaxQueues {
-		return fmt.Errorf("steer queues: must be 1..%d, got %d: %w", MaxQueues, o.Queues, ErrInvalidOptions)
+	check := func(field string, v, hi int) error {
+		if v < 1 || v > hi {
+			return fmt.Errorf("steer %s: must be 1..%d, got %d: %w", field, hi, v, ErrInvalidOptions)
+		}
+		return nil
+	}
+	if err := errors.Join(
+		check("queues", o.Queues, MaxQueues),
+		check("guests", o.Guests, MaxGuests),
+		check("classes", o.Classes, MaxClasses),
+		check("prefixes", o.Prefixes, MaxPrefixes),
+		check("flows", o.Flows, MaxFlows),
+	); err != nil {
+		return err
+	}
+	if o.RuleCache < 0 || o.RuleCache > MaxFlows {
+		return fmt.Errorf("steer rule cache: must be 0..%d, got %d: %w", MaxFlows, o.RuleCache, ErrInvalidOptions)
+	}
+	if o.Slots() > MaxSlots {
+		return fmt.Errorf("steer queues*guests*classes: %d*%d*%d = %d passes %d: %w",
+			o.Queues, o.Guests, o.Classes, o.Slots(), MaxSlots, ErrInvalidOptions)
 	}
 	return nil
 }
 
-// Steer is the loaded xnic_steer program with its XSKMAP and counters.
-// Its methods are control plane, not for hot paths; they may be called
-// concurrently, except Close.
+// Steer is the loaded xnic_steer program with its maps: the XSKMAP of
+// (queue, guest, class) slots, the rule table, the flow table, the DSCP
+// classes and the counters. Its methods are control plane, not for hot
+// paths; they may be called concurrently, except Close. One process should
+// write a given set of (pinned) maps at a time.
 type Steer struct {
+	opts  SteerOptions
 	objs  steerObjects
 	links attachments
 
-	// mu guards pinDir and pinMade.
-	mu      sync.Mutex
-	pinDir  string // "" when not pinned
-	pinMade bool   // Pin created pinDir, so Close removes it
+	// mu guards the pin state, the rule index and ctl, and serializes the
+	// read-modify-write of rule sets and the writes of the ctl map.
+	mu          sync.Mutex
+	pinDir      string   // "" when not pinned
+	pinMade     bool     // the pinning created pinDir, so unpinning removes it
+	pinKeep     bool     // pinned through SteerOptions.PinDir: Close keeps the pins
+	reused      []string // maps found pinned in PinDir and reused
+	ruleAt      map[RuleID]ruleKey
+	prefixRules map[ruleKey]int // rules per prefix
+	nextRule    RuleID
+	ctl         steerSteerCtl // the ctl map's value
 }
 
-// LoadSteer loads xnic_steer and creates its maps.
-func LoadSteer(opts SteerOptions) (*Steer, error) {
+// LoadSteer loads xnic_steer and creates its maps, or, with opts.PinDir,
+// reuses the maps pinned there. On error nothing stays loaded and no pin
+// this call made is left behind.
+func LoadSteer(opts SteerOptions) (_ *Steer, err error) {
 	if err := opts.validate(); err != nil {
 		return nil, fmt.Errorf("load steer: %w", err)
 	}
@@ -59,24 +158,141 @@ func LoadSteer(opts SteerOptions) (*Steer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load steer spec: %w", err)
 	}
-	for _, name := range []string{steerMapXsks, steerMapStats} {
-		spec.Maps[name].MaxEntries = uint32(opts.Queues)
+	sizes := map[string]int{
+		steerMapXsks:      opts.Slots(),
+		steerMapStats:     opts.Queues,
+		steerMapSlotStats: opts.Guests * opts.Classes,
+		steerMapRules:     opts.Prefixes,
+		steerMapFlows:     opts.Flows,
+		steerMapRuleCache: max(opts.RuleCache, 1),
 	}
-	s := &Steer{}
-	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
+	for name, n := range sizes {
+		spec.Maps[name].MaxEntries = uint32(n)
+	}
+	for name, v := range map[string]int{
+		steerVarCfgQueues:    opts.Queues,
+		steerVarCfgGuests:    opts.Guests,
+		steerVarCfgClasses:   opts.Classes,
+		steerVarCfgRuleCache: min(opts.RuleCache, 1),
+	} {
+		if err := spec.Variables[name].Set(uint32(v)); err != nil {
+			return nil, fmt.Errorf("load steer: set %s: %w", name, err)
+		}
+	}
+
+	s := &Steer{opts: opts, ruleAt: map[RuleID]ruleKey{}, prefixRules: map[ruleKey]int{}, nextRule: 1}
+	var colOpts *ebpf.CollectionOptions
+	var existed map[string]bool
+	made := false
+	if opts.PinDir != "" {
+		if made, err = makePinDir(opts.PinDir); err != nil {
+			return nil, fmt.Errorf("load steer: %w", err)
+		}
+		existed = map[string]bool{}
+		for _, name := range pinNames {
+			spec.Maps[name].Pinning = ebpf.PinByName
+			if _, err := os.Stat(filepath.Join(opts.PinDir, name)); err == nil {
+				existed[name] = true
+			}
+		}
+		colOpts = &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinDir}}
+		defer func() {
+			if err != nil {
+				// Remove what this call pinned, keep what was there.
+				for _, name := range pinNames {
+					if !existed[name] {
+						os.Remove(filepath.Join(opts.PinDir, name))
+					}
+				}
+				if made {
+					os.Remove(opts.PinDir)
+				}
+			}
+		}()
+	}
+	if err := spec.LoadAndAssign(&s.objs, colOpts); err != nil {
+		if errors.Is(err, ebpf.ErrMapIncompatible) {
+			return nil, fmt.Errorf("load steer program: maps pinned in %s were made with other options (remove them or load with the same sizes): %w",
+				opts.PinDir, err)
+		}
 		return nil, fmt.Errorf("load steer program: %w", err)
 	}
+	if opts.PinDir != "" {
+		s.pinDir, s.pinMade, s.pinKeep = opts.PinDir, made, true
+		for _, name := range pinNames {
+			if existed[name] {
+				s.reused = append(s.reused, name)
+			}
+		}
+		if err := s.loadRuleIndex(); err != nil {
+			s.objs.Close()
+			return nil, fmt.Errorf("load steer: %w", err)
+		}
+		if err := s.objs.Ctl.Lookup(uint32(0), &s.ctl); err != nil {
+			s.objs.Close()
+			return nil, fmt.Errorf("load steer: read pinned ctl: %w", err)
+		}
+	}
 	return s, nil
+}
+
+// makePinDir creates dir when missing and says whether it did.
+func makePinDir(dir string) (bool, error) {
+	if _, err := os.Stat(dir); err == nil {
+		return false, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("pin dir %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return false, fmt.Errorf("create pin dir %s: %w", dir, err)
+	}
+	return true, nil
+}
+
+// Options are the options the Steer was loaded with.
+func (s *Steer) Options() SteerOptions { return s.opts }
+
+// Reused names the maps that LoadSteer found pinned in SteerOptions.PinDir
+// and reused, rather than created.
+func (s *Steer) Reused() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.reused...)
 }
 
 // Program is the loaded xnic_steer program.
 func (s *Steer) Program() *ebpf.Program { return s.objs.XnicSteer }
 
-// XSKMap is the XSKMAP that maps an rx queue to its AF_XDP socket.
+// XSKMap is the XSKMAP of (queue, guest, class) slots; see SlotIndex.
 func (s *Steer) XSKMap() *ebpf.Map { return s.objs.Xsks }
 
 // StatsMap is the per-CPU array of SteerStats keyed by rx queue.
 func (s *Steer) StatsMap() *ebpf.Map { return s.objs.Stats }
+
+// SlotStatsMap is the per-CPU array of SlotStats keyed by
+// guest*Classes+class.
+func (s *Steer) SlotStatsMap() *ebpf.Map { return s.objs.SlotStats }
+
+// RulesMap is the LPM trie of rule sets.
+func (s *Steer) RulesMap() *ebpf.Map { return s.objs.Rules }
+
+// FlowsMap is the LRU hash of the exact flow table.
+func (s *Steer) FlowsMap() *ebpf.Map { return s.objs.Flows }
+
+// DSCPMap is the DSCP to class array.
+func (s *Steer) DSCPMap() *ebpf.Map { return s.objs.DscpClass }
+
+// RuleCacheMap is the LRU hash of cached rule outcomes.
+func (s *Steer) RuleCacheMap() *ebpf.Map { return s.objs.RuleCache }
+
+// Maps returns every steering map by its pin name.
+func (s *Steer) Maps() map[string]*ebpf.Map {
+	return map[string]*ebpf.Map{
+		PinXSKMap: s.objs.Xsks, PinStats: s.objs.Stats, PinSlotStats: s.objs.SlotStats,
+		PinRules: s.objs.Rules, PinFlows: s.objs.Flows, PinDSCP: s.objs.DscpClass,
+		PinRuleCache: s.objs.RuleCache, PinCtl: s.objs.Ctl,
+	}
+}
 
 // Attach links xnic_steer to an interface; Close on the result or on the
 // Steer detaches it.
@@ -87,64 +303,12 @@ func (s *Steer) Attach(ifindex int, mode AttachMode) (*Attachment, error) {
 	return s.links.attach(s.objs.XnicSteer, ifindex, mode)
 }
 
-// RegisterSocket steers the IP traffic of rx queue to the AF_XDP socket fd,
-// replacing any socket registered there before. The socket must be bound to
-// that queue of the interface the program is attached to.
-func (s *Steer) RegisterSocket(queue int, fd int) error {
-	if s.objs.Xsks == nil {
-		return fmt.Errorf("register socket on queue %d: %w", queue, ErrClosed)
-	}
-	if queue < 0 || queue >= int(s.objs.Xsks.MaxEntries()) {
-		return fmt.Errorf("register socket on queue %d: outside 0..%d: %w",
-			queue, s.objs.Xsks.MaxEntries()-1, ErrInvalidOptions)
-	}
-	if fd < 0 {
-		return fmt.Errorf("register socket on queue %d: fd %d: %w", queue, fd, ErrInvalidOptions)
-	}
-	if err := s.objs.Xsks.Update(uint32(queue), uint32(fd), ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("register socket fd %d on queue %d: %w", fd, queue, err)
-	}
-	return nil
-}
-
-// UnregisterSocket sends rx queue's traffic back to the kernel. Removing an
-// empty slot is not an error.
-func (s *Steer) UnregisterSocket(queue int) error {
-	if s.objs.Xsks == nil {
-		return fmt.Errorf("unregister socket on queue %d: %w", queue, ErrClosed)
-	}
-	if queue < 0 || queue >= int(s.objs.Xsks.MaxEntries()) {
-		return fmt.Errorf("unregister socket on queue %d: outside 0..%d: %w",
-			queue, s.objs.Xsks.MaxEntries()-1, ErrInvalidOptions)
-	}
-	err := s.objs.Xsks.Delete(uint32(queue))
-	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("unregister socket on queue %d: %w", queue, err)
-	}
-	return nil
-}
-
-// Stats returns the counters of every rx queue, summed over CPUs, indexed by
-// queue.
-func (s *Steer) Stats() ([]SteerStats, error) {
-	st, err := readPerCPU[SteerStats](s.objs.Stats)
-	if err != nil {
-		return nil, fmt.Errorf("steer stats: %w", err)
-	}
-	return st, nil
-}
-
-// TotalStats returns the counters summed over queues and CPUs.
-func (s *Steer) TotalStats() (SteerStats, error) {
-	st, err := s.Stats()
-	return sum(st), err
-}
-
-// Pin pins the XSKMAP and the stats map as dir/xsks and dir/stats on bpffs,
-// so that another process (a C peer in a benchmark) can put its own socket
-// into the same XSKMAP. It creates dir when missing. A pin left by a
-// crashed process makes Pin fail with an error matching os.ErrExist; remove
-// the directory first. Close unpins.
+// Pin pins every steering map (PinXSKMap, PinStats, PinSlotStats, PinRules,
+// PinFlows, PinDSCP, PinRuleCache, PinCtl) under dir on bpffs, creating dir when missing, so that
+// bpftool, `xnic maps` or another process (a C peer in a benchmark) can
+// open them. A pin left by a crashed process makes Pin fail with an error
+// matching os.ErrExist; remove it first. Close unpins what Pin pinned. To
+// keep maps across restarts, load with SteerOptions.PinDir instead.
 func (s *Steer) Pin(dir string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -154,29 +318,26 @@ func (s *Steer) Pin(dir string) error {
 	if s.pinDir != "" {
 		return fmt.Errorf("pin steer maps in %s: already pinned in %s: %w", dir, s.pinDir, os.ErrExist)
 	}
-	made := false
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return fmt.Errorf("pin steer maps: create %s: %w", dir, err)
-		}
-		made = true
+	made, err := makePinDir(dir)
+	if err != nil {
+		return fmt.Errorf("pin steer maps: %w", err)
 	}
-	xsks := filepath.Join(dir, PinXSKMap)
-	if err := s.objs.Xsks.Pin(xsks); err != nil {
-		if made {
-			os.Remove(dir)
+	maps := s.Maps()
+	var done []*ebpf.Map
+	for _, name := range pinNames {
+		path := filepath.Join(dir, name)
+		if err := maps[name].Pin(path); err != nil {
+			for _, m := range done {
+				m.Unpin()
+			}
+			if made {
+				os.Remove(dir)
+			}
+			return fmt.Errorf("pin %s map at %s: %w", name, path, err)
 		}
-		return fmt.Errorf("pin xsks map at %s: %w", xsks, err)
+		done = append(done, maps[name])
 	}
-	stats := filepath.Join(dir, PinStats)
-	if err := s.objs.Stats.Pin(stats); err != nil {
-		s.objs.Xsks.Unpin()
-		if made {
-			os.Remove(dir)
-		}
-		return fmt.Errorf("pin stats map at %s: %w", stats, err)
-	}
-	s.pinDir, s.pinMade = dir, made
+	s.pinDir, s.pinMade, s.pinKeep = dir, made, false
 	return nil
 }
 
@@ -187,7 +348,9 @@ func (s *Steer) PinDir() string {
 	return s.pinDir
 }
 
-// Unpin removes the pins made by Pin, and the directory if Pin created it.
+// Unpin removes the pins (made by Pin or SteerOptions.PinDir), and then
+// the directory: for Pin, if Pin created it; for SteerOptions.PinDir, if it
+// is empty.
 func (s *Steer) Unpin() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -199,29 +362,39 @@ func (s *Steer) unpinLocked() error {
 		return nil
 	}
 	var errs []error
-	for _, m := range []*ebpf.Map{s.objs.Xsks, s.objs.Stats} {
-		if err := m.Unpin(); err != nil {
-			errs = append(errs, fmt.Errorf("unpin %s: %w", m, err))
+	for _, name := range pinNames {
+		path := filepath.Join(s.pinDir, name)
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("unpin %s: %w", path, err))
 		}
 	}
-	if s.pinMade && len(errs) == 0 {
+	if s.pinKeep && len(errs) == 0 {
+		// The PinDir is the Steer's own: remove it when it is empty now,
+		// whoever made it (the engine's restarts share it).
+		if err := os.Remove(s.pinDir); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) {
+			errs = append(errs, fmt.Errorf("remove pin dir %s: %w", s.pinDir, err))
+		}
+	} else if s.pinMade && len(errs) == 0 {
 		if err := os.Remove(s.pinDir); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("remove pin dir %s: %w", s.pinDir, err))
 		}
 	}
 	if len(errs) == 0 {
-		s.pinDir, s.pinMade = "", false
+		s.pinDir, s.pinMade, s.pinKeep = "", false, false
 	}
 	return errors.Join(errs...)
 }
 
-// Close detaches every attachment, unpins the maps and frees the program and
-// maps. The Steer is unusable afterwards.
+// Close detaches every attachment, unpins the maps pinned by Pin (but keeps
+// those of SteerOptions.PinDir) and frees the program and maps. The Steer
+// is unusable afterwards.
 func (s *Steer) Close() error {
 	errs := []error{s.links.closeAll()}
 	s.mu.Lock()
 	if s.objs.Xsks != nil {
-		errs = append(errs, s.unpinLocked())
+		if !s.pinKeep {
+			errs = append(errs, s.unpinLocked())
+		}
 		if err := s.objs.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close steer objects: %w", err))
 		}

@@ -13,24 +13,122 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type steerSteerStats struct {
+type steerFlowKey struct {
+	_      structs.HostLayout
+	Src    [16]uint8
+	Dst    [16]uint8
+	Sport  uint16
+	Dport  uint16
+	Proto  uint8
+	Family uint8
+	Vlan   uint16
+}
+
+type steerFlowTarget struct {
+	_     structs.HostLayout
+	Guest uint8
+	Class uint8
+	Flags uint8
+	Pad   uint8
+}
+
+type steerRule struct {
+	_        structs.HostLayout
+	Id       uint32
+	Priority uint16
+	PortLo   uint16
+	PortHi   uint16
+	Proto    uint8
+	Family   uint8
+	Guest    uint8
+	Class    uint8
+	Flags    uint8
+	Pad      uint8
+}
+
+type steerRuleCacheEntry struct {
+	_      structs.HostLayout
+	Target steerFlowTarget
+	Gen    uint32
+}
+
+type steerRuleKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [16]uint8
+}
+
+type steerRuleSet struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Count     uint32
+	Rules     [16]steerRule
+}
+
+type steerSteerCtl struct {
+	_           structs.HostLayout
+	RuleGen     uint32
+	FlowsInUse  uint32
+	RuleCacheOn uint32
+	Pad         uint32
+}
+
+type steerSteerSlotStats struct {
 	_                structs.HostLayout
-	RxPackets        uint64
-	RxBytes          uint64
+	Packets          uint64
+	Bytes            uint64
 	Redirected       uint64
-	PassNonIp        uint64
-	PassControl      uint64
+	RedirectedClass0 uint64
 	PassNoSocket     uint64
-	DroppedMalformed uint64
+}
+
+type steerSteerStats struct {
+	_                     structs.HostLayout
+	RxPackets             uint64
+	RxBytes               uint64
+	Redirected            uint64
+	PassNonIp             uint64
+	PassControl           uint64
+	PassUnmatched         uint64
+	PassNoSocket          uint64
+	DroppedMalformed      uint64
+	FlowHits              uint64
+	RuleHits              uint64
+	RuleCacheHits         uint64
+	RedirectedClass0      uint64
+	RxFragments           uint64
+	RxUnknownL4           uint64
+	DropTruncEthernet     uint64
+	DropTruncVlan         uint64
+	DropTooManyVlans      uint64
+	DropTruncIpv4         uint64
+	DropBadIpv4           uint64
+	DropTruncIpv6         uint64
+	DropBadIpv6           uint64
+	DropTruncExtHeader    uint64
+	DropTooManyExtHeaders uint64
+	DropIpLength          uint64
+	DropTruncL4           uint64
+	DropBadTcpOffset      uint64
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	steerMapStats      = "stats"
-	steerMapXsks       = "xsks"
-	steerProgXnicSteer = "xnic_steer"
+	steerMapCtl          = "ctl"
+	steerMapDscpClass    = "dscp_class"
+	steerMapFlows        = "flows"
+	steerMapRuleCache    = "rule_cache"
+	steerMapRules        = "rules"
+	steerMapSlotStats    = "slot_stats"
+	steerMapStats        = "stats"
+	steerMapXsks         = "xsks"
+	steerProgXnicSteer   = "xnic_steer"
+	steerVarCfgClasses   = "cfg_classes"
+	steerVarCfgGuests    = "cfg_guests"
+	steerVarCfgQueues    = "cfg_queues"
+	steerVarCfgRuleCache = "cfg_rule_cache"
 )
 
 // loadSteer returns the embedded CollectionSpec for steer.
@@ -82,14 +180,24 @@ type steerProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerMapSpecs struct {
-	Stats *ebpf.MapSpec `ebpf:"stats"`
-	Xsks  *ebpf.MapSpec `ebpf:"xsks"`
+	Ctl       *ebpf.MapSpec `ebpf:"ctl"`
+	DscpClass *ebpf.MapSpec `ebpf:"dscp_class"`
+	Flows     *ebpf.MapSpec `ebpf:"flows"`
+	RuleCache *ebpf.MapSpec `ebpf:"rule_cache"`
+	Rules     *ebpf.MapSpec `ebpf:"rules"`
+	SlotStats *ebpf.MapSpec `ebpf:"slot_stats"`
+	Stats     *ebpf.MapSpec `ebpf:"stats"`
+	Xsks      *ebpf.MapSpec `ebpf:"xsks"`
 }
 
 // steerVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerVariableSpecs struct {
+	CfgClasses   *ebpf.VariableSpec `ebpf:"cfg_classes"`
+	CfgGuests    *ebpf.VariableSpec `ebpf:"cfg_guests"`
+	CfgQueues    *ebpf.VariableSpec `ebpf:"cfg_queues"`
+	CfgRuleCache *ebpf.VariableSpec `ebpf:"cfg_rule_cache"`
 }
 
 // steerObjects contains all objects after they have been loaded into the kernel.
@@ -112,12 +220,24 @@ func (o *steerObjects) Close() error {
 //
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerMaps struct {
-	Stats *ebpf.Map `ebpf:"stats"`
-	Xsks  *ebpf.Map `ebpf:"xsks"`
+	Ctl       *ebpf.Map `ebpf:"ctl"`
+	DscpClass *ebpf.Map `ebpf:"dscp_class"`
+	Flows     *ebpf.Map `ebpf:"flows"`
+	RuleCache *ebpf.Map `ebpf:"rule_cache"`
+	Rules     *ebpf.Map `ebpf:"rules"`
+	SlotStats *ebpf.Map `ebpf:"slot_stats"`
+	Stats     *ebpf.Map `ebpf:"stats"`
+	Xsks      *ebpf.Map `ebpf:"xsks"`
 }
 
 func (m *steerMaps) Close() error {
 	return _SteerClose(
+		m.Ctl,
+		m.DscpClass,
+		m.Flows,
+		m.RuleCache,
+		m.Rules,
+		m.SlotStats,
 		m.Stats,
 		m.Xsks,
 	)
@@ -127,6 +247,10 @@ func (m *steerMaps) Close() error {
 //
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerVariables struct {
+	CfgClasses   *ebpf.Variable `ebpf:"cfg_classes"`
+	CfgGuests    *ebpf.Variable `ebpf:"cfg_guests"`
+	CfgQueues    *ebpf.Variable `ebpf:"cfg_queues"`
+	CfgRuleCache *ebpf.Variable `ebpf:"cfg_rule_cache"`
 }
 
 // steerPrograms contains all programs after they have been loaded into the kernel.

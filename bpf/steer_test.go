@@ -28,19 +28,14 @@ func loadSteerT(t *testing.T) *Steer {
 	return s
 }
 
-func TestSteerOptionsValidate(t *testing.T) {
-	for _, q := range []int{0, -1, MaxQueues + 1} {
-		_, err := LoadSteer(SteerOptions{Queues: q})
-		if !errors.Is(err, ErrInvalidOptions) {
-			t.Errorf("LoadSteer(Queues: %d) = %v, want ErrInvalidOptions", q, err)
-		}
-	}
-}
-
 // TestSteerVerdicts runs xnic_steer over hand-built frames with BPF_PROG_RUN
 // and checks each verdict and the one counter it must bump.
 func TestSteerVerdicts(t *testing.T) {
 	s := loadSteerT(t)
+	// Raw mode, without sockets: TCP and UDP match and find no socket.
+	if _, err := s.AddCatchAll(0, 0); err != nil {
+		t.Fatal(err)
+	}
 
 	udp4 := udpFrame(false, 1000, 2000, make([]byte, 18))
 	udp6 := udpFrame(true, 1000, 2000, make([]byte, 18))
@@ -49,7 +44,8 @@ func TestSteerVerdicts(t *testing.T) {
 	// MLD: hop-by-hop (router alert) then ICMPv6.
 	hbh := []byte{58, 0, 5, 2, 0, 0, 1, 0}
 	mld6 := append(ethHdr(ethIPv6), ipv6Packet(0, hbh, make([]byte, 24))...)
-	tcp4 := append(ethHdr(ethIPv4), ipv4Packet(6, 0, make([]byte, 20))...)
+	tcp4 := append(ethHdr(ethIPv4), ipv4Packet(6, 0, make([]byte, 20))...) // data offset 0
+	tcp4ok := append(ethHdr(ethIPv4), ipv4Packet(6, 0, append([]byte{0, 1, 0, 2, 11: 0, 12: 5 << 4}, make([]byte, 7)...))...)
 	vlanUDP := append(ethHdr(ethIPv4, ethVLAN), udp4[14:]...)
 	qinqUDP := append(ethHdr(ethIPv6, ethQinQ, ethVLAN), udp6[14:]...)
 	arp := append(ethHdr(ethARP), make([]byte, 28)...)
@@ -73,20 +69,26 @@ func TestSteerVerdicts(t *testing.T) {
 		{"icmp6-mld-hbh", mld6, xdpPass, func(s SteerStats) uint64 { return s.PassControl }},
 		{"udp4-no-socket", udp4, xdpPass, func(s SteerStats) uint64 { return s.PassNoSocket }},
 		{"udp6-no-socket", udp6, xdpPass, func(s SteerStats) uint64 { return s.PassNoSocket }},
-		{"tcp4-no-socket", tcp4, xdpPass, func(s SteerStats) uint64 { return s.PassNoSocket }},
+		{"tcp4-no-socket", tcp4ok, xdpPass, func(s SteerStats) uint64 { return s.PassNoSocket }},
 		{"vlan-udp4", vlanUDP, xdpPass, func(s SteerStats) uint64 { return s.PassNoSocket }},
 		{"qinq-udp6", qinqUDP, xdpPass, func(s SteerStats) uint64 { return s.PassNoSocket }},
-		{"frag4-no-l4", frag4, xdpPass, func(s SteerStats) uint64 { return s.PassNoSocket }},
-		{"eth-only", ethHdr(ethIPv4), xdpDrop, func(s SteerStats) uint64 { return s.DroppedMalformed }},
-		{"ipv4-truncated", udp4[:14+12], xdpDrop, func(s SteerStats) uint64 { return s.DroppedMalformed }},
-		{"ipv4-bad-ihl", badIHL, xdpDrop, func(s SteerStats) uint64 { return s.DroppedMalformed }},
-		{"udp4-truncated", udp4[:14+20+4], xdpDrop, func(s SteerStats) uint64 { return s.DroppedMalformed }},
-		{"tcp4-truncated", tcp4[:14+20+10], xdpDrop, func(s SteerStats) uint64 { return s.DroppedMalformed }},
-		{"ipv6-truncated", udp6[:14+39], xdpDrop, func(s SteerStats) uint64 { return s.DroppedMalformed }},
-		{"ipv6-bad-version", badVersion, xdpDrop, func(s SteerStats) uint64 { return s.DroppedMalformed }},
-		{"ipv6-ext-truncated", mld6[:14+40+4], xdpDrop, func(s SteerStats) uint64 { return s.DroppedMalformed }},
-		{"vlan-truncated", ethHdr(ethVLAN)[:14], xdpDrop, func(s SteerStats) uint64 { return s.DroppedMalformed }},
-		{"vlan-tag-truncated", append(ethHdr(ethVLAN), 0, 1), xdpDrop, func(s SteerStats) uint64 { return s.DroppedMalformed }},
+		{"frag4-no-l4", frag4, xdpPass, func(s SteerStats) uint64 { return s.RxFragments }},
+		{"frag4-no-l4-verdict", frag4, xdpPass, func(s SteerStats) uint64 { return s.PassNoSocket }},
+		{"gre-unmatched", append(ethHdr(ethIPv4), ipv4Packet(47, 0, make([]byte, 8))...), xdpPass, func(s SteerStats) uint64 { return s.PassUnmatched }},
+		{"gre-unknown-l4", append(ethHdr(ethIPv4), ipv4Packet(47, 0, make([]byte, 8))...), xdpPass, func(s SteerStats) uint64 { return s.RxUnknownL4 }},
+		{"eth-only", ethHdr(ethIPv4), xdpDrop, func(s SteerStats) uint64 { return s.DropTruncIpv4 }},
+		{"ipv4-truncated", udp4[:14+12], xdpDrop, func(s SteerStats) uint64 { return s.DropTruncIpv4 }},
+		{"ipv4-bad-ihl", badIHL, xdpDrop, func(s SteerStats) uint64 { return s.DropBadIpv4 }},
+		{"ipv4-ip-length", udp4[:len(udp4)-1], xdpDrop, func(s SteerStats) uint64 { return s.DropIpLength }},
+		{"udp4-truncated", append(ethHdr(ethIPv4), ipv4Packet(17, 0, make([]byte, 4))...), xdpDrop, func(s SteerStats) uint64 { return s.DropTruncL4 }},
+		{"tcp4-truncated", append(ethHdr(ethIPv4), ipv4Packet(6, 0, make([]byte, 10))...), xdpDrop, func(s SteerStats) uint64 { return s.DropTruncL4 }},
+		{"tcp4-bad-offset", tcp4, xdpDrop, func(s SteerStats) uint64 { return s.DropBadTcpOffset }},
+		{"ipv6-truncated", udp6[:14+39], xdpDrop, func(s SteerStats) uint64 { return s.DropTruncIpv6 }},
+		{"ipv6-bad-version", badVersion, xdpDrop, func(s SteerStats) uint64 { return s.DropBadIpv6 }},
+		{"ipv6-ext-truncated", append(ethHdr(ethIPv6), ipv6Packet(0, []byte{58, 0, 5, 2}, nil)...), xdpDrop, func(s SteerStats) uint64 { return s.DropTruncExtHeader }},
+		{"vlan-truncated", ethHdr(ethVLAN)[:14], xdpDrop, func(s SteerStats) uint64 { return s.DropTruncVlan }},
+		{"vlan-tag-truncated", append(ethHdr(ethVLAN), 0, 1), xdpDrop, func(s SteerStats) uint64 { return s.DropTruncVlan }},
+		{"three-vlan-tags", append(ethHdr(ethIPv4, ethQinQ, ethVLAN, ethVLAN), udp4[14:]...), xdpDrop, func(s SteerStats) uint64 { return s.DropTooManyVlans }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -114,8 +116,10 @@ func TestSteerVerdicts(t *testing.T) {
 			if d := after.RxBytes - before.RxBytes; d != uint64(len(c.frame)) {
 				t.Errorf("rx_bytes moved by %d, want %d", d, len(c.frame))
 			}
-			verdicts := after.Redirected + after.PassNonIp + after.PassControl + after.PassNoSocket + after.DroppedMalformed
-			if verdicts != after.RxPackets {
+			if d := after.DroppedMalformed - before.DroppedMalformed; c.want == xdpDrop && d != 1 {
+				t.Errorf("dropped_malformed moved by %d, want 1", d)
+			}
+			if verdicts := after.Verdicts(); verdicts != after.RxPackets {
 				t.Errorf("verdict counters sum to %d, rx_packets %d", verdicts, after.RxPackets)
 			}
 		})
@@ -181,7 +185,10 @@ func TestSteerPin(t *testing.T) {
 	if err := s.Pin(dir); !errors.Is(err, os.ErrExist) {
 		t.Errorf("second Pin = %v, want os.ErrExist", err)
 	}
-	for name, m := range map[string]*ebpf.Map{PinXSKMap: s.XSKMap(), PinStats: s.StatsMap()} {
+	if len(s.Maps()) != len(pinNames) {
+		t.Errorf("Maps() has %d maps, want %d", len(s.Maps()), len(pinNames))
+	}
+	for name, m := range s.Maps() {
 		pinned, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
 		if err != nil {
 			t.Fatalf("load pinned %s: %v", name, err)
@@ -239,6 +246,9 @@ func TestSteerRedirectLive(t *testing.T) {
 	xsk := newTestXSK(t, lab.hostIndex, 0)
 	if err := s.RegisterSocket(0, xsk); err != nil {
 		t.Fatalf("RegisterSocket: %v", err)
+	}
+	if _, err := s.AddCatchAll(0, 0); err != nil {
+		t.Fatalf("AddCatchAll: %v", err)
 	}
 
 	g := loadGenT(t, GenOptions{Flows: 4, SrcPortBase: 3000, L4Offset: GenL4OffsetIPv4, SeqOffset: GenL4OffsetIPv4 + 8})
