@@ -126,6 +126,11 @@ func New(opts Options, fn RxFunc) (_ *Engine, err error) {
 				return nil, fmt.Errorf("engine: port %s: %w", name, err)
 			}
 		}
+		// Raw mode: every TCP and UDP frame goes to the queue's socket (guest
+		// 0, class 0); ARP and ICMP keep going to the host.
+		if _, err := st.AddCatchAll(0, 0); err != nil {
+			return nil, fmt.Errorf("engine: port %s: %w", name, err)
+		}
 		if p.attach, err = st.Attach(ifi.Index, opts.Attach); err != nil {
 			return nil, fmt.Errorf("engine: port %s: %w", name, err)
 		}

@@ -72,7 +72,7 @@ func runDemo(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	sock := e.Workers()[0].Sockets()[0]
+	sock := e.Workers()[0].Endpoints()[0].Sock
 	fmt.Printf("engine: %s queue 0, xdp %s, xsk %s, batch %d\n", p.Host, e.Ports()[0].AttachMode(),
 		map[bool]string{true: "zero-copy", false: "copy"}[sock.ZeroCopy()], opts.Batch)
 	e.Start()
@@ -113,7 +113,7 @@ loop:
 			}
 			fmt.Printf("%6.1fs %14d %10.3f %10d %12d %9d/%d\n", now.Sub(start).Seconds(), st.RxPackets,
 				float64(st.RxPackets-lastN)/now.Sub(lastT).Seconds()/1e6, st.Drops(), st.XSK.RxFillRingEmptyDescs,
-				st.Steer.PassNoSocket+st.Steer.PassNonIp+st.Steer.PassControl, st.Steer.DroppedMalformed)
+				st.Steer.PassNoSocket+st.Steer.PassNonIp+st.Steer.PassControl+st.Steer.PassUnmatched, st.Steer.DroppedMalformed)
 			lastN, lastT = st.RxPackets, now
 		}
 	}

@@ -108,7 +108,7 @@ func runRx(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	sock := e.Workers()[0].Sockets()[0]
+	sock := e.Workers()[0].Endpoints()[0].Sock
 	fmt.Fprintf(os.Stderr, "xnic rx: %s queue %d, xdp %s, xsk %s, need_wakeup %t, batch %d\n",
 		*iface, *queue, e.Ports()[0].AttachMode(), map[bool]string{true: "zero-copy", false: "copy"}[sock.ZeroCopy()],
 		sock.NeedWakeup(), opts.Batch)
@@ -157,8 +157,8 @@ loop:
 	fmt.Printf("received %d packets (%d bytes) in %.2fs: %.3f Mpps\n", res.Packets, res.Bytes, res.Seconds, res.PPS/1e6)
 	fmt.Printf("xsk: rx_dropped %d rx_ring_full %d rx_fill_ring_empty_descs %d rx_invalid_descs %d\n",
 		st.XSK.RxDropped, st.XSK.RxRingFull, st.XSK.RxFillRingEmptyDescs, st.XSK.RxInvalidDescs)
-	fmt.Printf("steer: seen %d redirected %d pass_non_ip %d pass_control %d pass_no_socket %d malformed %d\n",
-		st.Steer.RxPackets, st.Steer.Redirected, st.Steer.PassNonIp, st.Steer.PassControl, st.Steer.PassNoSocket, st.Steer.DroppedMalformed)
+	fmt.Printf("steer: seen %d redirected %d pass_non_ip %d pass_control %d pass_unmatched %d pass_no_socket %d malformed %d\n",
+		st.Steer.RxPackets, st.Steer.Redirected, st.Steer.PassNonIp, st.Steer.PassControl, st.Steer.PassUnmatched, st.Steer.PassNoSocket, st.Steer.DroppedMalformed)
 	if *asJSON {
 		b, _ := json.Marshal(res)
 		fmt.Println(string(b))

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/xnic/xnic/engine/bench"
+)
+
+func runBench(ctx context.Context, args []string) error {
+	fs := newFlags("bench", "[--rounds N] [--duration D] [--size BYTES] [--flows N] [--peers DIR] [--only a,b] [--json FILE] [--markdown]")
+	d := bench.DefaultOptions()
+	rounds := fs.Int("rounds", d.Rounds, "rounds; the table shows the median over them")
+	duration := fs.Duration("duration", d.Duration, "measurement window of each contender")
+	size := fs.Int("size", d.FrameSize, "UDP frame size on the wire, FCS included")
+	flows := fs.Int("flows", d.Flows, "UDP source ports the generator cycles through")
+	peers := fs.String("peers", "", "directory of rxdrop_libxdp, asavie and afpacket (default: the directory of this xnic)")
+	only := fs.String("only", "", "comma-separated contenders to run: "+strings.Join(bench.Contenders(), ","))
+	jsonFile := fs.String("json", "", "write every raw round and the summary as JSON to this file")
+	markdown := fs.Bool("markdown", false, "also print the summary as a Markdown table for the README")
+	genCPU := fs.Int("gen-cpu", d.GenCPU, "CPU of the generator (this process); -1: unpinned")
+	rxCPU := fs.Int("rx-cpu", d.RxCPU, "CPU of every receiver process; -1: unpinned")
+	genBatch := fs.Int("gen-batch", d.GenBatch, "generator: kernel live-frames batch (1..256)")
+	genRepeat := fs.Int("gen-repeat", d.GenRepeat, "generator: frames per BPF_PROG_RUN call")
+	quiet := fs.Bool("quiet", false, "no per-measurement lines on stderr")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return flagError("rounds", "unexpected argument %q", fs.Arg(0))
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("must run as root: it builds a netns and a veth pair and loads XDP programs (try sudo)")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find the xnic executable: %w", err)
+	}
+	o := d
+	o.Rounds, o.Duration, o.FrameSize, o.Flows = *rounds, *duration, *size, *flows
+	o.GenCPU, o.RxCPU = *genCPU, *rxCPU
+	o.GenBatch, o.GenRepeat = *genBatch, *genRepeat
+	o.Xnic, o.PeersDir = self, *peers
+	if o.PeersDir == "" {
+		o.PeersDir = filepath.Dir(self)
+	}
+	if *only != "" {
+		for _, n := range strings.Split(*only, ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				o.Only = append(o.Only, n)
+			}
+		}
+	}
+	if !*quiet {
+		o.Log = os.Stderr
+	}
+	if err := o.Validate(); err != nil {
+		var oe *bench.OptionError
+		if errors.As(err, &oe) {
+			name := strings.ReplaceAll(oe.Field, " ", "-")
+			switch name {
+			case "size", "only", "peers", "rounds", "duration", "flows", "gen-cpu", "rx-cpu", "gen-batch", "gen-repeat":
+			default:
+				return err // not a flag of its own
+			}
+			return flagError(name, "%s", oe.Msg)
+		}
+		return err
+	}
+
+	rep, err := bench.Run(ctx, o)
+	if err != nil {
+		// main prefixes "xnic bench: " already.
+		err = errors.New(strings.TrimPrefix(err.Error(), "bench: "))
+	}
+	if rep == nil {
+		return err
+	}
+	if len(rep.Rounds) > 0 {
+		if werr := rep.WriteTable(os.Stdout); werr != nil {
+			return errors.Join(err, werr)
+		}
+		if *markdown {
+			fmt.Println()
+			if werr := rep.WriteMarkdown(os.Stdout); werr != nil {
+				return errors.Join(err, werr)
+			}
+		}
+	}
+	if *jsonFile != "" {
+		if werr := writeReport(*jsonFile, rep); werr != nil {
+			return errors.Join(err, werr)
+		}
+	}
+	return err
+}
+
+// writeReport writes the JSON report to path.
+func writeReport(path string, rep *bench.Report) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	if err := rep.WriteJSON(f); err != nil {
+		f.Close()
+		return fmt.Errorf("write report %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write report %s: %w", path, err)
+	}
+	return nil
+}

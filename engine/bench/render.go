@@ -1,0 +1,139 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+)
+
+func mpps(pps float64) string { return fmt.Sprintf("%.3f", pps/1e6) }
+
+func percent(f *float64) string {
+	if f == nil {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.1f%%", *f*100)
+}
+
+func ratioValue(r Ratio) string {
+	if r.Value == nil {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f", *r.Value)
+}
+
+func ratioVerdict(r Ratio) string {
+	switch {
+	case r.Value == nil:
+		return "not measured"
+	case r.Met():
+		return "met"
+	}
+	return "missed"
+}
+
+// rateCells are the rate columns of a summary row, or dashes when every
+// round failed.
+func rateCells(s Summary) []string {
+	if s.Rounds == 0 {
+		return []string{"failed", "-", "-", "-", "-"}
+	}
+	return []string{mpps(s.Median), mpps(s.Min), mpps(s.Max), percent(s.OfDrop), mpps(s.SentMed)}
+}
+
+// headline is the one-line description of the run.
+func (r *Report) headline() string {
+	e := r.Env
+	flows := "1 flow"
+	if e.Flows != 1 {
+		flows = fmt.Sprintf("%d flows", e.Flows)
+	}
+	return fmt.Sprintf("%d-byte UDP, %s, one veth pair, one queue; median of %d rounds of %gs",
+		e.FrameSize, flows, e.Rounds, e.WindowSec)
+}
+
+// WriteTable prints the summary as an aligned text table with the targets
+// and any failures.
+func (r *Report) WriteTable(w io.Writer) error {
+	e := r.Env
+	var b strings.Builder
+	fmt.Fprintf(&b, "xnic bench: %s\n", r.headline())
+	fmt.Fprintf(&b, "%s, Linux %s, %s, %d cores, load %s, lab %s\n",
+		e.Date.Format("2006-01-02 15:04"), e.Kernel, e.CPUModel, e.Cores, e.LoadAvg, e.Lab)
+	fmt.Fprintf(&b, "generator: %s\nplacement: %s\n\n", e.Generator, e.Placement)
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "contender\tmedian Mpps\tmin\tmax\tof XDP_DROP\tsent Mpps\trounds\tothers' CPU\t")
+	for _, s := range r.Summary {
+		cells := append([]string{s.Contender}, rateCells(s)...)
+		cells = append(cells, fmt.Sprintf("%d/%d", s.Rounds, s.Rounds+s.Failed), percentOf(s.MaxOthers))
+		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+	}
+	tw.Flush()
+	b.WriteString("\n")
+	for _, t := range r.Ratios {
+		fmt.Fprintf(&b, "%-18s %5s  (target >= %.2f: %s)\n", t.Name(), ratioValue(t), t.Target, ratioVerdict(t))
+	}
+	if w := r.noiseWarning(); w != "" {
+		b.WriteString(w + "\n")
+	}
+	for _, rd := range r.Rounds {
+		for _, res := range rd.Results {
+			if !res.OK() {
+				fmt.Fprintf(&b, "round %d %s: %s\n", rd.Index, res.Contender, res.Err)
+			}
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// WriteMarkdown prints the summary as Markdown, ready for the README: a
+// line on the machine and the method, the table and the targets.
+func (r *Report) WriteMarkdown(w io.Writer) error {
+	e := r.Env
+	var b strings.Builder
+	fmt.Fprintf(&b, "Receive benchmark (`xnic bench`), %s.\n", r.headline())
+	fmt.Fprintf(&b, "Run on %s: Linux %s, %s, %d cores (load average %s at the start).\n",
+		e.Date.Format("2006-01-02"), e.Kernel, e.CPUModel, e.Cores, e.LoadAvg)
+	fmt.Fprintf(&b, "Generator: %s. Placement: %s.\n\n", e.Generator, e.Placement)
+	b.WriteString("| contender | median Mpps | min | max | of XDP_DROP | sent Mpps |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|\n")
+	for _, s := range r.Summary {
+		fmt.Fprintf(&b, "| %s | %s |\n", s.Contender, strings.Join(rateCells(s), " | "))
+	}
+	b.WriteString("\n| ratio | value | target |\n|---|---:|---:|\n")
+	for _, t := range r.Ratios {
+		fmt.Fprintf(&b, "| %s | %s | ≥ %.2f (%s) |\n", t.Name(), ratioValue(t), t.Target, ratioVerdict(t))
+	}
+	if w := r.noiseWarning(); w != "" {
+		b.WriteString("\n" + w + "\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func percentOf(f float64) string { return fmt.Sprintf("%.1f%%", f*100) }
+
+// noiseWarning says how many measurements other tasks disturbed, or "".
+func (r *Report) noiseWarning() string {
+	n, total := r.noisy()
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf("warning: in %d of %d measurements other tasks used more than %.0f%% of the CPUs "+
+		"(column others' CPU, the worst round): the machine was not idle; rerun when it is",
+		n, total, NoisyOthers*100)
+}
+
+// WriteJSON writes the whole report, every raw round included, as indented
+// JSON.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(r); err != nil {
+		return fmt.Errorf("encode bench report: %w", err)
+	}
+	return nil
+}
