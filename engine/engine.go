@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/xnic/xnic/bpf"
 	"github.com/xnic/xnic/umem"
@@ -28,9 +31,16 @@ type Options struct {
 	Batch int
 	// PollMs > 0 lets idle workers sleep in poll(2); 0 spins.
 	PollMs int
-	// PinDir, when set, pins each port's maps under PinDir/<iface>/.
+	// PinDir pins each port's maps under PinDir/<iface>/ while the engine
+	// runs, for bpftool, `xnic maps` and `xnic stats`. "" pins nothing.
 	PinDir string
+	// KeepPins leaves the maps pinned at Close, so the next engine on the
+	// same port reuses its rules and flows (`--pin`).
+	KeepPins bool
 }
+
+// DefaultPinDir is where the engine pins its maps: one directory per port.
+const DefaultPinDir = "/sys/fs/bpf/xnic"
 
 // DefaultOptions: queue 0, 4096 frames of 2048 bytes per worker, the default
 // socket rings, native-or-generic attach, batch 64, busy polling.
@@ -40,6 +50,7 @@ func DefaultOptions() Options {
 		UMEM:   umem.DefaultOptions(),
 		Socket: umem.DefaultSocketOptions(),
 		Batch:  DefaultBatch,
+		PinDir: DefaultPinDir,
 	}
 }
 
@@ -115,17 +126,18 @@ func New(opts Options, fn RxFunc) (_ *Engine, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("engine: port %s: %w", name, err)
 		}
-		st, err := bpf.LoadSteer(bpf.DefaultSteerOptions())
+		so := bpf.DefaultSteerOptions()
+		if opts.PinDir != "" {
+			// Maps already pinned there by an engine run with KeepPins are
+			// reused, rules and flows included.
+			so.PinDir = filepath.Join(opts.PinDir, name)
+		}
+		st, err := bpf.LoadSteer(so)
 		if err != nil {
 			return nil, fmt.Errorf("engine: port %s: %w", name, err)
 		}
 		p := &Port{Name: name, Ifindex: ifi.Index, steer: st}
 		e.ports = append(e.ports, p)
-		if opts.PinDir != "" {
-			if err := st.Pin(filepath.Join(opts.PinDir, name)); err != nil {
-				return nil, fmt.Errorf("engine: port %s: %w", name, err)
-			}
-		}
 		// Raw mode: every TCP and UDP frame goes to the queue's socket (guest
 		// 0, class 0); ARP and ICMP keep going to the host.
 		if _, err := st.AddCatchAll(0, 0); err != nil {
@@ -232,8 +244,19 @@ func (e *Engine) teardown() error {
 				errs = append(errs, fmt.Errorf("engine: detach from %s: %w", p.Name, err))
 			}
 		}
+		if !e.opts.KeepPins {
+			if err := p.steer.Unpin(); err != nil {
+				errs = append(errs, fmt.Errorf("engine: port %s: %w", p.Name, err))
+			}
+		}
 		if err := p.steer.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("engine: port %s: %w", p.Name, err))
+		}
+	}
+	if e.opts.PinDir != "" && !e.opts.KeepPins {
+		// The shared parent goes once the last port's directory has gone.
+		if err := os.Remove(e.opts.PinDir); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) {
+			errs = append(errs, fmt.Errorf("engine: remove %s: %w", e.opts.PinDir, err))
 		}
 	}
 	return errors.Join(errs...)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -125,9 +126,28 @@ func TestCLILabRxGen(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond)
 	st := runXnic(t, 20*time.Second, "lab", "status", "--name", name, "--json")
+	// While rx runs its maps are pinned for bpftool and xnic maps/stats.
+	maps := runXnic(t, 20*time.Second, "maps")
+	pinDir := "/sys/fs/bpf/xnic/" + name + "1"
+	for _, m := range []string{"xsks", "stats", "rules", "flows", pinDir} {
+		if !strings.Contains(maps.stdout, m) {
+			t.Errorf("xnic maps during rx lacks %q:\n%s%s", m, maps.stdout, maps.stderr)
+		}
+	}
+	dump, err := exec.CommandContext(ctx, "bpftool", "map", "dump", "pinned", pinDir+"/stats").CombinedOutput()
+	if err != nil || !strings.Contains(string(dump), "redirected") || !strings.Contains(string(dump), "rx_packets") {
+		t.Errorf("bpftool map dump of the stats map shows no field names (%v):\n%.400s", err, dump)
+	}
 	g := runXnic(t, 20*time.Second, "gen", "--lab", name, "--port", "1", "--duration", "1s", "--flows", "8", "--json")
 	if g.code != 0 {
 		t.Fatalf("gen: %s", g.stderr)
+	}
+	stats := runXnic(t, 20*time.Second, "stats", "--port", name+"1", "--json")
+	var ps []struct {
+		Total struct{ Redirected uint64 }
+	}
+	if err := json.Unmarshal([]byte(stats.stdout), &ps); err != nil || len(ps) != 1 || ps[0].Total.Redirected == 0 {
+		t.Errorf("xnic stats --json after gen: %v %+v\n%s%s", err, ps, stats.stdout, stats.stderr)
 	}
 	if err := rx.Wait(); err != nil {
 		t.Fatalf("rx: %v\n%s", err, rxErr.String())
@@ -173,7 +193,37 @@ func TestCLILabRxGen(t *testing.T) {
 	if _, err := lab.Open(name); !errors.Is(err, lab.ErrNotFound) {
 		t.Fatalf("lab still there after down: %v", err)
 	}
-	// After rx exited, its bpf_link is gone: nothing is left on the link.
+	// After rx exited without --pin, its pins are gone.
+	if _, err := os.Stat(pinDir); !os.IsNotExist(err) {
+		t.Errorf("rx left its pins at %s: %v", pinDir, err)
+	}
+}
+
+// TestCLIPinKeepsRules: rx --pin leaves the maps pinned and a second run
+// reuses them.
+func TestCLIPinKeepsRules(t *testing.T) {
+	l := labtest.New(t, labOptions(1))
+	dir := "/sys/fs/bpf/xnic/" + l.Ports[0].Host
+	t.Cleanup(func() {
+		os.RemoveAll(dir)
+		os.Remove("/sys/fs/bpf/xnic") // only if empty: another engine may be running
+	})
+	for i := 0; i < 2; i++ {
+		r := runXnic(t, 30*time.Second, "rx", "--iface", l.Ports[0].Host, "--duration", "300ms", "--pin", "--quiet")
+		if r.code != 0 {
+			t.Fatalf("rx --pin run %d: %s", i, r.stderr)
+		}
+		if _, err := os.Stat(dir + "/rules"); err != nil {
+			t.Fatalf("rx --pin run %d left no pinned rules: %v", i, err)
+		}
+		if reused := strings.Contains(r.stderr, "reused"); reused != (i == 1) {
+			t.Fatalf("rx --pin run %d: reused pinned maps %t, want %t:\n%s", i, reused, i == 1, r.stderr)
+		}
+	}
+	st := runXnic(t, 20*time.Second, "stats", "--port", l.Ports[0].Host)
+	if st.code != 0 || !strings.Contains(st.stdout, "port "+l.Ports[0].Host) {
+		t.Fatalf("stats on kept pins: %s %s", st.stdout, st.stderr)
+	}
 }
 
 // TestCLIDemo runs the demo briefly: it must receive traffic, audit clean

@@ -87,6 +87,7 @@ func runRx(ctx context.Context, args []string) error {
 	queue := fs.Int("queue", 0, "rx queue id")
 	asJSON := fs.Bool("json", false, "print a JSON object as the last line")
 	quiet := fs.Bool("quiet", false, "no per-second lines")
+	pin := fs.Bool("pin", false, "keep the maps pinned under "+engine.DefaultPinDir+"/IFACE after exit; the next run reuses them")
 	ef := addEngineFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -104,11 +105,15 @@ func runRx(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	opts.KeepPins = *pin
 	e, err := engine.New(opts, nil)
 	if err != nil {
 		return err
 	}
 	sock := e.Workers()[0].Endpoints()[0].Sock
+	if reused := e.Ports()[0].Steer().Reused(); len(reused) > 0 {
+		fmt.Fprintf(os.Stderr, "xnic rx: reused %d pinned maps from %s/%s (rules and flows kept)\n", len(reused), opts.PinDir, *iface)
+	}
 	fmt.Fprintf(os.Stderr, "xnic rx: %s queue %d, xdp %s, xsk %s, need_wakeup %t, batch %d\n",
 		*iface, *queue, e.Ports()[0].AttachMode(), map[bool]string{true: "zero-copy", false: "copy"}[sock.ZeroCopy()],
 		sock.NeedWakeup(), opts.Batch)

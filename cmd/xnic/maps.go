@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+
+	"github.com/xnic/xnic/bpf"
+	"github.com/xnic/xnic/engine"
+)
+
+func runMaps(ctx context.Context, args []string) error {
+	fs := newFlags("maps", "[--pin-dir DIR] [--json]")
+	root := fs.String("pin-dir", engine.DefaultPinDir, "where the engine pins its maps, one directory per port")
+	asJSON := fs.Bool("json", false, "JSON output")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	maps, err := bpf.ListPinned(*root)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(os.Stdout).Encode(maps)
+	}
+	if len(maps) == 0 {
+		fmt.Printf("no maps pinned under %s (is an engine running?)\n", *root)
+		return nil
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "PORT\tMAP\tID\tTYPE\tKEY\tVALUE\tMAX ENTRIES\tPATH")
+	for _, m := range maps {
+		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%d\t%d\t%d\t%s\n", m.Port, m.Name, m.ID, m.Type, m.KeySize, m.ValueSize, m.MaxEntries, m.Path)
+	}
+	w.Flush()
+	fmt.Printf("\ninspect with: bpftool map dump pinned %s\n", maps[0].Path)
+	return nil
+}
+
+func runStats(ctx context.Context, args []string) error {
+	fs := newFlags("stats", "[--port IFACE] [--pin-dir DIR] [--json]")
+	root := fs.String("pin-dir", engine.DefaultPinDir, "where the engine pins its maps, one directory per port")
+	port := fs.String("port", "", "only this port (default: every pinned port)")
+	asJSON := fs.Bool("json", false, "JSON output")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var dirs []string
+	if *port != "" {
+		dirs = []string{filepath.Join(*root, *port)}
+		if _, err := os.Stat(dirs[0]); err != nil {
+			return fmt.Errorf("port %s: no maps pinned at %s (is an engine running on it?)", *port, dirs[0])
+		}
+	} else {
+		ents, err := os.ReadDir(*root)
+		if err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("read %s: %w", *root, err)
+		}
+		for _, e := range ents {
+			if e.IsDir() {
+				dirs = append(dirs, filepath.Join(*root, e.Name()))
+			}
+		}
+	}
+	if len(dirs) == 0 {
+		return fmt.Errorf("no maps pinned under %s (is an engine running?)", *root)
+	}
+	var all []bpf.PinnedStats
+	for _, d := range dirs {
+		ps, err := bpf.ReadPinnedStats(d)
+		if err != nil {
+			return err
+		}
+		all = append(all, ps)
+	}
+	if *asJSON {
+		return json.NewEncoder(os.Stdout).Encode(all)
+	}
+	classes := bpf.DefaultSteerOptions().Classes
+	for _, ps := range all {
+		t := ps.Total
+		fmt.Printf("port %s\n", ps.Port)
+		fmt.Printf("  seen        %14d packets %16d bytes\n", t.RxPackets, t.RxBytes)
+		fmt.Printf("  redirected  %14d   flow hits %d, rule hits %d\n", t.Redirected, t.FlowHits, t.RuleHits)
+		fmt.Printf("  to kernel   %14d   non-ip %d, control %d, unmatched %d, no socket %d\n",
+			t.PassNonIp+t.PassControl+t.PassUnmatched+t.PassNoSocket, t.PassNonIp, t.PassControl, t.PassUnmatched, t.PassNoSocket)
+		fmt.Printf("  malformed   %14d   dropped\n", t.DroppedMalformed)
+		for q, st := range ps.Queues {
+			fmt.Printf("  queue %-3d   %14d packets, %d redirected\n", q, st.RxPackets, st.Redirected)
+		}
+		for i, st := range ps.Slots {
+			fmt.Printf("  guest %d class %d  %d packets %d bytes, %d redirected (%d to class 0), %d without a socket\n",
+				i/classes, i%classes, st.Packets, st.Bytes, st.Redirected, st.RedirectedClass0, st.PassNoSocket)
+		}
+	}
+	return nil
+}
