@@ -34,6 +34,10 @@ type Options struct {
 	// PinDir pins each port's maps under PinDir/<iface>/ while the engine
 	// runs, for bpftool, `xnic maps` and `xnic stats`. "" pins nothing.
 	PinDir string
+	// NoCatchAll leaves out the catch-all TCP/UDP rules that send all
+	// unclaimed traffic to the raw socket: with guests, unclaimed traffic
+	// belongs to the host kernel.
+	NoCatchAll bool
 	// KeepPins leaves the maps pinned at Close, so the next engine on the
 	// same port reuses its rules and flows (`--pin`).
 	KeepPins bool
@@ -104,7 +108,11 @@ type Engine struct {
 
 	wg      sync.WaitGroup
 	started bool
-	closed  bool
+
+	// mu serialises the control plane: guests, close.
+	mu     sync.Mutex
+	guests [64]*Guest // by id; 0 is the raw socket's
+	closed bool
 }
 
 // New attaches the steering program to every port, makes a UMEM per queue id
@@ -140,8 +148,10 @@ func New(opts Options, fn RxFunc) (_ *Engine, err error) {
 		e.ports = append(e.ports, p)
 		// Raw mode: every TCP and UDP frame goes to the queue's socket (guest
 		// 0, class 0); ARP and ICMP keep going to the host.
-		if _, err := st.AddCatchAll(0, 0); err != nil {
-			return nil, fmt.Errorf("engine: port %s: %w", name, err)
+		if !opts.NoCatchAll {
+			if _, err := st.AddCatchAll(0, 0); err != nil {
+				return nil, fmt.Errorf("engine: port %s: %w", name, err)
+			}
 		}
 		if p.attach, err = st.Attach(ifi.Index, opts.Attach); err != nil {
 			return nil, fmt.Errorf("engine: port %s: %w", name, err)
@@ -161,7 +171,7 @@ func New(opts Options, fn RxFunc) (_ *Engine, err error) {
 			}
 			eps = append(eps, &Endpoint{Sock: s, Port: i})
 		}
-		w := NewWorker(u, eps, opts.Batch, opts.PollMs, fn)
+		w := NewWorker(u, eps, opts.Batch, opts.PollMs, dispatch(fn))
 		w.Prime()
 		e.workers = append(e.workers, w)
 		// Register only once the fill rings are primed, so the first packets
@@ -173,6 +183,28 @@ func New(opts Options, fn RxFunc) (_ *Engine, err error) {
 		}
 	}
 	return e, nil
+}
+
+// dispatch hands raw sockets' batches to fn and guests' to their handlers.
+func dispatch(fn RxFunc) RxFunc {
+	return func(ep *Endpoint, descs []umem.Desc) {
+		g := ep.Owner
+		if g == nil {
+			if fn != nil {
+				fn(ep, descs)
+			}
+			return
+		}
+		var bytes uint64
+		for i := range descs {
+			bytes += uint64(descs[i].Len)
+		}
+		g.RxPackets.Add(uint64(len(descs)))
+		g.RxBytes.Add(bytes)
+		if g.handler != nil {
+			g.handler(g, ep, descs)
+		}
+	}
 }
 
 // Ports are the engine's ports, in the order of Options.Ifaces.
@@ -209,13 +241,22 @@ func (e *Engine) Stop() {
 // them (every frame returns to its UMEM), audits every UMEM, then detaches
 // the programs. The audit's error, if any, is returned.
 func (e *Engine) Close() error {
+	e.mu.Lock()
 	if e.closed {
+		e.mu.Unlock()
 		return nil
 	}
-	e.Stop()
-	err := e.teardown()
+	var errs []error
+	for id, g := range e.guests {
+		if g != nil {
+			errs = append(errs, e.detachLocked(g))
+			e.guests[id] = nil
+		}
+	}
 	e.closed = true
-	return err
+	e.mu.Unlock()
+	e.Stop()
+	return errors.Join(append(errs, e.teardown())...)
 }
 
 func (e *Engine) teardown() error {

@@ -25,6 +25,7 @@ type Endpoint struct {
 	Port  int // index into the engine's ports
 	Guest int // guest id; 0 for the raw (guestless) socket
 	Class int
+	Owner *Guest // nil for the raw socket
 }
 
 // WorkerCounters are a worker's published counters. The worker stores them

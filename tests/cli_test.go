@@ -246,3 +246,51 @@ func TestCLIDemo(t *testing.T) {
 		t.Fatalf("demo left its lab: %v", err)
 	}
 }
+
+// TestCLIRunConfig: a bad config is refused with its line and field before
+// anything is loaded; a good one runs a guest that receives its traffic.
+func TestCLIRunConfig(t *testing.T) {
+	l := labtest.New(t, labOptions(1))
+	p := l.Ports[0]
+	dir := t.TempDir()
+	good := "ports:\n  - iface: " + p.Host + "\nguests:\n  - name: web\n    ipv4: [198.18.0.10]\n    rules:\n      - {proto: udp, ports: 9}\n"
+	bad := strings.Replace(good, "ports: 9", "ports: 9-1", 1)
+	os.WriteFile(dir+"/good.yaml", []byte(good), 0o644)
+	os.WriteFile(dir+"/bad.yaml", []byte(bad), 0o644)
+
+	r := runXnic(t, 20*time.Second, "run", "--config", dir+"/bad.yaml", "--duration", "1s")
+	if r.code == 0 || !strings.Contains(r.stderr, "bad.yaml:7: guests[0].rules[0].ports") {
+		t.Fatalf("bad config: exit %d, stderr %q; want line 7 and the field named", r.code, r.stderr)
+	}
+	if out, _ := exec.Command("ip", "-o", "link", "show", p.Host).CombinedOutput(); strings.Contains(string(out), "xdp") {
+		t.Fatalf("a refused config left an XDP program on %s", p.Host)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	run := exec.CommandContext(ctx, xnic(t), "run", "--config", dir+"/good.yaml", "--duration", "3s", "--json", "--quiet")
+	var out, errb bytes.Buffer
+	run.Stdout, run.Stderr = &out, &errb
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	g := runXnic(t, 20*time.Second, "gen", "--lab", l.Name, "--count", "1000", "--dst-ip", "198.18.0.10", "--duration", "0")
+	if g.code != 0 {
+		t.Fatalf("gen: %s", g.stderr)
+	}
+	if err := run.Wait(); err != nil {
+		t.Fatalf("run: %v\n%s", err, errb.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var gs []struct {
+		Name      string `json:"name"`
+		RxPackets uint64 `json:"rx_packets"`
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &gs); err != nil || len(gs) != 1 {
+		t.Fatalf("run --json: %v\n%s", err, out.String())
+	}
+	if gs[0].Name != "web" || gs[0].RxPackets == 0 || gs[0].RxPackets > 1000 {
+		t.Fatalf("guest web received %d of 1000 frames sent to it", gs[0].RxPackets)
+	}
+}

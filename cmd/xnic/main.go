@@ -5,6 +5,7 @@
 //	xnic rx                   receive and recycle on one queue, at full speed
 //	xnic demo                 lab + engine + generator with live figures
 //	xnic bench                the receive benchmark against its peers
+//	xnic run --config F       the engine with guests from a YAML file
 //	xnic maps                 list the pinned maps of a running engine
 //	xnic stats                its steering counters, human or --json
 //
@@ -35,6 +36,7 @@ func init() {
 		{"rx", "receive and recycle frames on one queue and report pps", runRx},
 		{"demo", "bring up a lab, run the engine under traffic with live figures, clean up", runDemo},
 		{"bench", "receive benchmark: XDP_DROP, xnic rx and its peers in one run", runBench},
+		{"run", "run the engine with the ports, classes and guests of a YAML config", runRun},
 		{"maps", "list the maps a running engine pinned (for bpftool)", runMaps},
 		{"stats", "print a running engine's steering counters from its pinned maps", runStats},
 	}

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/xnic/xnic/bpf"
+	"github.com/xnic/xnic/engine"
+	"github.com/xnic/xnic/umem"
+)
+
+type runGuestStats struct {
+	Name      string `json:"name"`
+	ID        int    `json:"id"`
+	Port      string `json:"port"`
+	RxPackets uint64 `json:"rx_packets"`
+	RxBytes   uint64 `json:"rx_bytes"`
+}
+
+func runRun(ctx context.Context, args []string) error {
+	fs := newFlags("run", "--config FILE.yaml [--duration D] [--json]")
+	file := fs.String("config", "", "the engine's ports, classes and guests (YAML; required)")
+	duration := fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C)")
+	asJSON := fs.Bool("json", false, "print the final per-guest counters as a JSON line")
+	quiet := fs.Bool("quiet", false, "no per-second lines")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *file == "" {
+		return flagError("config", "required")
+	}
+	// The whole file is checked before anything is loaded.
+	cfg, err := engine.LoadConfig(*file)
+	if err != nil {
+		return err
+	}
+	r, err := cfg.Resolve()
+	if err != nil {
+		return err
+	}
+	opts := r.Options
+	opts.NoCatchAll = true
+	opts.KeepPins = r.Pin
+	if m := cfg.Engine.Mode; m.Set {
+		// Checked by Resolve.
+		opts.Socket.Mode, _ = umem.ParseBindMode(m.Value)
+	}
+	if a := cfg.Ports[0].Attach; a.Set {
+		opts.Attach, _ = bpf.ParseAttachMode(a.Value)
+	}
+	e, err := engine.New(opts, nil)
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	for _, p := range e.Ports() {
+		for dscp, class := range r.DSCP {
+			if err := p.Steer().SetDSCPClass(dscp, int(class)); err != nil {
+				return fmt.Errorf("port %s: %w", p.Name, err)
+			}
+		}
+	}
+	e.Start()
+	var guests []*engine.Guest
+	for _, spec := range r.Guests {
+		g, err := e.AttachGuest(spec, nil)
+		if err != nil {
+			return err
+		}
+		guests = append(guests, g)
+		fmt.Fprintf(os.Stderr, "guest %s (id %d) on %s: %d rules\n", spec.Name, g.ID, spec.Port, len(spec.Rules))
+	}
+	fmt.Fprintf(os.Stderr, "xnic run: %d ports, %d guests; maps under %s\n", len(opts.Ifaces), len(guests), opts.PinDir)
+	var deadline <-chan time.Time
+	if *duration > 0 {
+		deadline = time.After(*duration)
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-deadline:
+			break loop
+		case <-tick.C:
+			if *quiet {
+				continue
+			}
+			for _, g := range guests {
+				fmt.Fprintf(os.Stderr, "  %-12s %12d pkts %14d bytes\n", g.Spec.Name, g.RxPackets.Load(), g.RxBytes.Load())
+			}
+		}
+	}
+	var out []runGuestStats
+	for _, g := range guests {
+		s := runGuestStats{Name: g.Spec.Name, ID: g.ID, Port: g.Spec.Port, RxPackets: g.RxPackets.Load(), RxBytes: g.RxBytes.Load()}
+		out = append(out, s)
+		fmt.Printf("guest %s: %d packets, %d bytes\n", s.Name, s.RxPackets, s.RxBytes)
+	}
+	if err := e.Close(); err != nil {
+		return err
+	}
+	if *asJSON {
+		b, _ := json.Marshal(out)
+		fmt.Println(string(b))
+	}
+	return nil
+}
