@@ -52,6 +52,7 @@ demo: need build
 bench: need build
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./umem/... ./engine/... ./flows/...
 	$(XNIC) bench --rounds 3 --duration 5s --peers $(BIN)
+	tests/bench/steering.sh $(XNIC) 3 4
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"time"
 
 	"github.com/xnic/xnic/bpf"
 	"github.com/xnic/xnic/engine"
+	"github.com/xnic/xnic/flows"
 	"github.com/xnic/xnic/umem"
 )
 
@@ -87,6 +89,8 @@ func runRx(ctx context.Context, args []string) error {
 	queue := fs.Int("queue", 0, "rx queue id")
 	asJSON := fs.Bool("json", false, "print a JSON object as the last line")
 	quiet := fs.Bool("quiet", false, "no per-second lines")
+	nRules := fs.Int("rules", 0, "steering benchmark: install this many rules (one of them, 198.18.0.1/32 UDP, matches the lab's traffic; the others are /32s elsewhere)")
+	nFlows := fs.Int("flows", 0, "steering benchmark: install this many exact flows, the first ones those of `xnic gen --flows N` (src port 10000+i)")
 	pin := fs.Bool("pin", false, "keep the maps pinned under "+engine.DefaultPinDir+"/IFACE after exit; the next run reuses them")
 	ef := addEngineFlags(fs)
 	if err := parse(fs, args); err != nil {
@@ -106,8 +110,18 @@ func runRx(ctx context.Context, args []string) error {
 		return err
 	}
 	opts.KeepPins = *pin
+	if *nRules < 0 || *nRules > 16384 {
+		return flagError("rules", "must be 0..16384, got %d", *nRules)
+	}
+	if *nFlows < 0 || *nFlows > 131072 {
+		return flagError("flows", "must be 0..131072, got %d", *nFlows)
+	}
 	e, err := engine.New(opts, nil)
 	if err != nil {
+		return err
+	}
+	if err := installSteering(e.Ports()[0].Steer(), *nRules, *nFlows); err != nil {
+		e.Close()
 		return err
 	}
 	sock := e.Workers()[0].Endpoints()[0].Sock
@@ -167,6 +181,38 @@ loop:
 	if *asJSON {
 		b, _ := json.Marshal(res)
 		fmt.Println(string(b))
+	}
+	return nil
+}
+
+// installSteering fills the rule and flow tables for the steering
+// benchmark: rules on distinct /32 prefixes, one of which matches the lab's
+// default traffic, and flows keyed as xnic gen's flows.
+func installSteering(st *bpf.Steer, nRules, nFlows int) error {
+	for i := 0; i < nRules; i++ {
+		pfx := netip.MustParsePrefix("198.18.0.1/32")
+		if i > 0 {
+			pfx = netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)}), 32)
+		}
+		if _, err := st.AddRule(bpf.Rule{Prefix: pfx, Proto: bpf.ProtoUDP}); err != nil {
+			return fmt.Errorf("install rule %d: %w", i, err)
+		}
+	}
+	if nFlows == 0 {
+		return nil
+	}
+	keys := make([]flows.Key, 0, nFlows)
+	slots := make([]bpf.Slot, 0, nFlows)
+	for i := 0; i < nFlows; i++ {
+		// Beyond the 55536 source ports of one address, vary the address.
+		src := [4]byte{198, 18, 0, 2}
+		src[2] += byte(i / 55536)
+		keys = append(keys, flows.Key{Src: flows.MapIPv4(src), Dst: flows.MapIPv4([4]byte{198, 18, 0, 1}),
+			SrcPort: uint16(10000 + i%55536), DstPort: 9, Proto: flows.ProtoUDP, Family: 4})
+		slots = append(slots, bpf.Slot{})
+	}
+	if _, err := st.InstallFlows(keys, slots); err != nil {
+		return fmt.Errorf("install %d flows: %w", nFlows, err)
 	}
 	return nil
 }
