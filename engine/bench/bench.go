@@ -43,7 +43,9 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		log = io.Discard
 	}
 	if opts.LabSlot != "" {
-		slot, err := holdSlot(ctx, opts.LabSlot, log)
+		slot, err := lab.AcquireSlot(ctx, opts.LabSlot, func() {
+			fmt.Fprintf(log, "waiting for the lab slot %s: a test's lab is up\n", opts.LabSlot)
+		})
 		if err != nil {
 			return nil, fmt.Errorf("bench: %w", err)
 		}

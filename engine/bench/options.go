@@ -10,6 +10,7 @@ import (
 
 	"github.com/xnic/xnic/bpf"
 	"github.com/xnic/xnic/engine/gen"
+	"github.com/xnic/xnic/engine/lab"
 )
 
 // Contender names, as they appear in reports and in Options.Only.
@@ -44,9 +45,9 @@ const (
 	MaxFrameSize = gen.MaxLiveFrameSize + FCSLen
 )
 
-// DefaultLabSlot is the lock file of package labtest's lab slot
-// (labtest.OwnerDir + "/lock"); Run holds it while its lab is up.
-const DefaultLabSlot = "/run/xnic/labtest/lock"
+// DefaultLabSlot is the lab slot the tests take turns on (lab.SlotPath);
+// Run holds it while its lab is up.
+const DefaultLabSlot = lab.SlotPath
 
 // Sentinel errors returned (wrapped) by this package.
 var (

@@ -1,6 +1,7 @@
 package labtest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,8 +13,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/xnic/xnic/engine/lab"
 )
@@ -98,43 +97,25 @@ func HoldSlot(t testing.TB) {
 	})
 }
 
-// acquireSlot takes the exclusive flock on OwnerDir/lock. The lock dies with
-// the file descriptor, so a killed test run never keeps it.
+// acquireSlot takes the lab slot (lab.SlotPath), waiting at most slotWait or
+// until shortly before t's deadline.
 func acquireSlot(t testing.TB) (*os.File, error) {
-	if err := os.MkdirAll(OwnerDir, 0o755); err != nil {
-		return nil, fmt.Errorf("create %s: %w", OwnerDir, err)
-	}
-	path := filepath.Join(OwnerDir, "lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("open lab slot %s: %w", path, err)
-	}
-	fd := int(f.Fd())
-	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err == nil {
-		return f, nil
-	}
 	wait := slotWait
 	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
 		if dl, ok := d.Deadline(); ok {
 			wait = min(wait, time.Until(dl)-10*time.Second)
 		}
 	}
-	t.Logf("labtest: waiting up to %s for the lab slot %s (another test's lab is up)", wait.Round(time.Second), path)
-	done := make(chan error, 1)
-	go func() { done <- unix.Flock(fd, unix.LOCK_EX) }()
-	select {
-	case err := <-done:
-		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("lock lab slot %s: %w", path, err)
-		}
-		return f, nil
-	case <-time.After(max(wait, 0)):
-		// Close when the flock returns, so that a late lock is let go.
-		go func() { <-done; f.Close() }()
+	ctx, cancel := context.WithTimeout(context.Background(), max(wait, 0))
+	defer cancel()
+	f, err := lab.AcquireSlot(ctx, lab.SlotPath, func() {
+		t.Logf("labtest: waiting up to %s for the lab slot %s (another test's lab is up)", wait.Round(time.Second), lab.SlotPath)
+	})
+	if errors.Is(err, context.DeadlineExceeded) {
 		return nil, fmt.Errorf("no lab slot after %s: another test still holds it "+
-			"(a subtest of the holder waits for its parent)", wait.Round(time.Second))
+			"(a subtest of the holder waits for its parent): %w", wait.Round(time.Second), err)
 	}
+	return f, err
 }
 
 // up records this process as the owner of the lab, then builds it. An owner
