@@ -388,13 +388,28 @@ int main(int argc, char **argv)
 	}
 	xsk_fd = xsk_socket__fd(xsk);
 
-	if (xsk_ring_prod__reserve(&fq, o.num_frames, &idx) != o.num_frames) {
-		fprintf(stderr, "populate fill ring: could not reserve %u entries\n", o.num_frames);
-		goto out;
+	// Post every frame to the fill ring. A bind retried after EBUSY has
+	// been seen to leave libxdp's cached consumer index behind the ring,
+	// so reserve in batches and let the kernel's own index catch up.
+	for (unsigned int i = 0, tries = 0; i < o.num_frames;) {
+		unsigned int want = o.num_frames - i < o.batch ? o.num_frames - i : o.batch;
+		unsigned int got = xsk_ring_prod__reserve(&fq, want, &idx);
+		if (got == 0) {
+			if (++tries > 1000) {
+				fprintf(stderr, "populate fill ring: %u of %u entries posted, "
+					"no room for more (producer %u, consumer %u)\n",
+					i, o.num_frames, *fq.producer, *fq.consumer);
+				if (i < o.rx_size)
+					goto out;
+				break; // enough to keep the rx ring busy
+			}
+			usleep(1000);
+			continue;
+		}
+		for (unsigned int j = 0; j < got; j++, i++)
+			*xsk_ring_prod__fill_addr(&fq, idx++) = (__u64)i * o.frame_size;
+		xsk_ring_prod__submit(&fq, got);
 	}
-	for (unsigned int i = 0; i < o.num_frames; i++)
-		*xsk_ring_prod__fill_addr(&fq, idx++) = (__u64)i * o.frame_size;
-	xsk_ring_prod__submit(&fq, o.num_frames);
 
 	map_fd = bpf_obj_get(o.xskmap);
 	if (map_fd < 0) {
