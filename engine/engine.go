@@ -41,6 +41,12 @@ type Options struct {
 	// KeepPins leaves the maps pinned at Close, so the next engine on the
 	// same port reuses its rules and flows (`--pin`).
 	KeepPins bool
+	// Pipeline, when not nil, makes every worker run the receive pipeline
+	// (parse, lookahead, connection contexts, GRO) on every batch and
+	// deliver the result to the guests' sinks and to RawSink.
+	Pipeline *PipelineOptions
+	// RawSink takes the pipeline's output for the raw (guestless) sockets.
+	RawSink Sink
 }
 
 // DefaultPinDir is where the engine pins its maps: one directory per port.
@@ -81,6 +87,11 @@ func (o Options) Validate() error {
 	}
 	if err := o.UMEM.Validate(); err != nil {
 		return fmt.Errorf("engine: %w", err)
+	}
+	if o.Pipeline != nil {
+		if err := o.Pipeline.Validate(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -172,6 +183,11 @@ func New(opts Options, fn RxFunc) (_ *Engine, err error) {
 			eps = append(eps, &Endpoint{Sock: s, Port: i})
 		}
 		w := NewWorker(u, eps, opts.Batch, opts.PollMs, dispatch(fn))
+		if opts.Pipeline != nil {
+			if w.pipe, err = newRxPipeline(u, len(w.descs), *opts.Pipeline, opts.RawSink, &w.Pipeline); err != nil {
+				return nil, err
+			}
+		}
 		w.Prime()
 		e.workers = append(e.workers, w)
 		// Register only once the fill rings are primed, so the first packets

@@ -22,6 +22,7 @@ type Guest struct {
 	Spec    GuestSpec
 	port    *Port
 	handler GuestHandler
+	sink    Sink
 	eps     []*Endpoint // one per worker, in worker order
 	rules   []bpf.RuleID
 
@@ -42,7 +43,22 @@ const detachGrace = 10 * time.Millisecond
 // so the first frame a rule steers finds a socket polled by a worker. Until
 // its rules exist, nothing goes to the guest; other guests are never
 // touched. It is safe to call while traffic flows.
-func (e *Engine) AttachGuest(spec GuestSpec, h GuestHandler) (_ *Guest, err error) {
+func (e *Engine) AttachGuest(spec GuestSpec, h GuestHandler) (*Guest, error) {
+	return e.AttachGuestWith(spec, GuestOptions{Frames: h})
+}
+
+// GuestOptions say where a guest's traffic goes.
+type GuestOptions struct {
+	// Frames sees every received batch of the guest, raw, before the
+	// pipeline.
+	Frames GuestHandler
+	// Aggregates takes the pipeline's output for the guest (with
+	// Options.Pipeline set): GRO aggregates and frames passed through.
+	Aggregates Sink
+}
+
+// AttachGuestWith is AttachGuest with both of a guest's handlers.
+func (e *Engine) AttachGuestWith(spec GuestSpec, o GuestOptions) (_ *Guest, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
@@ -73,7 +89,7 @@ func (e *Engine) AttachGuest(spec GuestSpec, h GuestHandler) (_ *Guest, err erro
 	if id == 0 {
 		return nil, fmt.Errorf("engine: attach guest %s: all %d guest ids in use", spec.Name, len(e.guests)-1)
 	}
-	g := &Guest{ID: id, Spec: spec, port: port, handler: h}
+	g := &Guest{ID: id, Spec: spec, port: port, handler: o.Frames, sink: o.Aggregates}
 	defer func() {
 		if err != nil {
 			e.detachLocked(g)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/xnic/xnic/bpf"
+	"github.com/xnic/xnic/flows/offload"
 	"github.com/xnic/xnic/umem"
 )
 
@@ -18,6 +19,76 @@ type Stats struct {
 	// Wakeups the workers sent because the kernel asked for them.
 	RxWakeups   uint64 `json:"rx_wakeups"`
 	EmptyPasses uint64 `json:"empty_passes"`
+	// The receive pipeline's counters (zero without Options.Pipeline).
+	Pipeline PipelineStats `json:"pipeline"`
+}
+
+// PipelineStats is a snapshot of PipelineCounters, summed over workers.
+type PipelineStats struct {
+	Packets     uint64            `json:"packets"`
+	Malformed   uint64            `json:"malformed"`
+	Groups      uint64            `json:"groups"`
+	NoConn      uint64            `json:"no_conn"`
+	TableFull   uint64            `json:"table_full"`
+	CacheHits   uint64            `json:"cache_hits"`
+	CacheLoads  uint64            `json:"cache_loads"`
+	Evictions   uint64            `json:"evictions"`
+	Conns       uint64            `json:"conns"`
+	AgedOut     uint64            `json:"aged_out"`
+	Aggregates  uint64            `json:"aggregates"`
+	GROSegments uint64            `json:"gro_segments"`
+	GROMerged   uint64            `json:"gro_merged"`
+	CsumBad     uint64            `json:"csum_bad"`
+	GROFlush    map[string]uint64 `json:"gro_flush"` // by reason, non-zero only
+	SegsHist    [9]uint64         `json:"segs_hist"` // aggregates of [1], [2,3], [4,7] ... frames
+}
+
+// LoadsPerPacket is context loads per packet through the cache.
+func (s PipelineStats) LoadsPerPacket() float64 {
+	if s.Packets == 0 {
+		return 0
+	}
+	return float64(s.CacheLoads) / float64(s.Packets)
+}
+
+// GRORatio is TCP segments per TCP aggregate.
+func (s PipelineStats) GRORatio() float64 {
+	var aggs uint64
+	for _, n := range s.SegsHist {
+		aggs += n
+	}
+	if aggs == 0 {
+		return 0
+	}
+	return float64(s.GROSegments) / float64(aggs)
+}
+
+func (s *PipelineStats) add(c *PipelineCounters) {
+	s.Packets += c.Packets.Load()
+	s.Malformed += c.Malformed.Load()
+	s.Groups += c.Groups.Load()
+	s.NoConn += c.NoConn.Load()
+	s.TableFull += c.TableFull.Load()
+	s.CacheHits += c.CacheHits.Load()
+	s.CacheLoads += c.CacheLoads.Load()
+	s.Evictions += c.Evictions.Load()
+	s.Conns += c.Conns.Load()
+	s.AgedOut += c.AgedOut.Load()
+	s.Aggregates += c.Aggregates.Load()
+	s.GROSegments += c.GROSegments.Load()
+	s.GROMerged += c.GROMerged.Load()
+	s.CsumBad += c.CsumBad.Load()
+	for i := range c.GROFlush {
+		if n := c.GROFlush[i].Load(); n > 0 {
+			if s.GROFlush == nil {
+				s.GROFlush = map[string]uint64{}
+			}
+			s.GROFlush[offload.FlushReason(i).String()] += n
+		}
+	}
+	for i := range c.SegsHist {
+		s.SegsHist[i] += c.SegsHist[i].Load()
+	}
 }
 
 // Drops are the frames the kernel steered to a socket but could not deliver:
@@ -32,6 +103,9 @@ func (e *Engine) Stats() (Stats, error) {
 		st.RxBytes += w.Counters.RxBytes.Load()
 		st.RxWakeups += w.Counters.RxWakeups.Load()
 		st.EmptyPasses += w.Counters.EmptyPasses.Load()
+		if w.pipe != nil {
+			st.Pipeline.add(&w.Pipeline)
+		}
 		for _, ep := range w.eps {
 			x, err := ep.Sock.Statistics()
 			if err != nil {

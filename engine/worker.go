@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -49,6 +50,8 @@ type Worker struct {
 	descs  []umem.Desc
 	pollMs int // when > 0, sleep in poll(2) up to this long after an empty pass
 	pfds   []unix.PollFd
+	pipe   *rxPipeline // nil when the engine runs no pipeline
+	now    int64       // monotonic time of the current pass, for the pipeline
 
 	// Owned by the running worker.
 	empty int
@@ -62,6 +65,7 @@ type Worker struct {
 	running  bool
 	ctl      chan func()
 	Counters WorkerCounters
+	Pipeline PipelineCounters // when the engine runs a pipeline
 }
 
 // NewWorker makes a worker over endpoints whose sockets share u. batch is the
@@ -166,6 +170,9 @@ func (w *Worker) Prime() {
 func (w *Worker) Poll() int {
 	total := 0
 	var bytes uint64
+	if w.pipe != nil {
+		w.now = monotime()
+	}
 	for _, ep := range w.eps {
 		s := ep.Sock
 		n := s.Receive(w.descs)
@@ -183,14 +190,30 @@ func (w *Worker) Poll() int {
 	if w.u.Free() > 0 {
 		w.topUp()
 	}
+	if w.pipe != nil {
+		w.pipe.maintain(w.now)
+		if total > 0 {
+			w.pipe.publish()
+		}
+	}
 	w.publish(total, bytes)
 	return total
 }
 
-// deliver runs the stage on a batch and posts its frames back to the fill ring.
+// epoch is the origin of monotime.
+var epoch = time.Now()
+
+// monotime is monotonic nanoseconds since the process started.
+func monotime() int64 { return int64(time.Since(epoch)) }
+
+// deliver runs the stage and the pipeline on a batch and posts its frames
+// back to the fill ring.
 func (w *Worker) deliver(ep *Endpoint, batch []umem.Desc) {
 	if w.fn != nil {
 		w.fn(ep, batch)
+	}
+	if w.pipe != nil {
+		w.pipe.run(ep, batch, w.now)
 	}
 	if !ep.Sock.RefillDescs(batch) {
 		// Should not happen: these frames came from this fill ring. Keep
