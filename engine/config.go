@@ -54,6 +54,13 @@ type EngineConfig struct {
 	Ring   Scalar `yaml:"ring"`
 	Mode   Scalar `yaml:"mode"` // auto, zerocopy or copy
 	Pin    Scalar `yaml:"pin"`  // keep maps pinned across restarts: true/false
+	// The receive pipeline: on by default for `xnic run` and `xnic serve`.
+	Pipeline Scalar `yaml:"pipeline"` // true/false
+	Window   Scalar `yaml:"window"`   // lookahead window W, 1..4096
+	Cache    Scalar `yaml:"cache"`    // context cache entries, a power of two
+	Conns    Scalar `yaml:"conns"`    // connection table capacity per worker, a power of two
+	GRO      Scalar `yaml:"gro"`      // true/false
+	TSO      Scalar `yaml:"tso"`      // true/false: guests' large sends segmented by the engine
 }
 
 // ClassConfig names a traffic class and the DSCP values that select it.
@@ -224,6 +231,10 @@ type Resolved struct {
 	DSCP    map[uint8]uint8 // dscp -> class
 	Guests  []GuestSpec
 	Pin     bool
+	// Pipeline is the receive pipeline, nil when the file turns it off.
+	Pipeline *PipelineOptions
+	// TSO says whether guests' stacks hand large segments to the engine.
+	TSO bool
 }
 
 // MaxClasses is the number of traffic classes.
@@ -367,6 +378,46 @@ func (c *Config) resolveEngine(r *Resolved) error {
 			return c.errf(e.Pin.Line, "engine.pin", "want true or false, got %q", e.Pin.Value)
 		}
 		r.Pin = b
+	}
+	boolean := func(s Scalar, field string, def bool) (bool, error) {
+		if !s.Set {
+			return def, nil
+		}
+		b, err := strconv.ParseBool(s.Value)
+		if err != nil {
+			return false, c.errf(s.Line, "engine."+field, "want true or false, got %q", s.Value)
+		}
+		return b, nil
+	}
+	on, err := boolean(e.Pipeline, "pipeline", true)
+	if err != nil {
+		return err
+	}
+	po := DefaultPipelineOptions()
+	if e.Window.Set {
+		if po.Window, err = num(e.Window, "window", 1, 4096, false); err != nil {
+			return err
+		}
+	}
+	if e.Cache.Set {
+		if po.Cache.Entries, err = num(e.Cache, "cache", 1, 1<<20, true); err != nil {
+			return err
+		}
+		po.Cache.Ways = min(po.Cache.Ways, po.Cache.Entries)
+	}
+	if e.Conns.Set {
+		if po.Table.Capacity, err = num(e.Conns, "conns", 1, 1<<26, true); err != nil {
+			return err
+		}
+	}
+	if po.GRO, err = boolean(e.GRO, "gro", true); err != nil {
+		return err
+	}
+	if r.TSO, err = boolean(e.TSO, "tso", true); err != nil {
+		return err
+	}
+	if on {
+		r.Pipeline = &po
 	}
 	return nil
 }

@@ -139,17 +139,17 @@ func newRxPipeline(u *umem.UMEM, batch int, o PipelineOptions, raw Sink, c *Pipe
 	if err != nil {
 		return nil, fmt.Errorf("engine: pipeline: %w", err)
 	}
+	p := &rxPipeline{
+		u: u, raw: raw, counters: c,
+		pkts: make([]flows.Packet, batch), frames: make([][]byte, batch),
+		idle: int64(o.IdleTimeout),
+	}
 	po := conn.DefaultProcessorOptions()
 	po.Window = o.Window
 	po.Prefetch = o.Window > 1
-	proc, err := conn.NewProcessor(cache, po)
-	if err != nil {
+	po.Classify = p.classify
+	if p.proc, err = conn.NewProcessor(cache, po); err != nil {
 		return nil, fmt.Errorf("engine: pipeline: %w", err)
-	}
-	p := &rxPipeline{
-		u: u, proc: proc, raw: raw, counters: c,
-		pkts: make([]flows.Packet, batch), frames: make([][]byte, batch),
-		idle: int64(o.IdleTimeout),
 	}
 	p.single.Handles = make([]uint64, 0, 1)
 	p.stage = p.next
@@ -178,6 +178,12 @@ func (p *rxPipeline) run(ep *Endpoint, descs []umem.Desc, now int64) {
 	}
 	clear(frames)
 	p.ep = nil
+}
+
+// classify gives a new connection the guest and class of the socket its
+// first packet arrived on.
+func (p *rxPipeline) classify(*flows.Packet) (uint32, uint8) {
+	return uint32(p.ep.Guest), uint8(p.ep.Class)
 }
 
 // next is the stage after connection processing: GRO, or delivery of each

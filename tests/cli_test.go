@@ -271,7 +271,8 @@ func TestCLIRunConfig(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	run := exec.CommandContext(ctx, xnic(t), "run", "--config", dir+"/good.yaml", "--duration", "3s", "--json", "--quiet")
+	sock := dir + "/ctl.sock"
+	run := exec.CommandContext(ctx, xnic(t), "run", "--config", dir+"/good.yaml", "--duration", "4s", "--json", "--quiet", "--ctl", sock)
 	var out, errb bytes.Buffer
 	run.Stdout, run.Stderr = &out, &errb
 	if err := run.Start(); err != nil {
@@ -281,6 +282,25 @@ func TestCLIRunConfig(t *testing.T) {
 	g := runXnic(t, 20*time.Second, "gen", "--lab", l.Name, "--count", "1000", "--dst-ip", "198.18.0.10", "--duration", "0")
 	if g.code != 0 {
 		t.Fatalf("gen: %s", g.stderr)
+	}
+	// The connection the engine tracked, from its control socket.
+	cs := runXnic(t, 20*time.Second, "stats", "--conns", "5", "--ctl", sock, "--json")
+	var conns struct {
+		Conns []struct {
+			Flow      string `json:"flow"`
+			Guest     uint32 `json:"guest"`
+			PacketsIn uint64 `json:"packets_in"`
+		} `json:"conns"`
+		Pipeline struct {
+			Packets uint64 `json:"packets"`
+		} `json:"pipeline"`
+	}
+	if err := json.Unmarshal([]byte(cs.stdout), &conns); err != nil || cs.code != 0 {
+		t.Fatalf("stats --conns: exit %d, %v\n%s%s", cs.code, err, cs.stdout, cs.stderr)
+	}
+	human := runXnic(t, 20*time.Second, "stats", "--conns", "5", "--ctl", sock)
+	if !strings.Contains(human.stdout, "198.18.0.10:9") || !strings.Contains(human.stdout, "loads") {
+		t.Fatalf("stats --conns (human) lacks the flow or the pipeline line:\n%s", human.stdout)
 	}
 	if err := run.Wait(); err != nil {
 		t.Fatalf("run: %v\n%s", err, errb.String())
@@ -295,5 +315,12 @@ func TestCLIRunConfig(t *testing.T) {
 	}
 	if gs[0].Name != "web" || gs[0].RxPackets == 0 || gs[0].RxPackets > 1000 {
 		t.Fatalf("guest web received %d of 1000 frames sent to it", gs[0].RxPackets)
+	}
+	if len(conns.Conns) != 1 || conns.Conns[0].PacketsIn != gs[0].RxPackets || conns.Conns[0].Guest == 0 ||
+		!strings.Contains(conns.Conns[0].Flow, "198.18.0.10:9") {
+		t.Fatalf("stats --conns: %+v; want the one flow to the guest with the %d packets it received", conns.Conns, gs[0].RxPackets)
+	}
+	if r := runXnic(t, 20*time.Second, "stats", "--conns", "5", "--ctl", sock); r.code == 0 || !strings.Contains(r.stderr, "no engine answers") {
+		t.Fatalf("stats --conns with no engine: exit %d, %q", r.code, r.stderr)
 	}
 }

@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"text/tabwriter"
+	"time"
 
 	"github.com/xnic/xnic/bpf"
 	"github.com/xnic/xnic/engine"
@@ -41,12 +44,23 @@ func runMaps(ctx context.Context, args []string) error {
 }
 
 func runStats(ctx context.Context, args []string) error {
-	fs := newFlags("stats", "[--port IFACE] [--pin-dir DIR] [--json]")
+	fs := newFlags("stats", "[--port IFACE] [--pin-dir DIR] [--json] | --conns N [--ctl SOCKET] [--json]")
 	root := fs.String("pin-dir", engine.DefaultPinDir, "where the engine pins its maps, one directory per port")
 	port := fs.String("port", "", "only this port (default: every pinned port)")
 	asJSON := fs.Bool("json", false, "JSON output")
+	conns := fs.Int("conns", 0, "print the top N connections by bytes and the pipeline counters, from the engine's control socket")
+	ctl := fs.String("ctl", engine.DefaultControlPath, "the engine's control socket (with --conns)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return flagError("conns", "unexpected argument %q", fs.Arg(0))
+	}
+	if *conns != 0 {
+		if *conns < 0 || *conns > engine.MaxTopConns {
+			return flagError("conns", "want 1..%d, got %d", engine.MaxTopConns, *conns)
+		}
+		return printConns(ctx, *ctl, *conns, *asJSON)
 	}
 	var dirs []string
 	if *port != "" {
@@ -95,6 +109,39 @@ func runStats(ctx context.Context, args []string) error {
 			fmt.Printf("  guest %d class %d  %d packets %d bytes, %d redirected (%d to class 0), %d without a socket\n",
 				i/classes, i%classes, st.Packets, st.Bytes, st.Redirected, st.RedirectedClass0, st.PassNoSocket)
 		}
+	}
+	return nil
+}
+
+// printConns asks the running engine for its top connections and its
+// pipeline counters.
+func printConns(ctx context.Context, path string, n int, asJSON bool) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rep, err := engine.QueryControl(ctx, path, engine.ControlRequest{Op: "conns", N: n})
+	if err != nil {
+		return err
+	}
+	st, err := engine.QueryControl(ctx, path, engine.ControlRequest{Op: "stats"})
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return json.NewEncoder(os.Stdout).Encode(map[string]any{"conns": rep.Conns, "pipeline": st.Stats.Pipeline})
+	}
+	p := st.Stats.Pipeline
+	fmt.Printf("pipeline: %d packets, %d connections live, %d context loads (%.3f per packet), %d cache hits, %d evictions, %d malformed, %d bad checksums\n",
+		p.Packets, p.Conns, p.CacheLoads, p.LoadsPerPacket(), p.CacheHits, p.Evictions, p.Malformed, p.CsumBad)
+	if p.GROSegments > 0 {
+		fmt.Printf("gro: %d segments in %d aggregates (%.1f per aggregate); flushes:", p.GROSegments, p.GROSegments-p.GROMerged, p.GRORatio())
+		for _, r := range slices.Sorted(maps.Keys(p.GROFlush)) {
+			fmt.Printf(" %s=%d", r, p.GROFlush[r])
+		}
+		fmt.Println()
+	}
+	fmt.Printf("%4s  %-52s %5s %5s %12s %14s %12s %14s\n", "#", "flow (receive direction)", "guest", "class", "pkts in", "bytes in", "pkts out", "bytes out")
+	for i, c := range rep.Conns {
+		fmt.Printf("%4d  %-52s %5d %5d %12d %14d %12d %14d\n", i+1, c.Flow, c.Owner, c.Class, c.PacketsIn, c.BytesIn, c.PacketsOut, c.BytesOut)
 	}
 	return nil
 }

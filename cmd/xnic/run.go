@@ -21,11 +21,12 @@ type runGuestStats struct {
 }
 
 func runRun(ctx context.Context, args []string) error {
-	fs := newFlags("run", "--config FILE.yaml [--duration D] [--json]")
+	fs := newFlags("run", "--config FILE.yaml [--duration D] [--ctl SOCKET] [--json]")
 	file := fs.String("config", "", "the engine's ports, classes and guests (YAML; required)")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C)")
 	asJSON := fs.Bool("json", false, "print the final per-guest counters as a JSON line")
 	quiet := fs.Bool("quiet", false, "no per-second lines")
+	ctl := fs.String("ctl", engine.DefaultControlPath, "serve counters and connections here for `xnic stats --conns` (\"\": none)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -44,6 +45,7 @@ func runRun(ctx context.Context, args []string) error {
 	opts := r.Options
 	opts.NoCatchAll = true
 	opts.KeepPins = r.Pin
+	opts.Pipeline = r.Pipeline
 	if m := cfg.Engine.Mode; m.Set {
 		// Checked by Resolve.
 		opts.Socket.Mode, _ = umem.ParseBindMode(m.Value)
@@ -64,6 +66,13 @@ func runRun(ctx context.Context, args []string) error {
 		}
 	}
 	e.Start()
+	if *ctl != "" {
+		cs, err := e.ServeControl(*ctl)
+		if err != nil {
+			return err
+		}
+		defer cs.Close()
+	}
 	var guests []*engine.Guest
 	for _, spec := range r.Guests {
 		g, err := e.AttachGuest(spec, nil)
@@ -93,6 +102,11 @@ loop:
 			}
 			for _, g := range guests {
 				fmt.Fprintf(os.Stderr, "  %-12s %12d pkts %14d bytes\n", g.Spec.Name, g.RxPackets.Load(), g.RxBytes.Load())
+			}
+			if st, err := e.Stats(); err == nil && opts.Pipeline != nil {
+				p := st.Pipeline
+				fmt.Fprintf(os.Stderr, "  pipeline: %d conns, %.3f loads/pkt, gro %.1f segs/agg, %d malformed, %d bad csum\n",
+					p.Conns, p.LoadsPerPacket(), p.GRORatio(), p.Malformed, p.CsumBad)
 			}
 		}
 	}
