@@ -187,6 +187,12 @@ func New(opts Options, fn RxFunc) (_ *Engine, err error) {
 			if w.pipe, err = newRxPipeline(u, len(w.descs), *opts.Pipeline, opts.RawSink, &w.Pipeline); err != nil {
 				return nil, err
 			}
+			// The guests' send path shares the context cache, so a
+			// connection's two directions meet in one context.
+			if w.txp, err = newTxPath(u, len(w.descs), w.pipe.proc.Cache(), &w.Tx); err != nil {
+				return nil, err
+			}
+			w.txReserve = int(opts.UMEM.NumFrames / 4)
 		}
 		w.Prime()
 		e.workers = append(e.workers, w)

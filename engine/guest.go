@@ -104,6 +104,9 @@ func (e *Engine) AttachGuestWith(spec GuestSpec, o GuestOptions) (_ *Guest, err 
 			return nil, fmt.Errorf("engine: attach guest %s: %w", spec.Name, err)
 		}
 		ep := &Endpoint{Sock: s, Port: pi, Guest: id, Owner: g}
+		if e.opts.Pipeline != nil {
+			ep.tx = newTxQueue()
+		}
 		g.eps = append(g.eps, ep)
 		w.AddEndpoint(ep)
 		if err := port.steer.RegisterSlot(q, id, 0, s.FD()); err != nil {
@@ -154,6 +157,9 @@ func (e *Engine) detachLocked(g *Guest) error {
 		time.Sleep(detachGrace)
 	}
 	for wi, ep := range g.eps {
+		if ep.tx != nil {
+			ep.tx.shut.Store(true)
+		}
 		e.workers[wi].RemoveEndpoint(ep)
 		if err := ep.Sock.Close(); err != nil {
 			errs = append(errs, err)

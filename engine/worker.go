@@ -27,6 +27,8 @@ type Endpoint struct {
 	Guest int // guest id; 0 for the raw (guestless) socket
 	Class int
 	Owner *Guest // nil for the raw socket
+
+	tx *txQueue // the guest's send queue on this worker; nil for the raw socket
 }
 
 // WorkerCounters are a worker's published counters. The worker stores them
@@ -51,6 +53,10 @@ type Worker struct {
 	pollMs int // when > 0, sleep in poll(2) up to this long after an empty pass
 	pfds   []unix.PollFd
 	pipe   *rxPipeline // nil when the engine runs no pipeline
+	txp    *txPath     // guests' sends
+	// txReserve frames stay on the free list for the send path instead of
+	// going to the fill rings.
+	txReserve int
 	now    int64       // monotonic time of the current pass, for the pipeline
 
 	// Owned by the running worker.
@@ -66,6 +72,7 @@ type Worker struct {
 	ctl      chan func()
 	Counters WorkerCounters
 	Pipeline PipelineCounters // when the engine runs a pipeline
+	Tx       TxCounters
 }
 
 // NewWorker makes a worker over endpoints whose sockets share u. batch is the
@@ -116,7 +123,7 @@ func (w *Worker) Do(fn func()) {
 func (w *Worker) AddEndpoint(ep *Endpoint) {
 	w.Do(func() {
 		if ep.Sock.OwnsRings() {
-			ep.Sock.FillFromFree(min(w.u.Free()/2, int(ep.Sock.Fill.Size())))
+			ep.Sock.FillFromFree(min(max(w.u.Free()-w.txReserve, 0)/2, int(ep.Sock.Fill.Size())))
 		}
 		w.add(ep)
 	})
@@ -157,7 +164,7 @@ func (w *Worker) Prime() {
 	if hosts == 0 {
 		return
 	}
-	share := w.u.Free() / hosts
+	share := max(w.u.Free()-w.txReserve, 0) / hosts
 	for _, ep := range w.eps {
 		if ep.Sock.OwnsRings() {
 			ep.Sock.FillFromFree(min(share, int(ep.Sock.Fill.Size())))
@@ -166,11 +173,12 @@ func (w *Worker) Prime() {
 }
 
 // Poll makes one pass over the sockets: receive a batch from each, run the
-// stage, and post the frames back. It returns the packets received.
+// stage, and post the frames back; then send what the guests queued. It
+// returns the packets received plus the work requests sent.
 func (w *Worker) Poll() int {
 	total := 0
 	var bytes uint64
-	if w.pipe != nil {
+	if w.pipe != nil || w.txp != nil {
 		w.now = monotime()
 	}
 	for _, ep := range w.eps {
@@ -187,7 +195,8 @@ func (w *Worker) Poll() int {
 		w.deliver(ep, batch)
 		total += n
 	}
-	if w.u.Free() > 0 {
+	sent := w.serveTx()
+	if w.u.Free() > w.txReserve {
 		w.topUp()
 	}
 	if w.pipe != nil {
@@ -197,7 +206,7 @@ func (w *Worker) Poll() int {
 		}
 	}
 	w.publish(total, bytes)
-	return total
+	return total + sent
 }
 
 // epoch is the origin of monotime.
@@ -227,10 +236,33 @@ func (w *Worker) deliver(ep *Endpoint, batch []umem.Desc) {
 
 func (w *Worker) topUp() {
 	for _, ep := range w.eps {
-		if ep.Sock.OwnsRings() {
-			ep.Sock.FillFromFree(w.u.Free())
+		if n := w.u.Free() - w.txReserve; n > 0 && ep.Sock.OwnsRings() {
+			ep.Sock.FillFromFree(n)
 		}
 	}
+}
+
+// serveTx runs the send path over the guests' queues and takes sent frames
+// back from the completion rings. It returns the requests it sent.
+func (w *Worker) serveTx() int {
+	if w.txp == nil {
+		return 0
+	}
+	n := 0
+	for _, ep := range w.eps {
+		if ep.tx != nil {
+			n += w.txp.serve(ep, w.now)
+		}
+		if ep.Sock.OwnsRings() {
+			w.txp.complete(ep.Sock)
+		}
+	}
+	if n > 0 {
+		w.txp.publish()
+	} else if w.txp.done != w.Tx.Completed.Load() {
+		w.Tx.Completed.Store(w.txp.done)
+	}
+	return n
 }
 
 func (w *Worker) publish(n int, bytes uint64) {

@@ -349,6 +349,10 @@ func (s *Socket) UMEM() *UMEM { return s.u }
 // rather than sharing another socket's on the same (interface, queue).
 func (s *Socket) OwnsRings() bool { return s.ringHost == s }
 
+// RingHost is the socket whose fill and completion rings s uses: s itself,
+// or the first socket on the same (interface, queue) of the UMEM.
+func (s *Socket) RingHost() *Socket { return s.ringHost }
+
 // Statistics reads the kernel's XDP_STATISTICS.
 func (s *Socket) Statistics() (Statistics, error) {
 	var st Statistics
