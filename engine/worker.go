@@ -57,7 +57,7 @@ type Worker struct {
 	// txReserve frames stay on the free list for the send path instead of
 	// going to the fill rings.
 	txReserve int
-	now    int64       // monotonic time of the current pass, for the pipeline
+	now       int64 // monotonic time of the current pass, for the pipeline
 
 	// Owned by the running worker.
 	empty int
