@@ -9,12 +9,17 @@
  * so the kernel transmits the frame out of the ingress device (the peer veth).
  *
  * Per frame the program
- *   - sets the UDP source port to cfg_port_base + n % cfg_nflows, where n is
- *     a per-CPU frame counter, so consecutive frames round-robin the flows;
+ *   - picks flow f = n % cfg_nflows, where n is a per-CPU frame counter, so
+ *     consecutive frames round-robin the flows, and sets the UDP source port
+ *     to cfg_port_base + f % cfg_nports. Beyond cfg_nports flows it also adds
+ *     f / cfg_nports to the 16-bit word of the source address at
+ *     cfg_addr_off (the third octet of an IPv4 address), so up to millions of
+ *     flows stay distinct;
  *   - writes a 64-bit big-endian sequence number at cfg_seq_off (when set and
  *     inside the frame): (cpu << 48) | n. Within one CPU, the frames of one
  *     flow carry numbers that grow by cfg_nflows;
- *   - updates the UDP checksum incrementally (RFC 1624), so it stays valid.
+ *   - updates the UDP checksum (and the IPv4 header checksum when the address
+ *     changes) incrementally (RFC 1624), so they stay valid.
  *
  * In live-frames mode the kernel copies the template into a page once and
  * recycles the page without copying it again, so a frame may hold what the
@@ -24,8 +29,11 @@
 #include "include/parse.h"
 
 /* Set by user space before load (read-only data, constant to the verifier). */
-volatile const __u32 cfg_nflows = 1;    /* 1..65535 */
+volatile const __u32 cfg_nflows = 1;    /* 1..MaxGenFlows */
+volatile const __u32 cfg_nports = 1;    /* source ports per address, 1..65535 */
 volatile const __u32 cfg_port_base = 0; /* first UDP source port, host order */
+volatile const __u32 cfg_addr_off = 0;  /* source address word to vary; 0: none */
+volatile const __u32 cfg_addr_word = 0; /* its template value, host order */
 volatile const __u32 cfg_l4_off = 34;   /* offset of the UDP header */
 volatile const __u32 cfg_seq_off = 0;   /* offset of the sequence; 0: none */
 volatile const __u32 cfg_ipv6 = 0;      /* 1: IPv6, checksum mandatory */
@@ -65,6 +73,7 @@ int xnic_gen(struct xdp_md *ctx)
 	struct udphdr *udp;
 	__u32 key = 0, sum;
 	__u16 port, check;
+	__u32 f;
 	__u64 n;
 
 	st = bpf_map_lookup_elem(&gen_counts, &key);
@@ -84,9 +93,29 @@ int xnic_gen(struct xdp_md *ctx)
 	check = udp->check;
 	sum = (__u16)~check;
 
-	port = bpf_htons((__u16)(cfg_port_base + n % cfg_nflows));
+	f = n % cfg_nflows;
+	port = bpf_htons((__u16)(cfg_port_base + f % cfg_nports));
 	sum = csum_replace(sum, udp->source, port);
 	udp->source = port;
+
+	if (cfg_addr_off) {
+		__u16 *w = data + cfg_addr_off;
+
+		if ((void *)(w + 1) <= data_end) {
+			__u16 aw = bpf_htons((__u16)(cfg_addr_word + ((f / cfg_nports) << 8)));
+
+			/* the pseudo-header covers the source address */
+			sum = csum_replace(sum, *w, aw);
+			if (!cfg_ipv6) {
+				struct iphdr *ip = data + sizeof(struct ethhdr);
+
+				if ((void *)(ip + 1) <= data_end)
+					ip->check = (__u16)~csum_fold(
+						csum_replace((__u16)~ip->check, *w, aw));
+			}
+			*w = aw;
+		}
+	}
 
 	if (cfg_seq_off) {
 		__u16 *seq = data + cfg_seq_off;

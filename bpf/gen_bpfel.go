@@ -26,9 +26,12 @@ type genGenStats struct {
 const (
 	genMapGenCounts   = "gen_counts"
 	genProgXnicGen    = "xnic_gen"
+	genVarCfgAddrOff  = "cfg_addr_off"
+	genVarCfgAddrWord = "cfg_addr_word"
 	genVarCfgIpv6     = "cfg_ipv6"
 	genVarCfgL4Off    = "cfg_l4_off"
 	genVarCfgNflows   = "cfg_nflows"
+	genVarCfgNports   = "cfg_nports"
 	genVarCfgPortBase = "cfg_port_base"
 	genVarCfgSeqOff   = "cfg_seq_off"
 )
@@ -89,9 +92,12 @@ type genMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type genVariableSpecs struct {
+	CfgAddrOff  *ebpf.VariableSpec `ebpf:"cfg_addr_off"`
+	CfgAddrWord *ebpf.VariableSpec `ebpf:"cfg_addr_word"`
 	CfgIpv6     *ebpf.VariableSpec `ebpf:"cfg_ipv6"`
 	CfgL4Off    *ebpf.VariableSpec `ebpf:"cfg_l4_off"`
 	CfgNflows   *ebpf.VariableSpec `ebpf:"cfg_nflows"`
+	CfgNports   *ebpf.VariableSpec `ebpf:"cfg_nports"`
 	CfgPortBase *ebpf.VariableSpec `ebpf:"cfg_port_base"`
 	CfgSeqOff   *ebpf.VariableSpec `ebpf:"cfg_seq_off"`
 }
@@ -129,9 +135,12 @@ func (m *genMaps) Close() error {
 //
 // It can be passed to loadGenObjects or ebpf.CollectionSpec.LoadAndAssign.
 type genVariables struct {
+	CfgAddrOff  *ebpf.Variable `ebpf:"cfg_addr_off"`
+	CfgAddrWord *ebpf.Variable `ebpf:"cfg_addr_word"`
 	CfgIpv6     *ebpf.Variable `ebpf:"cfg_ipv6"`
 	CfgL4Off    *ebpf.Variable `ebpf:"cfg_l4_off"`
 	CfgNflows   *ebpf.Variable `ebpf:"cfg_nflows"`
+	CfgNports   *ebpf.Variable `ebpf:"cfg_nports"`
 	CfgPortBase *ebpf.Variable `ebpf:"cfg_port_base"`
 	CfgSeqOff   *ebpf.Variable `ebpf:"cfg_seq_off"`
 }

@@ -20,10 +20,16 @@ const (
 // GenOptions configure LoadGen. They become read-only data of the program,
 // constant to the verifier, so changing them means loading again.
 type GenOptions struct {
-	// Flows is the number of UDP source ports cycled through, 1..65535.
+	// Flows is the number of flows cycled through, 1..MaxGenFlows. Flow i
+	// has source port SrcPortBase + i%P, where P = 65536-SrcPortBase ports
+	// fit above the base; beyond P flows, flow i also adds i/P to the
+	// source address: to its third octet (IPv4) or to byte 12 (IPv6).
 	Flows int
-	// SrcPortBase is the first source port; SrcPortBase+Flows-1 <= 65535.
+	// SrcPortBase is the first source port.
 	SrcPortBase uint16
+	// SrcAddrWord is the template's source address bytes 2..3 (IPv4) or
+	// 12..13 (IPv6) as a big-endian number, needed when Flows > P.
+	SrcAddrWord uint16
 	// IPv6 says the template is IPv6 (UDP checksum mandatory). For IPv4 a
 	// zero checksum (none) stays zero; any other is kept valid.
 	IPv6 bool
@@ -47,12 +53,23 @@ func DefaultGenOptions() GenOptions {
 	}
 }
 
+// MaxGenFlows bounds GenOptions.Flows.
+const MaxGenFlows = 1 << 22
+
+// GenPorts is the number of source ports a generator with this base cycles
+// through per source address.
+func GenPorts(base uint16) int { return 65536 - int(base) }
+
 func (o GenOptions) validate() error {
-	if o.Flows < 1 || o.Flows > 65535 {
-		return fmt.Errorf("gen flows: must be 1..65535, got %d: %w", o.Flows, ErrInvalidOptions)
+	if o.Flows < 1 || o.Flows > MaxGenFlows {
+		return fmt.Errorf("gen flows: must be 1..%d, got %d: %w", MaxGenFlows, o.Flows, ErrInvalidOptions)
 	}
-	if int(o.SrcPortBase)+o.Flows-1 > 65535 {
-		return fmt.Errorf("gen src port base: %d + %d flows passes 65535: %w", o.SrcPortBase, o.Flows, ErrInvalidOptions)
+	if p := GenPorts(o.SrcPortBase); o.Flows > p {
+		// The address byte that varies must not wrap.
+		if top := int(o.SrcAddrWord>>8) + (o.Flows-1)/p; top > 255 {
+			return fmt.Errorf("gen flows: %d flows over %d ports per address need %d source addresses; the address byte would pass 255: %w",
+				o.Flows, p, (o.Flows-1)/p+1, ErrInvalidOptions)
+		}
 	}
 	minL4 := GenL4OffsetIPv4
 	if o.IPv6 {
@@ -84,11 +101,22 @@ func LoadGen(opts GenOptions) (*Gen, error) {
 		return nil, fmt.Errorf("load gen spec: %w", err)
 	}
 	ipv6 := uint32(0)
+	addrOff := uint32(0)
+	nports := min(opts.Flows, GenPorts(opts.SrcPortBase))
+	if opts.Flows > nports {
+		addrOff = 14 + 12 + 2 // IPv4 source address, bytes 2..3
+	}
 	if opts.IPv6 {
 		ipv6 = 1
+		if addrOff != 0 {
+			addrOff = 14 + 8 + 12 // IPv6 source address, bytes 12..13
+		}
 	}
 	for name, v := range map[string]uint32{
 		genVarCfgNflows:   uint32(opts.Flows),
+		genVarCfgNports:   uint32(nports),
+		genVarCfgAddrOff:  addrOff,
+		genVarCfgAddrWord: uint32(opts.SrcAddrWord),
 		genVarCfgPortBase: uint32(opts.SrcPortBase),
 		genVarCfgL4Off:    uint32(opts.L4Offset),
 		genVarCfgSeqOff:   uint32(opts.SeqOffset),

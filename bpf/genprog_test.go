@@ -19,8 +19,8 @@ func TestGenOptionsValidate(t *testing.T) {
 	}
 	for name, o := range map[string]GenOptions{
 		"zero flows":      {Flows: 0, L4Offset: 34},
-		"too many flows":  {Flows: 65536, L4Offset: 34},
-		"port overflow":   {Flows: 10, SrcPortBase: 65530, L4Offset: 34},
+		"too many flows":  {Flows: MaxGenFlows + 1, L4Offset: 34},
+		"address wraps":   {Flows: 10, SrcPortBase: 65530, SrcAddrWord: 0xff02, L4Offset: 34},
 		"l4 short v4":     {Flows: 1, L4Offset: 33},
 		"l4 short v6":     {Flows: 1, IPv6: true, L4Offset: 34},
 		"seq in udp hdr":  {Flows: 1, L4Offset: 34, SeqOffset: 41},
@@ -32,6 +32,56 @@ func TestGenOptionsValidate(t *testing.T) {
 		if _, err := LoadGen(o); !errors.Is(err, ErrInvalidOptions) {
 			t.Errorf("%s: LoadGen = %v, want ErrInvalidOptions", name, err)
 		}
+	}
+}
+
+// TestGenFlowsAcrossAddresses: with more flows than ports above the base,
+// the generator varies the source address too, and every checksum stays
+// valid, also when live mode feeds a frame back in.
+func TestGenFlowsAcrossAddresses(t *testing.T) {
+	labtest.RequireRoot(t, "load xnic_gen")
+	for _, ipv6 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "ipv4", true: "ipv6"}[ipv6], func(t *testing.T) {
+			pinCPU(t)
+			tmpl := udpFrame(ipv6, 1, 9, make([]byte, 20))
+			l4, aoff := GenL4OffsetIPv4, 14+12+2
+			if ipv6 {
+				l4, aoff = GenL4OffsetIPv6, 14+8+12
+			}
+			word := be16(tmpl[aoff:])
+			const base, flows, runs = 65530, 15, 40 // 6 ports per address: 3 addresses
+			g := loadGenT(t, GenOptions{Flows: flows, SrcPortBase: base, SrcAddrWord: word, IPv6: ipv6, L4Offset: l4})
+			in := tmpl
+			for i := range runs {
+				out := make([]byte, len(tmpl))
+				if _, err := g.Program().Run(&ebpf.RunOptions{Data: in, DataOut: out}); err != nil {
+					t.Fatal(err)
+				}
+				f := i % flows
+				if got, want := be16(out[l4:]), uint16(base+f%6); got != want {
+					t.Fatalf("run %d: port %d, want %d", i, got, want)
+				}
+				if got, want := be16(out[aoff:]), word+uint16(f/6)<<8; got != want {
+					t.Fatalf("run %d: address word %#04x, want %#04x", i, got, want)
+				}
+				if !udpChecksumOK(out) {
+					t.Fatalf("run %d: bad UDP checksum", i)
+				}
+				if !ipv6 {
+					var sum uint32
+					for j := 14; j < 34; j += 2 {
+						sum += uint32(be16(out[j:]))
+					}
+					for sum > 0xffff {
+						sum = sum&0xffff + sum>>16
+					}
+					if sum != 0xffff {
+						t.Fatalf("run %d: bad IPv4 header checksum", i)
+					}
+				}
+				in = out
+			}
+		})
 	}
 }
 

@@ -29,7 +29,7 @@ func runGen(ctx context.Context, args []string) error {
 	netns := fs.String("netns", "", "network namespace to send from")
 	iface := fs.String("iface", "", "interface to send out of (inside --netns)")
 	mode := fs.String("mode", "live", "live: BPF_PROG_RUN live frames with XDP_TX (the receiver needs an XDP program); xsk: AF_XDP TX")
-	flows := fs.Int("flows", 1, "UDP flows (source ports cycled through)")
+	flows := fs.Int("flows", 1, "UDP flows: source ports cycled through, and beyond the ports above 10000, source addresses (198.18.N.2)")
 	size := fs.Int("size", gen.MinFrameSize, "frame size in bytes without FCS (60 = 64 on the wire)")
 	ipv6 := fs.Bool("ipv6", false, "send IPv6 instead of IPv4")
 	duration := fs.Duration("duration", 10*time.Second, "how long to send (0: until --count or Ctrl-C)")

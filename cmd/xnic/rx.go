@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/xnic/xnic/bpf"
@@ -28,6 +29,10 @@ type rxResult struct {
 	XSK       umem.Statistics `json:"xsk"`
 	Steer     bpf.SteerStats  `json:"steer"`
 	RxWakeups uint64          `json:"rx_wakeups"`
+	// With --pipeline: its counters and settings.
+	Pipeline *engine.PipelineStats `json:"pipeline,omitempty"`
+	Window   int                   `json:"window,omitempty"`
+	Cache    int                   `json:"cache,omitempty"`
 }
 
 // engineFlags are the data-path flags rx and demo share.
@@ -83,7 +88,7 @@ func (f engineFlags) options(ifaces []string, queues []int) (engine.Options, err
 }
 
 func runRx(ctx context.Context, args []string) error {
-	fs := newFlags("rx", "--iface IF [--duration D] [--queue Q] [--json]")
+	fs := newFlags("rx", "--iface IF [--duration D] [--queue Q] [--pipeline [--window W] [--cache N]] [--json]")
 	iface := fs.String("iface", "", "interface to receive on (required)")
 	duration := fs.Duration("duration", 10*time.Second, "how long to receive")
 	queue := fs.Int("queue", 0, "rx queue id")
@@ -92,6 +97,11 @@ func runRx(ctx context.Context, args []string) error {
 	nRules := fs.Int("rules", 0, "steering benchmark: install this many rules (one of them, 198.18.0.1/32 UDP, matches the lab's traffic; the others are /32s elsewhere)")
 	nFlows := fs.Int("flows", 0, "steering benchmark: install this many exact flows, the first ones those of `xnic gen --flows N` (src port 10000+i)")
 	pin := fs.Bool("pin", false, "keep the maps pinned under "+engine.DefaultPinDir+"/IFACE after exit; the next run reuses them")
+	pipeline := fs.Bool("pipeline", false, "run the receive pipeline: parse, lookahead, connection contexts, GRO")
+	window := fs.Int("window", 64, "with --pipeline: lookahead window W (1: none)")
+	cache := fs.Int("cache", 512, "with --pipeline: context cache entries, a power of two")
+	conns := fs.Int("conns", 1<<18, "with --pipeline: connection table capacity, a power of two")
+	gro := fs.Bool("gro", true, "with --pipeline: merge TCP segments")
 	ef := addEngineFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -110,6 +120,22 @@ func runRx(ctx context.Context, args []string) error {
 		return err
 	}
 	opts.KeepPins = *pin
+	if *pipeline {
+		po := engine.DefaultPipelineOptions()
+		po.Window, po.Cache.Entries, po.Table.Capacity, po.GRO = *window, *cache, *conns, *gro
+		po.Cache.Ways = min(po.Cache.Ways, max(*cache, 1))
+		if err := po.Validate(); err != nil {
+			switch {
+			case strings.Contains(err.Error(), "window"):
+				return flagError("window", "%s", err)
+			case strings.Contains(err.Error(), "cache"):
+				return flagError("cache", "%s", err)
+			default:
+				return flagError("conns", "%s", err)
+			}
+		}
+		opts.Pipeline = &po
+	}
 	if *nRules < 0 || *nRules > 16384 {
 		return flagError("rules", "must be 0..16384, got %d", *nRules)
 	}
@@ -173,11 +199,19 @@ loop:
 		ZeroCopy: sock.ZeroCopy(), XDPMode: e.Ports()[0].AttachMode().String(),
 		XSK: st.XSK, Steer: st.Steer, RxWakeups: st.RxWakeups,
 	}
+	if opts.Pipeline != nil {
+		res.Name = fmt.Sprintf("xnic-pipe-w%d", *window)
+		res.Pipeline, res.Window, res.Cache = &st.Pipeline, *window, *cache
+	}
 	fmt.Printf("received %d packets (%d bytes) in %.2fs: %.3f Mpps\n", res.Packets, res.Bytes, res.Seconds, res.PPS/1e6)
 	fmt.Printf("xsk: rx_dropped %d rx_ring_full %d rx_fill_ring_empty_descs %d rx_invalid_descs %d\n",
 		st.XSK.RxDropped, st.XSK.RxRingFull, st.XSK.RxFillRingEmptyDescs, st.XSK.RxInvalidDescs)
 	fmt.Printf("steer: seen %d redirected %d pass_non_ip %d pass_control %d pass_unmatched %d pass_no_socket %d malformed %d\n",
 		st.Steer.RxPackets, st.Steer.Redirected, st.Steer.PassNonIp, st.Steer.PassControl, st.Steer.PassUnmatched, st.Steer.PassNoSocket, st.Steer.DroppedMalformed)
+	if p := res.Pipeline; p != nil {
+		fmt.Printf("pipeline: W=%d cache %d: %d packets, %d connections, %.3f context loads per packet, %d evictions, %d malformed\n",
+			*window, *cache, p.Packets, p.Conns, p.LoadsPerPacket(), p.Evictions, p.Malformed)
+	}
 	if *asJSON {
 		b, _ := json.Marshal(res)
 		fmt.Println(string(b))

@@ -70,7 +70,8 @@ type Options struct {
 	// FrameSize is the UDP frame's size on the wire, FCS included (64 is
 	// the Ethernet minimum): MinFrameSize..MaxFrameSize.
 	FrameSize int
-	// Flows is the number of UDP source ports the generator cycles through.
+	// Flows is the number of UDP flows the generator cycles through (see
+	// gen.Options.Flows).
 	Flows int
 	// Only restricts the run to these contenders (nil: all). They still run
 	// in the order of Contenders.
@@ -154,8 +155,8 @@ func (o Options) Validate() error {
 	if o.FrameSize < MinFrameSize || o.FrameSize > MaxFrameSize {
 		return optErr("size", "must be %d..%d bytes on the wire, got %d", MinFrameSize, MaxFrameSize, o.FrameSize)
 	}
-	if o.Flows < 1 || o.Flows > 65535 {
-		return optErr("flows", "must be 1..65535, got %d", o.Flows)
+	if o.Flows < 1 || o.Flows > bpf.MaxGenFlows {
+		return optErr("flows", "must be 1..%d, got %d", bpf.MaxGenFlows, o.Flows)
 	}
 	if o.GenBatch < 1 || o.GenBatch > bpf.MaxLiveBatch {
 		return optErr("gen batch", "must be 1..%d, got %d", bpf.MaxLiveBatch, o.GenBatch)

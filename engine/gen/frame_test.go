@@ -170,9 +170,10 @@ func TestOptionsValidate(t *testing.T) {
 		want string
 	}{
 		{func(o *Options) { o.Iface = "" }, "gen: iface: must be set"},
-		{func(o *Options) { o.Flows = 0 }, "gen: flows: must be 1..65535, got 0"},
-		{func(o *Options) { o.Flows = 70000 }, "gen: flows: must be 1..65535, got 70000"},
-		{func(o *Options) { o.SrcPortBase, o.Flows = 65535, 2 }, "gen: src port base: 65535 + 2 flows passes port 65535"},
+		{func(o *Options) { o.Flows = 0 }, "gen: flows: must be 1..4194304, got 0"},
+		{func(o *Options) { o.Flows = 1<<22 + 1 }, "gen: flows: must be 1..4194304, got 4194305"},
+		{func(o *Options) { o.SrcPortBase, o.Flows = 65535, 300 },
+			"gen: flows: 300 flows over 1 source ports need 300 source addresses from 198.18.0.2: the varied address byte would pass 255"},
 		{func(o *Options) { o.DstPort = 0 }, "gen: dst port: must be 1..65535, got 0"},
 		{func(o *Options) { o.FrameSize = 59 }, "gen: frame size: must be 60..3072, got 59"},
 		{func(o *Options) { o.FrameSize, o.IPv6 = 60, true }, "gen: frame size: must be 62..3072, got 60"},

@@ -58,7 +58,11 @@ type Options struct {
 	// from with XDP_TX: the peer end of the veth whose other end receives.
 	Iface string
 
-	// Flows is the number of UDP source ports cycled through, 1..65535.
+	// Flows is the number of flows cycled through, 1..bpf.MaxGenFlows
+	// (AF_XDP TX mode: up to the ports above SrcPortBase). Flow i has
+	// source port SrcPortBase + i%P, with P = 65536-SrcPortBase; beyond P
+	// flows the third octet of the IPv4 source (byte 12 of an IPv6 one)
+	// grows by i/P, so a million flows fit within 198.18.0.0/15.
 	Flows int
 	// FrameSize is the frame length without FCS (a "64-byte" frame is 60):
 	// MinSize(IPv6)..MaxLiveFrameSize.
@@ -82,7 +86,7 @@ type Options struct {
 	SrcIP, DstIP netip.Addr
 	// DstPort is the UDP destination port.
 	DstPort uint16
-	// SrcPortBase is the first UDP source port; flow i uses SrcPortBase+i.
+	// SrcPortBase is the first UDP source port; flow i uses SrcPortBase+i%P.
 	SrcPortBase uint16
 
 	// Threads is the number of sending threads, each its own BPF_PROG_RUN
@@ -119,11 +123,15 @@ func (o Options) Validate() error {
 	if o.Iface == "" {
 		return optErr("iface", "must be set")
 	}
-	if o.Flows < 1 || o.Flows > 65535 {
-		return optErr("flows", "must be 1..65535, got %d", o.Flows)
+	if o.Flows < 1 || o.Flows > bpf.MaxGenFlows {
+		return optErr("flows", "must be 1..%d, got %d", bpf.MaxGenFlows, o.Flows)
 	}
-	if int(o.SrcPortBase)+o.Flows-1 > 65535 {
-		return optErr("src port base", "%d + %d flows passes port 65535", o.SrcPortBase, o.Flows)
+	if p := bpf.GenPorts(o.SrcPortBase); o.Flows > p {
+		src, _ := o.addresses()
+		if top := int(srcAddrWord(src)>>8) + (o.Flows-1)/p; top > 255 {
+			return optErr("flows", "%d flows over %d source ports need %d source addresses from %s: the varied address byte would pass 255",
+				o.Flows, p, (o.Flows-1)/p+1, src)
+		}
 	}
 	if o.DstPort == 0 {
 		return optErr("dst port", "must be 1..65535, got 0")
@@ -185,4 +193,15 @@ func (o Options) addresses() (src, dst netip.Addr) {
 		}
 	}
 	return src, dst
+}
+
+// srcAddrWord is the source address word the generator varies beyond
+// 65536-SrcPortBase flows: bytes 2..3 of IPv4, 12..13 of IPv6.
+func srcAddrWord(a netip.Addr) uint16 {
+	if a.Is4() {
+		b := a.As4()
+		return uint16(b[2])<<8 | uint16(b[3])
+	}
+	b := a.As16()
+	return uint16(b[12])<<8 | uint16(b[13])
 }

@@ -53,6 +53,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	prog, err := bpf.LoadGen(bpf.GenOptions{
 		Flows:       opts.Flows,
 		SrcPortBase: opts.SrcPortBase,
+		SrcAddrWord: srcAddrWord(frameOptions(opts, info).SrcIP),
 		IPv6:        opts.IPv6,
 		L4Offset:    UDPOffset(opts.IPv6),
 		SeqOffset:   seqOff,

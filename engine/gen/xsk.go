@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/xnic/xnic/bpf"
 	"github.com/xnic/xnic/umem"
 )
 
@@ -23,6 +24,9 @@ func RunXSK(ctx context.Context, opts Options) (Result, error) {
 	}
 	if opts.FrameSize > 2048-256 {
 		return Result{}, optErr("frame size", "must be at most %d in xsk mode, got %d", 2048-256, opts.FrameSize)
+	}
+	if p := bpf.GenPorts(opts.SrcPortBase); opts.Flows > p {
+		return Result{}, optErr("flows", "xsk mode varies the source port only: at most %d above port %d, got %d", p, opts.SrcPortBase, opts.Flows)
 	}
 	info, err := resolveIface(opts.Netns, opts.Iface)
 	if err != nil {
