@@ -19,7 +19,9 @@ func runBench(ctx context.Context, args []string) error {
 	size := fs.Int("size", d.FrameSize, "UDP frame size on the wire, FCS included")
 	flows := fs.Int("flows", d.Flows, "UDP source ports the generator cycles through")
 	peers := fs.String("peers", "", "directory of rxdrop_libxdp, asavie and afpacket (default: the directory of this xnic)")
-	only := fs.String("only", "", "comma-separated contenders to run: "+strings.Join(bench.Contenders(), ","))
+	only := fs.String("only", "", "comma-separated contenders to run (default: "+strings.Join(bench.Contenders(), ",")+"); also: "+bench.XnicPipeW1+","+bench.XnicPipeW64)
+	pipeCache := fs.Int("pipe-cache", d.PipeCache, "context cache entries of the pipeline contenders")
+	pipeConns := fs.Int("pipe-conns", d.PipeConns, "connection table capacity of the pipeline contenders")
 	jsonFile := fs.String("json", "", "write every raw round and the summary as JSON to this file")
 	markdown := fs.Bool("markdown", false, "also print the summary as a Markdown table for the README")
 	genCPU := fs.Int("gen-cpu", d.GenCPU, "CPU of the generator (this process); -1: unpinned")
@@ -45,6 +47,7 @@ func runBench(ctx context.Context, args []string) error {
 	o.GenCPU, o.RxCPU = *genCPU, *rxCPU
 	o.GenBatch, o.GenRepeat = *genBatch, *genRepeat
 	o.Xnic, o.PeersDir = self, *peers
+	o.PipeCache, o.PipeConns = *pipeCache, *pipeConns
 	if o.PeersDir == "" {
 		o.PeersDir = filepath.Dir(self)
 	}
@@ -63,7 +66,7 @@ func runBench(ctx context.Context, args []string) error {
 		if errors.As(err, &oe) {
 			name := strings.ReplaceAll(oe.Field, " ", "-")
 			switch name {
-			case "size", "only", "peers", "rounds", "duration", "flows", "gen-cpu", "rx-cpu", "gen-batch", "gen-repeat":
+			case "size", "only", "peers", "rounds", "duration", "flows", "gen-cpu", "rx-cpu", "gen-batch", "gen-repeat", "pipe-cache", "pipe-conns":
 			default:
 				return err // not a flag of its own
 			}

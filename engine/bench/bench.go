@@ -114,7 +114,7 @@ func (o Options) checkBinaries() error {
 	for _, name := range o.contenders() {
 		var path string
 		switch {
-		case name == XnicRx:
+		case usesXnic(name):
 			path = o.Xnic
 		case peerBinaries[name] != "":
 			path = filepath.Join(o.PeersDir, peerBinaries[name])

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,6 +25,10 @@ func (b *bencher) measure(ctx context.Context, name string) Result {
 		err = b.measureDrop(ctx, &res)
 	case XnicRx:
 		err = b.measureXnicRx(ctx, &res)
+	case XnicPipeW1:
+		err = b.measureXnicRx(ctx, &res, "--pipeline", "--window", "1")
+	case XnicPipeW64:
+		err = b.measureXnicRx(ctx, &res, "--pipeline", "--window", "64")
 	case LibXDP, Asavie:
 		err = b.measureXSKPeer(ctx, &res)
 	case AFPacket:
@@ -84,11 +89,16 @@ func (b *bencher) measureDrop(ctx context.Context, res *Result) error {
 
 // measureXnicRx runs `xnic rx`, which loads and attaches its own steering
 // program; its window opens with its "xnic rx:" line.
-func (b *bencher) measureXnicRx(ctx context.Context, res *Result) error {
+func (b *bencher) measureXnicRx(ctx context.Context, res *Result, extra ...string) error {
+	args := []string{"rx", "--iface", b.port.Host, "--queue", "0",
+		"--duration", b.opts.Duration.String(), "--json", "--quiet", "--attach", "native"}
+	if len(extra) > 0 {
+		args = append(args, extra...)
+		args = append(args, "--cache", strconv.Itoa(b.opts.PipeCache), "--conns", strconv.Itoa(b.opts.PipeConns))
+	}
 	spec := receiverSpec{
 		path: b.opts.Xnic,
-		args: []string{"rx", "--iface", b.port.Host, "--queue", "0",
-			"--duration", b.opts.Duration.String(), "--json", "--quiet", "--attach", "native"},
+		args: args,
 		ready: func(line string) bool { return strings.HasPrefix(line, "xnic rx:") },
 	}
 	// Its steering program's counters are in its report (runReceiver).

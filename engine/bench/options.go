@@ -20,6 +20,10 @@ const (
 	LibXDP   = "libxdp"
 	Asavie   = "asavie"
 	AFPacket = "afpacket"
+	// The engine's receive pipeline (parse, lookahead, connection contexts,
+	// GRO) without and with lookahead: `xnic rx --pipeline --window 1|64`.
+	XnicPipeW1  = "xnic-pipe-w1"
+	XnicPipeW64 = "xnic-pipe-w64"
 )
 
 // Peer binaries expected in Options.PeersDir, by contender.
@@ -29,8 +33,15 @@ var peerBinaries = map[string]string{
 	AFPacket: "afpacket",
 }
 
-// Contenders returns every contender in the order a round runs them.
+// Contenders returns the default contenders in the order a round runs them.
 func Contenders() []string { return []string{XDPDrop, XnicRx, LibXDP, Asavie, AFPacket} }
+
+// AllContenders are every contender Options.Only may name, in run order:
+// the defaults and the pipeline ones.
+func AllContenders() []string { return append(Contenders(), XnicPipeW1, XnicPipeW64) }
+
+// usesXnic reports whether the contender runs the xnic binary.
+func usesXnic(name string) bool { return name == XnicRx || name == XnicPipeW1 || name == XnicPipeW64 }
 
 // FCSLen is the Ethernet frame check sequence: a "64-byte" frame on the wire
 // is 60 bytes in memory.
@@ -76,6 +87,9 @@ type Options struct {
 	// Only restricts the run to these contenders (nil: all). They still run
 	// in the order of Contenders.
 	Only []string
+	// PipeCache is the context cache size of the pipeline contenders, and
+	// PipeConns their connection table capacity (powers of two).
+	PipeCache, PipeConns int
 
 	// Xnic is the xnic binary run as `xnic rx` for xnic-rx.
 	Xnic string
@@ -117,6 +131,8 @@ func DefaultOptions() Options {
 		Duration:  5 * time.Second,
 		FrameSize: 64,
 		Flows:     1,
+		PipeCache: 512,
+		PipeConns: 1 << 21,
 		GenBatch:  gen.DefaultOptions().BatchSize,
 		GenRepeat: 1 << 19,
 		GenCPU:    0,
@@ -165,12 +181,19 @@ func (o Options) Validate() error {
 		return optErr("gen repeat", "must be 1..%d, got %d", gen.MaxRepeat, o.GenRepeat)
 	}
 	for _, name := range o.Only {
-		if !slices.Contains(Contenders(), name) {
-			return optErr("only", "unknown contender %q (known: %v)", name, Contenders())
+		if !slices.Contains(AllContenders(), name) {
+			return optErr("only", "unknown contender %q (known: %v)", name, AllContenders())
 		}
 	}
 	if len(o.contenders()) == 0 {
 		return optErr("only", "no contender selected")
+	}
+	pow2 := func(n int) bool { return n > 0 && n&(n-1) == 0 }
+	if !pow2(o.PipeCache) || o.PipeCache > 1<<20 {
+		return optErr("pipe cache", "must be a power of two up to %d, got %d", 1<<20, o.PipeCache)
+	}
+	if !pow2(o.PipeConns) || o.PipeConns > 1<<26 {
+		return optErr("pipe conns", "must be a power of two up to %d, got %d", 1<<26, o.PipeConns)
 	}
 	ncpu := runtime.NumCPU()
 	for _, c := range []struct {
@@ -184,7 +207,7 @@ func (o Options) Validate() error {
 	if o.Slack < 0 || o.Pause < 0 {
 		return optErr("slack", "slack %s and pause %s must not be negative", o.Slack, o.Pause)
 	}
-	if o.Xnic == "" && slices.Contains(o.contenders(), XnicRx) {
+	if o.Xnic == "" && slices.ContainsFunc(o.contenders(), usesXnic) {
 		return optErr("xnic", "path to the xnic binary must be set")
 	}
 	if o.PeersDir == "" && slices.ContainsFunc(o.contenders(), func(n string) bool { return peerBinaries[n] != "" }) {
@@ -202,7 +225,7 @@ func (o Options) contenders() []string {
 		return Contenders()
 	}
 	var out []string
-	for _, c := range Contenders() {
+	for _, c := range AllContenders() {
 		if slices.Contains(o.Only, c) {
 			out = append(out, c)
 		}
