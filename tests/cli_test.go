@@ -89,6 +89,12 @@ func TestCLIBadInput(t *testing.T) {
 		{[]string{"lab", "up", "--ports", "0"}, "ports"},
 		{[]string{"lab", "sideways"}, "up|down|status"},
 		{[]string{"nosuchcommand"}, "unknown command"},
+		{[]string{"rx", "--iface", "lo", "--pipeline", "--window", "0"}, "--window"},
+		{[]string{"rx", "--iface", "lo", "--pipeline", "--cache", "100"}, "--cache"},
+		{[]string{"stats", "--conns", "-3"}, "--conns"},
+		{[]string{"bench", "--pipe-cache", "3"}, "--pipe-cache"},
+		{[]string{"bench", "conns", "--cache", "500"}, "--cache"},
+		{[]string{"bench", "conns", "--model", "zipf"}, "--model"},
 	}
 	for _, c := range cases {
 		r := runXnic(t, 20*time.Second, c.args...)
@@ -103,6 +109,46 @@ func TestCLIBadInput(t *testing.T) {
 	// A lab that failed validation left nothing behind.
 	if _, err := lab.Open("xnic"); !errors.Is(err, lab.ErrNotFound) {
 		t.Errorf("a rejected lab up left a lab: %v", err)
+	}
+}
+
+// TestCLIBenchConns runs a small connection-processing curve and checks its
+// JSON and its SVG: loads per packet fall to 1/(packets per connection in
+// the window) with lookahead.
+func TestCLIBenchConns(t *testing.T) {
+	dir := t.TempDir()
+	r := runXnic(t, 60*time.Second, "bench", "conns", "--conns", "16,1000", "--cache", "64", "--window", "1,64",
+		"--packets", "65536", "--rounds", "1", "--json", dir+"/c.json", "--svg", dir+"/c.svg", "--quiet")
+	if r.code != 0 {
+		t.Fatalf("bench conns: exit %d\n%s", r.code, r.stderr)
+	}
+	var out struct {
+		Rows []struct {
+			Conns          int     `json:"conns"`
+			Window         int     `json:"window"`
+			LoadsPerPacket float64 `json:"loads_per_packet"`
+			ExpectedLoads  float64 `json:"expected_loads_per_packet"`
+			Mpps           float64 `json:"mpps"`
+		} `json:"rows"`
+	}
+	b, err := os.ReadFile(dir + "/c.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &out); err != nil || len(out.Rows) != 4 {
+		t.Fatalf("bench conns json: %v, %d rows\n%s", err, len(out.Rows), b)
+	}
+	for _, row := range out.Rows {
+		if row.Mpps <= 0 {
+			t.Errorf("row %+v: no rate", row)
+		}
+		if row.Conns == 1000 && row.Window == 64 && (row.LoadsPerPacket > row.ExpectedLoads*1.01 || row.LoadsPerPacket < row.ExpectedLoads*0.8) {
+			t.Errorf("N=1000 W=64: %.3f loads per packet, expected about %.3f", row.LoadsPerPacket, row.ExpectedLoads)
+		}
+	}
+	svg, err := os.ReadFile(dir + "/c.svg")
+	if err != nil || !strings.Contains(string(svg), "<svg") {
+		t.Fatalf("bench conns svg: %v", err)
 	}
 }
 

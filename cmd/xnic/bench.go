@@ -12,6 +12,10 @@ import (
 )
 
 func runBench(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "conns" {
+		// The connection-processing curve: pure Go, no lab, no root.
+		return runBenchConns(ctx, args[1:])
+	}
 	fs := newFlags("bench", "[--rounds N] [--duration D] [--size BYTES] [--flows N] [--peers DIR] [--only a,b] [--json FILE] [--markdown]")
 	d := bench.DefaultOptions()
 	rounds := fs.Int("rounds", d.Rounds, "rounds; the table shows the median over them")
