@@ -34,8 +34,9 @@
 // the pseudo-header sum only (TxPacket.CsumPartial).
 //
 // Concurrency. DeliverAggregate and DeliverFrame may be called from any
-// goroutine, usually the engine worker; netstack queues TCP segments to its
-// own processor goroutines, so a delivery does not run the whole TCP
-// state machine inline. The TxFunc is called from many goroutines at once.
-// Counters are atomics, read with Stats.
+// goroutine, usually the engine worker. netstack mostly queues TCP
+// segments to its own processor goroutines, but it handles some packets
+// inline (ARP, NDP, ICMP, some TCP segments) and may then call the TxFunc
+// from inside the delivery. The TxFunc is called from many goroutines at
+// once. Counters are atomics, read with Stats.
 package stack

@@ -54,21 +54,20 @@ type TxPacket struct {
 }
 
 // TxFunc hands a packet from netstack to the engine. It is called from
-// any goroutine, often several at once: the netstack goroutines of
-// applications writing to sockets, netstack's TCP processors and timers,
-// and the engine worker itself when a delivered packet makes netstack
-// answer at once (ARP, ICMP echo). It must not block for long, must copy
-// what it needs before it returns (the packet's memory is netstack's), and
-// must not call back into the Stack's transmit path. It returns false when
-// it dropped the packet (a full queue, no free frame, a bad header); the
-// Stack counts that as TxDropRejected and netstack sees a packet lost on
-// the wire (TCP retransmits it).
+// any goroutine, often several at once: the goroutines of applications
+// writing to sockets, netstack's TCP processors and timers, and the
+// caller of DeliverAggregate or DeliverFrame itself (the engine worker),
+// inside that call, when netstack answers a packet at once (ARP, NDP,
+// ICMP, TCP segments it processes inline). netstack sends the packets of
+// one TCP connection in order, one call at a time (under the connection's
+// lock). The TxFunc must not block for long,
+// must copy what it needs before it returns (the packet's memory is
+// netstack's), and must not call DeliverAggregate or DeliverFrame of any
+// Stack itself: it queues, and the engine delivers later. It returns false
+// when it dropped the packet (a full queue, no free frame, a bad header);
+// the Stack counts that as TxDropRejected and netstack sees a packet lost
+// on the wire (TCP retransmits it).
 type TxFunc func(p *TxPacket) bool
-
-// maxTxHead bounds the headers a TxPacket's Head holds when netstack's
-// headers are not contiguous and must be gathered: Ethernet, IPv4 with
-// options or IPv6 with a few extension headers, TCP with options.
-const maxTxHead = 256
 
 // txScratch is one transmit call's working memory, pooled so that the
 // transmit path allocates nothing.
@@ -77,6 +76,11 @@ type txScratch struct {
 	hdr [maxTxHead]byte
 	pay [][]byte
 }
+
+// maxTxHead bounds the headers of a packet whose headers must be gathered:
+// Ethernet, IPv4 with options or IPv6 with extension headers, TCP with
+// options.
+const maxTxHead = 256
 
 // dispatcherRef boxes netstack's NetworkDispatcher for atomic access.
 type dispatcherRef struct{ d gstack.NetworkDispatcher }
@@ -91,15 +95,13 @@ type endpoint struct {
 	caps       gstack.LinkEndpointCapabilities
 	c          *counters
 
-	// Swapped atomically; read on every packet.
+	// Atomic: read on every packet, changed by netstack's control calls
+	// (Attach, SetMTU, SetLinkAddress), Stack.SetTx and Close.
 	dispatcher atomic.Pointer[dispatcherRef]
 	tx         atomic.Pointer[TxFunc]
 	closed     atomic.Bool
-
-	// Guarded by mu: changed only by netstack's control calls.
-	mu      sync.Mutex
-	mtu     uint32
-	linkMAC tcpip.LinkAddress
+	mtu        atomic.Uint32
+	linkMAC    atomic.Pointer[tcpip.LinkAddress]
 
 	scratch sync.Pool // *txScratch
 }
@@ -111,12 +113,12 @@ var (
 
 func newEndpoint(o *Options, tx TxFunc, c *counters) *endpoint {
 	e := &endpoint{
-		mac:     [6]byte(o.MAC),
-		mtu:     uint32(o.MTU),
-		linkMAC: tcpip.LinkAddress(o.MAC),
-		c:       c,
-		caps:    gstack.CapabilityResolutionRequired,
+		mac:  [6]byte(o.MAC),
+		c:    c,
+		caps: gstack.CapabilityResolutionRequired,
 	}
+	e.mtu.Store(uint32(o.MTU))
+	e.SetLinkAddress(tcpip.LinkAddress(o.MAC))
 	if o.GSOMaxSize > 0 {
 		e.gsoMaxSize = uint32(o.GSOMaxSize)
 	}
@@ -129,36 +131,20 @@ func newEndpoint(o *Options, tx TxFunc, c *counters) *endpoint {
 }
 
 // MTU implements stack.LinkEndpoint: the IP MTU.
-func (e *endpoint) MTU() uint32 {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.mtu
-}
+func (e *endpoint) MTU() uint32 { return e.mtu.Load() }
 
 // SetMTU implements stack.LinkEndpoint.
-func (e *endpoint) SetMTU(mtu uint32) {
-	e.mu.Lock()
-	e.mtu = mtu
-	e.mu.Unlock()
-}
+func (e *endpoint) SetMTU(mtu uint32) { e.mtu.Store(mtu) }
 
 // MaxHeaderLength implements stack.LinkEndpoint: the Ethernet header.
 func (*endpoint) MaxHeaderLength() uint16 { return header.EthernetMinimumSize }
 
 // LinkAddress implements stack.LinkEndpoint.
-func (e *endpoint) LinkAddress() tcpip.LinkAddress {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.linkMAC
-}
+func (e *endpoint) LinkAddress() tcpip.LinkAddress { return *e.linkMAC.Load() }
 
 // SetLinkAddress implements stack.LinkEndpoint. The address frames are
 // accepted for (PacketHost) stays the one the Stack was made with.
-func (e *endpoint) SetLinkAddress(addr tcpip.LinkAddress) {
-	e.mu.Lock()
-	e.linkMAC = addr
-	e.mu.Unlock()
-}
+func (e *endpoint) SetLinkAddress(addr tcpip.LinkAddress) { e.linkMAC.Store(&addr) }
 
 // Capabilities implements stack.LinkEndpoint.
 func (e *endpoint) Capabilities() gstack.LinkEndpointCapabilities { return e.caps }
@@ -262,24 +248,24 @@ func (e *endpoint) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Error)
 	tx := *e.tx.Load()
 	sc := e.scratch.Get().(*txScratch)
 	for _, pkt := range pkts.AsSlice() {
-		if !sc.build(pkt) {
-			e.c.drop(TxDropMalformed)
-			continue
-		}
-		p := &sc.p
-		if tx(p) {
-			e.c.txPackets.Add(1)
-			e.c.txBytes.Add(uint64(p.Len))
-			if p.GSOSize > 0 {
-				e.c.txGSOPackets.Add(1)
-			}
-			if p.CsumPartial {
-				e.c.txCsumPartial.Add(1)
+		if sc.build(pkt) {
+			p := &sc.p
+			if tx(p) {
+				e.c.txPackets.Add(1)
+				e.c.txBytes.Add(uint64(p.Len))
+				if p.GSOSize > 0 {
+					e.c.txGSOPackets.Add(1)
+				}
+				if p.CsumPartial {
+					e.c.txCsumPartial.Add(1)
+				}
+			} else {
+				e.c.drop(TxDropRejected)
 			}
 		} else {
-			e.c.drop(TxDropRejected)
+			e.c.drop(TxDropMalformed)
 		}
-		clear(sc.pay)
+		clear(sc.pay) // keep no references to netstack's buffers
 		sc.pay = sc.pay[:0]
 		sc.p = TxPacket{}
 	}
@@ -287,19 +273,21 @@ func (e *endpoint) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Error)
 	return pkts.Len(), nil
 }
 
-// build lays pkt out as sc.p: the headers netstack pushed as Head (a view
-// of the packet when they sit in one buffer, as they do for every packet
-// netstack builds, else gathered into sc.hdr) and the rest as Payload.
+// build lays pkt out as sc.p: the headers as Head and the rest as
+// Payload. Headers netstack pushes into the buffer it reserved for them are
+// contiguous, and Head is a view of them; a packet built from parsed
+// headers (an ICMP echo reply reuses the request's) has them in several
+// views, and they are gathered into sc.hdr.
 func (sc *txScratch) build(pkt *gstack.PacketBuffer) bool {
 	linkLen := len(pkt.LinkHeader().Slice())
 	netLen := len(pkt.NetworkHeader().Slice())
 	tLen := len(pkt.TransportHeader().Slice())
 	hl := pkt.HeaderSize()
-	if linkLen != header.EthernetMinimumSize || hl < linkLen+netLen+tLen {
+	if linkLen != header.EthernetMinimumSize || hl != linkLen+netLen+tLen {
 		return false
 	}
 	var head []byte
-	gathered := 0 // bytes of the headers gathered into sc.hdr
+	gathered := 0 // header bytes copied into sc.hdr so far
 	need := hl
 	total := 0
 	vl, off := pkt.AsViewList()
@@ -315,7 +303,6 @@ func (sc *txScratch) build(pkt *gstack.PacketBuffer) bool {
 		if need > 0 {
 			if gathered == 0 && len(b) >= need {
 				head, b = b[:need], b[need:]
-				need = 0
 			} else {
 				c := min(need, len(b))
 				if gathered+c > len(sc.hdr) {
@@ -323,18 +310,18 @@ func (sc *txScratch) build(pkt *gstack.PacketBuffer) bool {
 				}
 				copy(sc.hdr[gathered:], b[:c])
 				gathered += c
-				need -= c
 				b = b[c:]
-				if need == 0 {
-					head = sc.hdr[:gathered]
+				if gathered == hl {
+					head = sc.hdr[:hl]
 				}
 			}
+			need = hl - max(len(head), gathered)
 		}
 		if len(b) > 0 {
 			sc.pay = append(sc.pay, b)
 		}
 	}
-	if need > 0 {
+	if head == nil {
 		return false
 	}
 	p := &sc.p

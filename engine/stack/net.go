@@ -58,7 +58,7 @@ func (s *Stack) Dial(ctx context.Context, network, address string) (net.Conn, er
 		}
 		return &udpConn{UDPConn: c, v4: proto == ipv4.ProtocolNumber}, nil
 	}
-	return nil, fmt.Errorf("dial %s %s: network: %w", network, address, ErrAddress)
+	return nil, fmt.Errorf("dial %s %s: network %q: %w", network, address, network, ErrAddress)
 }
 
 // ListenPacket opens a UDP socket bound to address, like net.ListenPacket.
@@ -80,6 +80,9 @@ func (s *Stack) ListenPacket(network, address string) (net.PacketConn, error) {
 // or "udp"; dial requires a host.
 func (s *Stack) resolve(network, address, kind string, dial bool) (tcpip.FullAddress, tcpip.NetworkProtocolNumber, error) {
 	var fa tcpip.FullAddress
+	if s.closed.Load() {
+		return fa, 0, ErrClosed
+	}
 	fam := 0
 	switch network {
 	case kind:

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -35,6 +36,7 @@ type Stack struct {
 	c    counters
 
 	closeOnce sync.Once
+	closed    atomic.Bool // set when Close starts: no new sockets
 }
 
 // New builds a Stack: netstack with IPv4, IPv6, ARP, TCP, UDP, ICMPv4 and
@@ -150,11 +152,13 @@ func (s *Stack) setTCPOptions() error {
 }
 
 // Close aborts every connection (sending RSTs through the TxFunc), shuts
-// netstack down and waits for its goroutines. After Close the TxFunc is not
-// called again, and frames delivered are counted as RxDropClosed.
-// Close is idempotent.
+// netstack down and waits for its goroutines. Once Close has started,
+// Listen, Dial and ListenPacket fail with ErrClosed; after it returns the
+// TxFunc is not called again, and frames delivered are counted as
+// RxDropClosed. Close is idempotent and always returns nil.
 func (s *Stack) Close() error {
 	s.closeOnce.Do(func() {
+		s.closed.Store(true)
 		s.ns.Close()
 		s.ns.Wait()
 		s.ep.closed.Store(true)

@@ -20,9 +20,9 @@ import (
 // runs them through a real offload.GRO, flushes at the end of every batch
 // and delivers the aggregates to the receiving Stack.
 type wire struct {
-	t       testing.TB
-	name    string
-	batch   int  // frames per receive batch, at least
+	t        testing.TB
+	name     string
+	batch    int  // frames per receive batch, at least
 	viaFrame bool // deliver pass-through frames with DeliverFrame instead of DeliverAggregate
 
 	gsoMu sync.Mutex // the GSO belongs to one goroutine at a time
@@ -50,6 +50,8 @@ type wire struct {
 	arpFrames atomic.Uint64
 	ndpFrames atomic.Uint64 // neighbor solicitations and advertisements
 	maxFrame  atomic.Uint64
+	dataAggs  atomic.Uint64 // aggregates carrying TCP payload
+	dataSegs  atomic.Uint64 // frames in them
 	closed    atomic.Bool
 
 	statsMu sync.Mutex
@@ -80,6 +82,7 @@ func (b *burst) ensure(n, size int) {
 
 type wireOptions struct {
 	batch    int
+	maxSegs  int // GRO MaxSegs when set (1 disables aggregation)
 	csumOut  offload.CsumOut
 	viaFrame bool
 }
@@ -106,6 +109,9 @@ func newWire(t testing.TB, name string, o wireOptions) *wire {
 	}
 	gopts := offload.DefaultGROOptions()
 	gopts.CsumOut = o.csumOut
+	if o.maxSegs > 0 {
+		gopts.MaxSegs = o.maxSegs
+	}
 	w.gro, err = offload.NewGRO(gopts, w.deliver)
 	if err != nil {
 		t.Fatal(err)
@@ -231,11 +237,20 @@ func (w *wire) deliver(a *offload.Aggregate) {
 	if d == nil {
 		return
 	}
+	if a.Flags&offload.AggPassThrough == 0 && a.Len > 0 {
+		w.dataAggs.Add(1)
+		w.dataSegs.Add(uint64(a.Count()))
+	}
 	if w.viaFrame && a.Flags&offload.AggPassThrough != 0 {
 		d.DeliverFrame(a.Head, false)
 		return
 	}
 	d.DeliverAggregate(a)
+}
+
+// dataRatio is TCP data frames per aggregate carrying data.
+func (w *wire) dataRatio() float64 {
+	return float64(w.dataSegs.Load()) / float64(max(w.dataAggs.Load(), 1))
 }
 
 // groStats returns the GRO counters as of the last batch.
