@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/xnic/xnic/bpf"
 )
 
 // Config is an engine described in YAML for `xnic run --config`: ports,
@@ -85,7 +87,7 @@ type GuestConfig struct {
 // of the guest's own addresses.
 type RuleConfig struct {
 	Dst   Scalar `yaml:"dst"`
-	Proto Scalar `yaml:"proto"` // any, tcp, udp, icmp, icmpv6 or a number
+	Proto Scalar `yaml:"proto"` // any, tcp, udp, icmp, icmpv6, arp or a number
 	Ports Scalar `yaml:"ports"` // "80" or "1000-2000"; empty: any
 	Class Scalar `yaml:"class"` // a class name or id; "dscp" takes it from the DSCP map
 }
@@ -440,7 +442,10 @@ type RuleSpec struct {
 	ClassFromDSCP  bool
 }
 
-var protoNames = map[string]uint8{"any": 0, "tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
+// ProtoARP in RuleSpec.Proto matches ARP whose target address is in Dst.
+const ProtoARP = uint8(bpf.ProtoARP)
+
+var protoNames = map[string]uint8{"any": 0, "tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "arp": ProtoARP}
 
 func (c *Config) resolveGuest(i int, g GuestConfig, r *Resolved, ifaces map[string]bool) (GuestSpec, error) {
 	f := fmt.Sprintf("guests[%d]", i)
@@ -490,7 +495,7 @@ func (c *Config) resolveGuest(i int, g GuestConfig, r *Resolved, ifaces map[stri
 			if !ok {
 				n, err := strconv.Atoi(rc.Proto.Value)
 				if err != nil || n < 0 || n > 255 {
-					return s, c.errf(rc.Proto.Line, rf+".proto", "want any, tcp, udp, icmp, icmpv6 or 0..255, got %q", rc.Proto.Value)
+					return s, c.errf(rc.Proto.Line, rf+".proto", "want any, tcp, udp, icmp, icmpv6, arp or 0..254, got %q", rc.Proto.Value)
 				}
 				p = uint8(n)
 			}

@@ -105,7 +105,7 @@ func (e *Engine) AttachGuestWith(spec GuestSpec, o GuestOptions) (_ *Guest, err 
 		}
 		ep := &Endpoint{Sock: s, Port: pi, Guest: id, Owner: g}
 		if e.opts.Pipeline != nil {
-			ep.tx = newTxQueue()
+			ep.tx = newTxQueue(&w.tid)
 		}
 		g.eps = append(g.eps, ep)
 		w.AddEndpoint(ep)

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/xnic/xnic/flows"
 	"github.com/xnic/xnic/flows/conn"
 	"github.com/xnic/xnic/flows/offload"
@@ -27,6 +29,9 @@ type WorkRequest struct {
 	// CsumPartial: the TCP/UDP checksum field holds only the pseudo-header
 	// sum, for the engine to complete (a guest stack with checksum offload).
 	CsumPartial bool
+	// FixedID keeps every segment's IPv4 ID at the request's instead of
+	// counting up (a stack that sends ID 0 with DF, as netstack does).
+	FixedID bool
 }
 
 // Sentinel errors of the send path.
@@ -61,6 +66,10 @@ type txQueue struct {
 	head atomic.Uint64 // written by the worker only: slots consumed
 	slot [txSlots]txSlot
 	shut atomic.Bool
+	// worker is the thread id of the worker that drains the queue, while it
+	// runs: a send from that thread (a stack answering inside a delivery)
+	// must not wait for room only the worker itself can make.
+	worker *atomic.Int32
 
 	// Counters, written by producers under mu.
 	full atomic.Uint64 // requests dropped after TxWait
@@ -71,10 +80,11 @@ type txSlot struct {
 	n       int
 	gsoSize int
 	partial bool
+	fixedID bool
 }
 
-func newTxQueue() *txQueue {
-	q := &txQueue{}
+func newTxQueue(worker *atomic.Int32) *txQueue {
+	q := &txQueue{worker: worker}
 	for i := range q.slot {
 		q.slot[i].buf = make([]byte, MaxWorkRequest)
 	}
@@ -94,6 +104,10 @@ func (q *txQueue) put(wr *WorkRequest) error {
 	defer q.mu.Unlock()
 	t := q.tail.Load()
 	if t-q.head.Load() == txSlots {
+		if q.worker != nil && q.worker.Load() == int32(unix.Gettid()) {
+			q.full.Add(1)
+			return ErrTxFull
+		}
 		deadline := time.Now().Add(TxWait)
 		for t-q.head.Load() == txSlots {
 			if q.shut.Load() {
@@ -114,7 +128,7 @@ func (q *txQueue) put(wr *WorkRequest) error {
 	for _, p := range wr.Payload {
 		o += copy(s.buf[o:], p)
 	}
-	s.n, s.gsoSize, s.partial = o, wr.GSOSize, wr.CsumPartial
+	s.n, s.gsoSize, s.partial, s.fixedID = o, wr.GSOSize, wr.CsumPartial, wr.FixedID
 	q.tail.Store(t + 1)
 	return nil
 }
@@ -236,7 +250,7 @@ func (t *txPath) sendOne(i int32) {
 		if nseg > maxSegs || !t.alloc(nseg) {
 			return
 		}
-		n, err := t.gso.SegmentFrame(frame, p, s.gsoSize, false, t.out[:nseg], t.sizes[:nseg])
+		n, err := t.gso.SegmentFrame(frame, p, s.gsoSize, s.fixedID, t.out[:nseg], t.sizes[:nseg])
 		if err != nil {
 			t.u.ReleaseN(t.addrs[:nseg])
 			t.dropped++

@@ -24,7 +24,7 @@ func newTxWorker(t testing.TB) (*Worker, *Guest, *umem.UMEM, *umem.SimKernel) {
 		t.Fatal(err)
 	}
 	g := &Guest{ID: 1, Spec: GuestSpec{Name: "g"}}
-	ep := &Endpoint{Sock: s, Guest: 1, Owner: g, tx: newTxQueue()}
+	ep := &Endpoint{Sock: s, Guest: 1, Owner: g, tx: newTxQueue(nil)}
 	g.eps = []*Endpoint{ep}
 	w := NewWorker(u, []*Endpoint{ep}, 64, 0, nil)
 	po := DefaultPipelineOptions()

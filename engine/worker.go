@@ -67,6 +67,7 @@ type Worker struct {
 	// passes (adding or draining a socket) instead of changing its state
 	// from another thread.
 	stop     atomic.Bool
+	tid      atomic.Int32 // the OS thread running Run, 0 when stopped
 	runMu    sync.Mutex // guards running; Do holds it while the worker runs its function
 	running  bool
 	ctl      chan func()
@@ -285,6 +286,8 @@ func (w *Worker) publish(n int, bytes uint64) {
 func (w *Worker) Run() {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	w.tid.Store(int32(unix.Gettid()))
+	defer w.tid.Store(0)
 	w.runMu.Lock()
 	w.running = true
 	w.runMu.Unlock()
