@@ -68,7 +68,7 @@ type Worker struct {
 	// from another thread.
 	stop     atomic.Bool
 	tid      atomic.Int32 // the OS thread running Run, 0 when stopped
-	runMu    sync.Mutex // guards running; Do holds it while the worker runs its function
+	runMu    sync.Mutex   // guards running; Do holds it while the worker runs its function
 	running  bool
 	ctl      chan func()
 	Counters WorkerCounters

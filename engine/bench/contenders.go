@@ -97,8 +97,8 @@ func (b *bencher) measureXnicRx(ctx context.Context, res *Result, extra ...strin
 		args = append(args, "--cache", strconv.Itoa(b.opts.PipeCache), "--conns", strconv.Itoa(b.opts.PipeConns))
 	}
 	spec := receiverSpec{
-		path: b.opts.Xnic,
-		args: args,
+		path:  b.opts.Xnic,
+		args:  args,
 		ready: func(line string) bool { return strings.HasPrefix(line, "xnic rx:") },
 	}
 	// Its steering program's counters are in its report (runReceiver).

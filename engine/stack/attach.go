@@ -112,7 +112,7 @@ func (gu *Guest) send(p *TxPacket) bool {
 
 // Engine is the engine the guest is attached to, and EngineGuest its
 // engine-side state (sockets, rules, counters).
-func (gu *Guest) Engine() *engine.Engine      { return gu.e }
+func (gu *Guest) Engine() *engine.Engine     { return gu.e }
 func (gu *Guest) EngineGuest() *engine.Guest { return gu.g.Load() }
 
 // TxRefused counts the stack's packets the engine's send queue refused
