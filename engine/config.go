@@ -13,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/xnic/xnic/bpf"
+	"github.com/xnic/xnic/engine/services"
 )
 
 // Config is an engine described in YAML for `xnic run --config`: ports,
@@ -80,7 +81,17 @@ type GuestConfig struct {
 	IPv4  []Scalar     `yaml:"ipv4"`
 	IPv6  []Scalar     `yaml:"ipv6"`
 	Rules []RuleConfig `yaml:"rules"`
-	Line  int          `yaml:"-"`
+	// Services are run on the guest's own stack by `xnic serve`.
+	Services []ServiceConfig `yaml:"services"`
+	Line     int             `yaml:"-"`
+}
+
+// ServiceConfig is a built-in service on a guest (see package
+// engine/services): discard, echo, udp-echo or http, on a port (default:
+// the kind's well-known port).
+type ServiceConfig struct {
+	Kind Scalar `yaml:"kind"`
+	Port Scalar `yaml:"port"`
 }
 
 // RuleConfig steers matching traffic to the guest. An empty dst means each
@@ -431,6 +442,14 @@ type GuestSpec struct {
 	MAC   net.HardwareAddr
 	Addrs []netip.Prefix // the guest's own addresses with their subnets
 	Rules []RuleSpec
+	// Services for `xnic serve`, checked: kind is one of services.Kinds().
+	Services []ServiceSpec
+}
+
+// ServiceSpec is a checked service.
+type ServiceSpec struct {
+	Kind string
+	Port int // 0: the kind's well-known port
 }
 
 // RuleSpec is one checked steering rule.
@@ -535,10 +554,48 @@ func (c *Config) resolveGuest(i int, g GuestConfig, r *Resolved, ifaces map[stri
 			return s, c.errf(g.Line, rf+".dst", "required when the guest has no addresses")
 		}
 		for _, a := range s.Addrs {
+			if rule.Proto == ProtoARP && !a.Addr().Is4() {
+				continue // ARP has IPv4 targets only
+			}
 			rr := rule
 			rr.Dst = netip.PrefixFrom(a.Addr(), a.Addr().BitLen())
 			s.Rules = append(s.Rules, rr)
 		}
+	}
+	type used struct {
+		tcp  bool
+		port int
+	}
+	seen := map[used]string{}
+	for j, sc := range g.Services {
+		sf := fmt.Sprintf("%s.services[%d]", f, j)
+		if !sc.Kind.Set {
+			return s, c.errf(g.Line, sf+".kind", "required: one of %s", strings.Join(services.Kinds(), ", "))
+		}
+		if !slices.Contains(services.Kinds(), sc.Kind.Value) {
+			return s, c.errf(sc.Kind.Line, sf+".kind", "want one of %s, got %q", strings.Join(services.Kinds(), ", "), sc.Kind.Value)
+		}
+		sp := ServiceSpec{Kind: sc.Kind.Value}
+		if sc.Port.Set {
+			n, err := strconv.Atoi(sc.Port.Value)
+			if err != nil || n < 1 || n > 65535 {
+				return s, c.errf(sc.Port.Line, sf+".port", "want 1..65535, got %q", sc.Port.Value)
+			}
+			sp.Port = n
+		}
+		u := used{sp.Kind != services.UDPEcho, sp.Port}
+		if u.port == 0 {
+			u.port = services.DefaultPort(sp.Kind)
+		}
+		if other, ok := seen[u]; ok {
+			line := sc.Kind.Line
+			if sc.Port.Set {
+				line = sc.Port.Line
+			}
+			return s, c.errf(line, sf+".port", "port %d is already taken by %s", u.port, other)
+		}
+		seen[u] = sf
+		s.Services = append(s.Services, sp)
 	}
 	return s, nil
 }

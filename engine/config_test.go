@@ -25,6 +25,9 @@ guests:
     ipv4: [198.18.0.11]
     rules:
       - {proto: any, class: dscp}
+    services:
+      - {kind: http}
+      - {kind: udp-echo}
 `
 
 func TestConfigResolves(t *testing.T) {
@@ -50,6 +53,12 @@ func TestConfigResolves(t *testing.T) {
 	if r2 := web.Rules[2]; r2.Class != 1 || r2.PortLo != 5000 || r2.PortHi != 5999 || r2.Dst.String() != "198.18.0.128/25" {
 		t.Fatalf("web rule 2: %+v", r2)
 	}
+	if sv := r.Guests[1].Services; len(sv) != 2 || sv[0] != (ServiceSpec{Kind: "http"}) || sv[1] != (ServiceSpec{Kind: "udp-echo"}) {
+		t.Fatalf("db services: %+v", sv)
+	}
+	if r.Pipeline == nil || r.Pipeline.Window != 64 || !r.Pipeline.GRO || !r.TSO {
+		t.Fatalf("pipeline defaults: %+v, tso %v", r.Pipeline, r.TSO)
+	}
 	if db := r.Guests[1]; !db.Rules[0].ClassFromDSCP || db.Port != "xnic0" || db.Rules[0].Dst.String() != "198.18.0.11/32" {
 		t.Fatalf("db: %+v", db)
 	}
@@ -72,6 +81,9 @@ func TestConfigErrorsNameLineAndField(t *testing.T) {
 		{"bad queue", `queues: [0]`, `queues: [x]`, `bad.yaml:4: ports[0].queues[0]`},
 		{"unknown port", `name: db`, "name: db\n    port: eth9", `bad.yaml:16: guests[1].port`},
 		{"duplicate guest", `name: db`, `name: web`, `guests[1].name`},
+		{"bad service kind", `{kind: http}`, `{kind: gopher}`, `bad.yaml:20: guests[1].services[0].kind`},
+		{"service port clash", `{kind: udp-echo}`, `{kind: discard, port: 80}`, `bad.yaml:21: guests[1].services[1].port`},
+		{"bad service port", `{kind: udp-echo}`, `{kind: echo, port: 0}`, `bad.yaml:21: guests[1].services[1].port`},
 		{"misspelt key", `{proto: tcp, ports: "80"}`, `{proto: tcp, prots: "80"}`, `line 13: unknown field "prots"`},
 	}
 	for _, c := range cases {

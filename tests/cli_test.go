@@ -5,16 +5,19 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/xnic/xnic/engine/lab"
 	"github.com/xnic/xnic/engine/lab/labtest"
+	"github.com/xnic/xnic/engine/services"
 )
 
 var (
@@ -369,4 +372,117 @@ func TestCLIRunConfig(t *testing.T) {
 	if r := runXnic(t, 20*time.Second, "stats", "--conns", "5", "--ctl", sock); r.code == 0 || !strings.Contains(r.stderr, "no engine answers") {
 		t.Fatalf("stats --conns with no engine: exit %d, %q", r.code, r.stderr)
 	}
+}
+
+// TestCLIServe runs `xnic serve` with one guest and its services on a lab:
+// curl gets the HTTP page and a download with the right sha256, the echo
+// service echoes, ping answers, a bad config names its field, and the run
+// ends cleanly (frame audit included) on SIGTERM.
+func TestCLIServe(t *testing.T) {
+	l := labtest.New(t, labOptions(1))
+	p := l.Ports[0]
+	dir := t.TempDir()
+	cfg := "ports:\n  - iface: " + p.Host + "\nguests:\n  - name: web\n    mac: 02:00:00:00:00:10\n" +
+		"    ipv4: [198.18.0.10/24]\n    ipv6: [2001:2::10/64]\n    services:\n" +
+		"      - {kind: http}\n      - {kind: echo}\n      - {kind: discard}\n      - {kind: udp-echo}\n"
+	os.WriteFile(dir+"/serve.yaml", []byte(cfg), 0o644)
+	os.WriteFile(dir+"/bad.yaml", []byte(strings.Replace(cfg, "kind: echo", "kind: chargen", 1)), 0o644)
+	if r := runXnic(t, 20*time.Second, "serve", "--config", dir+"/bad.yaml"); r.code == 0 || !strings.Contains(r.stderr, "bad.yaml:10: guests[0].services[1].kind") {
+		t.Fatalf("bad service kind: exit %d, %q", r.code, r.stderr)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	sock := dir + "/ctl.sock"
+	srv := exec.CommandContext(ctx, xnic(t), "serve", "--config", dir+"/serve.yaml", "--ctl", sock, "--json", "--quiet")
+	var out bytes.Buffer
+	stderr := &syncBuffer{}
+	srv.Stdout, srv.Stderr = &out, stderr
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Process.Kill()
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(stderr.String(), "xnic serve: ready"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("serve never got ready:\n%s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	peer := func(args ...string) string {
+		t.Helper()
+		o, err := l.PeerCommand(ctx, args[0], args[1:]...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s\nserve: %s", strings.Join(args, " "), err, o, stderr.String())
+		}
+		return string(o)
+	}
+	if got := peer("curl", "-sS", "--max-time", "10", "http://198.18.0.10/"); got != "xnic guest web\n" {
+		t.Fatalf("curl /: %q", got)
+	}
+	sum := peer("sh", "-c", "curl -sS --max-time 30 http://[2001:2::10]/bytes/5000000 | sha256sum")
+	if !strings.HasPrefix(sum, services.PatternSHA256(5000000)) {
+		t.Fatalf("download sha256 %q, want %s", sum, services.PatternSHA256(5000000))
+	}
+	peer("ping", "-c", "2", "-i", "0.2", "-W", "2", "198.18.0.10")
+	peer("ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", "2001:2::10")
+	c, err := l.PeerDial(ctx, "tcp", "198.18.0.10:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte("hello, echo"))
+	buf := make([]byte, 11)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hello, echo" {
+		t.Fatalf("echo: %q %v", buf, err)
+	}
+	c.Close()
+	uc, err := l.PeerDial(ctx, "udp", "[2001:2::10]:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc.SetDeadline(time.Now().Add(10 * time.Second))
+	uc.Write([]byte("udp ping"))
+	n, err := uc.Read(buf)
+	if err != nil || string(buf[:n]) != "udp ping" {
+		t.Fatalf("udp echo: %q %v", buf[:n], err)
+	}
+	uc.Close()
+	cs := runXnic(t, 20*time.Second, "stats", "--conns", "10", "--ctl", sock)
+	if cs.code != 0 || !strings.Contains(cs.stdout, "198.18.0.10:80") || !strings.Contains(cs.stdout, "[2001:2::10]:80") {
+		t.Fatalf("stats --conns:\n%s%s", cs.stdout, cs.stderr)
+	}
+	srv.Process.Signal(syscall.SIGTERM)
+	if err := srv.Wait(); err != nil {
+		t.Fatalf("serve exit: %v\n%s", err, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var gs []struct {
+		Name     string `json:"name"`
+		Requests uint64 `json:"requests"`
+		BytesOut uint64 `json:"bytes_out"`
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &gs); err != nil || len(gs) != 1 {
+		t.Fatalf("serve --json: %v\n%s", err, out.String())
+	}
+	if gs[0].Name != "web" || gs[0].Requests < 2 || gs[0].BytesOut < 5000000 {
+		t.Fatalf("serve counters %+v", gs[0])
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -58,12 +58,8 @@ func runRun(ctx context.Context, args []string) error {
 		return err
 	}
 	defer e.Close()
-	for _, p := range e.Ports() {
-		for dscp, class := range r.DSCP {
-			if err := p.Steer().SetDSCPClass(dscp, int(class)); err != nil {
-				return fmt.Errorf("port %s: %w", p.Name, err)
-			}
-		}
+	if err := applyDSCP(e, r); err != nil {
+		return err
 	}
 	e.Start()
 	if *ctl != "" {

@@ -240,17 +240,29 @@ func PatternSHA256(n int64) string {
 
 // Service is one running service.
 type Service struct {
-	Kind string
-	Addr string
-	stop func() error
-	done chan error
+	Kind    string
+	Addr    string
+	stop    func() error
+	done    chan error
+	closing atomic.Bool
 }
 
 // Stop closes the service's listener and waits for its loop to end.
 // Connections already accepted finish on their own.
 func (s *Service) Stop() error {
+	s.closing.Store(true)
 	err := s.stop()
 	return errors.Join(err, <-s.done)
+}
+
+// finish reports how the service's loop ended: an error after Stop is the
+// listener closing under it (each stack words that its own way), not a
+// failure.
+func (s *Service) finish(err error) {
+	if s.closing.Load() {
+		err = nil
+	}
+	s.done <- err
 }
 
 // Net is what a service needs from a network: a guest's stack, or the
@@ -289,7 +301,7 @@ func Start(n Net, kind string, port int, name string, c *Counters, status func()
 			return nil, fmt.Errorf("service %s on %s: %w", kind, addr, err)
 		}
 		s.stop = pc.Close
-		go func() { s.done <- ServeUDPEcho(pc, c) }()
+		go func() { s.finish(ServeUDPEcho(pc, c)) }()
 		return s, nil
 	case Discard, Echo, HTTP:
 	default:
@@ -302,10 +314,10 @@ func Start(n Net, kind string, port int, name string, c *Counters, status func()
 	switch kind {
 	case Discard:
 		s.stop = ln.Close
-		go func() { s.done <- ServeDiscard(ln, c) }()
+		go func() { s.finish(ServeDiscard(ln, c)) }()
 	case Echo:
 		s.stop = ln.Close
-		go func() { s.done <- ServeEcho(ln, c) }()
+		go func() { s.finish(ServeEcho(ln, c)) }()
 	case HTTP:
 		srv := &http.Server{Handler: HTTPHandler(name, c, status), ReadHeaderTimeout: 10 * time.Second}
 		s.stop = func() error {
@@ -321,7 +333,7 @@ func Start(n Net, kind string, port int, name string, c *Counters, status func()
 			if errors.Is(err, http.ErrServerClosed) {
 				err = nil
 			}
-			s.done <- err
+			s.finish(err)
 		}()
 	}
 	return s, nil

@@ -27,14 +27,15 @@ type Guest struct {
 
 // Attach starts a stack for spec and attaches it to e as a guest. The
 // engine must run the pipeline (engine.Options.Pipeline). opts.MAC and
-// opts.Addrs default to the spec's; opts.Name to the spec's name. Rules
+// opts.Addrs default to the spec's; opts.Name (empty or the default) becomes
+// the spec's name. Rules
 // steering each of the guest's addresses (every protocol, ARP for IPv4,
 // the solicited-node group for IPv6) are added to spec's own.
 func Attach(e *engine.Engine, spec engine.GuestSpec, opts Options) (*Guest, error) {
 	if !e.PipelineOn() {
 		return nil, errors.New("stack: attach guest: the engine runs no pipeline (engine.Options.Pipeline)")
 	}
-	if opts.Name == "" {
+	if opts.Name == "" || opts.Name == DefaultOptions().Name {
 		opts.Name = spec.Name
 	}
 	if opts.MAC == nil {

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/xnic/xnic/bpf"
+	"github.com/xnic/xnic/engine"
+	"github.com/xnic/xnic/engine/services"
+	"github.com/xnic/xnic/engine/stack"
+	"github.com/xnic/xnic/umem"
+)
+
+// serveGuestStats is one guest in `xnic serve --json`.
+type serveGuestStats struct {
+	Name       string      `json:"name"`
+	ID         int         `json:"id"`
+	Port       string      `json:"port"`
+	RxPackets  uint64      `json:"rx_packets"`
+	RxBytes    uint64      `json:"rx_bytes"`
+	Stack      stack.Stats `json:"stack"`
+	Conns      uint64      `json:"conns"`
+	BytesIn    uint64      `json:"bytes_in"`
+	BytesOut   uint64      `json:"bytes_out"`
+	Requests   uint64      `json:"requests"`
+	TxRefused  uint64      `json:"tx_refused"`
+	ServeError string      `json:"serve_error,omitempty"`
+}
+
+type servedGuest struct {
+	name string
+	g    *stack.Guest
+	c    *services.Counters
+	svc  []*services.Service
+}
+
+func runServe(ctx context.Context, args []string) error {
+	fs := newFlags("serve", "--config FILE.yaml [--duration D] [--ctl SOCKET] [--json] [--quiet]")
+	file := fs.String("config", "", "ports, guests and their services (YAML; required)")
+	duration := fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C)")
+	asJSON := fs.Bool("json", false, "print the final per-guest counters as a JSON line")
+	quiet := fs.Bool("quiet", false, "no per-second lines")
+	ctl := fs.String("ctl", engine.DefaultControlPath, "serve counters and connections here for `xnic stats --conns` (\"\": none)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *file == "" {
+		return flagError("config", "required")
+	}
+	if *duration < 0 {
+		return flagError("duration", "must not be negative, got %s", *duration)
+	}
+	cfg, err := engine.LoadConfig(*file)
+	if err != nil {
+		return err
+	}
+	r, err := cfg.Resolve()
+	if err != nil {
+		return err
+	}
+	if r.Pipeline == nil {
+		return fmt.Errorf("%s: engine.pipeline: xnic serve needs the pipeline, which feeds the guests' stacks", *file)
+	}
+	for i, g := range r.Guests {
+		if len(g.Addrs) == 0 {
+			return fmt.Errorf("%s: guests[%d].ipv4: a guest with its own stack needs at least one address", *file, i)
+		}
+		if g.MAC == nil {
+			// A locally administered address of our own, stable per guest.
+			r.Guests[i].MAC = net.HardwareAddr{0x02, 0x78, 0x6e, 0x69, 0x63, byte(0x10 + i)}
+		}
+	}
+	opts := r.Options
+	opts.NoCatchAll = true // what no guest claims belongs to the host
+	opts.KeepPins = r.Pin
+	opts.Pipeline = r.Pipeline
+	if m := cfg.Engine.Mode; m.Set {
+		opts.Socket.Mode, _ = umem.ParseBindMode(m.Value) // checked by Resolve
+	}
+	if a := cfg.Ports[0].Attach; a.Set {
+		opts.Attach, _ = bpf.ParseAttachMode(a.Value)
+	}
+	e, err := engine.New(opts, nil)
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	if err := applyDSCP(e, r); err != nil {
+		return err
+	}
+	e.Start()
+	if *ctl != "" {
+		cs, err := e.ServeControl(*ctl)
+		if err != nil {
+			return err
+		}
+		defer cs.Close()
+	}
+	var guests []*servedGuest
+	defer func() {
+		for _, sg := range guests {
+			for _, s := range sg.svc {
+				s.Stop()
+			}
+			sg.g.Close()
+		}
+	}()
+	for _, spec := range r.Guests {
+		so := stack.DefaultOptions()
+		if !r.TSO {
+			so.GSOMaxSize = 0
+		}
+		g, err := stack.Attach(e, spec, so)
+		if err != nil {
+			return err
+		}
+		sg := &servedGuest{name: spec.Name, g: g, c: &services.Counters{}}
+		guests = append(guests, sg)
+		status := func() any { return g.Stats() }
+		for _, sv := range spec.Services {
+			s, err := services.Start(g, sv.Kind, sv.Port, spec.Name, sg.c, status)
+			if err != nil {
+				return fmt.Errorf("guest %s: %w", spec.Name, err)
+			}
+			sg.svc = append(sg.svc, s)
+			fmt.Fprintf(os.Stderr, "guest %s: %s on port %s\n", spec.Name, sv.Kind, s.Addr[1:])
+		}
+		fmt.Fprintf(os.Stderr, "guest %s (id %d) on %s: %s, mac %s, %d rules\n",
+			spec.Name, g.EngineGuest().ID, spec.Port, addrList(spec), spec.MAC, len(spec.Rules)+len(stack.OwnRules(spec.Addrs)))
+	}
+	fmt.Fprintf(os.Stderr, "xnic serve: ready: %d guests on %d ports; gro %v, tso %v\n",
+		len(guests), len(opts.Ifaces), r.Pipeline.GRO, r.TSO)
+
+	var deadline <-chan time.Time
+	if *duration > 0 {
+		deadline = time.After(*duration)
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-deadline:
+			break loop
+		case <-tick.C:
+			if *quiet {
+				continue
+			}
+			st, _ := e.Stats()
+			p := st.Pipeline
+			fmt.Fprintf(os.Stderr, "  engine: %d pkts in, %d conns, gro %.1f segs/agg, %d malformed, %d bad csum\n",
+				st.RxPackets, p.Conns, p.GRORatio(), p.Malformed, p.CsumBad)
+			for _, sg := range guests {
+				ss := sg.g.Stats()
+				fmt.Fprintf(os.Stderr, "  %-10s rx %d pkts (%d aggregates) tx %d pkts (%d tso); %d conns, %d B in, %d B out, %d http requests\n",
+					sg.name, ss.RxPackets, ss.RxAggregates, ss.TxPackets, ss.TxGSOPackets,
+					sg.c.Conns.Load(), sg.c.BytesIn.Load(), sg.c.BytesOut.Load(), sg.c.Requests.Load())
+			}
+		}
+	}
+	var out []serveGuestStats
+	for _, sg := range guests {
+		eg := sg.g.EngineGuest()
+		s := serveGuestStats{
+			Name: sg.name, ID: eg.ID, Port: eg.Spec.Port,
+			RxPackets: eg.RxPackets.Load(), RxBytes: eg.RxBytes.Load(), Stack: sg.g.Stats(),
+			Conns: sg.c.Conns.Load(), BytesIn: sg.c.BytesIn.Load(), BytesOut: sg.c.BytesOut.Load(),
+			Requests: sg.c.Requests.Load(), TxRefused: sg.g.TxRefused(),
+		}
+		s.ServeError, _ = sg.c.LastError()
+		out = append(out, s)
+		fmt.Printf("guest %s: %d packets in, %d connections, %d bytes in, %d bytes out, %d http requests\n",
+			s.Name, s.RxPackets, s.Conns, s.BytesIn, s.BytesOut, s.Requests)
+	}
+	var errs []error
+	for _, sg := range guests {
+		for _, s := range sg.svc {
+			errs = append(errs, s.Stop())
+		}
+		errs = append(errs, sg.g.Close())
+	}
+	guests = nil
+	errs = append(errs, e.Close())
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if *asJSON {
+		b, _ := json.Marshal(out)
+		fmt.Println(string(b))
+	}
+	return nil
+}
+
+func addrList(g engine.GuestSpec) string {
+	s := ""
+	for i, a := range g.Addrs {
+		if i > 0 {
+			s += " "
+		}
+		s += a.String()
+	}
+	return s
+}
+
+// applyDSCP loads the config's DSCP → class map into every port.
+func applyDSCP(e *engine.Engine, r *engine.Resolved) error {
+	for _, p := range e.Ports() {
+		for dscp, class := range r.DSCP {
+			if err := p.Steer().SetDSCPClass(dscp, int(class)); err != nil {
+				return fmt.Errorf("port %s: %w", p.Name, err)
+			}
+		}
+	}
+	return nil
+}
