@@ -23,6 +23,19 @@ type Guest struct {
 	e *engine.Engine
 
 	txRefused atomic.Uint64 // sends the engine's queue refused
+	tap       atomic.Pointer[func(*offload.Aggregate)]
+}
+
+// SetTap makes fn see every aggregate and frame the engine delivers to the
+// guest, on the engine's worker, before the stack does; nil removes it. It
+// must not keep the aggregate or its slices: they are valid only during the
+// call. Use it to capture the engine's GRO output (xnic serve --capture).
+func (gu *Guest) SetTap(fn func(*offload.Aggregate)) {
+	if fn == nil {
+		gu.tap.Store(nil)
+		return
+	}
+	gu.tap.Store(&fn)
 }
 
 // Attach starts a stack for spec and attaches it to e as a guest. The
@@ -90,6 +103,9 @@ func OwnRules(addrs []netip.Prefix) []engine.RuleSpec {
 
 // receive is the guest's pipeline sink, on the engine's worker.
 func (gu *Guest) receive(_ *engine.Endpoint, a *offload.Aggregate) {
+	if tap := gu.tap.Load(); tap != nil {
+		(*tap)(a)
+	}
 	if a.Flags&offload.AggPassThrough != 0 {
 		gu.DeliverFrame(a.Head, false)
 		return
