@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gopacket/gopacket/pcapgo"
+
 	"github.com/xnic/xnic/engine/lab"
 	"github.com/xnic/xnic/engine/lab/labtest"
 	"github.com/xnic/xnic/engine/services"
@@ -394,7 +396,8 @@ func TestCLIServe(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	sock := dir + "/ctl.sock"
-	srv := exec.CommandContext(ctx, xnic(t), "serve", "--config", dir+"/serve.yaml", "--ctl", sock, "--json", "--quiet")
+	capFile := dir + "/deliveries.pcap"
+	srv := exec.CommandContext(ctx, xnic(t), "serve", "--config", dir+"/serve.yaml", "--ctl", sock, "--json", "--quiet", "--capture", capFile)
 	var out bytes.Buffer
 	stderr := &syncBuffer{}
 	srv.Stdout, srv.Stderr = &out, stderr
@@ -422,6 +425,10 @@ func TestCLIServe(t *testing.T) {
 	sum := peer("sh", "-c", "curl -sS --max-time 30 http://[2001:2::10]/bytes/5000000 | sha256sum")
 	if !strings.HasPrefix(sum, services.PatternSHA256(5000000)) {
 		t.Fatalf("download sha256 %q, want %s", sum, services.PatternSHA256(5000000))
+	}
+	up := peer("sh", "-c", "head -c 3000000 /dev/zero | curl -sS --max-time 30 --data-binary @- http://198.18.0.10/upload")
+	if !strings.Contains(up, `"bytes":3000000`) {
+		t.Fatalf("upload: %q", up)
 	}
 	peer("ping", "-c", "2", "-i", "0.2", "-W", "2", "198.18.0.10")
 	peer("ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", "2001:2::10")
@@ -467,6 +474,45 @@ func TestCLIServe(t *testing.T) {
 	if gs[0].Name != "web" || gs[0].Requests < 2 || gs[0].BytesOut < 5000000 {
 		t.Fatalf("serve counters %+v", gs[0])
 	}
+	// The capture holds what the engine delivered: the upload's GRO
+	// aggregates, larger than any frame on the wire, with valid checksums.
+	rp := runXnic(t, 30*time.Second, "replay", "--in", capFile, "--out", dir+"/checked.pcap", "--stage", "csum", "--json")
+	var rep struct {
+		FramesIn uint64 `json:"frames_in"`
+		Csum     struct {
+			Bad uint64 `json:"bad"`
+		} `json:"csum"`
+	}
+	if err := json.Unmarshal([]byte(lastLine(rp.stdout)), &rep); err != nil || rp.code != 0 {
+		t.Fatalf("replay of the capture: exit %d, %v\n%s%s", rp.code, err, rp.stdout, rp.stderr)
+	}
+	f, err := os.Open(capFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	pr, err := pcapgo.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := 0
+	for {
+		data, _, err := pr.ReadPacketData()
+		if err != nil {
+			break
+		}
+		if len(data) > 1514 {
+			big++
+		}
+	}
+	if rep.FramesIn == 0 || rep.Csum.Bad != 0 || big == 0 {
+		t.Fatalf("capture: %d packets, %d bad checksums, %d larger than 1514 bytes", rep.FramesIn, rep.Csum.Bad, big)
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }
 
 // syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.

@@ -1,18 +1,26 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"sync"
 	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/xnic/xnic/bpf"
 	"github.com/xnic/xnic/engine"
 	"github.com/xnic/xnic/engine/services"
 	"github.com/xnic/xnic/engine/stack"
+	"github.com/xnic/xnic/flows/offload"
+	"github.com/xnic/xnic/flows/replay"
 	"github.com/xnic/xnic/umem"
 )
 
@@ -40,13 +48,35 @@ type servedGuest struct {
 }
 
 func runServe(ctx context.Context, args []string) error {
-	fs := newFlags("serve", "--config FILE.yaml [--duration D] [--ctl SOCKET] [--json] [--quiet]")
+	fs := newFlags("serve", "--config FILE.yaml [--duration D] [--gro on|off] [--tso on|off] [--capture FILE.pcap] [--ctl SOCKET] [--json]")
 	file := fs.String("config", "", "ports, guests and their services (YAML; required)")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C)")
 	asJSON := fs.Bool("json", false, "print the final per-guest counters as a JSON line")
 	quiet := fs.Bool("quiet", false, "no per-second lines")
 	ctl := fs.String("ctl", engine.DefaultControlPath, "serve counters and connections here for `xnic stats --conns` (\"\": none)")
+	capture := fs.String("capture", "", "write what the engine delivers to the guests (GRO aggregates, single frames) to this pcap; slows the data path")
+	gro := fs.String("gro", "", "on or off: override the config's engine.gro")
+	tso := fs.String("tso", "", "on or off: override the config's engine.tso")
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	onOff := func(name, v string) (set, on bool, err error) {
+		switch v {
+		case "":
+			return false, false, nil
+		case "on", "true":
+			return true, true, nil
+		case "off", "false":
+			return true, false, nil
+		}
+		return false, false, flagError(name, "want on or off, got %q", v)
+	}
+	groSet, groOn, err := onOff("gro", *gro)
+	if err != nil {
+		return err
+	}
+	tsoSet, tsoOn, err := onOff("tso", *tso)
+	if err != nil {
 		return err
 	}
 	if *file == "" {
@@ -65,6 +95,19 @@ func runServe(ctx context.Context, args []string) error {
 	}
 	if r.Pipeline == nil {
 		return fmt.Errorf("%s: engine.pipeline: xnic serve needs the pipeline, which feeds the guests' stacks", *file)
+	}
+	if groSet {
+		r.Pipeline.GRO = groOn
+	}
+	if tsoSet {
+		r.TSO = tsoOn
+	}
+	var capw *captureWriter
+	if *capture != "" {
+		if capw, err = newCaptureWriter(*capture); err != nil {
+			return flagError("capture", "%s", err)
+		}
+		defer capw.Close()
 	}
 	for i, g := range r.Guests {
 		if len(g.Addrs) == 0 {
@@ -120,6 +163,9 @@ func runServe(ctx context.Context, args []string) error {
 			return err
 		}
 		sg := &servedGuest{name: spec.Name, g: g, c: &services.Counters{}}
+		if capw != nil {
+			g.SetTap(capw.write)
+		}
 		guests = append(guests, sg)
 		status := func() any { return g.Stats() }
 		for _, sv := range spec.Services {
@@ -188,6 +234,11 @@ loop:
 	}
 	guests = nil
 	errs = append(errs, e.Close())
+	if capw != nil {
+		n, err := capw.Close()
+		errs = append(errs, err)
+		fmt.Fprintf(os.Stderr, "xnic serve: wrote %d packets to %s\n", n, *capture)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
@@ -219,4 +270,56 @@ func applyDSCP(e *engine.Engine, r *engine.Resolved) error {
 		}
 	}
 	return nil
+}
+
+// captureWriter writes the engine's deliveries to guests to a pcap. The
+// workers of every port call write, so it takes a lock: a debugging aid,
+// not a data-path feature.
+type captureWriter struct {
+	mu  sync.Mutex
+	f   *os.File
+	bw  *bufio.Writer
+	w   *pcapgo.Writer
+	buf []byte
+	n   uint64
+	err error
+}
+
+func newCaptureWriter(path string) (*captureWriter, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	c := &captureWriter{f: f, bw: bufio.NewWriterSize(f, 1<<20), buf: make([]byte, 0, 1<<17)}
+	c.w = pcapgo.NewWriterNanos(c.bw)
+	if err := c.w.WriteFileHeader(replay.MaxSnaplen, layers.LinkTypeEthernet); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write pcap header: %w", err)
+	}
+	return c, nil
+}
+
+func (c *captureWriter) write(a *offload.Aggregate) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil || c.f == nil {
+		return
+	}
+	c.buf = a.AppendTo(c.buf[:0])
+	ci := gopacket.CaptureInfo{Timestamp: time.Now(), CaptureLength: len(c.buf), Length: len(c.buf)}
+	if c.err = c.w.WritePacket(ci, c.buf); c.err == nil {
+		c.n++
+	}
+}
+
+// Close flushes and closes the file; it returns the packets written.
+func (c *captureWriter) Close() (uint64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.f == nil {
+		return c.n, nil
+	}
+	err := errors.Join(c.err, c.bw.Flush(), c.f.Close())
+	c.f = nil
+	return c.n, err
 }
