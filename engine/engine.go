@@ -100,6 +100,7 @@ func (o Options) Validate() error {
 type Port struct {
 	Name    string
 	Ifindex int
+	MTU     int // the interface's MTU: sends are segmented to fit it
 	steer   *bpf.Steer
 	attach  *bpf.Attachment
 }
@@ -155,7 +156,7 @@ func New(opts Options, fn RxFunc) (_ *Engine, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("engine: port %s: %w", name, err)
 		}
-		p := &Port{Name: name, Ifindex: ifi.Index, steer: st}
+		p := &Port{Name: name, Ifindex: ifi.Index, MTU: ifi.MTU, steer: st}
 		e.ports = append(e.ports, p)
 		// Raw mode: every TCP and UDP frame goes to the queue's socket (guest
 		// 0, class 0); ARP and ICMP keep going to the host.

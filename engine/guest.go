@@ -106,6 +106,7 @@ func (e *Engine) AttachGuestWith(spec GuestSpec, o GuestOptions) (_ *Guest, err 
 		ep := &Endpoint{Sock: s, Port: pi, Guest: id, Owner: g}
 		if e.opts.Pipeline != nil {
 			ep.tx = newTxQueue(&w.tid)
+			ep.mtu = port.MTU
 		}
 		g.eps = append(g.eps, ep)
 		w.AddEndpoint(ep)

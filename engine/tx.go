@@ -140,6 +140,7 @@ type TxCounters struct {
 	GSORequests atomic.Uint64 // requests segmented
 	Bytes       atomic.Uint64 // bytes written to the tx rings
 	Dropped     atomic.Uint64 // requests that could not be sent: malformed or too big
+	MSSClamped  atomic.Uint64 // requests whose segment size was cut to fit the port's MTU
 	NoFrames    atomic.Uint64 // passes that found no free frame for a request
 	Completed   atomic.Uint64 // frames back from the completion rings
 }
@@ -166,6 +167,7 @@ type txPath struct {
 	gsoReqs uint64
 	bytes   uint64
 	dropped uint64
+	clamped uint64
 	noFrame uint64
 	done    uint64
 
@@ -244,13 +246,29 @@ func (t *txPath) sendOne(i int32) {
 		return
 	}
 	fs := int(t.u.FrameSize() - uint32(t.u.DataOffset()))
-	if s.gsoSize > 0 && len(frame) > fs && p.Reason == flows.ReasonOK &&
+	// The largest frame the port takes: its MTU plus the link header.
+	limit := fs
+	if mtu := t.ep.mtu; mtu > 0 {
+		limit = min(fs, int(p.L3Off)+mtu)
+	}
+	if s.gsoSize > 0 && len(frame) > limit && p.Reason == flows.ReasonOK &&
 		(p.Proto == flows.ProtoTCP || p.Proto == flows.ProtoUDP) {
-		nseg := offload.Segments(int(p.PayloadLen), s.gsoSize)
+		gso := s.gsoSize
+		// A stack may size segments by the peer's MSS without its own
+		// TCP options: never make a frame the port would drop.
+		if room := limit - int(p.PayloadOff); gso > room {
+			gso = room
+			t.clamped++
+		}
+		if gso <= 0 {
+			t.dropped++
+			return
+		}
+		nseg := offload.Segments(int(p.PayloadLen), gso)
 		if nseg > maxSegs || !t.alloc(nseg) {
 			return
 		}
-		n, err := t.gso.SegmentFrame(frame, p, s.gsoSize, s.fixedID, t.out[:nseg], t.sizes[:nseg])
+		n, err := t.gso.SegmentFrame(frame, p, gso, s.fixedID, t.out[:nseg], t.sizes[:nseg])
 		if err != nil {
 			t.u.ReleaseN(t.addrs[:nseg])
 			t.dropped++
@@ -260,7 +278,7 @@ func (t *txPath) sendOne(i int32) {
 		t.transmit(n)
 		return
 	}
-	if len(frame) > fs {
+	if len(frame) > limit {
 		t.dropped++
 		return
 	}
@@ -335,6 +353,7 @@ func (t *txPath) publish() {
 	c.GSORequests.Store(t.gsoReqs)
 	c.Bytes.Store(t.bytes)
 	c.Dropped.Store(t.dropped)
+	c.MSSClamped.Store(t.clamped)
 	c.NoFrames.Store(t.noFrame)
 	c.Completed.Store(t.done)
 }

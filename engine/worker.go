@@ -28,7 +28,8 @@ type Endpoint struct {
 	Class int
 	Owner *Guest // nil for the raw socket
 
-	tx *txQueue // the guest's send queue on this worker; nil for the raw socket
+	tx  *txQueue // the guest's send queue on this worker; nil for the raw socket
+	mtu int      // the port's MTU, for the send path; 0: no limit but the frame
 }
 
 // WorkerCounters are a worker's published counters. The worker stores them
@@ -253,6 +254,11 @@ func (w *Worker) serveTx() int {
 	for _, ep := range w.eps {
 		if ep.tx != nil {
 			n += w.txp.serve(ep, w.now)
+			// Copy mode sends only inside a kick, a few dozen frames at
+			// a time: keep kicking while frames wait in the tx ring.
+			if ep.Sock.TxPending() {
+				ep.Sock.KickTx()
+			}
 		}
 		if ep.Sock.OwnsRings() {
 			w.txp.complete(ep.Sock)

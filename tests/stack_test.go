@@ -131,7 +131,12 @@ func TestStackGuestServesPeer(t *testing.T) {
 
 	const n = 200 << 20
 	bulk(t, ctx, l, g, v6, n/4, n/4) // both ways at once, over IPv6
-	bulk(t, ctx, l, g, v4, 0, n)     // guest -> peer: the engine's TSO
+	t0 := time.Now()
+	bulk(t, ctx, l, g, v4, 0, n) // guest -> peer: the engine's TSO
+	w := e.Workers()[0]
+	t.Logf("bulk %d MB guest -> peer in %v: engine tx %d requests (%d segmented) into %d frames, %d dropped, %d without frames; stack %+v",
+		n>>20, time.Since(t0).Round(time.Millisecond), w.Tx.Requests.Load(), w.Tx.GSORequests.Load(), w.Tx.Segments.Load(),
+		w.Tx.Dropped.Load(), w.Tx.NoFrames.Load(), g.Stats())
 	// The engine's own GRO output, seen through the guest's tap, carries
 	// exactly the bytes the peer sent, in sequence order.
 	rs := newStreamCheck(5001)

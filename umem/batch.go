@@ -186,6 +186,13 @@ func (s *Socket) KickTx() {
 	_, _, _ = unix.Syscall6(unix.SYS_SENDTO, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 }
 
+// TxPending reports whether the tx ring holds frames the kernel has not
+// taken yet. In copy mode the kernel sends a few dozen frames per kick, so a
+// sender kicks (KickTx) until nothing is pending.
+func (s *Socket) TxPending() bool {
+	return s.Tx != nil && s.Tx.Occupancy() > 0
+}
+
 // Poll waits up to timeoutMs for the rx ring to have packets. It returns
 // whether it does. In-memory sockets return at once.
 func (s *Socket) Poll(timeoutMs int) bool {

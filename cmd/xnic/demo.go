@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,6 +16,8 @@ import (
 	"github.com/xnic/xnic/engine"
 	"github.com/xnic/xnic/engine/gen"
 	"github.com/xnic/xnic/engine/lab"
+	"github.com/xnic/xnic/engine/services"
+	"github.com/xnic/xnic/engine/stack"
 )
 
 // demoLab is the name of the demo's lab; a leftover one from a killed demo
@@ -68,10 +73,23 @@ func runDemo(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	po := engine.DefaultPipelineOptions()
+	opts.Pipeline = &po
+	if opts.UMEM.NumFrames < 8192 {
+		opts.UMEM.NumFrames = 8192 // room for the guest's TSO sends too
+	}
 	e, err := engine.New(opts, nil)
 	if err != nil {
 		return err
 	}
+	defer e.Close()
+	// A guest with its own TCP/IP stack serves HTTP next to the raw socket
+	// that takes the generator's UDP flood.
+	guest, err := startDemoGuest(e, p)
+	if err != nil {
+		return err
+	}
+	defer guest.close()
 	sock := e.Workers()[0].Endpoints()[0].Sock
 	fmt.Printf("engine: %s queue 0, xdp %s, xsk %s, batch %d\n", p.Host, e.Ports()[0].AttachMode(),
 		map[bool]string{true: "zero-copy", false: "copy"}[sock.ZeroCopy()], opts.Batch)
@@ -118,12 +136,10 @@ loop:
 		}
 	}
 	tick.Stop()
-	// Let the last frames in flight land before stopping the workers.
+	// Let the last frames in flight land.
 	time.Sleep(50 * time.Millisecond)
-	e.Stop()
 	elapsed := time.Since(start)
 	st, serr := e.Stats()
-	cerr := e.Close()
 	if genErr != nil {
 		return genErr
 	}
@@ -133,13 +149,146 @@ loop:
 	fmt.Printf("\ngenerator sent %d frames (%.3f Mpps)\n", genRes.Packets, genRes.PPS/1e6)
 	fmt.Printf("engine received %d (%.3f Mpps over %.1fs); xsk drops %d (ring full %d), fill ring empty %d\n",
 		st.RxPackets, float64(st.RxPackets)/elapsed.Seconds()/1e6, elapsed.Seconds(), st.Drops(), st.XSK.RxRingFull, st.XSK.RxFillRingEmptyDescs)
+	pl := st.Pipeline
+	fmt.Printf("pipeline: %d connections, %.3f context loads per packet, %d malformed\n", pl.Conns, pl.LoadsPerPacket(), pl.Malformed)
 	if genRes.Packets > st.Steer.RxPackets {
 		fmt.Printf("veth dropped %d frames before XDP (its 256-slot ring overflows when the receiver's CPU is busy)\n",
 			genRes.Packets-st.Steer.RxPackets)
+	}
+	if ctx.Err() == nil {
+		if err := guest.show(ctx, l, e); err != nil {
+			return err
+		}
+	}
+	e.Stop()
+	gerr := guest.close()
+	cerr := e.Close()
+	if gerr != nil {
+		return gerr
 	}
 	if cerr != nil {
 		return fmt.Errorf("engine close: %w", cerr)
 	}
 	fmt.Println("frame audit: clean (every UMEM frame accounted for after close)")
 	return nil
+}
+
+// demoGuest is the demo's guest: its own netstack with an HTTP server.
+type demoGuest struct {
+	g   *stack.Guest
+	svc *services.Service
+	c   services.Counters
+}
+
+func startDemoGuest(e *engine.Engine, p lab.Port) (*demoGuest, error) {
+	v4 := p.HostIPv4.As4()
+	v4[3] = 10
+	v6 := p.HostIPv6.As16()
+	v6[15] = 0x10
+	spec := engine.GuestSpec{
+		Name: "web", Port: p.Host, MAC: net.HardwareAddr{0x02, 0x78, 0x6e, 0x69, 0x63, 0x10},
+		Addrs: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4(v4), lab.PrefixLenIPv4),
+			netip.PrefixFrom(netip.AddrFrom16(v6), lab.PrefixLenIPv6)},
+	}
+	g, err := stack.Attach(e, spec, stack.DefaultOptions())
+	if err != nil {
+		return nil, err
+	}
+	d := &demoGuest{g: g}
+	if d.svc, err = services.Start(g, services.HTTP, 80, "web", &d.c, func() any { return g.Stats() }); err != nil {
+		g.Close()
+		return nil, err
+	}
+	fmt.Printf("guest web: its own TCP/IP stack at %s and %s, mac %s, serving HTTP on port 80\n",
+		spec.Addrs[0].Addr(), spec.Addrs[1].Addr(), spec.MAC)
+	return d, nil
+}
+
+// show drives the guest from the peer netns with the kernel's own tools:
+// ping, curl for a page, a download and an upload.
+func (d *demoGuest) show(ctx context.Context, l *lab.Lab, e *engine.Engine) error {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	var v4, v6 netip.Addr
+	for _, a := range d.g.Options().Addrs {
+		if a.Addr().Is4() {
+			v4 = a.Addr()
+		} else {
+			v6 = a.Addr()
+		}
+	}
+	run := func(show string, name string, args ...string) (string, error) {
+		fmt.Printf("\npeer$ %s\n", show)
+		out, err := l.PeerCommand(ctx, name, args...).CombinedOutput()
+		if err != nil {
+			return "", fmt.Errorf("%s: %w\n%s", show, err, out)
+		}
+		return string(out), nil
+	}
+	steps := []struct {
+		show, name string
+		args       []string
+	}{
+		{"ping -c 2 " + v4.String(), "ping", []string{"-c", "2", "-i", "0.2", "-W", "2", v4.String()}},
+		{"ping -6 -c 2 " + v6.String(), "ping", []string{"-6", "-c", "2", "-i", "0.2", "-W", "2", v6.String()}},
+		{"curl http://" + v4.String() + "/", "curl", []string{"-sS", "--max-time", "10", "http://" + v4.String() + "/"}},
+		{"curl http://[" + v6.String() + "]/status", "curl", []string{"-sS", "--max-time", "10", "http://[" + v6.String() + "]/status"}},
+	}
+	for _, s := range steps {
+		out, err := run(s.show, s.name, s.args...)
+		if err != nil {
+			return err
+		}
+		fmt.Print(indent(out))
+	}
+	const n = 500 << 20
+	before, _ := e.Stats()
+	out, err := run(fmt.Sprintf("head -c %dM /dev/zero | curl --data-binary @- http://%s/upload", n>>20, v4), "sh", "-c",
+		fmt.Sprintf("head -c %d /dev/zero | curl -sS --max-time 50 -o /dev/null -w '%%{speed_upload}' --data-binary @- http://%s/upload", n, v4))
+	if err != nil {
+		return err
+	}
+	after, _ := e.Stats()
+	fmt.Printf("    uploaded %d MB at %s; the engine's GRO merged %.1f segments per aggregate\n",
+		n>>20, gbps(out), float64(after.Pipeline.GROSegments-before.Pipeline.GROSegments)/float64(max(1, aggs(after)-aggs(before))))
+	out, err = run(fmt.Sprintf("curl -o /dev/null http://%s/bytes/%d", v4, n), "curl",
+		"-sS", "--max-time", "50", "-o", "/dev/null", "-w", "%{speed_download}", fmt.Sprintf("http://%s/bytes/%d", v4, n))
+	if err != nil {
+		return err
+	}
+	st := d.g.Stats()
+	fmt.Printf("    downloaded %d MB at %s; the guest's stack handed the engine %d TSO packets to segment\n", n>>20, gbps(out), st.TxGSOPackets)
+	return nil
+}
+
+func aggs(s engine.Stats) uint64 {
+	var n uint64
+	for _, v := range s.Pipeline.SegsHist {
+		n += v
+	}
+	return n
+}
+
+// gbps turns curl's bytes-per-second figure into Gbit/s.
+func gbps(bytesPerSec string) string {
+	var b float64
+	fmt.Sscan(strings.TrimSpace(bytesPerSec), &b)
+	return fmt.Sprintf("%.2f Gbit/s", b*8/1e9)
+}
+
+func indent(s string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		b.WriteString("    " + line + "\n")
+	}
+	return b.String()
+}
+
+func (d *demoGuest) close() error {
+	if d.g == nil {
+		return nil
+	}
+	err := errors.Join(d.svc.Stop(), d.g.Close())
+	d.g = nil
+	return err
 }
