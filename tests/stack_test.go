@@ -11,8 +11,12 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -407,4 +411,69 @@ func TestStackGuestWithoutOffloads(t *testing.T) {
 	if tx := e.Workers()[0].Tx.GSORequests.Load(); tx != 0 {
 		t.Fatalf("TSO off, yet the engine segmented %d requests", tx)
 	}
+}
+
+// TestExampleGuest builds examples/guest and drives it as its doc says: curl
+// from the peer reaches the guest's net/http server, and the guest's own
+// http.Client (dialling through its stack) fetches a page from the peer.
+func TestExampleGuest(t *testing.T) {
+	l := labtest.New(t, labOptions(1))
+	bin := filepath.Join(t.TempDir(), "guest")
+	if out, err := exec.Command("go", "build", "-o", bin, "../examples/guest").CombinedOutput(); err != nil {
+		t.Fatalf("build examples/guest: %v\n%s", err, out)
+	}
+	ln, err := l.PeerListen("tcp", net.JoinHostPort(l.Ports[0].PeerIPv4.String(), "8000"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	psrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "peer page")
+	})}
+	go psrv.Serve(ln)
+	defer psrv.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--iface", l.Ports[0].Host, "--addr", "198.18.0.10/24",
+		"--dial", net.JoinHostPort(l.Ports[0].PeerIPv4.String(), "8000"))
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(out.String(), "the guest fetched"); {
+		if time.Now().After(deadline) || cmd.ProcessState != nil {
+			t.Fatalf("the example never fetched from the peer:\n%s", out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(out.String(), `200 OK "peer page"`) {
+		t.Fatalf("the guest's fetch: %s", out.String())
+	}
+	got, err := l.PeerCommand(ctx, "curl", "-sS", "--max-time", "10", "http://198.18.0.10:8080/").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(got), "hello from a guest of xnic") {
+		t.Fatalf("curl the example: %v %q", err, got)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("example exit: %v\n%s", err, out.String())
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
