@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -134,19 +135,19 @@ func TestStackGuestServesPeer(t *testing.T) {
 	}
 
 	const n = 200 << 20
-	bulk(t, ctx, l, g, v6, n/4, n/4) // both ways at once, over IPv6
+	bulk(t, ctx, l, g, v6, 5001, n/4, n/4) // both ways at once, over IPv6
 	t0 := time.Now()
-	bulk(t, ctx, l, g, v4, 0, n) // guest -> peer: the engine's TSO
+	bulk(t, ctx, l, g, v4, 5002, 0, n) // guest -> peer: the engine's TSO
 	w := e.Workers()[0]
 	t.Logf("bulk %d MB guest -> peer in %v: engine tx %d requests (%d segmented) into %d frames, %d dropped, %d without frames; stack %+v",
 		n>>20, time.Since(t0).Round(time.Millisecond), w.Tx.Requests.Load(), w.Tx.GSORequests.Load(), w.Tx.Segments.Load(),
 		w.Tx.Dropped.Load(), w.Tx.NoFrames.Load(), g.Stats())
 	// The engine's own GRO output, seen through the guest's tap, carries
 	// exactly the bytes the peer sent, in sequence order.
-	rs := newStreamCheck(5001)
+	rs := newStreamCheck(5003)
 	g.SetTap(rs.tap)
 	before, _ := e.Stats()
-	bulk(t, ctx, l, g, v4, n, 0) // peer -> guest: the engine's GRO
+	bulk(t, ctx, l, g, v4, 5003, n, 0) // peer -> guest: the engine's GRO
 	after, _ := e.Stats()
 	g.SetTap(nil)
 	if got, want := rs.result(); got != want || rs.bytes != n {
@@ -176,15 +177,17 @@ func TestStackGuestServesPeer(t *testing.T) {
 
 // bulk sends n random bytes from the peer's kernel TCP to the guest and n
 // from the guest back, at the same time, and checks both sha256 sums.
-func bulk(t *testing.T, ctx context.Context, l *lab.Lab, g *stack.Guest, addr netip.Addr, up, down int64) {
+func bulk(t *testing.T, ctx context.Context, l *lab.Lab, g *stack.Guest, addr netip.Addr, port uint16, up, down int64) {
 	t.Helper()
-	if err := bulkErr(ctx, l, g, addr, up, down); err != nil {
+	if err := bulkErr(ctx, l, g, addr, port, up, down); err != nil {
 		t.Fatal(err)
 	}
 }
 
 // bulkErr is bulk for any goroutine.
-func bulkErr(ctx context.Context, l *lab.Lab, g *stack.Guest, addr netip.Addr, up, down int64) error {
+// Each call takes its own port: a closed connection keeps its port busy in
+// TIME_WAIT for a while.
+func bulkErr(ctx context.Context, l *lab.Lab, g *stack.Guest, addr netip.Addr, port uint16, up, down int64) error {
 	sum := func(seed byte, n int64) (s [32]byte) {
 		h := sha256.New()
 		io.Copy(h, io.LimitReader(newRand(seed), n))
@@ -192,7 +195,7 @@ func bulkErr(ctx context.Context, l *lab.Lab, g *stack.Guest, addr netip.Addr, u
 		return s
 	}
 	wantUp, wantDown := sum(1, up), sum(2, down)
-	ln, err := g.Listen("tcp", net.JoinHostPort(addr.String(), "5001"))
+	ln, err := g.Listen("tcp", net.JoinHostPort(addr.String(), strconv.Itoa(int(port))))
 	if err != nil {
 		return err
 	}
@@ -230,7 +233,7 @@ func bulkErr(ctx context.Context, l *lab.Lab, g *stack.Guest, addr netip.Addr, u
 		}
 		fromPeer <- r
 	}()
-	c, err := l.PeerDial(ctx, "tcp", net.JoinHostPort(addr.String(), "5001"))
+	c, err := l.PeerDial(ctx, "tcp", net.JoinHostPort(addr.String(), strconv.Itoa(int(port))))
 	if err != nil {
 		return err
 	}
@@ -375,9 +378,9 @@ func TestStackTwoGuestsIsolated(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	done := make(chan error, 3)
-	go func() { done <- bulkErr(ctx, l, a, av4, 32<<20, 32<<20) }()
-	go func() { done <- bulkErr(ctx, l, b, bv4, 32<<20, 32<<20) }()
-	go func() { done <- bulkErr(ctx, l, b, bv6, 16<<20, 0) }()
+	go func() { done <- bulkErr(ctx, l, a, av4, 5001, 32<<20, 32<<20) }()
+	go func() { done <- bulkErr(ctx, l, b, bv4, 5001, 32<<20, 32<<20) }()
+	go func() { done <- bulkErr(ctx, l, b, bv6, 5002, 16<<20, 0) }()
 	for range 3 {
 		if err := <-done; err != nil {
 			t.Fatal(err)
@@ -400,7 +403,7 @@ func TestStackGuestWithoutOffloads(t *testing.T) {
 	v4, _ := guestAddrs(g)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	bulk(t, ctx, l, g, v4, 32<<20, 32<<20)
+	bulk(t, ctx, l, g, v4, 5001, 32<<20, 32<<20)
 	st, _ := e.Stats()
 	if st.Pipeline.GROSegments != 0 {
 		t.Fatalf("GRO off, yet %d segments went through it", st.Pipeline.GROSegments)
