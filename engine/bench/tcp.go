@@ -196,7 +196,11 @@ func (o TCPOptions) checkBinaries() error {
 			err = errors.New("not an executable file")
 		}
 		if err != nil {
-			return fmt.Errorf("bench tcp: %s: %s: %w (%w)", name, path, ErrMissingBinary, err)
+			hint := "go build ./cmd/xnic"
+			if name == TCPGvisorXDP {
+				hint = "make -C tests/bench builds it"
+			}
+			return fmt.Errorf("bench tcp: %s: %s: %w (%w; %s)", name, path, ErrMissingBinary, err, hint)
 		}
 		if name == TCPKernel {
 			if _, err := exec.LookPath("ethtool"); err != nil {

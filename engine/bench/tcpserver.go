@@ -43,7 +43,7 @@ func (b *tcpBencher) measureServer(ctx context.Context, name string, res *TCPRes
 		}
 		spec = receiverSpec{
 			path:  b.opts.Xnic,
-			args:  []string{"serve", "--config", cfg, "--json", "--ctl", ""},
+			args:  []string{"serve", "--config", cfg, "--json", "--quiet", "--ctl", ""},
 			ready: func(line string) bool { return strings.HasPrefix(line, xnicServeReady) },
 		}
 	case TCPGvisorXDP:
@@ -157,13 +157,20 @@ guests:
 	return path, nil
 }
 
-// lastJSONLine parses the last non-empty line of out as a JSON object; nil
-// if it is not one.
+// lastJSONLine parses the last non-empty line of out as JSON: an object
+// as it is, an array (xnic serve's one object per guest) as {"guests":
+// [...]}; nil if it is neither.
 func lastJSONLine(out string) map[string]any {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	var obj map[string]any
-	if json.Unmarshal([]byte(strings.TrimSpace(lines[len(lines)-1])), &obj) != nil {
+	var v any
+	if json.Unmarshal([]byte(strings.TrimSpace(lines[len(lines)-1])), &v) != nil {
 		return nil
 	}
-	return obj
+	switch x := v.(type) {
+	case map[string]any:
+		return x
+	case []any:
+		return map[string]any{"guests": x}
+	}
+	return nil
 }

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/xnic/xnic/engine/bench"
+)
+
+// runBenchTCP is `xnic bench tcp`: HTTP upload and download goodput and
+// requests/s of xnic guests (GRO and TSO on, then off) against gVisor's
+// netstack on its own AF_XDP endpoint and against the host kernel, on one
+// veth lab. With the hidden --serve-kernel ADDR it is instead the kernel
+// contender's server, which the benchmark runs as a child.
+func runBenchTCP(ctx context.Context, args []string) error {
+	if len(args) == 2 && (args[0] == "--serve-kernel" || args[0] == "-serve-kernel") {
+		// Internal, and not in the usage: the kernel contender's server.
+		return bench.ServeKernel(ctx, args[1], os.Stderr, os.Stdout)
+	}
+	fs := newFlags("bench tcp", "[--rounds N] [--duration D] [--only a,b] [--concurrency N] "+
+		"[--gvisorxdp PATH] [--json FILE] [--markdown]")
+	d := bench.DefaultTCPOptions()
+	rounds := fs.Int("rounds", d.Rounds, "rounds; the table shows the median over them")
+	duration := fs.Duration("duration", d.Duration, "window of each metric (upload, download, requests)")
+	only := fs.String("only", "", "comma-separated contenders to run (default: "+strings.Join(bench.TCPContenders(), ",")+")")
+	concurrency := fs.Int("concurrency", d.Concurrency, "keep-alive clients of the requests/s metric")
+	port := fs.Int("port", d.Port, "TCP port of every server")
+	gvisorxdp := fs.String("gvisorxdp", "", "the gvisorxdp binary (default: gvisorxdp beside this xnic; make -C tests/bench builds it)")
+	clientCPU := fs.Int("client-cpu", d.ClientCPU, "CPU of the client (this process); -1: unpinned")
+	serverCPU := fs.Int("server-cpu", d.ServerCPU, "CPU of every server process; -1: unpinned")
+	jsonFile := fs.String("json", "", "write every raw round and the summary as JSON to this file")
+	markdown := fs.Bool("markdown", false, "also print the summary as Markdown for the README")
+	quiet := fs.Bool("quiet", false, "no per-measurement lines on stderr")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return flagError("rounds", "unexpected argument %q", fs.Arg(0))
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find the xnic executable: %w", err)
+	}
+	o := d
+	o.Rounds, o.Duration, o.Concurrency, o.Port = *rounds, *duration, *concurrency, *port
+	o.ClientCPU, o.ServerCPU = *clientCPU, *serverCPU
+	o.Xnic, o.GvisorXDP = self, *gvisorxdp
+	if o.GvisorXDP == "" {
+		o.GvisorXDP = filepath.Join(filepath.Dir(self), "gvisorxdp")
+	}
+	for _, n := range strings.Split(*only, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			o.Only = append(o.Only, n)
+		}
+	}
+	if !*quiet {
+		o.Log = os.Stderr
+	}
+	if err := o.Validate(); err != nil {
+		var oe *bench.OptionError
+		if errors.As(err, &oe) {
+			name := strings.ReplaceAll(oe.Field, " ", "-")
+			switch name {
+			case "rounds", "duration", "only", "concurrency", "port", "gvisorxdp", "client-cpu", "server-cpu":
+				return flagError(name, "%s", oe.Msg)
+			}
+		}
+		return err // not a flag of its own
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("must run as root: it builds a netns and a veth pair and loads XDP programs (try sudo)")
+	}
+
+	rep, err := bench.RunTCP(ctx, o)
+	if err != nil {
+		// main prefixes "xnic bench: " already.
+		err = errors.New(strings.TrimPrefix(err.Error(), "bench tcp: "))
+	}
+	if rep == nil {
+		return err
+	}
+	if len(rep.Rounds) > 0 {
+		if werr := rep.WriteTable(os.Stdout); werr != nil {
+			return errors.Join(err, werr)
+		}
+		if *markdown {
+			fmt.Println()
+			if werr := rep.WriteMarkdown(os.Stdout); werr != nil {
+				return errors.Join(err, werr)
+			}
+		}
+	}
+	if *jsonFile != "" {
+		if werr := writeTCPReport(*jsonFile, rep); werr != nil {
+			return errors.Join(err, werr)
+		}
+	}
+	return err
+}
+
+// writeTCPReport writes the JSON report of `xnic bench tcp` to path.
+func writeTCPReport(path string, rep *bench.TCPReport) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	if err := rep.WriteJSON(f); err != nil {
+		f.Close()
+		return fmt.Errorf("write report %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write report %s: %w", path, err)
+	}
+	return nil
+}
