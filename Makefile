@@ -53,6 +53,9 @@ bench: need build
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./umem/... ./engine/... ./flows/...
 	$(XNIC) bench --rounds 3 --duration 5s --peers $(BIN)
 	tests/bench/steering.sh $(XNIC) 3 4
+	for n in 16 1000 100000 1000000; do $(XNIC) bench --only xnic-rx,xnic-pipe-w1,xnic-pipe-w64 --rounds 3 --duration 3s --flows $$n --pipe-cache 64 --peers $(BIN) || exit 1; done
+	$(XNIC) bench conns --svg $(BIN)/conns.svg --markdown
+	$(XNIC) bench tcp --rounds 3 --duration 5s --markdown
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
