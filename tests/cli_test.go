@@ -100,6 +100,10 @@ func TestCLIBadInput(t *testing.T) {
 		{[]string{"bench", "--pipe-cache", "3"}, "--pipe-cache"},
 		{[]string{"bench", "conns", "--cache", "500"}, "--cache"},
 		{[]string{"bench", "conns", "--model", "zipf"}, "--model"},
+		{[]string{"bench", "tcp", "--concurrency", "0"}, "--concurrency"},
+		{[]string{"bench", "tcp", "--only", "nginx"}, "--only"},
+		{[]string{"serve", "--config", "x.yaml", "--gro", "maybe"}, "--gro"},
+		{[]string{"replay", "--in", "a", "--out", "b", "--stage", "tso"}, "--stage"},
 	}
 	for _, c := range cases {
 		r := runXnic(t, 20*time.Second, c.args...)

@@ -1,7 +1,16 @@
-// Package bench is xnic's receive benchmark: XDP_DROP, xnic's own AF_XDP
-// receiver (`xnic rx`) and its peers (a C rxdrop on libxdp's ring helpers,
-// the asavie/xdp receive loop and an AF_PACKET TPACKET_V3 loop), measured
-// side by side in one run, on one veth lab, with one generator.
+// Package bench holds xnic's lab benchmarks, each measuring xnic side by side
+// with its peers in one run, on one veth lab:
+//
+//   - Run, the receive benchmark: XDP_DROP, xnic's own AF_XDP receiver
+//     (`xnic rx`, also through the receive pipeline with W=1 and W=64) and
+//     its peers (a C rxdrop on libxdp's ring helpers, the asavie/xdp receive
+//     loop and an AF_PACKET TPACKET_V3 loop), with one generator;
+//   - RunTCP, the TCP benchmark: goodput both ways and HTTP requests per
+//     second of a guest with its own stack (GRO and TSO on, then off), of
+//     gVisor netstack on gVisor's own AF_XDP endpoint and of the host
+//     kernel's TCP, from kernel TCP clients in the peer netns (see tcp.go).
+//
+// The receive benchmark is described below.
 //
 // Method. Run builds one lab (one veth pair, one queue) and, for each round,
 // measures every contender in a fixed order:
