@@ -24,6 +24,9 @@ type Guest struct {
 	handler GuestHandler
 	sink    Sink
 	eps     []*Endpoint // one per worker, in worker order
+	// sendEps is eps for Send, which may run on any goroutine: set once
+	// the guest is attached, cleared first thing on detach.
+	sendEps atomic.Pointer[[]*Endpoint]
 	rules   []bpf.RuleID
 
 	// Updated by the workers once per batch.
@@ -123,6 +126,8 @@ func (e *Engine) AttachGuestWith(spec GuestSpec, o GuestOptions) (_ *Guest, err 
 		g.rules = append(g.rules, rid)
 	}
 	e.guests[id] = g
+	eps := g.eps
+	g.sendEps.Store(&eps)
 	return g, nil
 }
 
@@ -142,6 +147,7 @@ func (e *Engine) DetachGuest(g *Guest) error {
 }
 
 func (e *Engine) detachLocked(g *Guest) error {
+	g.sendEps.Store(nil)
 	var errs []error
 	for _, id := range g.rules {
 		if err := g.port.steer.DeleteRule(id); err != nil {

@@ -363,10 +363,11 @@ func (t *txPath) publish() {
 // buffers. It is safe to call from any goroutine. A connection's requests
 // always go through the same queue, so they leave in order.
 func (g *Guest) Send(wr *WorkRequest) error {
-	eps := g.eps
-	if len(eps) == 0 {
+	ep0 := g.sendEps.Load()
+	if ep0 == nil || len(*ep0) == 0 {
 		return fmt.Errorf("guest %s: %w", g.Spec.Name, ErrTxDetached)
 	}
+	eps := *ep0
 	ep := eps[0]
 	if ep.tx == nil {
 		return fmt.Errorf("guest %s: send: the engine runs no pipeline (Options.Pipeline)", g.Spec.Name)

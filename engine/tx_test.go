@@ -26,6 +26,7 @@ func newTxWorker(t testing.TB) (*Worker, *Guest, *umem.UMEM, *umem.SimKernel) {
 	g := &Guest{ID: 1, Spec: GuestSpec{Name: "g"}}
 	ep := &Endpoint{Sock: s, Guest: 1, Owner: g, tx: newTxQueue(nil)}
 	g.eps = []*Endpoint{ep}
+	g.sendEps.Store(&g.eps)
 	w := NewWorker(u, []*Endpoint{ep}, 64, 0, nil)
 	po := DefaultPipelineOptions()
 	if w.pipe, err = newRxPipeline(u, 64, po, nil, &w.Pipeline); err != nil {
@@ -175,4 +176,14 @@ func BenchmarkSendGSO(b *testing.B) {
 		k.Send(nil)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*45), "ns/seg")
+}
+
+// TestSendAfterDetach: a guest being detached refuses sends by name.
+func TestSendAfterDetach(t *testing.T) {
+	_, g, u, _ := newTxWorker(t)
+	defer u.Close()
+	g.sendEps.Store(nil) // what detachLocked does first
+	if err := g.Send(&WorkRequest{Head: udpFrame(7, 100)}); !errors.Is(err, ErrTxDetached) {
+		t.Fatalf("send after detach: %v, want ErrTxDetached", err)
+	}
 }
