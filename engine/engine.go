@@ -332,3 +332,6 @@ func (e *Engine) endpointsOf(i int) []*Endpoint {
 	}
 	return nil
 }
+
+// Options are the options the engine was made with.
+func (e *Engine) Options() Options { return e.opts }

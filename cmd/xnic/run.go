@@ -42,33 +42,13 @@ func runRun(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	opts := r.Options
-	opts.NoCatchAll = true
-	opts.KeepPins = r.Pin
-	opts.Pipeline = r.Pipeline
-	if m := cfg.Engine.Mode; m.Set {
-		// Checked by Resolve.
-		opts.Socket.Mode, _ = umem.ParseBindMode(m.Value)
-	}
-	if a := cfg.Ports[0].Attach; a.Set {
-		opts.Attach, _ = bpf.ParseAttachMode(a.Value)
-	}
-	e, err := engine.New(opts, nil)
+	e, stopCtl, err := startConfigEngine(cfg, r, *ctl)
 	if err != nil {
 		return err
 	}
 	defer e.Close()
-	if err := applyDSCP(e, r); err != nil {
-		return err
-	}
-	e.Start()
-	if *ctl != "" {
-		cs, err := e.ServeControl(*ctl)
-		if err != nil {
-			return err
-		}
-		defer cs.Close()
-	}
+	defer stopCtl()
+	opts := e.Options()
 	var guests []*engine.Guest
 	for _, spec := range r.Guests {
 		g, err := e.AttachGuest(spec, nil)
@@ -120,4 +100,40 @@ loop:
 		fmt.Println(string(b))
 	}
 	return nil
+}
+
+// startConfigEngine starts the engine a checked config describes, for run
+// and serve: traffic no guest claims stays with the host, the DSCP map is
+// loaded, and the control socket serves at ctl ("" for none). The caller
+// closes the engine after calling stopCtl.
+func startConfigEngine(cfg *engine.Config, r *engine.Resolved, ctl string) (_ *engine.Engine, stopCtl func(), err error) {
+	opts := r.Options
+	opts.NoCatchAll = true
+	opts.KeepPins = r.Pin
+	opts.Pipeline = r.Pipeline
+	if m := cfg.Engine.Mode; m.Set {
+		opts.Socket.Mode, _ = umem.ParseBindMode(m.Value) // checked by Resolve
+	}
+	if a := cfg.Ports[0].Attach; a.Set {
+		opts.Attach, _ = bpf.ParseAttachMode(a.Value)
+	}
+	e, err := engine.New(opts, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := applyDSCP(e, r); err != nil {
+		e.Close()
+		return nil, nil, err
+	}
+	e.Start()
+	stopCtl = func() {}
+	if ctl != "" {
+		cs, err := e.ServeControl(ctl)
+		if err != nil {
+			e.Close()
+			return nil, nil, err
+		}
+		stopCtl = func() { cs.Close() }
+	}
+	return e, stopCtl, nil
 }

@@ -15,13 +15,11 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 
-	"github.com/xnic/xnic/bpf"
 	"github.com/xnic/xnic/engine"
 	"github.com/xnic/xnic/engine/services"
 	"github.com/xnic/xnic/engine/stack"
 	"github.com/xnic/xnic/flows/offload"
 	"github.com/xnic/xnic/flows/replay"
-	"github.com/xnic/xnic/umem"
 )
 
 // serveGuestStats is one guest in `xnic serve --json`.
@@ -118,32 +116,13 @@ func runServe(ctx context.Context, args []string) error {
 			r.Guests[i].MAC = net.HardwareAddr{0x02, 0x78, 0x6e, 0x69, 0x63, byte(0x10 + i)}
 		}
 	}
-	opts := r.Options
-	opts.NoCatchAll = true // what no guest claims belongs to the host
-	opts.KeepPins = r.Pin
-	opts.Pipeline = r.Pipeline
-	if m := cfg.Engine.Mode; m.Set {
-		opts.Socket.Mode, _ = umem.ParseBindMode(m.Value) // checked by Resolve
-	}
-	if a := cfg.Ports[0].Attach; a.Set {
-		opts.Attach, _ = bpf.ParseAttachMode(a.Value)
-	}
-	e, err := engine.New(opts, nil)
+	e, stopCtl, err := startConfigEngine(cfg, r, *ctl)
 	if err != nil {
 		return err
 	}
 	defer e.Close()
-	if err := applyDSCP(e, r); err != nil {
-		return err
-	}
-	e.Start()
-	if *ctl != "" {
-		cs, err := e.ServeControl(*ctl)
-		if err != nil {
-			return err
-		}
-		defer cs.Close()
-	}
+	defer stopCtl()
+	opts := e.Options()
 	var guests []*servedGuest
 	defer func() {
 		for _, sg := range guests {

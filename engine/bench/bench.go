@@ -82,30 +82,15 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		l.Name, b.port.Host, b.port.Peer, l.Netns, rep.Env.Placement)
 	defer func() { rep.Summary, rep.Ratios = summarize(opts.contenders(), rep.Rounds) }()
 
-	failed, total := 0, 0
-	for i := 1; i <= opts.Rounds; i++ {
-		rep.Rounds = append(rep.Rounds, Round{Index: i})
-		rd := &rep.Rounds[len(rep.Rounds)-1]
-		for _, name := range opts.contenders() {
-			res := b.measure(ctx, name)
-			if ctx.Err() != nil {
-				return rep, fmt.Errorf("bench: round %d, %s: %w", i, name, ctx.Err())
-			}
-			rd.Results = append(rd.Results, res)
-			total++
-			if !res.OK() {
-				failed++
-			}
-			b.logResult(i, res)
-			if err := sleep(ctx, opts.Pause, nil); err != nil {
-				return rep, fmt.Errorf("bench: %w", err)
-			}
+	err = runRounds(ctx, "bench", opts.Rounds, opts.contenders(), opts.Pause, b.measure, func(i int, res Result) {
+		if len(rep.Rounds) < i {
+			rep.Rounds = append(rep.Rounds, Round{Index: i})
 		}
-	}
-	if failed > 0 {
-		return rep, fmt.Errorf("bench: %d of %d measurements: %w", failed, total, ErrFailed)
-	}
-	return rep, nil
+		rd := &rep.Rounds[i-1]
+		rd.Results = append(rd.Results, res)
+		b.logResult(i, res)
+	})
+	return rep, err
 }
 
 // checkBinaries fails with ErrMissingBinary if a selected contender's

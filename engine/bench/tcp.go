@@ -279,30 +279,15 @@ func RunTCP(ctx context.Context, opts TCPOptions) (rep *TCPReport, err error) {
 		l.Name, b.port.Host, b.port.Peer, l.Netns, cpuName(opts.ClientCPU), cpuName(opts.ServerCPU))
 	defer func() { rep.Summary, rep.Ratios = summarizeTCP(opts.contenders(), rep.Rounds) }()
 
-	failed, total := 0, 0
-	for i := 1; i <= opts.Rounds; i++ {
-		rep.Rounds = append(rep.Rounds, TCPRound{Index: i})
-		rd := &rep.Rounds[len(rep.Rounds)-1]
-		for _, name := range opts.contenders() {
-			res := b.measure(ctx, name)
-			if ctx.Err() != nil {
-				return rep, fmt.Errorf("bench tcp: round %d, %s: %w", i, name, ctx.Err())
-			}
-			rd.Results = append(rd.Results, res)
-			total++
-			if !res.OK() {
-				failed++
-			}
-			b.logResult(i, res)
-			if err := sleep(ctx, opts.Pause, nil); err != nil {
-				return rep, fmt.Errorf("bench tcp: %w", err)
-			}
+	err = runRounds(ctx, "bench tcp", opts.Rounds, opts.contenders(), opts.Pause, b.measure, func(i int, res TCPResult) {
+		if len(rep.Rounds) < i {
+			rep.Rounds = append(rep.Rounds, TCPRound{Index: i})
 		}
-	}
-	if failed > 0 {
-		return rep, fmt.Errorf("bench tcp: %d of %d measurements: %w", failed, total, ErrFailed)
-	}
-	return rep, nil
+		rd := &rep.Rounds[i-1]
+		rd.Results = append(rd.Results, res)
+		b.logResult(i, res)
+	})
+	return rep, err
 }
 
 // upTCPLab builds a one-port, one-queue lab with IPv6 (the guest has an
