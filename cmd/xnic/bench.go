@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,34 +85,52 @@ func runBench(ctx context.Context, args []string) error {
 	}
 
 	rep, err := bench.Run(ctx, o)
-	if err != nil {
-		// main prefixes "xnic bench: " already.
-		err = errors.New(strings.TrimPrefix(err.Error(), "bench: "))
-	}
 	if rep == nil {
-		return err
+		return trimBenchErr(err, "bench: ")
 	}
-	if len(rep.Rounds) > 0 {
+	return printBenchReport(rep, len(rep.Rounds), *markdown, *jsonFile, trimBenchErr(err, "bench: "))
+}
+
+// benchReport is what both benchmarks' reports can do.
+type benchReport interface {
+	WriteTable(io.Writer) error
+	WriteMarkdown(io.Writer) error
+	WriteJSON(io.Writer) error
+}
+
+// trimBenchErr drops the package's prefix from err: main prefixes
+// "xnic bench: " already.
+func trimBenchErr(err error, prefix string) error {
+	if err == nil {
+		return nil
+	}
+	return errors.New(strings.TrimPrefix(err.Error(), prefix))
+}
+
+// printBenchReport prints a report's table (and Markdown), writes its JSON
+// to jsonFile when set, and returns err joined with any write error.
+func printBenchReport(rep benchReport, rounds int, markdown bool, jsonFile string, err error) error {
+	if rounds > 0 {
 		if werr := rep.WriteTable(os.Stdout); werr != nil {
 			return errors.Join(err, werr)
 		}
-		if *markdown {
+		if markdown {
 			fmt.Println()
 			if werr := rep.WriteMarkdown(os.Stdout); werr != nil {
 				return errors.Join(err, werr)
 			}
 		}
 	}
-	if *jsonFile != "" {
-		if werr := writeReport(*jsonFile, rep); werr != nil {
+	if jsonFile != "" {
+		if werr := writeReport(jsonFile, rep); werr != nil {
 			return errors.Join(err, werr)
 		}
 	}
 	return err
 }
 
-// writeReport writes the JSON report to path.
-func writeReport(path string, rep *bench.Report) error {
+// writeReport writes a JSON report to path.
+func writeReport(path string, rep benchReport) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("write report: %w", err)

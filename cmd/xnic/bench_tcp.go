@@ -76,44 +76,8 @@ func runBenchTCP(ctx context.Context, args []string) error {
 	}
 
 	rep, err := bench.RunTCP(ctx, o)
-	if err != nil {
-		// main prefixes "xnic bench: " already.
-		err = errors.New(strings.TrimPrefix(err.Error(), "bench tcp: "))
-	}
 	if rep == nil {
-		return err
+		return trimBenchErr(err, "bench tcp: ")
 	}
-	if len(rep.Rounds) > 0 {
-		if werr := rep.WriteTable(os.Stdout); werr != nil {
-			return errors.Join(err, werr)
-		}
-		if *markdown {
-			fmt.Println()
-			if werr := rep.WriteMarkdown(os.Stdout); werr != nil {
-				return errors.Join(err, werr)
-			}
-		}
-	}
-	if *jsonFile != "" {
-		if werr := writeTCPReport(*jsonFile, rep); werr != nil {
-			return errors.Join(err, werr)
-		}
-	}
-	return err
-}
-
-// writeTCPReport writes the JSON report of `xnic bench tcp` to path.
-func writeTCPReport(path string, rep *bench.TCPReport) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return fmt.Errorf("write report: %w", err)
-	}
-	if err := rep.WriteJSON(f); err != nil {
-		f.Close()
-		return fmt.Errorf("write report %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write report %s: %w", path, err)
-	}
-	return nil
+	return printBenchReport(rep, len(rep.Rounds), *markdown, *jsonFile, trimBenchErr(err, "bench tcp: "))
 }

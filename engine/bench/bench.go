@@ -32,25 +32,11 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("bench: %w: it builds a netns and a veth pair and loads XDP programs", ErrNotRoot)
-	}
-	if err := opts.checkBinaries(); err != nil {
+	log, release, err := prepare(ctx, "bench", opts.checkBinaries, opts.Log, opts.LabSlot)
+	if err != nil {
 		return nil, err
 	}
-	log := opts.Log
-	if log == nil {
-		log = io.Discard
-	}
-	if opts.LabSlot != "" {
-		slot, err := lab.AcquireSlot(ctx, opts.LabSlot, func() {
-			fmt.Fprintf(log, "waiting for the lab slot %s: a test's lab is up\n", opts.LabSlot)
-		})
-		if err != nil {
-			return nil, fmt.Errorf("bench: %w", err)
-		}
-		defer slot.Close()
-	}
+	defer release()
 	l, err := upLab(opts)
 	if err != nil {
 		return nil, err

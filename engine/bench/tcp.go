@@ -230,25 +230,11 @@ func RunTCP(ctx context.Context, opts TCPOptions) (rep *TCPReport, err error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("bench tcp: %w: it builds a netns and a veth pair and loads XDP programs", ErrNotRoot)
-	}
-	if err := opts.checkBinaries(); err != nil {
+	log, release, err := prepare(ctx, "bench tcp", opts.checkBinaries, opts.Log, opts.LabSlot)
+	if err != nil {
 		return nil, err
 	}
-	log := opts.Log
-	if log == nil {
-		log = io.Discard
-	}
-	if opts.LabSlot != "" {
-		slot, err := lab.AcquireSlot(ctx, opts.LabSlot, func() {
-			fmt.Fprintf(log, "waiting for the lab slot %s: another lab is up\n", opts.LabSlot)
-		})
-		if err != nil {
-			return nil, fmt.Errorf("bench tcp: %w", err)
-		}
-		defer slot.Close()
-	}
+	defer release()
 	dir, err := os.MkdirTemp("", "xnic-bench-tcp-")
 	if err != nil {
 		return nil, fmt.Errorf("bench tcp: %w", err)
