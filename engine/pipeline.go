@@ -230,13 +230,13 @@ func (p *rxPipeline) deliver(a *offload.Aggregate) {
 }
 
 // maintain ages out idle connections a little at a time; the worker calls
-// it once per pass.
+// it every 64 passes.
 func (p *rxPipeline) maintain(now int64) {
 	if p.idle <= 0 {
 		return
 	}
 	c := p.proc.Cache()
-	p.aged += uint64(c.AgeOut(now, p.idle, 64))
+	p.aged += uint64(c.AgeOut(now, p.idle, 256))
 }
 
 // publish stores the pipeline's counters for readers on other threads.

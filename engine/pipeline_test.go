@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/xnic/xnic/engine/gen"
 
@@ -263,4 +264,28 @@ func buildUDPForTest(sport uint16, size int) ([]byte, error) {
 		SrcIP: netip.MustParseAddr("198.18.0.2"), DstIP: netip.MustParseAddr("198.18.0.1"),
 		SrcPort: sport, DstPort: 9,
 	})
+}
+
+// TestPipelineAgesOutIdleConnections: a connection idle for longer than
+// IdleTimeout leaves the table from the worker's background passes.
+func TestPipelineAgesOutIdleConnections(t *testing.T) {
+	o := DefaultPipelineOptions()
+	o.IdleTimeout = time.Millisecond
+	o.Table.Capacity = 1 << 10
+	w, u, k := newPipeWorker(t, o, func(*Endpoint, *offload.Aggregate) {})
+	defer u.Close()
+	k.Deliver([][]byte{udpFrame(4000, 100), udpFrame(4001, 100)})
+	w.Poll()
+	if n := w.Pipeline.Conns.Load(); n != 2 {
+		t.Fatalf("%d connections after two flows, want 2", n)
+	}
+	time.Sleep(5 * time.Millisecond)
+	for range 64 * 16 { // ageing runs every 64 passes over a slice of the table
+		w.Poll()
+	}
+	k.Deliver([][]byte{udpFrame(4002, 100)}) // a pass with traffic publishes the counters
+	w.Poll()
+	if n, aged := w.Pipeline.Conns.Load(), w.Pipeline.AgedOut.Load(); n != 1 || aged != 2 {
+		t.Fatalf("after the idle timeout: %d connections, %d aged out; want 1 (the new one) and 2", n, aged)
+	}
 }

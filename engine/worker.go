@@ -61,7 +61,8 @@ type Worker struct {
 	now       int64 // monotonic time of the current pass, for the pipeline
 
 	// Owned by the running worker.
-	empty int
+	empty  int
+	passes uint64
 
 	// Shared with the control plane: the stop flag, the counters, and ctl,
 	// through which the control plane runs a function on the worker between
@@ -202,7 +203,11 @@ func (w *Worker) Poll() int {
 		w.topUp()
 	}
 	if w.pipe != nil {
-		w.pipe.maintain(w.now)
+		// Ageing out idle connections is background work: a slice of it
+		// every 64 passes keeps it off the per-packet path.
+		if w.passes++; w.passes&63 == 0 {
+			w.pipe.maintain(w.now)
+		}
 		if total > 0 {
 			w.pipe.publish()
 		}
