@@ -1,0 +1,7 @@
+//go:build !amd64 || purego
+
+package offload
+
+const haveAVX2 = false
+
+func sumAVX2(b []byte) uint64 { panic("unreachable: no AVX2 here") }
