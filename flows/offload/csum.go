@@ -143,10 +143,13 @@ func sumLE(b []byte) uint64 {
 func copySumLE(dst, src []byte) uint64 {
 	dst = dst[:len(src)]
 	if haveAVX2 && len(src) >= vectorMin {
-		// memmove and the vector sum over the copy (still in L1) beat the
-		// fused scalar loop below by about 2x.
-		copy(dst, src)
-		return sumLE(dst)
+		// The vector loop copies and sums in one pass; the scalar loop
+		// below takes the tail.
+		n := len(src) &^ 63
+		v := copySumAVX2(dst[:n], src[:n])
+		t := copySumLE(dst[n:], src[n:])
+		s, c := bits.Add64(v, t, 0)
+		return s + c
 	}
 	var s, c uint64
 	le := binary.LittleEndian

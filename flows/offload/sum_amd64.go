@@ -11,3 +11,9 @@ var haveAVX2 = cpu.X86.HasAVX2
 //
 //go:noescape
 func sumAVX2(b []byte) uint64
+
+// copySumAVX2 is in sum_amd64.s. len(src) must be a multiple of 64 and
+// len(dst) at least len(src).
+//
+//go:noescape
+func copySumAVX2(dst, src []byte) uint64

@@ -43,3 +43,49 @@ done:
 	VZEROUPPER
 	MOVQ         AX, ret+24(FP)
 	RET
+
+// func copySumAVX2(dst, src []byte) uint64
+//
+// Copies src, whose length is a multiple of 64, to dst (at least as long)
+// and returns src's sum as sumAVX2 does: one pass for both.
+TEXT ·copySumAVX2(SB), NOSPLIT, $0-56
+	MOVQ dst_base+0(FP), DI
+	MOVQ src_base+24(FP), SI
+	MOVQ src_len+32(FP), CX
+	VPXOR Y0, Y0, Y0
+	VPXOR Y1, Y1, Y1
+	VPXOR Y2, Y2, Y2
+	VPXOR Y3, Y3, Y3
+
+cloop:
+	CMPQ      CX, $64
+	JB        cdone
+	VMOVDQU   0(SI), Y4
+	VMOVDQU   32(SI), Y5
+	VMOVDQU   Y4, 0(DI)
+	VMOVDQU   Y5, 32(DI)
+	VPMOVZXDQ 0(SI), Y6
+	VPMOVZXDQ 16(SI), Y7
+	VPMOVZXDQ 32(SI), Y8
+	VPMOVZXDQ 48(SI), Y9
+	VPADDQ    Y6, Y0, Y0
+	VPADDQ    Y7, Y1, Y1
+	VPADDQ    Y8, Y2, Y2
+	VPADDQ    Y9, Y3, Y3
+	ADDQ      $64, SI
+	ADDQ      $64, DI
+	SUBQ      $64, CX
+	JMP       cloop
+
+cdone:
+	VPADDQ       Y1, Y0, Y0
+	VPADDQ       Y3, Y2, Y2
+	VPADDQ       Y2, Y0, Y0
+	VEXTRACTI128 $1, Y0, X1
+	VPADDQ       X1, X0, X0
+	VPSHUFD      $0x4e, X0, X1
+	VPADDQ       X1, X0, X0
+	VMOVQ        X0, AX
+	VZEROUPPER
+	MOVQ         AX, ret+48(FP)
+	RET
