@@ -112,8 +112,22 @@ func sumLE(b []byte) uint64 {
 		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[56:64]), c)
 		b = b[64:]
 	}
-	for len(b) >= 8 {
-		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b), c)
+	// Fewer than 64 bytes left: straight-line adds, no loop (a TCP header,
+	// a payload's tail).
+	if len(b) >= 32 {
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[0:8]), c)
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[8:16]), c)
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[16:24]), c)
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[24:32]), c)
+		b = b[32:]
+	}
+	if len(b) >= 16 {
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[0:8]), c)
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[8:16]), c)
+		b = b[16:]
+	}
+	if len(b) >= 8 {
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[0:8]), c)
 		b = b[8:]
 	}
 	var t uint64
