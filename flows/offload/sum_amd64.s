@@ -16,7 +16,33 @@ TEXT ·sumAVX2(SB), NOSPLIT, $0-32
 	VPXOR Y2, Y2, Y2
 	VPXOR Y3, Y3, Y3
 
-loop:
+	// 128 bytes an iteration while they last, then one 64-byte step.
+	SUBQ $128, CX
+	JB   tail
+
+loop128:
+	VPMOVZXDQ 0(SI), Y4
+	VPMOVZXDQ 16(SI), Y5
+	VPMOVZXDQ 32(SI), Y6
+	VPMOVZXDQ 48(SI), Y7
+	VPMOVZXDQ 64(SI), Y8
+	VPMOVZXDQ 80(SI), Y9
+	VPMOVZXDQ 96(SI), Y10
+	VPMOVZXDQ 112(SI), Y11
+	VPADDQ    Y4, Y0, Y0
+	VPADDQ    Y5, Y1, Y1
+	VPADDQ    Y6, Y2, Y2
+	VPADDQ    Y7, Y3, Y3
+	VPADDQ    Y8, Y0, Y0
+	VPADDQ    Y9, Y1, Y1
+	VPADDQ    Y10, Y2, Y2
+	VPADDQ    Y11, Y3, Y3
+	ADDQ      $128, SI
+	SUBQ      $128, CX
+	JAE       loop128
+
+tail:
+	ADDQ $128, CX
 	CMPQ CX, $64
 	JB   done
 	VPMOVZXDQ 0(SI), Y4
@@ -27,9 +53,6 @@ loop:
 	VPADDQ    Y5, Y1, Y1
 	VPADDQ    Y6, Y2, Y2
 	VPADDQ    Y7, Y3, Y3
-	ADDQ      $64, SI
-	SUBQ      $64, CX
-	JMP       loop
 
 done:
 	VPADDQ       Y1, Y0, Y0
