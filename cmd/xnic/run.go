@@ -59,33 +59,16 @@ func runRun(ctx context.Context, args []string) error {
 		fmt.Fprintf(os.Stderr, "guest %s (id %d) on %s: %d rules\n", spec.Name, g.ID, spec.Port, len(spec.Rules))
 	}
 	fmt.Fprintf(os.Stderr, "xnic run: %d ports, %d guests; maps under %s\n", len(opts.Ifaces), len(guests), opts.PinDir)
-	var deadline <-chan time.Time
-	if *duration > 0 {
-		deadline = time.After(*duration)
-	}
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case <-deadline:
-			break loop
-		case <-tick.C:
-			if *quiet {
-				continue
-			}
-			for _, g := range guests {
-				fmt.Fprintf(os.Stderr, "  %-12s %12d pkts %14d bytes\n", g.Spec.Name, g.RxPackets.Load(), g.RxBytes.Load())
-			}
-			if st, err := e.Stats(); err == nil && opts.Pipeline != nil {
-				p := st.Pipeline
-				fmt.Fprintf(os.Stderr, "  pipeline: %d conns, %.3f loads/pkt, gro %.1f segs/agg, %d malformed, %d bad csum\n",
-					p.Conns, p.LoadsPerPacket(), p.GRORatio(), p.Malformed, p.CsumBad)
-			}
+	everySecond(ctx, *duration, *quiet, func() {
+		for _, g := range guests {
+			fmt.Fprintf(os.Stderr, "  %-12s %12d pkts %14d bytes\n", g.Spec.Name, g.RxPackets.Load(), g.RxBytes.Load())
 		}
-	}
+		if st, err := e.Stats(); err == nil && opts.Pipeline != nil {
+			p := st.Pipeline
+			fmt.Fprintf(os.Stderr, "  pipeline: %d conns, %.3f loads/pkt, gro %.1f segs/agg, %d malformed, %d bad csum\n",
+				p.Conns, p.LoadsPerPacket(), p.GRORatio(), p.Malformed, p.CsumBad)
+		}
+	})
 	var out []runGuestStats
 	for _, g := range guests {
 		s := runGuestStats{Name: g.Spec.Name, ID: g.ID, Port: g.Spec.Port, RxPackets: g.RxPackets.Load(), RxBytes: g.RxBytes.Load()}
@@ -136,4 +119,27 @@ func startConfigEngine(cfg *engine.Config, r *engine.Resolved, ctl string) (_ *e
 		stopCtl = func() { cs.Close() }
 	}
 	return e, stopCtl, nil
+}
+
+// everySecond calls fn once a second (unless quiet) until ctx is done or,
+// when d > 0, d has passed.
+func everySecond(ctx context.Context, d time.Duration, quiet bool, fn func()) {
+	var deadline <-chan time.Time
+	if d > 0 {
+		deadline = time.After(d)
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline:
+			return
+		case <-tick.C:
+			if !quiet {
+				fn()
+			}
+		}
+	}
 }

@@ -161,35 +161,18 @@ func runServe(ctx context.Context, args []string) error {
 	fmt.Fprintf(os.Stderr, "xnic serve: ready: %d guests on %d ports; gro %v, tso %v\n",
 		len(guests), len(opts.Ifaces), r.Pipeline.GRO, r.TSO)
 
-	var deadline <-chan time.Time
-	if *duration > 0 {
-		deadline = time.After(*duration)
-	}
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case <-deadline:
-			break loop
-		case <-tick.C:
-			if *quiet {
-				continue
-			}
-			st, _ := e.Stats()
-			p := st.Pipeline
-			fmt.Fprintf(os.Stderr, "  engine: %d pkts in, %d conns, gro %.1f segs/agg, %d malformed, %d bad csum\n",
-				st.RxPackets, p.Conns, p.GRORatio(), p.Malformed, p.CsumBad)
-			for _, sg := range guests {
-				ss := sg.g.Stats()
-				fmt.Fprintf(os.Stderr, "  %-10s rx %d pkts (%d aggregates) tx %d pkts (%d tso); %d conns, %d B in, %d B out, %d http requests\n",
-					sg.name, ss.RxPackets, ss.RxAggregates, ss.TxPackets, ss.TxGSOPackets,
-					sg.c.Conns.Load(), sg.c.BytesIn.Load(), sg.c.BytesOut.Load(), sg.c.Requests.Load())
-			}
+	everySecond(ctx, *duration, *quiet, func() {
+		st, _ := e.Stats()
+		p := st.Pipeline
+		fmt.Fprintf(os.Stderr, "  engine: %d pkts in, %d conns, gro %.1f segs/agg, %d malformed, %d bad csum\n",
+			st.RxPackets, p.Conns, p.GRORatio(), p.Malformed, p.CsumBad)
+		for _, sg := range guests {
+			ss := sg.g.Stats()
+			fmt.Fprintf(os.Stderr, "  %-10s rx %d pkts (%d aggregates) tx %d pkts (%d tso); %d conns, %d B in, %d B out, %d http requests\n",
+				sg.name, ss.RxPackets, ss.RxAggregates, ss.TxPackets, ss.TxGSOPackets,
+				sg.c.Conns.Load(), sg.c.BytesIn.Load(), sg.c.BytesOut.Load(), sg.c.Requests.Load())
 		}
-	}
+	})
 	var out []serveGuestStats
 	for _, sg := range guests {
 		eg := sg.g.EngineGuest()

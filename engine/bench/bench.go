@@ -37,7 +37,8 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		return nil, err
 	}
 	defer release()
-	l, err := upLab(opts)
+	// No IPv6: no router or neighbour solicitations in the counts.
+	l, err := upLab("bench", opts.LabPrefix, false)
 	if err != nil {
 		return nil, err
 	}
@@ -103,12 +104,13 @@ func (o Options) checkBinaries() error {
 	return nil
 }
 
-// upLab builds a one-port, one-queue lab under a fresh random name.
-func upLab(opts Options) (*lab.Lab, error) {
+// upLab builds a one-port, one-queue lab under a fresh random name with
+// prefix; what prefixes errors.
+func upLab(what, prefix string, ipv6 bool) (*lab.Lab, error) {
 	lo := lab.DefaultOptions()
-	lo.IPv6 = false // no router or neighbour solicitations in the counts
+	lo.IPv6 = ipv6
 	for attempt := 0; ; attempt++ {
-		lo.Name = lab.RandomName(opts.LabPrefix)
+		lo.Name = lab.RandomName(prefix)
 		l, err := lab.Up(lo)
 		switch {
 		case err == nil:
@@ -116,9 +118,9 @@ func upLab(opts Options) (*lab.Lab, error) {
 		case errors.Is(err, lab.ErrExists) && attempt < 3:
 			continue
 		case errors.Is(err, lab.ErrAddrInUse):
-			return nil, fmt.Errorf("bench: %w (see `ip netns list`; `xnic lab down --name NAME` removes a lab)", err)
+			return nil, fmt.Errorf("%s: %w (see `ip netns list`; `xnic lab down --name NAME` removes a lab)", what, err)
 		}
-		return nil, fmt.Errorf("bench: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 }
 

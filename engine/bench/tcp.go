@@ -240,7 +240,7 @@ func RunTCP(ctx context.Context, opts TCPOptions) (rep *TCPReport, err error) {
 		return nil, fmt.Errorf("bench tcp: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	l, err := upTCPLab(opts)
+	l, err := upLab("bench tcp", opts.LabPrefix, true) // the guest has an IPv6 address
 	if err != nil {
 		return nil, err
 	}
@@ -274,25 +274,6 @@ func RunTCP(ctx context.Context, opts TCPOptions) (rep *TCPReport, err error) {
 		b.logResult(i, res)
 	})
 	return rep, err
-}
-
-// upTCPLab builds a one-port, one-queue lab with IPv6 (the guest has an
-// IPv6 address) under a fresh random name.
-func upTCPLab(opts TCPOptions) (*lab.Lab, error) {
-	lo := lab.DefaultOptions()
-	for attempt := 0; ; attempt++ {
-		lo.Name = lab.RandomName(opts.LabPrefix)
-		l, err := lab.Up(lo)
-		switch {
-		case err == nil:
-			return l, nil
-		case errors.Is(err, lab.ErrExists) && attempt < 3:
-			continue
-		case errors.Is(err, lab.ErrAddrInUse):
-			return nil, fmt.Errorf("bench tcp: %w (see `ip netns list`; `xnic lab down --name NAME` removes a lab)", err)
-		}
-		return nil, fmt.Errorf("bench tcp: %w", err)
-	}
 }
 
 // env describes the machine and this run's set-up.
