@@ -91,6 +91,9 @@ func newTxQueue(worker *atomic.Int32) *txQueue {
 	return q
 }
 
+// pending reports whether the queue holds requests (for the worker).
+func (q *txQueue) pending() bool { return q.tail.Load() != q.head.Load() }
+
 // put copies wr into the next slot, waiting up to TxWait for room.
 func (q *txQueue) put(wr *WorkRequest) error {
 	n := len(wr.Head)

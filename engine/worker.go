@@ -58,7 +58,7 @@ type Worker struct {
 	// txReserve frames stay on the free list for the send path instead of
 	// going to the fill rings.
 	txReserve int
-	now       int64 // monotonic time of the current pass, for the pipeline
+	now       int64 // monotonic time of the current pass (clock), 0 until read
 
 	// Owned by the running worker.
 	empty  int
@@ -181,9 +181,7 @@ func (w *Worker) Prime() {
 func (w *Worker) Poll() int {
 	total := 0
 	var bytes uint64
-	if w.pipe != nil || w.txp != nil {
-		w.now = monotime()
-	}
+	w.now = 0 // read lazily: an idle pass reads no clock
 	for _, ep := range w.eps {
 		s := ep.Sock
 		n := s.Receive(w.descs)
@@ -206,7 +204,7 @@ func (w *Worker) Poll() int {
 		// Ageing out idle connections is background work: a slice of it
 		// every 64 passes keeps it off the per-packet path.
 		if w.passes++; w.passes&63 == 0 {
-			w.pipe.maintain(w.now)
+			w.pipe.maintain(w.clock())
 		}
 		if total > 0 {
 			w.pipe.publish()
@@ -214,6 +212,14 @@ func (w *Worker) Poll() int {
 	}
 	w.publish(total, bytes)
 	return total + sent
+}
+
+// clock is the pass's monotonic time, read on first use.
+func (w *Worker) clock() int64 {
+	if w.now == 0 {
+		w.now = monotime()
+	}
+	return w.now
 }
 
 // epoch is the origin of monotime.
@@ -229,7 +235,7 @@ func (w *Worker) deliver(ep *Endpoint, batch []umem.Desc) {
 		w.fn(ep, batch)
 	}
 	if w.pipe != nil {
-		w.pipe.run(ep, batch, w.now)
+		w.pipe.run(ep, batch, w.clock())
 	}
 	if !ep.Sock.RefillDescs(batch) {
 		// Should not happen: these frames came from this fill ring. Keep
@@ -258,7 +264,9 @@ func (w *Worker) serveTx() int {
 	n := 0
 	for _, ep := range w.eps {
 		if ep.tx != nil {
-			n += w.txp.serve(ep, w.now)
+			if ep.tx.pending() {
+				n += w.txp.serve(ep, w.clock())
+			}
 			// Copy mode sends only inside a kick, a few dozen frames at
 			// a time: keep kicking while frames wait in the tx ring.
 			if ep.Sock.TxPending() {

@@ -47,8 +47,9 @@ func (r *ring) NeedsWakeup() bool {
 }
 
 // Occupancy is the number of entries published but not yet released, as seen
-// by reading both shared indices now. It is for audits and statistics, not for
-// the data path.
+// by reading both shared indices now: two acquire loads, which is why the
+// batch calls use the cached indices instead. Audits and statistics use it,
+// and so does Socket.TxPending, once per pass.
 func (r *ring) Occupancy() uint32 {
 	return atomic.LoadUint32(r.producer) - atomic.LoadUint32(r.consumer)
 }

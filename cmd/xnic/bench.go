@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -60,28 +61,12 @@ func runBench(ctx context.Context, args []string) error {
 	if o.PeersDir == "" {
 		o.PeersDir = filepath.Dir(self)
 	}
-	if *only != "" {
-		for _, n := range strings.Split(*only, ",") {
-			if n = strings.TrimSpace(n); n != "" {
-				o.Only = append(o.Only, n)
-			}
-		}
-	}
+	o.Only = splitList(*only)
 	if !*quiet {
 		o.Log = os.Stderr
 	}
 	if err := o.Validate(); err != nil {
-		var oe *bench.OptionError
-		if errors.As(err, &oe) {
-			name := strings.ReplaceAll(oe.Field, " ", "-")
-			switch name {
-			case "size", "only", "peers", "rounds", "duration", "flows", "gen-cpu", "rx-cpu", "gen-batch", "gen-repeat", "pipe-cache", "pipe-conns":
-			default:
-				return err // not a flag of its own
-			}
-			return flagError(name, "%s", oe.Msg)
-		}
-		return err
+		return benchOptionError(err, fs)
 	}
 
 	rep, err := bench.Run(ctx, o)
@@ -89,6 +74,30 @@ func runBench(ctx context.Context, args []string) error {
 		return trimBenchErr(err, "bench: ")
 	}
 	return printBenchReport(rep, len(rep.Rounds), *markdown, *jsonFile, trimBenchErr(err, "bench: "))
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, n := range strings.Split(v, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// benchOptionError reports a benchmark option error as an error of the flag
+// of the same name ("gen cpu" is --gen-cpu) when fs has one.
+func benchOptionError(err error, fs *flag.FlagSet) error {
+	var oe *bench.OptionError
+	if errors.As(err, &oe) {
+		name := strings.ReplaceAll(oe.Field, " ", "-")
+		if fs.Lookup(name) != nil {
+			return flagError(name, "%s", oe.Msg)
+		}
+	}
+	return err
 }
 
 // benchReport is what both benchmarks' reports can do.

@@ -52,24 +52,12 @@ func runBenchTCP(ctx context.Context, args []string) error {
 	if o.GvisorXDP == "" {
 		o.GvisorXDP = filepath.Join(filepath.Dir(self), "gvisorxdp")
 	}
-	for _, n := range strings.Split(*only, ",") {
-		if n = strings.TrimSpace(n); n != "" {
-			o.Only = append(o.Only, n)
-		}
-	}
+	o.Only = splitList(*only)
 	if !*quiet {
 		o.Log = os.Stderr
 	}
 	if err := o.Validate(); err != nil {
-		var oe *bench.OptionError
-		if errors.As(err, &oe) {
-			name := strings.ReplaceAll(oe.Field, " ", "-")
-			switch name {
-			case "rounds", "duration", "only", "concurrency", "port", "gvisorxdp", "client-cpu", "server-cpu":
-				return flagError(name, "%s", oe.Msg)
-			}
-		}
-		return err // not a flag of its own
+		return benchOptionError(err, fs)
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("must run as root: it builds a netns and a veth pair and loads XDP programs (try sudo)")

@@ -166,7 +166,7 @@ func (b *bencher) peerSpec(name string, extra ...string) receiverSpec {
 // failed.
 func (b *bencher) runReceiver(ctx context.Context, spec receiverSpec, res *Result,
 	xdpCount func() (uint64, error)) error {
-	r, err := b.startReady(ctx, spec)
+	r, err := startReady(ctx, spec, b.opts.RxCPU)
 	if err != nil {
 		return err
 	}
@@ -221,12 +221,13 @@ func (b *bencher) runReceiver(ctx context.Context, spec receiverSpec, res *Resul
 	return nil
 }
 
-// startReady starts a receiver and waits for its ready line, starting it
-// again for a while if the queue is still busy.
-func (b *bencher) startReady(ctx context.Context, spec receiverSpec) (*receiver, error) {
+// startReady starts a receiver (or a server) on cpu and waits for its ready
+// line, starting it again for a while if the queue is still held by the
+// previous contender's socket.
+func startReady(ctx context.Context, spec receiverSpec, cpu int) (*receiver, error) {
 	giveUp := time.Now().Add(busyRetry)
 	for {
-		r, err := startReceiver(spec, b.opts.RxCPU)
+		r, err := startReceiver(spec, cpu)
 		if err != nil {
 			return nil, err
 		}

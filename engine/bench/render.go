@@ -17,18 +17,20 @@ func percent(f *float64) string {
 	return fmt.Sprintf("%.1f%%", *f*100)
 }
 
-func ratioValue(r Ratio) string {
-	if r.Value == nil {
+// ratioValue and ratioVerdict render a ratio of either benchmark's report:
+// its value and whether it meets its target.
+func ratioValue(v *float64) string {
+	if v == nil {
 		return "n/a"
 	}
-	return fmt.Sprintf("%.2f", *r.Value)
+	return fmt.Sprintf("%.2f", *v)
 }
 
-func ratioVerdict(r Ratio) string {
+func ratioVerdict(v *float64, met bool) string {
 	switch {
-	case r.Value == nil:
+	case v == nil:
 		return "not measured"
-	case r.Met():
+	case met:
 		return "met"
 	}
 	return "missed"
@@ -73,7 +75,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	tw.Flush()
 	b.WriteString("\n")
 	for _, t := range r.Ratios {
-		fmt.Fprintf(&b, "%-18s %5s  (target >= %.2f: %s)\n", t.Name(), ratioValue(t), t.Target, ratioVerdict(t))
+		fmt.Fprintf(&b, "%-18s %5s  (target >= %.2f: %s)\n", t.Name(), ratioValue(t.Value), t.Target, ratioVerdict(t.Value, t.Met()))
 	}
 	if w := r.noiseWarning(); w != "" {
 		b.WriteString(w + "\n")
@@ -105,7 +107,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 	b.WriteString("\n| ratio | value | target |\n|---|---:|---:|\n")
 	for _, t := range r.Ratios {
-		fmt.Fprintf(&b, "| %s | %s | ≥ %.2f (%s) |\n", t.Name(), ratioValue(t), t.Target, ratioVerdict(t))
+		fmt.Fprintf(&b, "| %s | %s | ≥ %.2f (%s) |\n", t.Name(), ratioValue(t.Value), t.Target, ratioVerdict(t.Value, t.Met()))
 	}
 	if w := r.noiseWarning(); w != "" {
 		b.WriteString("\n" + w + "\n")

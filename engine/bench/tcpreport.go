@@ -245,23 +245,6 @@ func (r *TCPReport) headline() string {
 		e.Rounds, e.WindowSec, e.Concurrency)
 }
 
-func tcpRatioValue(r TCPRatio) string {
-	if r.Value == nil {
-		return "n/a"
-	}
-	return fmt.Sprintf("%.2f", *r.Value)
-}
-
-func tcpRatioVerdict(r TCPRatio) string {
-	switch {
-	case r.Value == nil:
-		return "not measured"
-	case r.Met():
-		return "met"
-	}
-	return "missed"
-}
-
 // noisy counts the measurements in which other tasks used more than
 // NoisyOthers of the CPUs.
 func (r *TCPReport) noisy() (n, total int) {
@@ -326,7 +309,7 @@ func (r *TCPReport) WriteTable(w io.Writer) error {
 	tw.Flush()
 	b.WriteString("\n")
 	for _, t := range r.Ratios {
-		fmt.Fprintf(&b, "%-35s %5s  (target >= %.2f: %s)\n", t.Name(), tcpRatioValue(t), t.Target, tcpRatioVerdict(t))
+		fmt.Fprintf(&b, "%-35s %5s  (target >= %.2f: %s)\n", t.Name(), ratioValue(t.Value), t.Target, ratioVerdict(t.Value, t.Met()))
 	}
 	if w := r.noiseWarning(); w != "" {
 		b.WriteString(w + "\n")
@@ -363,7 +346,7 @@ func (r *TCPReport) WriteMarkdown(w io.Writer) error {
 	}
 	b.WriteString("\n| ratio | value | target |\n|---|---:|---:|\n")
 	for _, t := range r.Ratios {
-		fmt.Fprintf(&b, "| %s | %s | ≥ %.2f (%s) |\n", t.Name(), tcpRatioValue(t), t.Target, tcpRatioVerdict(t))
+		fmt.Fprintf(&b, "| %s | %s | ≥ %.2f (%s) |\n", t.Name(), ratioValue(t.Value), t.Target, ratioVerdict(t.Value, t.Met()))
 	}
 	if w := r.noiseWarning(); w != "" {
 		b.WriteString("\n" + w + "\n")

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // Ready lines of the servers, on stderr.
@@ -78,7 +77,7 @@ func (b *tcpBencher) measureServer(ctx context.Context, name string, res *TCPRes
 		return fmt.Errorf("flush the peer's neighbours: %w: %s", err, strings.TrimSpace(string(out)))
 	}
 
-	srv, err := b.startServer(ctx, spec)
+	srv, err := startReady(ctx, spec, b.opts.ServerCPU)
 	if err != nil {
 		return err
 	}
@@ -105,29 +104,6 @@ func (b *tcpBencher) measureServer(ctx context.Context, name string, res *TCPRes
 	}
 	res.Server = lastJSONLine(srv.stdout.String())
 	return ctx.Err()
-}
-
-// startServer starts a server on ServerCPU and waits for its ready line,
-// starting it again for a while if the queue is still held by the previous
-// contender's socket.
-func (b *tcpBencher) startServer(ctx context.Context, spec receiverSpec) (*receiver, error) {
-	giveUp := time.Now().Add(busyRetry)
-	for {
-		r, err := startReceiver(spec, b.opts.ServerCPU)
-		if err != nil {
-			return nil, err
-		}
-		err = r.waitReady(ctx)
-		if err == nil {
-			return r, nil
-		}
-		if !r.busyQueue() || ctx.Err() != nil || time.Now().After(giveUp) {
-			return nil, err
-		}
-		if err := sleep(ctx, 200*time.Millisecond, nil); err != nil {
-			return nil, err
-		}
-	}
 }
 
 // writeServeConfig writes the `xnic serve` config of an xnic contender:
