@@ -74,6 +74,11 @@ type GROOptions struct {
 	// gro_flush_timeout. Zero means the caller calls Flush at the end of
 	// every receive batch, the default.
 	FlushTimeout time.Duration
+	// CoalesceAcks folds a run of a flow's pure ACKs, each acknowledging
+	// more than the one before, into one aggregate that carries the last
+	// ACK's headers, as FreeBSD's LRO does. Linux's GRO delivers every
+	// ACK, so it is off by default; see GRO for the rules.
+	CoalesceAcks bool
 }
 
 // DefaultGROOptions are Linux's table shape, 64 frames per aggregate,
@@ -118,6 +123,9 @@ type GROStats struct {
 	// [1], [2,3], [4,7], ... [128,255], [256].
 	SegsHist [9]uint64
 	Csum     CsumStats
+	// AcksCoalesced counts pure ACKs folded into a later one
+	// (GROOptions.CoalesceAcks).
+	AcksCoalesced uint64
 }
 
 // Ratio is frames per delivered aggregate.
@@ -152,6 +160,17 @@ func (s *GROStats) Ratio() float64 {
 // flushes the aggregate. A segment that cannot merge flushes the held one
 // and starts a new aggregate (or, with PSH or FIN, is delivered alone).
 // TestKernelGRO checks these boundaries against the running kernel.
+//
+// With CoalesceAcks, a pure ACK (flags exactly ACK, no payload, no IPv4
+// options, TCP options none or NOP, NOP, timestamps) is held as a run of
+// ACKs instead of delivered alone. The flow's next pure ACK joins the run
+// when its L2 header, TTL or hop limit, TOS or traffic class, DF or flow
+// label, sequence number, header layout and urgent pointer match and it
+// acknowledges strictly more: its headers (ACK, window, timestamps, IPv4 ID
+// and checksums) are copied over the run's head, so the run delivers as
+// that one ACK, every frame handled once. A duplicate ACK (the same ACK
+// number, which counts for fast retransmit), a SACK, or any other frame of
+// the flow ends the run first, so order and loss signals are kept.
 //
 // The previous segment's flow is tried first against a template of the
 // headers its next segment must have (word compares under a mask); a
@@ -202,6 +221,7 @@ type flow struct {
 
 	psum   uint64 // payload sum so far (little-endian domain), when psumOK
 	psumOK bool
+	ack    bool // a run of pure ACKs (CoalesceAcks), not a data aggregate
 
 	// The headers the next segment must have, bytes under a zero mask
 	// aside (lengths, checksums, PSH and FIN): see fast.
@@ -308,6 +328,11 @@ func (g *GRO) Receive(frame []byte, handle uint64, p *flows.Packet) {
 	}
 
 	fl := p.TCPFlags
+	if n == 0 && g.opts.CoalesceAcks && fl == flows.TCPFlagACK && !p.IPOptions &&
+		l3+int(p.IPLen) <= len(frame) && (p.Family != 4 || frame[l3+6]&0x80 == 0) && pureAckShape(frame[l4:po]) {
+		g.ackRun(frame, handle, p)
+		return
+	}
 	if fl&(flows.TCPFlagSYN|flows.TCPFlagRST|flows.TCPFlagURG|flows.TCPFlagCWR) != 0 || n == 0 ||
 		p.IPOptions || l3+int(p.IPLen) != len(frame) || (p.Family == 4 && frame[l3+6]&0x80 != 0) {
 		g.unmergeable(frame, handle, p, DeliverUnmergeable, AggCsumValidated)
@@ -437,6 +462,9 @@ func (f *flow) nextTemplate(p *flows.Packet) {
 // check applies the merge rules to segment frame of held flow f and returns
 // mergeOK or the reason the held aggregate must be flushed.
 func (g *GRO) check(f *flow, frame []byte, p *flows.Packet) FlushReason {
+	if f.ack {
+		return FlushByMismatch // a segment with data never joins a run of ACKs
+	}
 	hp := &f.agg.Pkt
 	if p.L4Off != hp.L4Off || p.PayloadOff != hp.PayloadOff {
 		return FlushByMismatch
@@ -573,9 +601,90 @@ func (g *GRO) hold(frame []byte, handle uint64, p *flows.Packet, h uint64, hashe
 	}
 	f.fixedID = false
 	f.flags = 0
+	f.ack = false
 	f.psum, f.psumOK, f.podd = psum, verified, n&1 != 0
 	f.setTemplate(frame, p)
 	g.last = f
+}
+
+// pureAckShape reports whether a pure ACK's TCP header t may join a run:
+// no options, or NOP, NOP, timestamps (Linux's layout). SACK blocks and
+// anything else end the run, so a loss signal reaches the stack as sent.
+func pureAckShape(t []byte) bool {
+	switch len(t) {
+	case flows.TCPMinLen:
+		return true
+	case flows.TCPMinLen + 12:
+		return t[20] == 1 && t[21] == 1 && t[22] == 8 && t[23] == 10
+	}
+	return false
+}
+
+// ackRun holds a pure ACK (CoalesceAcks): it joins the flow's run of ACKs
+// when ackJoins says so, else it ends what the flow holds and starts a run.
+func (g *GRO) ackRun(frame []byte, handle uint64, p *flows.Packet) {
+	f, h, hashed := g.lookup(&p.Key)
+	if f != nil {
+		r := g.ackJoins(f, frame, p)
+		if r == mergeOK {
+			po := int(p.PayloadOff)
+			copy(f.frame[:po], frame[:po]) // the run delivers as its last ACK
+			a := &f.agg
+			a.Pkt = *p
+			a.Segs = append(a.Segs, frame[po:po])
+			a.Handles = append(a.Handles, handle)
+			g.Stats.AcksCoalesced++
+			if len(a.Handles) >= g.opts.MaxSegs {
+				g.flush(f, FlushBySize)
+			}
+			return
+		}
+		g.flush(f, r)
+	}
+	g.hold(frame, handle, p, h, hashed, 0, true)
+	f = g.last
+	f.ack = true
+	f.hdrLen = -1 // no template: the fast path is for data
+}
+
+// ackJoins applies the run rules to pure ACK frame and f's run (whose head
+// holds the run's last ACK): mergeOK, or why the run ends.
+func (g *GRO) ackJoins(f *flow, frame []byte, p *flows.Packet) FlushReason {
+	hp := &f.agg.Pkt
+	if !f.ack {
+		return FlushByUnmergeable // held data: the ACK is delivered after it
+	}
+	if p.L4Off != hp.L4Off || p.PayloadOff != hp.PayloadOff || p.Family != hp.Family {
+		return FlushByMismatch
+	}
+	h := f.frame
+	l3, l4 := int(p.L3Off), int(p.L4Off)
+	if !eqSmall(frame[:l3], h[:l3]) {
+		return FlushByMismatch
+	}
+	a, b := frame[l3:l4], h[l3:l4]
+	if p.Family == 4 {
+		if a[1] != b[1] || a[8] != b[8] || (a[6]^b[6])&0x40 != 0 {
+			return FlushByMismatch
+		}
+	} else if binary.BigEndian.Uint32(a)^binary.BigEndian.Uint32(b) != 0 || a[7] != b[7] {
+		return FlushByMismatch
+	}
+	t, u := frame[l4:], h[l4:]
+	be := binary.BigEndian
+	if be.Uint32(t[4:]) != be.Uint32(u[4:]) {
+		return FlushBySeq
+	}
+	if be.Uint16(t[18:]) != be.Uint16(u[18:]) {
+		return FlushByMismatch
+	}
+	if int32(be.Uint32(t[8:])-be.Uint32(u[8:])) <= 0 {
+		return FlushByAck // a duplicate (or older) ACK is delivered as sent
+	}
+	if len(f.agg.Handles) >= g.opts.MaxSegs {
+		return FlushBySize
+	}
+	return mergeOK
 }
 
 // lookup finds the held flow of key k; h is k's hash when hashed.
@@ -605,7 +714,7 @@ func (g *GRO) flush(f *flow, r FlushReason) {
 	a.Flags = AggCsumValidated
 	a.GSOSize = f.mss
 	a.Len = f.ipLen - int(a.Pkt.PayloadOff-a.Pkt.L3Off)
-	if count > 1 {
+	if count > 1 && !f.ack { // a run of ACKs heads with the last one's headers, whole
 		g.complete(f)
 	}
 	if f.fixedID && count > 1 {
