@@ -59,6 +59,17 @@ func TestConfigResolves(t *testing.T) {
 	if r.Pipeline == nil || r.Pipeline.Window != 64 || !r.Pipeline.GRO || !r.TSO {
 		t.Fatalf("pipeline defaults: %+v, tso %v", r.Pipeline, r.TSO)
 	}
+	if !r.Pipeline.GROOptions.CoalesceAcks || r.Options.PollMs != DefaultConfigPollMs {
+		t.Fatalf("coalesce_acks %v, poll_ms %d: want the defaults true and %d",
+			r.Pipeline.GROOptions.CoalesceAcks, r.Options.PollMs, DefaultConfigPollMs)
+	}
+	c, err = ParseConfig("set.yaml", []byte(strings.Replace(goodConfig, "classes:", "engine:\n  poll_ms: 0\n  coalesce_acks: false\nclasses:", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err = c.Resolve(); err != nil || r.Options.PollMs != 0 || r.Pipeline.GROOptions.CoalesceAcks {
+		t.Fatalf("poll_ms 0, coalesce_acks false: %v %+v", err, r)
+	}
 	if db := r.Guests[1]; !db.Rules[0].ClassFromDSCP || db.Port != "xnic0" || db.Rules[0].Dst.String() != "198.18.0.11/32" {
 		t.Fatalf("db: %+v", db)
 	}
@@ -84,6 +95,8 @@ func TestConfigErrorsNameLineAndField(t *testing.T) {
 		{"bad service kind", `{kind: http}`, `{kind: gopher}`, `bad.yaml:20: guests[1].services[0].kind`},
 		{"service port clash", `{kind: udp-echo}`, `{kind: discard, port: 80}`, `bad.yaml:21: guests[1].services[1].port`},
 		{"bad service port", `{kind: udp-echo}`, `{kind: echo, port: 0}`, `bad.yaml:21: guests[1].services[1].port`},
+		{"bad poll_ms", `classes:`, "engine:\n  poll_ms: -1\nclasses:", `bad.yaml:6: engine.poll_ms`},
+		{"bad coalesce_acks", `classes:`, "engine:\n  coalesce_acks: maybe\nclasses:", `bad.yaml:6: engine.coalesce_acks`},
 		{"misspelt key", `{proto: tcp, ports: "80"}`, `{proto: tcp, prots: "80"}`, `line 13: unknown field "prots"`},
 	}
 	for _, c := range cases {

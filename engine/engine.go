@@ -284,6 +284,9 @@ func (e *Engine) Close() error {
 
 func (e *Engine) teardown() error {
 	var errs []error
+	for _, w := range e.workers {
+		w.Close()
+	}
 	for _, p := range e.ports {
 		for _, q := range e.opts.Queues {
 			_ = p.steer.UnregisterSocket(q)

@@ -108,7 +108,7 @@ func (e *Engine) AttachGuestWith(spec GuestSpec, o GuestOptions) (_ *Guest, err 
 		}
 		ep := &Endpoint{Sock: s, Port: pi, Guest: id, Owner: g}
 		if e.opts.Pipeline != nil {
-			ep.tx = newTxQueue(&w.tid)
+			ep.tx = newTxQueue(&w.tid, w.idle)
 			ep.mtu = port.MTU
 		}
 		g.eps = append(g.eps, ep)
@@ -166,6 +166,7 @@ func (e *Engine) detachLocked(g *Guest) error {
 	for wi, ep := range g.eps {
 		if ep.tx != nil {
 			ep.tx.shut.Store(true)
+			ep.tx.freed() // a producer waiting for room sees shut at once
 		}
 		e.workers[wi].RemoveEndpoint(ep)
 		if err := ep.Sock.Close(); err != nil {

@@ -101,6 +101,7 @@ type PipelineCounters struct {
 	Aggregates  atomic.Uint64 // deliveries to guests and the raw sink
 	GROSegments atomic.Uint64 // TCP segments through the merge rules
 	GROMerged   atomic.Uint64
+	GROAcks     atomic.Uint64 // pure ACKs coalesced into a later one (GROOptions.CoalesceAcks)
 	CsumBad     atomic.Uint64 // frames dropped for a bad checksum
 	GROFlush    [offload.NumFlushReasons]atomic.Uint64
 	// SegsHist counts TCP aggregates by frame count: [1], [2,3], [4,7], ...
@@ -260,6 +261,7 @@ func (p *rxPipeline) publish() {
 		s := &g.Stats
 		c.GROSegments.Store(s.Segments)
 		c.GROMerged.Store(s.Merged)
+		c.GROAcks.Store(s.AcksCoalesced)
 		for i := range s.Flush {
 			c.GROFlush[i].Store(s.Flush[i])
 		}

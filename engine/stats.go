@@ -38,6 +38,7 @@ type PipelineStats struct {
 	Aggregates  uint64            `json:"aggregates"`
 	GROSegments uint64            `json:"gro_segments"`
 	GROMerged   uint64            `json:"gro_merged"`
+	GROAcks     uint64            `json:"gro_acks_coalesced"`
 	CsumBad     uint64            `json:"csum_bad"`
 	GROFlush    map[string]uint64 `json:"gro_flush"` // by reason, non-zero only
 	SegsHist    [9]uint64         `json:"segs_hist"` // aggregates of [1], [2,3], [4,7] ... frames
@@ -77,6 +78,7 @@ func (s *PipelineStats) add(c *PipelineCounters) {
 	s.Aggregates += c.Aggregates.Load()
 	s.GROSegments += c.GROSegments.Load()
 	s.GROMerged += c.GROMerged.Load()
+	s.GROAcks += c.GROAcks.Load()
 	s.CsumBad += c.CsumBad.Load()
 	for i := range c.GROFlush {
 		if n := c.GROFlush[i].Load(); n > 0 {

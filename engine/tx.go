@@ -3,7 +3,6 @@ package engine
 import (
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,6 +69,15 @@ type txQueue struct {
 	// runs: a send from that thread (a stack answering inside a delivery)
 	// must not wait for room only the worker itself can make.
 	worker *atomic.Int32
+	// wake wakes the worker if it sleeps; nil when it never does.
+	wake *waker
+	// A producer that finds the queue full sets waiting and blocks on room
+	// (with timer for TxWait); the worker signals room when it frees slots
+	// and someone waits. Producers hold mu, so one timer serves them.
+	waiting atomic.Bool
+	room    chan struct{}
+	timer   *time.Timer
+	maxWait time.Duration // TxWait; tests lengthen it
 
 	// Counters, written by producers under mu.
 	full atomic.Uint64 // requests dropped after TxWait
@@ -83,8 +91,8 @@ type txSlot struct {
 	fixedID bool
 }
 
-func newTxQueue(worker *atomic.Int32) *txQueue {
-	q := &txQueue{worker: worker}
+func newTxQueue(worker *atomic.Int32, wake *waker) *txQueue {
+	q := &txQueue{worker: worker, wake: wake, room: make(chan struct{}, 1), maxWait: TxWait}
 	for i := range q.slot {
 		q.slot[i].buf = make([]byte, MaxWorkRequest)
 	}
@@ -111,16 +119,8 @@ func (q *txQueue) put(wr *WorkRequest) error {
 			q.full.Add(1)
 			return ErrTxFull
 		}
-		deadline := time.Now().Add(TxWait)
-		for t-q.head.Load() == txSlots {
-			if q.shut.Load() {
-				return ErrTxDetached
-			}
-			if time.Now().After(deadline) {
-				q.full.Add(1)
-				return ErrTxFull
-			}
-			runtime.Gosched()
+		if err := q.waitRoom(t); err != nil {
+			return err
 		}
 	}
 	if q.shut.Load() {
@@ -133,7 +133,56 @@ func (q *txQueue) put(wr *WorkRequest) error {
 	}
 	s.n, s.gsoSize, s.partial, s.fixedID = o, wr.GSOSize, wr.CsumPartial, wr.FixedID
 	q.tail.Store(t + 1)
+	q.wake.wake()
 	return nil
+}
+
+// waitRoom blocks, up to TxWait, until the worker frees a slot of a full
+// queue (tail t). It sleeps rather than spins: a spinning producer took the
+// CPU the worker needed to drain the queue. Called with mu held.
+func (q *txQueue) waitRoom(t uint64) error {
+	if q.timer == nil {
+		q.timer = time.NewTimer(q.maxWait)
+	} else {
+		q.timer.Reset(q.maxWait)
+	}
+	defer q.timer.Stop()
+	for {
+		// Announce, then look again: the worker frees slots and then reads
+		// waiting, so either it sees the announcement or we see the room.
+		q.waiting.Store(true)
+		if t-q.head.Load() != txSlots {
+			break
+		}
+		if q.shut.Load() {
+			q.waiting.Store(false)
+			return ErrTxDetached
+		}
+		q.wake.wake()
+		select {
+		case <-q.room:
+		case <-q.timer.C:
+			q.waiting.Store(false)
+			if t-q.head.Load() != txSlots {
+				return nil
+			}
+			q.full.Add(1)
+			return ErrTxFull
+		}
+	}
+	q.waiting.Store(false)
+	return nil
+}
+
+// freed is the worker's half of waitRoom: after advancing head, wake a
+// producer waiting for room.
+func (q *txQueue) freed() {
+	if q.waiting.Load() {
+		select {
+		case q.room <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // TxCounters are a worker's send-path counters, published once per pass.
@@ -229,6 +278,7 @@ func (t *txPath) serve(ep *Endpoint, now int64) int {
 		}
 	}
 	q.head.Store(h + uint64(n))
+	q.freed()
 	t.ep = nil
 	return n
 }

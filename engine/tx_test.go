@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/xnic/xnic/flows"
 	"github.com/xnic/xnic/flows/offload"
@@ -14,6 +15,11 @@ import (
 // newTxWorker is a sim worker with a pipeline and one guest endpoint whose
 // socket has a tx ring.
 func newTxWorker(t testing.TB) (*Worker, *Guest, *umem.UMEM, *umem.SimKernel) {
+	return newTxWorkerPoll(t, 0)
+}
+
+// newTxWorkerPoll is newTxWorker with Options.PollMs.
+func newTxWorkerPoll(t testing.TB, pollMs int) (*Worker, *Guest, *umem.UMEM, *umem.SimKernel) {
 	t.Helper()
 	u, err := umem.NewInMemory(umem.Options{NumFrames: 4096, FrameSize: 2048})
 	if err != nil {
@@ -24,10 +30,11 @@ func newTxWorker(t testing.TB) (*Worker, *Guest, *umem.UMEM, *umem.SimKernel) {
 		t.Fatal(err)
 	}
 	g := &Guest{ID: 1, Spec: GuestSpec{Name: "g"}}
-	ep := &Endpoint{Sock: s, Guest: 1, Owner: g, tx: newTxQueue(nil)}
+	ep := &Endpoint{Sock: s, Guest: 1, Owner: g, tx: newTxQueue(nil, nil)}
 	g.eps = []*Endpoint{ep}
 	g.sendEps.Store(&g.eps)
-	w := NewWorker(u, []*Endpoint{ep}, 64, 0, nil)
+	w := NewWorker(u, []*Endpoint{ep}, 64, pollMs, nil)
+	ep.tx.wake = w.idle
 	po := DefaultPipelineOptions()
 	if w.pipe, err = newRxPipeline(u, 64, po, nil, &w.Pipeline); err != nil {
 		t.Fatal(err)
@@ -143,6 +150,45 @@ func TestSendTooBigAndFull(t *testing.T) {
 	}
 }
 
+// TestSendWaitsForRoom: a send to a full queue blocks (without spinning on
+// the clock) until the worker frees a slot, then goes through.
+func TestSendWaitsForRoom(t *testing.T) {
+	w, g, u, k := newTxWorker(t)
+	defer u.Close()
+	f := udpFrame(7, 100)
+	for range txSlots {
+		if err := g.Send(&WorkRequest{Head: f}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g.eps[0].tx.maxWait = time.Minute // so that only the worker's signal ends the wait in time
+	done := make(chan error, 1)
+	go func() { done <- g.Send(&WorkRequest{Head: f}) }()
+	for !g.eps[0].tx.waiting.Load() {
+		time.Sleep(100 * time.Microsecond)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("a send to a full queue returned at once: %v", err)
+	default:
+	}
+	w.Poll() // frees slots: the waiting send must go through
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("send after room was made: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting send was not woken when the worker freed slots")
+	}
+	for w.Poll() > 0 {
+		k.Send(nil)
+	}
+	if got := w.Tx.Requests.Load(); got != txSlots+1 {
+		t.Fatalf("%d requests sent, want %d", got, txSlots+1)
+	}
+}
+
 // TestSendPathAllocs: sending through the queue, lookahead, GSO and the tx
 // ring allocates nothing.
 func TestSendPathAllocs(t *testing.T) {
@@ -185,5 +231,60 @@ func TestSendAfterDetach(t *testing.T) {
 	g.sendEps.Store(nil) // what detachLocked does first
 	if err := g.Send(&WorkRequest{Head: udpFrame(7, 100)}); !errors.Is(err, ErrTxDetached) {
 		t.Fatalf("send after detach: %v, want ErrTxDetached", err)
+	}
+}
+
+// TestIdleWorkerWakes: a worker that sleeps in poll(2) when idle (PollMs)
+// wakes at once, not at its timeout, for a Do, a guest's send and Stop.
+func TestIdleWorkerWakes(t *testing.T) {
+	const pollMs = 2000
+	w, g, u, _ := newTxWorkerPoll(t, pollMs)
+	defer u.Close()
+	defer w.Close()
+	ran := make(chan struct{})
+	go func() { w.Run(); close(ran) }()
+	asleep := func() {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !w.idle.sleeping.Load() {
+			if time.Now().After(deadline) {
+				t.Fatal("the idle worker never went to sleep")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(5 * time.Millisecond) // well inside poll(2) by now
+	}
+	const prompt = pollMs * time.Millisecond / 4
+
+	asleep()
+	t0 := time.Now()
+	w.Do(func() {})
+	if d := time.Since(t0); d > prompt {
+		t.Errorf("Do took %v on a sleeping worker (poll timeout %d ms)", d, pollMs)
+	}
+
+	asleep()
+	t0 = time.Now()
+	if err := g.Send(&WorkRequest{Head: udpFrame(7, 200)}); err != nil {
+		t.Fatal(err)
+	}
+	for w.Tx.Requests.Load() == 0 {
+		if time.Since(t0) > pollMs*time.Millisecond {
+			t.Fatal("the send was not taken before the poll timeout")
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	if d := time.Since(t0); d > prompt {
+		t.Errorf("a send waited %v for a sleeping worker", d)
+	}
+	if w.Counters.Sleeps.Load() == 0 {
+		t.Error("Sleeps did not count")
+	}
+
+	t0 = time.Now()
+	w.Stop()
+	<-ran
+	if d := time.Since(t0); d > prompt {
+		t.Errorf("Stop took %v", d)
 	}
 }

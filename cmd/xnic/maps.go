@@ -137,6 +137,9 @@ func printConns(ctx context.Context, path string, n int, asJSON bool) error {
 		for _, r := range slices.Sorted(maps.Keys(p.GROFlush)) {
 			fmt.Printf(" %s=%d", r, p.GROFlush[r])
 		}
+		if p.GROAcks > 0 {
+			fmt.Printf("; %d pure ACKs coalesced", p.GROAcks)
+		}
 		fmt.Println()
 	}
 	fmt.Printf("%4s  %-52s %5s %5s %12s %14s %12s %14s\n", "#", "flow (receive direction)", "guest", "class", "pkts in", "bytes in", "pkts out", "bytes out")
