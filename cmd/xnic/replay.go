@@ -14,6 +14,7 @@ import (
 var replayFlagStages = map[string][]replay.Stage{
 	"batch":         {replay.StageGRO},
 	"flush-timeout": {replay.StageGRO},
+	"coalesce-acks": {replay.StageGRO},
 	"no-verify":     {replay.StageGRO, replay.StageGSO},
 	"csum-partial":  {replay.StageGRO, replay.StageGSO},
 	"mss":           {replay.StageGSO},
@@ -30,6 +31,7 @@ func runReplay(ctx context.Context, args []string) error {
 	stageName := fs.String("stage", "", "gro: merge TCP segments; gso: split large TCP segments; csum: verify and complete checksums (required)")
 	batch := fs.Int("batch", replay.DefaultBatchSize, "gro: frames per receive batch, flushed at its end")
 	flushTimeout := fs.Duration("flush-timeout", 0, "gro: flush by gro_flush_timeout on the capture's timestamps instead of per batch")
+	coalesceAcks := fs.Bool("coalesce-acks", false, "gro: fold runs of a flow's pure ACKs into the last one, as the engine does for guests")
 	noVerify := fs.Bool("no-verify", false, "gro, gso: trust the input checksums instead of verifying them")
 	csumPartial := fs.Bool("csum-partial", false, "gro, gso: write pseudo-header-only TCP/UDP checksums (CHECKSUM_PARTIAL)")
 	mss := fs.Int("mss", 0, "gso: payload bytes per segment (gso_size for UDP); 0: --mtu minus the IP and TCP/UDP headers of each frame")
@@ -86,6 +88,7 @@ func runReplay(ctx context.Context, args []string) error {
 		return flagError("flush-timeout", "must be >= 0, got %s", *flushTimeout)
 	}
 	o.FlushTimeout = *flushTimeout
+	o.CoalesceAcks = *coalesceAcks
 	if *mss < 0 || *mss > replay.MaxMSS {
 		return flagError("mss", "must be 0..%d, got %d", replay.MaxMSS, *mss)
 	}

@@ -91,6 +91,9 @@ type Options struct {
 	FlushTimeout time.Duration
 	// MaxSegs is the most frames in one aggregate (1..offload.MaxSegsLimit).
 	MaxSegs int
+	// CoalesceAcks folds runs of a flow's pure ACKs into the last one, as
+	// the engine does for its guests (offload.GROOptions.CoalesceAcks).
+	CoalesceAcks bool
 
 	// GSO stage.
 

@@ -148,6 +148,7 @@ func (r *replayer) setup() error {
 		o.Verify = r.opts.Verify
 		o.CsumOut = r.opts.csumOut()
 		o.FlushTimeout = r.opts.FlushTimeout
+		o.CoalesceAcks = r.opts.CoalesceAcks
 		g, err := offload.NewGRO(o, r.deliver)
 		if err != nil {
 			return fmt.Errorf("replay: %w", err)

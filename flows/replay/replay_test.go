@@ -860,3 +860,33 @@ func TestPcapngPanicRecovered(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
+
+// TestGROCoalesceAcks: with CoalesceAcks a run of pure ACKs is written as
+// its last ACK, and the report counts the ACKs folded; without it every
+// ACK is written.
+func TestGROCoalesceAcks(t *testing.T) {
+	var segs []seg
+	for i := range 10 {
+		s := baseSeg(false)
+		s.ack = 7777 + uint32(1000*i)
+		segs = append(segs, s)
+	}
+	in := frames(segs...)
+	o := optsFor(StageGRO)
+	rep, out := replay(t, pcapOf(t, in), o)
+	if len(out) != 10 || rep.GRO.AcksCoalesced != 0 {
+		t.Fatalf("off: %d packets out, %d ACKs coalesced; want 10 and 0", len(out), rep.GRO.AcksCoalesced)
+	}
+	o.CoalesceAcks = true
+	rep, out = replay(t, pcapOf(t, in), o)
+	if len(out) != 1 || rep.GRO.AcksCoalesced != 9 || rep.PacketsOut != 1 {
+		t.Fatalf("on: %d packets out, %d ACKs coalesced; want 1 and 9", len(out), rep.GRO.AcksCoalesced)
+	}
+	if !bytes.Equal(out[0].data, in[9]) {
+		t.Fatalf("the run was not written as its last ACK:\n got  %x\n want %x", out[0].data, in[9])
+	}
+	var txt bytes.Buffer
+	if err := rep.WriteText(&txt); err != nil || !bytes.Contains(txt.Bytes(), []byte("9 pure ACKs coalesced")) {
+		t.Fatalf("text report: %v\n%s", err, txt.String())
+	}
+}

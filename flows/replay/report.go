@@ -50,6 +50,9 @@ type GROReport struct {
 	// Merged those merged into a held aggregate.
 	Segments uint64 `json:"segments"`
 	Merged   uint64 `json:"merged"`
+	// AcksCoalesced is the pure ACKs folded into a later one
+	// (Options.CoalesceAcks).
+	AcksCoalesced uint64 `json:"acks_coalesced"`
 	// Aggregates is every delivery, single frames and pass-through
 	// included: the packets written.
 	Aggregates uint64 `json:"aggregates"`
@@ -145,14 +148,15 @@ var histNames = [...]string{"1", "2-3", "4-7", "8-15", "16-31", "32-63", "64-127
 
 func groReport(st *offload.GROStats, o *Options, rep *Report) *GROReport {
 	g := &GROReport{
-		BatchSize:  o.BatchSize,
-		Segments:   st.Segments,
-		Merged:     st.Merged,
-		Aggregates: st.Aggregates,
-		Flush:      map[string]uint64{},
-		SegsHist:   []HistBucket{},
-		BadIPv4:    st.Csum.BadIPv4,
-		BadTCP:     st.Csum.BadTCP,
+		BatchSize:     o.BatchSize,
+		Segments:      st.Segments,
+		Merged:        st.Merged,
+		AcksCoalesced: st.AcksCoalesced,
+		Aggregates:    st.Aggregates,
+		Flush:         map[string]uint64{},
+		SegsHist:      []HistBucket{},
+		BadIPv4:       st.Csum.BadIPv4,
+		BadTCP:        st.Csum.BadTCP,
 	}
 	if rep.PacketsOut > 0 {
 		g.Ratio = float64(rep.FramesIn) / float64(rep.PacketsOut)
@@ -220,8 +224,12 @@ func (r *Report) WriteText(w io.Writer) error {
 		if g.FlushTimeout != "" {
 			mode = "flush timeout " + g.FlushTimeout
 		}
-		line("gro", "%d aggregates, %.2f frames per packet; %d of %d TCP segments merged (%s)",
-			g.Aggregates, g.Ratio, g.Merged, g.Segments, mode)
+		acks := ""
+		if g.AcksCoalesced > 0 {
+			acks = fmt.Sprintf("; %d pure ACKs coalesced", g.AcksCoalesced)
+		}
+		line("gro", "%d aggregates, %.2f frames per packet; %d of %d TCP segments merged%s (%s)",
+			g.Aggregates, g.Ratio, g.Merged, g.Segments, acks, mode)
 		var fl strings.Builder
 		for i := range offload.NumFlushReasons {
 			name := offload.FlushReason(i).String()
