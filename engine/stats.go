@@ -19,6 +19,7 @@ type Stats struct {
 	// Wakeups the workers sent because the kernel asked for them.
 	RxWakeups   uint64 `json:"rx_wakeups"`
 	EmptyPasses uint64 `json:"empty_passes"`
+	Sleeps      uint64 `json:"sleeps"` // idle workers' sleeps in poll(2) (Options.PollMs)
 	// The receive pipeline's counters (zero without Options.Pipeline).
 	Pipeline PipelineStats `json:"pipeline"`
 }
@@ -105,6 +106,7 @@ func (e *Engine) Stats() (Stats, error) {
 		st.RxBytes += w.Counters.RxBytes.Load()
 		st.RxWakeups += w.Counters.RxWakeups.Load()
 		st.EmptyPasses += w.Counters.EmptyPasses.Load()
+		st.Sleeps += w.Counters.Sleeps.Load()
 		if w.pipe != nil {
 			st.Pipeline.add(&w.Pipeline)
 		}

@@ -127,9 +127,11 @@ func printConns(ctx context.Context, path string, n int, asJSON bool) error {
 		return err
 	}
 	if asJSON {
-		return json.NewEncoder(os.Stdout).Encode(map[string]any{"conns": rep.Conns, "pipeline": st.Stats.Pipeline})
+		return json.NewEncoder(os.Stdout).Encode(map[string]any{"conns": rep.Conns, "pipeline": st.Stats.Pipeline,
+			"empty_passes": st.Stats.EmptyPasses, "sleeps": st.Stats.Sleeps})
 	}
 	p := st.Stats.Pipeline
+	fmt.Printf("workers: %d empty passes, %d sleeps in poll(2)\n", st.Stats.EmptyPasses, st.Stats.Sleeps)
 	fmt.Printf("pipeline: %d packets, %d connections live, %d context loads (%.3f per packet), %d cache hits, %d evictions, %d malformed, %d bad checksums\n",
 		p.Packets, p.Conns, p.CacheLoads, p.LoadsPerPacket(), p.CacheHits, p.Evictions, p.Malformed, p.CsumBad)
 	if p.GROSegments > 0 {
