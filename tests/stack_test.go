@@ -137,7 +137,15 @@ func TestStackGuestServesPeer(t *testing.T) {
 	const n = 200 << 20
 	bulk(t, ctx, l, g, v6, 5001, n/4, n/4) // both ways at once, over IPv6
 	t0 := time.Now()
+	acks0, _ := e.Stats()
 	bulk(t, ctx, l, g, v4, 5002, 0, n) // guest -> peer: the engine's TSO
+	acks1, _ := e.Stats()
+	// The peer's ACKs come in runs; the engine folds each into its last.
+	if d := acks1.Pipeline.GROAcks - acks0.Pipeline.GROAcks; d == 0 {
+		t.Errorf("a %d MB download coalesced no pure ACK", n>>20)
+	} else {
+		t.Logf("download: %d pure ACKs coalesced", d)
+	}
 	w := e.Workers()[0]
 	t.Logf("bulk %d MB guest -> peer in %v: engine tx %d requests (%d segmented) into %d frames, %d dropped, %d without frames; stack %+v",
 		n>>20, time.Since(t0).Round(time.Millisecond), w.Tx.Requests.Load(), w.Tx.GSORequests.Load(), w.Tx.Segments.Load(),
