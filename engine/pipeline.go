@@ -36,8 +36,7 @@ type PipelineOptions struct {
 
 // DefaultPipelineOptions: W=64, 256k connections per worker (32 MB), the
 // default 512-entry 8-way cache, GRO on with Linux's rules plus ACK
-// coalescing, 5-minute idle
-// timeout.
+// coalescing, 5-minute idle timeout.
 func DefaultPipelineOptions() PipelineOptions {
 	gro := offload.DefaultGROOptions()
 	// Unlike Linux's GRO, the engine folds runs of pure ACKs: its guests'
