@@ -22,6 +22,10 @@ func runBench(ctx context.Context, args []string) error {
 		// TCP goodput of guests against gVisor's AF_XDP endpoint and the kernel.
 		return runBenchTCP(ctx, args[1:])
 	}
+	if len(args) > 0 && args[0] == "offload" {
+		// GRO and GSO on one core against the raw receive rate, in one run.
+		return runBenchOffload(ctx, args[1:])
+	}
 	fs := newFlags("bench", "[--rounds N] [--duration D] [--size BYTES] [--flows N] [--peers DIR] [--only a,b] [--json FILE] [--markdown]")
 	d := bench.DefaultOptions()
 	rounds := fs.Int("rounds", d.Rounds, "rounds; the table shows the median over them")
