@@ -136,13 +136,21 @@ func (s *Stack) post(buf buffer.Buffer, n int) {
 	pkt.DecRef()
 }
 
+// splitAbove is the packet size from which gather puts the headers and the
+// payload in views of their own.
+const splitAbove = 2048
+
 // gather copies head and then segs (n bytes in all) into a new netstack
-// buffer. The buffer is one pooled view when it fits the largest pooled
-// chunk (64 KiB), else a view for the headers and one for the payload;
-// contiguous forces one view and returns it as frame too.
+// buffer. A small packet is one pooled view; a larger one (an aggregate)
+// gets a view for the headers and one for the payload. That matters:
+// netstack's IPv4 receive holds a reference to the network header's view
+// while it reads the header again (with HandleLocal), and reading a shared
+// view clones its whole chunk, which for one view per aggregate was a 64 KB
+// clear and copy per aggregate on the worker. contiguous forces one view
+// and returns it as frame too.
 func gather(head []byte, segs [][]byte, n int, contiguous bool) (buf buffer.Buffer, frame []byte, ok bool) {
 	total := len(head) + n
-	if contiguous || total <= buffer.MaxChunkSize {
+	if contiguous || total <= splitAbove {
 		v := buffer.NewViewSize(total)
 		b := v.AsSlice()
 		o := copy(b, head)
