@@ -69,15 +69,20 @@ func SumChain(pieces [][]byte, initial uint16) uint16 {
 // vectorMin is the shortest buffer worth the vector loop's setup.
 const vectorMin = 256
 
+// maxVectorChunk bounds one call of the vector loops, whose 32-bit lanes
+// grow by up to 65536 per 128 bytes (per 64 in the copy loop): at most
+// 2^27 each, so that the four accumulators add up in 32 bits.
+const maxVectorChunk = 1 << 18
+
 // sumLE returns the ones-complement sum of b read as little-endian words,
 // unfolded: any 64-bit value whose fold is the sum.
 func sumLE(b []byte) uint64 {
 	var s, c uint64
 	// Long buffers (MTU payloads) go through the vector loop where there is
 	// one: about 3x the carry chain below.
-	if haveAVX2 && len(b) >= vectorMin {
-		n := len(b) &^ 63
-		s = sumAVX2(b[:n])
+	for haveAVX2 && len(b) >= vectorMin {
+		n := min(len(b), maxVectorChunk) &^ 63
+		s, c = bits.Add64(s, sumAVX2(b[:n]), c)
 		b = b[n:]
 	}
 	// The carry goes through a register once per iteration, which costs
@@ -158,8 +163,8 @@ func copySumLE(dst, src []byte) uint64 {
 	dst = dst[:len(src)]
 	if haveAVX2 && len(src) >= vectorMin {
 		// The vector loop copies and sums in one pass; the scalar loop
-		// below takes the tail.
-		n := len(src) &^ 63
+		// below takes the tail (and what is past maxVectorChunk).
+		n := min(len(src), maxVectorChunk) &^ 63
 		v := copySumAVX2(dst[:n], src[:n])
 		t := copySumLE(dst[n:], src[n:])
 		s, c := bits.Add64(v, t, 0)

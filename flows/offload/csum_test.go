@@ -298,12 +298,12 @@ func TestCopySum(t *testing.T) {
 // naiveSumLE is the ones'-complement sum of b as little-endian 16-bit words,
 // an odd last byte as the low byte of a word, folded.
 func naiveSumLE(b []byte) uint16 {
-	var s uint32
+	var s uint64 // 64 bits: a uint32 overflows past 128 KB of 0xffff words
 	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(b[i]) | uint32(b[i+1])<<8
+		s += uint64(b[i]) | uint64(b[i+1])<<8
 	}
 	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1])
+		s += uint64(b[len(b)-1])
 	}
 	for s > 0xffff {
 		s = s&0xffff + s>>16
@@ -336,6 +336,39 @@ func TestSumLEVectorAndScalarAgree(t *testing.T) {
 				if got, want := Fold(sumLE(b)), naiveSumLE(b); got != want {
 					t.Fatalf("%s data, %d bytes at offset %d: sum %#04x, want %#04x", fill, n, off, got, want)
 				}
+			}
+		}
+	}
+}
+
+// TestSumLEExtremesAndChunks: words at both ends of the vector loop's
+// signed lanes (all 0x0000 and all 0xffff, and alternating), over buffers
+// longer than maxVectorChunk so the chunking runs, for sumLE and copySumLE.
+func TestSumLEExtremesAndChunks(t *testing.T) {
+	rng := rand.New(rand.NewPCG(23, 29))
+	for _, fill := range []string{"zeros", "ones", "alternating", "random"} {
+		buf := make([]byte, 3*maxVectorChunk+777)
+		for i := range buf {
+			switch fill {
+			case "ones":
+				buf[i] = 0xff
+			case "alternating":
+				if i/2%2 == 0 {
+					buf[i] = 0xff
+				}
+			case "random":
+				buf[i] = byte(rng.Uint32())
+			}
+		}
+		for _, n := range []int{256, 4096, maxVectorChunk - 64, maxVectorChunk, maxVectorChunk + 64, len(buf)} {
+			b := buf[:n]
+			want := naiveSumLE(b)
+			if got := Fold(sumLE(b)); got != want {
+				t.Errorf("%s, %d bytes: sumLE %#04x, want %#04x", fill, n, got, want)
+			}
+			dst := make([]byte, n)
+			if got := Fold(copySumLE(dst, b)); got != want || !bytes.Equal(dst, b) {
+				t.Errorf("%s, %d bytes: copySumLE %#04x (copy equal %v), want %#04x", fill, n, got, bytes.Equal(dst, b), want)
 			}
 		}
 	}
