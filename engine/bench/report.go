@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xnic/xnic/internal/stat"
 )
 
 // Report is a whole benchmark run: where it ran, every raw measurement and
@@ -135,17 +137,6 @@ func (r *Report) noisy() (n, total int) {
 	return n, total
 }
 
-// median of a non-empty slice; it sorts a copy.
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
-}
-
 // summarize computes the summary of rounds for contenders, and the targets.
 func summarize(contenders []string, rounds []Round) ([]Summary, []Ratio) {
 	var sums []Summary
@@ -169,7 +160,7 @@ func summarize(contenders []string, rounds []Round) ([]Summary, []Ratio) {
 		}
 		s := Summary{Contender: name, Rounds: len(pps), Failed: failed, MaxOthers: others}
 		if len(pps) > 0 {
-			s.Median, s.SentMed = median(pps), median(sent)
+			s.Median, s.SentMed = stat.Median(pps), stat.Median(sent)
 			s.Min, s.Max = slices.Min(pps), slices.Max(pps)
 		}
 		sums = append(sums, s)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xnic/xnic/internal/stat"
 )
 
 func TestMedian(t *testing.T) {
@@ -22,8 +24,8 @@ func TestMedian(t *testing.T) {
 		{[]float64{4, 1, 3, 2}, 2.5},
 	} {
 		in := append([]float64(nil), c.in...)
-		if got := median(c.in); got != c.want {
-			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
+		if got := stat.Median(c.in); got != c.want {
+			t.Errorf("stat.Median(%v) = %v, want %v", c.in, got, c.want)
 		}
 		if !slicesEqual(in, c.in) {
 			t.Errorf("median reordered its input: %v", c.in)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/xnic/xnic/internal/stat"
 )
 
 // TCPReport is a whole TCP benchmark run: where it ran, every raw
@@ -191,7 +193,7 @@ func summarizeTCP(contenders []string, rounds []TCPRound) ([]TCPSummary, []TCPRa
 		}{{&s.Upload, up}, {&s.Download, down}, {&s.Requests, req}} {
 			x.st.Rounds = len(x.vals)
 			if len(x.vals) > 0 {
-				x.st.Median, x.st.Min, x.st.Max = median(x.vals), slices.Min(x.vals), slices.Max(x.vals)
+				x.st.Median, x.st.Min, x.st.Max = stat.Median(x.vals), slices.Min(x.vals), slices.Max(x.vals)
 			}
 		}
 		sums = append(sums, s)

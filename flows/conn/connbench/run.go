@@ -12,6 +12,7 @@ import (
 
 	"github.com/xnic/xnic/flows"
 	"github.com/xnic/xnic/flows/conn"
+	"github.com/xnic/xnic/internal/stat"
 )
 
 // Row is the result of one configuration (N, cache size, W).
@@ -218,18 +219,9 @@ func measureGroup(ctx context.Context, s *stream, entries int, o Options, expect
 	return rows, nil
 }
 
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 func (cfg *config) row(s *stream, entries int, o Options, expected float64) Row {
 	pkts := float64(len(s.pkts) * len(cfg.ns))
-	ns := median(cfg.ns)
+	ns := stat.Median(cfg.ns)
 	return Row{
 		Conns: s.n, Cache: entries, Ways: min(o.Ways, entries), Window: cfg.w,
 		Prefetch: o.Prefetch && cfg.w > 1, Batch: cfg.batch,

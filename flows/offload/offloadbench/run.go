@@ -12,6 +12,7 @@ import (
 
 	"github.com/xnic/xnic/flows"
 	"github.com/xnic/xnic/flows/offload"
+	"github.com/xnic/xnic/internal/stat"
 )
 
 // Stage is an offload stage.
@@ -334,20 +335,11 @@ func measure(ctx context.Context, stages []*stage, o Options, progress io.Writer
 	return nil
 }
 
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 func (s *stage) row(o Options) Row {
 	r := Row{
 		Stage: s.stage, Family: s.family, Mode: s.mode, MSS: s.mss, FrameLen: FrameLen,
 		Batch: s.batch, CPU: o.CPU, Rounds: len(s.rates), Duration: o.Duration,
-		MsegPerSec: median(s.rates), Min: slices.Min(s.rates), Max: slices.Max(s.rates),
+		MsegPerSec: stat.Median(s.rates), Min: slices.Min(s.rates), Max: slices.Max(s.rates),
 	}
 	if s.agg > 0 {
 		r.SegsPerAgg = float64(s.segs) / float64(s.agg)
