@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -287,5 +288,45 @@ func TestPipelineAgesOutIdleConnections(t *testing.T) {
 	w.Poll()
 	if n, aged := w.Pipeline.Conns.Load(), w.Pipeline.AgedOut.Load(); n != 1 || aged != 2 {
 		t.Fatalf("after the idle timeout: %d connections, %d aged out; want 1 (the new one) and 2", n, aged)
+	}
+}
+
+// TestPipelineCoalescesAcks: the default pipeline folds a run of pure ACKs
+// into its last one, delivers the data that ends the run after it, and
+// publishes how many ACKs it folded; with CoalesceAcks off every ACK is
+// delivered.
+func TestPipelineCoalescesAcks(t *testing.T) {
+	ack := func(n uint32) []byte {
+		f := tcpFrame(4100, 5000, 0, nil, uint16(n))
+		binary.BigEndian.PutUint32(f[42:], n)
+		var p flows.Packet
+		flows.Parse(f, &p)
+		offload.SetL4Checksum(f, &p)
+		return f
+	}
+	for _, on := range []bool{true, false} {
+		o := DefaultPipelineOptions()
+		o.GROOptions.CoalesceAcks = on
+		var acks []uint32
+		var data int
+		w, u, k := newPipeWorker(t, o, func(_ *Endpoint, a *offload.Aggregate) {
+			if a.Len > 0 {
+				data++
+				return
+			}
+			acks = append(acks, binary.BigEndian.Uint32(a.Head[42:]))
+		})
+		k.Deliver([][]byte{ack(100), ack(200), ack(300), ack(300), tcpFrame(4100, 5000, 0, make([]byte, 100), 9), ack(400)})
+		w.Poll()
+		w.pipe.publish()
+		want, folded := []uint32{300, 300, 400}, uint64(2)
+		if !on {
+			want, folded = []uint32{100, 200, 300, 300, 400}, 0
+		}
+		if !slices.Equal(acks, want) || data != 1 || w.Pipeline.GROAcks.Load() != folded {
+			t.Errorf("coalesce %v: ACKs delivered %v, data %d, folded %d; want %v, 1 and %d",
+				on, acks, data, w.Pipeline.GROAcks.Load(), want, folded)
+		}
+		u.Close()
 	}
 }

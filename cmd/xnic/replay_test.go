@@ -197,6 +197,7 @@ func TestReplayCLIBadFlags(t *testing.T) {
 		{[]string{"--in", in, "--out", out, "--stage", "gro", "--mss", "1000"}, "--mss"},
 		{[]string{"--in", in, "--out", out, "--stage", "csum", "--no-verify"}, "--no-verify"},
 		{[]string{"--in", in, "--out", out, "--stage", "gso", "--fix"}, "--fix"},
+		{[]string{"--in", in, "--out", out, "--stage", "gso", "--coalesce-acks"}, "--coalesce-acks"},
 		{[]string{"--in", in, "--out", out, "--stage", "gro", "--bogus"}, "-bogus"},
 	} {
 		_, stderr, err := runCaptured(t, c.args...)
