@@ -1,18 +1,17 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/xnic/xnic/engine/bench"
 	"github.com/xnic/xnic/flows/conn/connbench"
 )
 
@@ -74,7 +73,7 @@ func runBenchConns(ctx context.Context, args []string) error {
 	if !*quiet {
 		progress = os.Stderr
 	}
-	date, machine := time.Now().Format("2006-01-02"), connsMachine()
+	date, machine := time.Now().Format("2006-01-02"), bench.ThisMachine(time.Now()).String()
 	rows, err := connbench.Run(ctx, o, progress)
 	if len(rows) == 0 {
 		return err
@@ -129,27 +128,6 @@ func connsIntList(s string) ([]int, error) {
 		vs = append(vs, v*mul)
 	}
 	return vs, nil
-}
-
-// connsMachine describes the machine for the plot title and the report:
-// CPU model, cores, kernel and Go version.
-func connsMachine() string {
-	cpu := "unknown CPU"
-	if f, err := os.Open("/proc/cpuinfo"); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-				cpu = strings.TrimSpace(v)
-				break
-			}
-		}
-		f.Close()
-	}
-	s := fmt.Sprintf("%s, %d cores", cpu, runtime.NumCPU())
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		s += ", Linux " + strings.TrimSpace(string(b))
-	}
-	return s + ", " + runtime.Version()
 }
 
 // connsWriteJSON writes the run as JSON to path.

@@ -55,7 +55,8 @@ func runBenchOffload(ctx context.Context, args []string) error {
 		progress = os.Stderr
 	}
 
-	date, machine := time.Now(), connsMachine()
+	date := time.Now()
+	machine := bench.ThisMachine(date).String()
 	// The raw receive rate first: it builds (and tears down) its own lab.
 	var rep *bench.Report
 	var rxErr error

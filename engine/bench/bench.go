@@ -126,7 +126,7 @@ func upLab(what, prefix string, ipv6 bool) (*lab.Lab, error) {
 
 // env describes the machine and this run's set-up.
 func (b *bencher) env() Env {
-	e := environment(time.Now())
+	e := Env{Machine: ThisMachine(time.Now())}
 	e.Lab = b.lab.Name
 	e.Rounds, e.WindowSec = b.opts.Rounds, b.opts.Duration.Seconds()
 	e.FrameSize, e.Flows = b.opts.FrameSize, b.opts.Flows

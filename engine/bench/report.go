@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"runtime"
 	"slices"
@@ -22,23 +23,34 @@ type Report struct {
 	Ratios  []Ratio   `json:"ratios"`
 }
 
+// Machine is when and on what a benchmark ran; every benchmark's report
+// starts with it.
+type Machine struct {
+	Date     time.Time `json:"date"`
+	Kernel   string    `json:"kernel"`
+	CPUModel string    `json:"cpu_model"`
+	Cores    int       `json:"cores"`
+	LoadAvg  string    `json:"loadavg"` // /proc/loadavg's 1, 5 and 15 min figures at the start
+}
+
+// String is "CPU, N cores, Linux KERNEL, GOVERSION", for report headers.
+func (m Machine) String() string {
+	return fmt.Sprintf("%s, %d cores, Linux %s, %s", m.CPUModel, m.Cores, m.Kernel, runtime.Version())
+}
+
 // Env describes the machine and the set-up of a run.
 type Env struct {
-	Date       time.Time `json:"date"`
-	Kernel     string    `json:"kernel"`
-	CPUModel   string    `json:"cpu_model"`
-	Cores      int       `json:"cores"`
-	LoadAvg    string    `json:"loadavg"` // /proc/loadavg's 1, 5 and 15 min figures at the start
-	Lab        string    `json:"lab"`
-	Rounds     int       `json:"rounds"`
-	WindowSec  float64   `json:"window_seconds"`
-	FrameSize  int       `json:"frame_size"` // on the wire, FCS included
-	Flows      int       `json:"flows"`
-	Contenders []string  `json:"contenders"`
-	GenCPU     int       `json:"gen_cpu"` // -1: unpinned
-	RxCPU      int       `json:"rx_cpu"`  // -1: unpinned
-	Placement  string    `json:"placement"`
-	Generator  string    `json:"generator"`
+	Machine
+	Lab        string   `json:"lab"`
+	Rounds     int      `json:"rounds"`
+	WindowSec  float64  `json:"window_seconds"`
+	FrameSize  int      `json:"frame_size"` // on the wire, FCS included
+	Flows      int      `json:"flows"`
+	Contenders []string `json:"contenders"`
+	GenCPU     int      `json:"gen_cpu"` // -1: unpinned
+	RxCPU      int      `json:"rx_cpu"`  // -1: unpinned
+	Placement  string   `json:"placement"`
+	Generator  string   `json:"generator"`
 }
 
 // Round is one measurement of every contender.
@@ -187,9 +199,9 @@ func summarize(contenders []string, rounds []Round) ([]Summary, []Ratio) {
 	return sums, ratios
 }
 
-// environment describes this machine.
-func environment(now time.Time) Env {
-	e := Env{Date: now, Cores: runtime.NumCPU(), CPUModel: cpuModel()}
+// ThisMachine describes this machine at now.
+func ThisMachine(now time.Time) Machine {
+	e := Machine{Date: now, Cores: runtime.NumCPU(), CPUModel: cpuModel()}
 	var u unix.Utsname
 	if unix.Uname(&u) == nil {
 		e.Kernel = unix.ByteSliceToString(u.Release[:])

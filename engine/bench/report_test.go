@@ -129,8 +129,8 @@ func TestSummarize(t *testing.T) {
 }
 
 func TestRender(t *testing.T) {
-	rep := &Report{Env: Env{Date: time.Date(2025, 1, 2, 3, 4, 0, 0, time.UTC), Kernel: "6.18.0",
-		CPUModel: "Test CPU", Cores: 2, Rounds: 3, WindowSec: 5, FrameSize: 64, Flows: 1,
+	rep := &Report{Env: Env{Machine: Machine{Date: time.Date(2025, 1, 2, 3, 4, 0, 0, time.UTC), Kernel: "6.18.0",
+		CPUModel: "Test CPU", Cores: 2}, Rounds: 3, WindowSec: 5, FrameSize: 64, Flows: 1,
 		Placement: "somewhere", Generator: "something"}, Rounds: fakeRounds()}
 	rep.Summary, rep.Ratios = summarize(Contenders(), rep.Rounds)
 

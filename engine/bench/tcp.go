@@ -278,10 +278,9 @@ func RunTCP(ctx context.Context, opts TCPOptions) (rep *TCPReport, err error) {
 
 // env describes the machine and this run's set-up.
 func (b *tcpBencher) env() TCPEnv {
-	e := environment(time.Now())
 	return TCPEnv{
-		Date: e.Date, Kernel: e.Kernel, CPUModel: e.CPUModel, Cores: e.Cores, LoadAvg: e.LoadAvg,
-		Lab: b.lab.Name, Rounds: b.opts.Rounds, WindowSec: b.opts.Duration.Seconds(),
+		Machine: ThisMachine(time.Now()),
+		Lab:     b.lab.Name, Rounds: b.opts.Rounds, WindowSec: b.opts.Duration.Seconds(),
 		Concurrency: b.opts.Concurrency, Contenders: b.opts.contenders(),
 		ClientCPU: b.opts.ClientCPU, ServerCPU: b.opts.ServerCPU,
 		Client: "Go net/http in the lab's peer netns over the kernel's TCP; peer veth with tx checksum, " +

@@ -144,8 +144,8 @@ func ratioString(r TCPRatio) string {
 }
 
 func TestTCPRender(t *testing.T) {
-	rep := &TCPReport{Env: TCPEnv{Date: time.Date(2025, 5, 1, 12, 0, 0, 0, time.UTC), Kernel: "6.18.0",
-		CPUModel: "Test CPU", Cores: 2, LoadAvg: "0.1 0.2 0.3", Lab: "xc0000", Rounds: 3, WindowSec: 5,
+	rep := &TCPReport{Env: TCPEnv{Machine: Machine{Date: time.Date(2025, 5, 1, 12, 0, 0, 0, time.UTC), Kernel: "6.18.0",
+		CPUModel: "Test CPU", Cores: 2, LoadAvg: "0.1 0.2 0.3"}, Lab: "xc0000", Rounds: 3, WindowSec: 5,
 		Concurrency: 8, Contenders: TCPContenders(), ClientCPU: -1, ServerCPU: 1, Client: "a client",
 		Servers: map[string]string{TCPKernel: "the kernel itself"}}}
 	rep.Rounds = fakeTCPRounds()

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/xnic/xnic/internal/stat"
 )
@@ -23,18 +22,14 @@ type TCPReport struct {
 
 // TCPEnv describes the machine and the set-up of a TCP run.
 type TCPEnv struct {
-	Date        time.Time `json:"date"`
-	Kernel      string    `json:"kernel"`
-	CPUModel    string    `json:"cpu_model"`
-	Cores       int       `json:"cores"`
-	LoadAvg     string    `json:"loadavg"` // /proc/loadavg's 1, 5 and 15 min figures at the start
-	Lab         string    `json:"lab"`
-	Rounds      int       `json:"rounds"`
-	WindowSec   float64   `json:"window_seconds"`
-	Concurrency int       `json:"concurrency"`
-	Contenders  []string  `json:"contenders"`
-	ClientCPU   int       `json:"client_cpu"` // -1: unpinned
-	ServerCPU   int       `json:"server_cpu"` // -1: unpinned
+	Machine
+	Lab         string   `json:"lab"`
+	Rounds      int      `json:"rounds"`
+	WindowSec   float64  `json:"window_seconds"`
+	Concurrency int      `json:"concurrency"`
+	Contenders  []string `json:"contenders"`
+	ClientCPU   int      `json:"client_cpu"` // -1: unpinned
+	ServerCPU   int      `json:"server_cpu"` // -1: unpinned
 	// Client and Servers say what ran where.
 	Client  string            `json:"client"`
 	Servers map[string]string `json:"servers"`
