@@ -52,8 +52,9 @@ type PortConfig struct {
 
 // DefaultConfigPollMs is engine.poll_ms when a config leaves it out: idle
 // workers sleep in poll(2), so that on a small machine the guests' stacks
-// get the CPU a spinning worker would burn (`xnic bench tcp`: upload +10%,
-// download +20%, requests/s +20% on 2 cores).
+// get the CPU a spinning worker would burn (`xnic bench tcp` on 2 cores:
+// upload 2.40 -> 2.61 Gbit/s, download 1.37 -> 1.70, requests/s about
+// 9200 -> 9700).
 const DefaultConfigPollMs = 10
 
 // EngineConfig holds data-path settings; zero values take the defaults.

@@ -547,8 +547,8 @@ func (g *GRO) merge(f *flow, frame []byte, handle uint64, p *flows.Packet, pay [
 	g.Stats.Merged++
 }
 
-// hold starts a new aggregate with one segment.
-func (g *GRO) hold(frame []byte, handle uint64, p *flows.Packet, h uint64, hashed bool, psum uint64, verified bool) {
+// hold starts a new aggregate with one segment and returns its flow.
+func (g *GRO) hold(frame []byte, handle uint64, p *flows.Packet, h uint64, hashed bool, psum uint64, verified bool) *flow {
 	if !hashed {
 		h = p.Key.Hash()
 	}
@@ -605,6 +605,7 @@ func (g *GRO) hold(frame []byte, handle uint64, p *flows.Packet, h uint64, hashe
 	f.psum, f.psumOK, f.podd = psum, verified, n&1 != 0
 	f.setTemplate(frame, p)
 	g.last = f
+	return f
 }
 
 // pureAckShape reports whether a pure ACK's TCP header t may join a run:
@@ -641,8 +642,8 @@ func (g *GRO) ackRun(frame []byte, handle uint64, p *flows.Packet) {
 		}
 		g.flush(f, r)
 	}
-	g.hold(frame, handle, p, h, hashed, 0, true)
-	f = g.last
+	// No payload sum: a run delivers its last ACK's headers as they came.
+	f = g.hold(frame, handle, p, h, hashed, 0, false)
 	f.ack = true
 	f.hdrLen = -1 // no template: the fast path is for data
 }
