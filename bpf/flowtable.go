@@ -8,13 +8,16 @@ import (
 	"github.com/xnic/xnic/flows"
 )
 
-// The exact flow table: an LRU hash from flows.Key (addresses, ports,
-// protocol, family, outer VLAN) to a Slot. The program looks it up before
-// the rules, so an installed flow overrides them. Until the first flow is
-// installed (ever, in these maps) the program skips the lookup. Installing into a full
-// table evicts the least recently used flow; so may, rarely, the kernel's
-// per-CPU LRU lists before the table is quite full. Non-first fragments
-// carry no ports and so never hit a flow with ports: rules steer them.
+// The exact flow table maps flows.Key (addresses, ports, protocol,
+// family, outer VLAN) to a Slot. The program looks it up before the rules,
+// so an installed flow overrides them. It is two maps (see fastflows.go):
+// IPv4 flows go to the fast table while their bucket has room, the rest to
+// an LRU hash. Until the first flow goes to a map (ever, in these maps)
+// the program skips that map. Installing into a full LRU hash evicts its
+// least recently used flow; so may, rarely, the kernel's per-CPU LRU lists
+// before the table is quite full. The fast table never evicts. Non-first
+// fragments carry no ports and so never hit a flow with ports: rules steer
+// them.
 
 // flowKeyOf converts a flows.Key (the layouts are the same) after checking
 // it is one the program can produce.
@@ -60,19 +63,64 @@ func (s *Steer) InstallFlow(k flows.Key, to Slot) error {
 	if err := s.checkSlot(to); err != nil {
 		return fmt.Errorf("install flow %s: %w", k, err)
 	}
+	v := steerFlowTarget{Guest: uint8(to.Guest), Class: uint8(to.Class)}
+	s.flowMu.Lock()
+	defer s.flowMu.Unlock()
+	if f, ok := fastKeyOf(fk); ok {
+		placed, err := s.fastPut(f, v)
+		if err != nil {
+			return fmt.Errorf("install flow %s: %w", k, err)
+		}
+		if placed {
+			// The program finds k in the fast table first from now on;
+			// an older entry in the LRU hash goes.
+			if err := s.lruDelete(&fk); err != nil {
+				return fmt.Errorf("install flow %s: %w", k, err)
+			}
+			return nil
+		}
+	}
 	if err := s.flowsInUse(); err != nil {
 		return fmt.Errorf("install flow %s: %w", k, err)
 	}
-	v := steerFlowTarget{Guest: uint8(to.Guest), Class: uint8(to.Class)}
 	if err := s.objs.Flows.Update(&fk, &v, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("install flow %s: %w", k, err)
 	}
 	return nil
 }
 
-// InstallFlows installs keys[i] -> to[i] in batches (one syscall per
-// batch), for bulk loads. It returns how many were installed; on error the
-// first n were.
+// fastPut places f in the fast table, if it has room: see fastTable.put.
+// Callers hold s.flowMu.
+func (s *Steer) fastPut(f fastKey, v steerFlowTarget) (bool, error) {
+	if s.fast == nil {
+		return false, nil
+	}
+	if err := s.fastInUse(); err != nil {
+		return false, err
+	}
+	return s.fast.put(f, v)
+}
+
+// lruDelete removes fk from the LRU hash, if the hash was ever used.
+// Callers hold s.flowMu.
+func (s *Steer) lruDelete(fk *steerFlowKey) error {
+	s.mu.Lock()
+	used := s.ctl.FlowsInUse != 0
+	s.mu.Unlock()
+	if !used {
+		return nil
+	}
+	if err := s.objs.Flows.Delete(fk); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return err
+	}
+	return nil
+}
+
+// InstallFlows installs keys[i] -> to[i] in bulk: every key and slot is
+// checked first; then the flows the fast table takes are written to it,
+// and the rest go to the LRU hash in batches (one syscall per batch). It
+// returns how many flows were installed; on error, n of them were (not
+// necessarily the first n).
 func (s *Steer) InstallFlows(keys []flows.Key, to []Slot) (int, error) {
 	if s.objs.Flows == nil {
 		return 0, fmt.Errorf("install flows: %w", ErrClosed)
@@ -80,30 +128,61 @@ func (s *Steer) InstallFlows(keys []flows.Key, to []Slot) (int, error) {
 	if len(keys) != len(to) {
 		return 0, fmt.Errorf("install flows: %d keys, %d slots: %w", len(keys), len(to), ErrInvalidOptions)
 	}
+	fks := make([]steerFlowKey, len(keys))
+	vs := make([]steerFlowTarget, len(keys))
+	for i := range keys {
+		fk, err := flowKeyOf(keys[i])
+		if err != nil {
+			return 0, fmt.Errorf("install flows: key %d: %w", i, err)
+		}
+		if err := s.checkSlot(to[i]); err != nil {
+			return 0, fmt.Errorf("install flows: slot %d: %w", i, err)
+		}
+		fks[i], vs[i] = fk, steerFlowTarget{Guest: uint8(to[i].Guest), Class: uint8(to[i].Class)}
+	}
+	s.flowMu.Lock()
+	defer s.flowMu.Unlock()
+
+	done := 0
+	var lru []int // indexes of the keys for the LRU hash
+	for i := range fks {
+		f, ok := fastKeyOf(fks[i])
+		if !ok {
+			lru = append(lru, i)
+			continue
+		}
+		placed, err := s.fastPut(f, vs[i])
+		if err != nil {
+			return done, fmt.Errorf("install flows: %s: %w", keys[i], err)
+		}
+		if !placed {
+			lru = append(lru, i)
+			continue
+		}
+		if err := s.lruDelete(&fks[i]); err != nil {
+			return done, fmt.Errorf("install flows: %s: %w", keys[i], err)
+		}
+		done++
+	}
+	if len(lru) == 0 {
+		return done, nil
+	}
 	if err := s.flowsInUse(); err != nil {
-		return 0, fmt.Errorf("install flows: %w", err)
+		return done, fmt.Errorf("install flows: %w", err)
 	}
 	const batch = 4096
-	ks := make([]steerFlowKey, 0, min(batch, len(keys)))
-	vs := make([]steerFlowTarget, 0, min(batch, len(keys)))
-	done := 0
-	for i := 0; i < len(keys); i += batch {
-		ks, vs = ks[:0], vs[:0]
-		for j := i; j < min(i+batch, len(keys)); j++ {
-			fk, err := flowKeyOf(keys[j])
-			if err != nil {
-				return done, fmt.Errorf("install flows: key %d: %w", j, err)
-			}
-			if err := s.checkSlot(to[j]); err != nil {
-				return done, fmt.Errorf("install flows: slot %d: %w", j, err)
-			}
-			ks = append(ks, fk)
-			vs = append(vs, steerFlowTarget{Guest: uint8(to[j].Guest), Class: uint8(to[j].Class)})
+	ks := make([]steerFlowKey, 0, min(batch, len(lru)))
+	ts := make([]steerFlowTarget, 0, min(batch, len(lru)))
+	for j := 0; j < len(lru); j += batch {
+		ks, ts = ks[:0], ts[:0]
+		for _, i := range lru[j:min(j+batch, len(lru))] {
+			ks = append(ks, fks[i])
+			ts = append(ts, vs[i])
 		}
-		n, err := s.objs.Flows.BatchUpdate(ks, vs, &ebpf.BatchOptions{ElemFlags: uint64(ebpf.UpdateAny)})
+		n, err := s.objs.Flows.BatchUpdate(ks, ts, &ebpf.BatchOptions{ElemFlags: uint64(ebpf.UpdateAny)})
 		done += n
 		if err != nil {
-			return done, fmt.Errorf("install flows: batch at %d: %w", i, err)
+			return done, fmt.Errorf("install flows: batch at %d: %w", j, err)
 		}
 	}
 	return done, nil
@@ -119,7 +198,12 @@ func (s *Steer) DeleteFlow(k flows.Key) error {
 	if err != nil {
 		return fmt.Errorf("delete flow: %w", err)
 	}
-	if err := s.objs.Flows.Delete(&fk); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	s.flowMu.Lock()
+	defer s.flowMu.Unlock()
+	if f, ok := fastKeyOf(fk); ok && s.fast != nil {
+		s.fast.delete(f)
+	}
+	if err := s.lruDelete(&fk); err != nil {
 		return fmt.Errorf("delete flow %s: %w", k, err)
 	}
 	return nil
@@ -134,6 +218,14 @@ func (s *Steer) LookupFlow(k flows.Key) (Slot, bool, error) {
 	if err != nil {
 		return Slot{}, false, fmt.Errorf("lookup flow: %w", err)
 	}
+	if f, ok := fastKeyOf(fk); ok && s.fast != nil {
+		s.flowMu.Lock()
+		v, ok := s.fast.lookup(f)
+		s.flowMu.Unlock()
+		if ok {
+			return Slot{Guest: int(v.Guest), Class: int(v.Class)}, true, nil
+		}
+	}
 	var v steerFlowTarget
 	err = s.objs.Flows.Lookup(&fk, &v)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -145,11 +237,22 @@ func (s *Steer) LookupFlow(k flows.Key) (Slot, bool, error) {
 	return Slot{Guest: int(v.Guest), Class: int(v.Class)}, true, nil
 }
 
-// FlowCount counts the installed flows by walking the table.
+// FlowCount counts the installed flows by walking the tables.
 func (s *Steer) FlowCount() (int, error) {
 	n := 0
 	err := s.walkFlows(func(flows.Key, Slot) bool { n++; return true })
 	return n, err
+}
+
+// FastFlowCount counts the flows in the fast table (a part of FlowCount).
+func (s *Steer) FastFlowCount() (int, error) {
+	if s.objs.FastFlows == nil {
+		return 0, fmt.Errorf("count fast flows: %w", ErrClosed)
+	}
+	if s.fast == nil {
+		return 0, nil
+	}
+	return s.fast.count(), nil
 }
 
 // Flows calls fn for every installed flow until fn returns false. The table
@@ -161,6 +264,11 @@ func (s *Steer) Flows(fn func(k flows.Key, to Slot) bool) error {
 func (s *Steer) walkFlows(fn func(flows.Key, Slot) bool) error {
 	if s.objs.Flows == nil {
 		return fmt.Errorf("walk flows: %w", ErrClosed)
+	}
+	if s.fast != nil && !s.fast.walk(func(f fastKey, tg steerFlowTarget) bool {
+		return fn(keyOfFlow(f.steerKey()), Slot{Guest: int(tg.Guest), Class: int(tg.Class)})
+	}) {
+		return nil
 	}
 	const batch = 4096
 	ks := make([]steerFlowKey, batch)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -19,13 +20,14 @@ const (
 	PinSlotStats = "slot_stats" // per-CPU SlotStats by guest*Classes+class
 	PinRules     = "rules"      // LPM trie: destination prefix -> rule set
 	PinFlows     = "flows"      // LRU hash: flow key -> slot
+	PinFastFlows = "fast_flows" // array of buckets: IPv4 flow -> slot
 	PinDSCP      = "dscp_class" // array: DSCP -> class
 	PinRuleCache = "rule_cache" // LRU hash: flow key -> cached rule outcome
 	PinCtl       = "ctl"        // array[1]: rule generation, flows in use
 )
 
 // pinNames are the maps Pin and SteerOptions.PinDir pin, in pin order.
-var pinNames = []string{PinXSKMap, PinStats, PinSlotStats, PinRules, PinFlows, PinDSCP, PinRuleCache, PinCtl}
+var pinNames = []string{PinXSKMap, PinStats, PinSlotStats, PinRules, PinFlows, PinFastFlows, PinDSCP, PinRuleCache, PinCtl}
 
 // Hard limits of the steering program.
 const (
@@ -66,9 +68,13 @@ type SteerOptions struct {
 	// (each with up to MaxRulesPerPrefix rules), 1..MaxPrefixes. The trie
 	// allocates per entry, so a large value costs nothing until used.
 	Prefixes int
-	// Flows is the size of the exact flow table, 1..MaxFlows. It is an LRU
-	// hash, preallocated: about 100 bytes per entry. When full, installing
-	// a flow evicts the least recently used one.
+	// Flows sizes the exact flow table, 1..MaxFlows. The table is two
+	// maps: a fast table for IPv4 flows with ways for about 2*Flows flows
+	// (64-byte buckets of 4, 32 bytes per Flows), and an LRU hash of
+	// Flows entries, preallocated, about 100 bytes each. An IPv4 flow goes
+	// to the fast table while its bucket has a free way; the fast table
+	// never evicts. IPv6 flows and the overflow go to the LRU hash, where
+	// installing into a full table evicts the least recently used flow.
 	Flows int
 	// RuleCache is the size of the rule cache, 0..MaxFlows; 0 turns it off.
 	// The program remembers the outcome of the rule lookup (a rule's
@@ -144,6 +150,10 @@ type Steer struct {
 	prefixRules map[ruleKey]int // rules per prefix
 	nextRule    RuleID
 	ctl         steerSteerCtl // the ctl map's value
+
+	// flowMu serializes the writes of the flow tables and guards fast.
+	flowMu sync.Mutex
+	fast   *fastTable // the mmap'ed fast flow table; nil where unsupported
 }
 
 // LoadSteer loads xnic_steer and creates its maps, or, with opts.PinDir,
@@ -165,6 +175,7 @@ func LoadSteer(opts SteerOptions) (_ *Steer, err error) {
 		steerMapRules:     opts.Prefixes,
 		steerMapFlows:     opts.Flows,
 		steerMapRuleCache: max(opts.RuleCache, 1),
+		steerMapFastFlows: fastBucketsFor(opts.Flows),
 	}
 	for name, n := range sizes {
 		spec.Maps[name].MaxEntries = uint32(n)
@@ -174,6 +185,7 @@ func LoadSteer(opts SteerOptions) (_ *Steer, err error) {
 		steerVarCfgGuests:    opts.Guests,
 		steerVarCfgClasses:   opts.Classes,
 		steerVarCfgRuleCache: min(opts.RuleCache, 1),
+		steerVarCfgFastMask:  fastBucketsFor(opts.Flows) - 1,
 	} {
 		if err := spec.Variables[name].Set(uint32(v)); err != nil {
 			return nil, fmt.Errorf("load steer: set %s: %w", name, err)
@@ -233,6 +245,21 @@ func LoadSteer(opts SteerOptions) (_ *Steer, err error) {
 			return nil, fmt.Errorf("load steer: read pinned ctl: %w", err)
 		}
 	}
+	if fastSupported {
+		if s.fast, err = mapFast(s.objs.FastFlows.FD(), int(s.objs.FastFlows.MaxEntries())); err != nil {
+			s.objs.Close()
+			return nil, fmt.Errorf("load steer: %w", err)
+		}
+		if slices.Contains(s.reused, PinFastFlows) {
+			// Ways the last writer deleted may still be read by a
+			// program run that began before: treat them as quarantined.
+			if err := s.fast.grace(); err != nil {
+				s.fast.close()
+				s.objs.Close()
+				return nil, fmt.Errorf("load steer: %w", err)
+			}
+		}
+	}
 	return s, nil
 }
 
@@ -279,6 +306,10 @@ func (s *Steer) RulesMap() *ebpf.Map { return s.objs.Rules }
 // FlowsMap is the LRU hash of the exact flow table.
 func (s *Steer) FlowsMap() *ebpf.Map { return s.objs.Flows }
 
+// FastFlowsMap is the array of fast flow buckets (IPv4 flows, in front of
+// FlowsMap).
+func (s *Steer) FastFlowsMap() *ebpf.Map { return s.objs.FastFlows }
+
 // DSCPMap is the DSCP to class array.
 func (s *Steer) DSCPMap() *ebpf.Map { return s.objs.DscpClass }
 
@@ -289,7 +320,7 @@ func (s *Steer) RuleCacheMap() *ebpf.Map { return s.objs.RuleCache }
 func (s *Steer) Maps() map[string]*ebpf.Map {
 	return map[string]*ebpf.Map{
 		PinXSKMap: s.objs.Xsks, PinStats: s.objs.Stats, PinSlotStats: s.objs.SlotStats,
-		PinRules: s.objs.Rules, PinFlows: s.objs.Flows, PinDSCP: s.objs.DscpClass,
+		PinRules: s.objs.Rules, PinFlows: s.objs.Flows, PinFastFlows: s.objs.FastFlows, PinDSCP: s.objs.DscpClass,
 		PinRuleCache: s.objs.RuleCache, PinCtl: s.objs.Ctl,
 	}
 }
@@ -304,7 +335,7 @@ func (s *Steer) Attach(ifindex int, mode AttachMode) (*Attachment, error) {
 }
 
 // Pin pins every steering map (PinXSKMap, PinStats, PinSlotStats, PinRules,
-// PinFlows, PinDSCP, PinRuleCache, PinCtl) under dir on bpffs, creating dir when missing, so that
+// PinFlows, PinFastFlows, PinDSCP, PinRuleCache, PinCtl) under dir on bpffs, creating dir when missing, so that
 // bpftool, `xnic maps` or another process (a C peer in a benchmark) can
 // open them. A pin left by a crashed process makes Pin fail with an error
 // matching os.ErrExist; remove it first. Close unpins what Pin pinned. To
@@ -390,6 +421,12 @@ func (s *Steer) unpinLocked() error {
 // is unusable afterwards.
 func (s *Steer) Close() error {
 	errs := []error{s.links.closeAll()}
+	s.flowMu.Lock()
+	if err := s.fast.close(); err != nil {
+		errs = append(errs, fmt.Errorf("unmap fast flow table: %w", err))
+	}
+	s.fast = nil
+	s.flowMu.Unlock()
 	s.mu.Lock()
 	if s.objs.Xsks != nil {
 		if !s.pinKeep {

@@ -13,6 +13,20 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type steerFastBucket struct {
+	_   structs.HostLayout
+	Way [4]struct {
+		_         structs.HostLayout
+		Src       uint32
+		Dst       uint32
+		Sport     uint16
+		Dport     uint16
+		Proto     uint8
+		Guest     uint8
+		VlanClass uint16
+	}
+}
+
 type steerFlowKey struct {
 	_      structs.HostLayout
 	Src    [16]uint8
@@ -70,7 +84,7 @@ type steerSteerCtl struct {
 	RuleGen     uint32
 	FlowsInUse  uint32
 	RuleCacheOn uint32
-	Pad         uint32
+	FastInUse   uint32
 }
 
 type steerSteerSlotStats struct {
@@ -118,6 +132,7 @@ type steerSteerStats struct {
 const (
 	steerMapCtl          = "ctl"
 	steerMapDscpClass    = "dscp_class"
+	steerMapFastFlows    = "fast_flows"
 	steerMapFlows        = "flows"
 	steerMapRuleCache    = "rule_cache"
 	steerMapRules        = "rules"
@@ -126,6 +141,7 @@ const (
 	steerMapXsks         = "xsks"
 	steerProgXnicSteer   = "xnic_steer"
 	steerVarCfgClasses   = "cfg_classes"
+	steerVarCfgFastMask  = "cfg_fast_mask"
 	steerVarCfgGuests    = "cfg_guests"
 	steerVarCfgQueues    = "cfg_queues"
 	steerVarCfgRuleCache = "cfg_rule_cache"
@@ -182,6 +198,7 @@ type steerProgramSpecs struct {
 type steerMapSpecs struct {
 	Ctl       *ebpf.MapSpec `ebpf:"ctl"`
 	DscpClass *ebpf.MapSpec `ebpf:"dscp_class"`
+	FastFlows *ebpf.MapSpec `ebpf:"fast_flows"`
 	Flows     *ebpf.MapSpec `ebpf:"flows"`
 	RuleCache *ebpf.MapSpec `ebpf:"rule_cache"`
 	Rules     *ebpf.MapSpec `ebpf:"rules"`
@@ -195,6 +212,7 @@ type steerMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerVariableSpecs struct {
 	CfgClasses   *ebpf.VariableSpec `ebpf:"cfg_classes"`
+	CfgFastMask  *ebpf.VariableSpec `ebpf:"cfg_fast_mask"`
 	CfgGuests    *ebpf.VariableSpec `ebpf:"cfg_guests"`
 	CfgQueues    *ebpf.VariableSpec `ebpf:"cfg_queues"`
 	CfgRuleCache *ebpf.VariableSpec `ebpf:"cfg_rule_cache"`
@@ -222,6 +240,7 @@ func (o *steerObjects) Close() error {
 type steerMaps struct {
 	Ctl       *ebpf.Map `ebpf:"ctl"`
 	DscpClass *ebpf.Map `ebpf:"dscp_class"`
+	FastFlows *ebpf.Map `ebpf:"fast_flows"`
 	Flows     *ebpf.Map `ebpf:"flows"`
 	RuleCache *ebpf.Map `ebpf:"rule_cache"`
 	Rules     *ebpf.Map `ebpf:"rules"`
@@ -234,6 +253,7 @@ func (m *steerMaps) Close() error {
 	return _SteerClose(
 		m.Ctl,
 		m.DscpClass,
+		m.FastFlows,
 		m.Flows,
 		m.RuleCache,
 		m.Rules,
@@ -248,6 +268,7 @@ func (m *steerMaps) Close() error {
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerVariables struct {
 	CfgClasses   *ebpf.Variable `ebpf:"cfg_classes"`
+	CfgFastMask  *ebpf.Variable `ebpf:"cfg_fast_mask"`
 	CfgGuests    *ebpf.Variable `ebpf:"cfg_guests"`
 	CfgQueues    *ebpf.Variable `ebpf:"cfg_queues"`
 	CfgRuleCache *ebpf.Variable `ebpf:"cfg_rule_cache"`

@@ -162,6 +162,11 @@ func TestSteerBpftoolDump(t *testing.T) {
 	if err := s.InstallFlow(f.key(t), Slot{2, 1}); err != nil {
 		t.Fatal(err)
 	}
+	// An IPv6 flow goes to the LRU hash (the IPv4 one to the fast table).
+	f6 := pkt{src: addr("2001:2::1"), dst: addr("2001:2::2"), proto: flows.ProtoTCP, sport: 1, dport: 80}
+	if err := s.InstallFlow(f6.key(t), Slot{2, 0}); err != nil {
+		t.Fatal(err)
+	}
 	runProg(t, s.Program(), f.frame())
 	// A frame of another flow, matched by the rule: cached.
 	runProg(t, s.Program(), pkt{dst: addr("198.18.1.6"), proto: flows.ProtoTCP, sport: 1, dport: 80}.frame())
@@ -172,8 +177,9 @@ func TestSteerBpftoolDump(t *testing.T) {
 		PinSlotStats: {"packets", "bytes", "redirected", "redirected_class0", "pass_no_socket"},
 		PinRules:     {"prefixlen", "addr", "count", "rules", "port_lo", "port_hi", "guest", "class", "priority"},
 		PinFlows:     {"src", "dst", "sport", "dport", "proto", "family", "vlan", "guest", "class"},
+		PinFastFlows: {"way", "src", "dst", "sport", "dport", "proto", "guest", "vlan_class"},
 		PinRuleCache: {"src", "dport", "target", "guest", "flags", "gen"},
-		PinCtl:       {"rule_gen", "flows_in_use", "rule_cache_on"},
+		PinCtl:       {"rule_gen", "flows_in_use", "rule_cache_on", "fast_in_use"},
 	}
 	for name, want := range fields {
 		out, err := exec.Command(bpftool, "map", "dump", "pinned", filepath.Join(dir, name)).CombinedOutput()
