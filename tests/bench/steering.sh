@@ -19,13 +19,21 @@ measure() { # label gen_flows rx_args...
   local vals=()
   for r in $(seq "$ROUNDS"); do
     local out; out=$(mktemp)
-    taskset -c 1 "$XNIC" rx --iface "${LAB}0" --duration "${SECS}s" --json --quiet "$@" >"$out" 2>/dev/null &
+    taskset -c 1 "$XNIC" rx --iface "${LAB}0" --duration "${SECS}s" --json --quiet "$@" >"$out" 2>"$out.err" &
     local pid=$!
-    sleep 1
+    # xnic rx's window opens after its set-up (10k rules and 100k flows
+    # take a while), with its "xnic rx: IFACE ..." line: start the traffic
+    # then, as xnic bench does, so no set-up time dilutes the rate.
+    local i
+    for i in $(seq 600); do
+      grep -q "^xnic rx: ${LAB}0" "$out.err" && break
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.05
+    done
     taskset -c 0 "$XNIC" gen --lab "$LAB" --flows "$gflows" --duration "$((SECS + 1))s" >/dev/null 2>&1 || true
     wait "$pid"
     vals+=("$(tail -1 "$out" | grep -o '"pps":[0-9.e+]*' | cut -d: -f2)")
-    rm -f "$out"
+    rm -f "$out" "$out.err"
   done
   printf '%s\n' "${vals[@]}" | sort -g | awk -v l="$label" '{v[NR]=$1} END {printf "%s %.3f\n", l, v[int((NR+1)/2)]/1e6}'
 }
