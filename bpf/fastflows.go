@@ -132,6 +132,8 @@ type fastTable struct {
 	quarantine map[uint32]uint8
 	// grace waits for an RCU grace period (membarrier); a test hook.
 	grace func() error
+	// graceErr is the last failure of grace, nil once one succeeds.
+	graceErr error
 }
 
 // mapFast mmaps the fast_flows map of buckets buckets.
@@ -216,27 +218,78 @@ func (t *fastTable) free(f fastKey) (uint32, int, bool) {
 
 // put steers f to tg: in place when f is there, in a free way otherwise,
 // after a grace period if only quarantined ways are free. It returns false
-// (and no error) when both buckets are full.
+// when both buckets are full, or hold only quarantined ways and no grace
+// period can be had (membarrier refused, as with nohz_full): the flow then
+// goes to the LRU hash.
 func (t *fastTable) put(f fastKey, tg steerFlowTarget) (bool, error) {
+	placed, waiting := t.tryPut(f, tg)
+	if placed || !waiting {
+		return placed, nil
+	}
+	if t.graceErr = t.endQuarantine(); t.graceErr != nil {
+		return false, nil
+	}
+	placed, _ = t.tryPut(f, tg)
+	return placed, nil
+}
+
+// tryPut is put without waiting: when the only free ways of f's buckets
+// are quarantined it returns false and waiting true.
+func (t *fastTable) tryPut(f fastKey, tg steerFlowTarget) (placed, waiting bool) {
 	if b, w := t.find(f); w >= 0 {
 		_, p1 := t.way(b, w)
 		atomic.StoreUint64(p1, f.word1(tg))
-		return true, nil
+		return true, false
 	}
 	b, w, waiting := t.free(f)
-	if w < 0 && waiting {
-		if err := t.endQuarantine(); err != nil {
-			return false, err
-		}
-		b, w, _ = t.free(f)
-	}
 	if w < 0 {
-		return false, nil
+		return false, waiting
 	}
 	p0, p1 := t.way(b, w)
 	atomic.StoreUint64(p1, f.word1(tg))
 	atomic.StoreUint64(p0, f.word0())
-	return true, nil
+	return true, false
+}
+
+// relocate makes room for f, whose two buckets are full: it moves a flow
+// of one of them to that flow's other bucket, when that has a free way.
+// The flow is written there first and then deleted here, so a reader
+// finds it in one place or both, with the same target; the way it leaves
+// is quarantined, so f can have it after the next grace period. It says
+// whether it moved a flow.
+func (t *fastTable) relocate(f fastKey) bool {
+	for _, b := range f.buckets(t.mask) {
+		for w := range fastWays {
+			p0, p1 := t.way(b, w)
+			w0 := atomic.LoadUint64(p0)
+			if w0 == 0 {
+				continue
+			}
+			w1 := atomic.LoadUint64(p1)
+			r, _ := fastWayKey(w0, w1)
+			alt := r.buckets(t.mask)
+			other := alt[0]
+			if other == b {
+				other = alt[1]
+			}
+			if other == b {
+				continue // both of r's buckets are this one
+			}
+			q := t.quarantine[other]
+			for v := range fastWays {
+				a0, a1 := t.way(other, v)
+				if atomic.LoadUint64(a0) != 0 || q&(1<<v) != 0 {
+					continue
+				}
+				atomic.StoreUint64(a1, w1)
+				atomic.StoreUint64(a0, w0)
+				atomic.StoreUint64(p0, 0)
+				t.quarantine[b] |= 1 << w
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // endQuarantine waits for a grace period and frees every quarantined way.

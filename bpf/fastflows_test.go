@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"encoding/binary"
 	"errors"
 	"net/netip"
 	"runtime"
@@ -86,8 +87,9 @@ func TestFastTableWays(t *testing.T) {
 		t.Fatal("deleted flow still found")
 	}
 	graceErr = errors.New("no grace")
-	if ok, err := tb.put(keys[fastWays], steerFlowTarget{Guest: 9}); err == nil || ok {
-		t.Fatalf("put into a quarantined way without a grace period = %v, %v", ok, err)
+	if ok, err := tb.put(keys[fastWays], steerFlowTarget{Guest: 9}); err != nil || ok || tb.graceErr == nil {
+		t.Fatalf("put into a quarantined way without a grace period = %v, %v (grace error %v), want false for the LRU hash",
+			ok, err, tb.graceErr)
 	}
 	if _, ok := tb.lookup(keys[fastWays]); ok {
 		t.Fatal("a flow went into a quarantined way")
@@ -415,5 +417,79 @@ func TestSteerFastFlowsNoTornReads(t *testing.T) {
 		if ds := subStats(st, first.slots[sl]); ds.Packets != 0 && (sl.Guest < 1 || sl.Guest > 4) {
 			t.Errorf("slot %v got %d frames; only the pairs' guests may", sl, ds.Packets)
 		}
+	}
+}
+
+// TestFastTableRelocates fills a table as InstallFlows does, with the keys
+// of `xnic rx --flows 100000` in the default 32768 buckets: moving flows to
+// their other bucket keeps nearly all of them out of the LRU hash, and
+// every flow stays findable with its own target.
+func TestFastTableRelocates(t *testing.T) {
+	if !fastSupported {
+		t.Skipf("the fast flow table is used on amd64 only, not %s", runtime.GOARCH)
+	}
+	buckets := fastBucketsFor(DefaultSteerOptions().Flows)
+	tb := newFastTable(make([]uint64, buckets*fastWays*2), buckets)
+	graces := 0
+	tb.grace = func() error { graces++; return nil }
+	const n = 100000
+	keys := make([]fastKey, n)
+	for i := range keys {
+		src := [4]byte{198, 18, byte(i / 55536), 2}
+		keys[i] = fastKey{src: binary.LittleEndian.Uint32(src[:]), dst: binary.LittleEndian.Uint32([]byte{198, 18, 0, 1}),
+			sport: uint16(10000 + i%55536), dport: 9, proto: flows.ProtoUDP}
+	}
+	target := func(i int) steerFlowTarget { return steerFlowTarget{Guest: uint8(i), Class: uint8(i>>8) & 0xf} }
+	var deferred, lru []int
+	spilled := 0
+	for i, f := range keys { // as InstallFlows does
+		ok, waiting := tb.tryPut(f, target(i))
+		switch {
+		case ok:
+		case tb.relocate(f) || waiting:
+			deferred = append(deferred, i)
+		default:
+			spilled++
+			lru = append(lru, i)
+		}
+	}
+	for _, i := range deferred {
+		if ok, err := tb.put(keys[i], target(i)); err != nil || !ok {
+			lru = append(lru, i)
+		}
+	}
+	first := 0
+	lost := map[int]bool{}
+	for _, i := range lru {
+		lost[i] = true
+	}
+	for i, f := range keys {
+		b, w := tb.find(f)
+		if lost[i] {
+			if w >= 0 {
+				t.Fatalf("flow %d is in the LRU list and the table", i)
+			}
+			continue
+		}
+		if w < 0 {
+			t.Fatalf("flow %d is nowhere", i)
+		}
+		if tg, _ := tb.lookup(f); tg != target(i) {
+			t.Fatalf("flow %d: target %+v, want %+v", i, tg, target(i))
+		}
+		if b == f.buckets(tb.mask)[0] {
+			first++
+		}
+	}
+	t.Logf("%d flows in %d ways: %d moved for, %d to the LRU hash (%d with no move possible), %d in their first bucket, %d grace periods",
+		n, buckets*fastWays, len(deferred), len(lru), spilled, first, graces)
+	if tb.count() != n-len(lru) {
+		t.Fatalf("count = %d, want %d", tb.count(), n-len(lru))
+	}
+	if len(lru) > n/200 {
+		t.Errorf("%d flows (more than 0.5%%) left for the LRU hash", len(lru))
+	}
+	if graces != 1 {
+		t.Errorf("%d grace periods, want 1 for the whole fill", graces)
 	}
 }

@@ -118,7 +118,10 @@ func (s *Steer) lruDelete(fk *steerFlowKey) error {
 
 // InstallFlows installs keys[i] -> to[i] in bulk: every key and slot is
 // checked first; then the flows the fast table takes are written to it,
-// and the rest go to the LRU hash in batches (one syscall per batch). It
+// and the rest go to the LRU hash in batches (one syscall per batch).
+// Unlike InstallFlow, it makes room in the fast table for a flow whose two
+// buckets are full by moving another flow to its other bucket, at the
+// cost of one RCU grace period (some milliseconds) for the whole call. It
 // returns how many flows were installed; on error, n of them were (not
 // necessarily the first n).
 func (s *Steer) InstallFlows(keys []flows.Key, to []Slot) (int, error) {
@@ -144,25 +147,53 @@ func (s *Steer) InstallFlows(keys []flows.Key, to []Slot) (int, error) {
 	defer s.flowMu.Unlock()
 
 	done := 0
-	var lru []int // indexes of the keys for the LRU hash
+	var lru []int      // indexes of the keys for the LRU hash
+	var deferred []int // keys waiting for ways to leave quarantine
+	placed := func(i int) error {
+		if err := s.lruDelete(&fks[i]); err != nil {
+			return fmt.Errorf("install flows: %s: %w", keys[i], err)
+		}
+		done++
+		return nil
+	}
+	if s.fast != nil {
+		if err := s.fastInUse(); err != nil {
+			return 0, fmt.Errorf("install flows: %w", err)
+		}
+	}
 	for i := range fks {
 		f, ok := fastKeyOf(fks[i])
 		if !ok {
 			lru = append(lru, i)
 			continue
 		}
-		placed, err := s.fastPut(f, vs[i])
+		ok, waiting := s.fast.tryPut(f, vs[i])
+		switch {
+		case ok:
+			if err := placed(i); err != nil {
+				return done, err
+			}
+		case s.fast.relocate(f) || waiting:
+			deferred = append(deferred, i)
+		default:
+			lru = append(lru, i)
+		}
+	}
+	// The first of these puts waits for one grace period, which frees
+	// every quarantined way.
+	for _, i := range deferred {
+		f, _ := fastKeyOf(fks[i])
+		ok, err := s.fast.put(f, vs[i])
 		if err != nil {
 			return done, fmt.Errorf("install flows: %s: %w", keys[i], err)
 		}
-		if !placed {
+		if !ok {
 			lru = append(lru, i)
 			continue
 		}
-		if err := s.lruDelete(&fks[i]); err != nil {
-			return done, fmt.Errorf("install flows: %s: %w", keys[i], err)
+		if err := placed(i); err != nil {
+			return done, err
 		}
-		done++
 	}
 	if len(lru) == 0 {
 		return done, nil
