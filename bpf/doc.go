@@ -9,7 +9,9 @@
 //     parses every frame once (include/parse.h, the C twin of flows.Parse,
 //     checked against it over flows.Corpus), drops malformed frames counted
 //     by reason, and matches the rest to a [Slot] (guest, class): first the
-//     exact flow table ([Steer.InstallFlow]), then the rules ([Rule]: LPM
+//     exact flow table ([Steer.InstallFlow]; IPv4 flows in a lock-free
+//     array of cache-line buckets written through mmap, see fastflows.go,
+//     the rest in an LRU hash), then the rules ([Rule]: LPM
 //     on the destination prefix, protocol, destination port range; ARP by
 //     its target address), with the class from the rule or from the DSCP
 //     ([Steer.SetDSCPClass]). It redirects to the AF_XDP socket of that
@@ -34,7 +36,7 @@
 //
 // Pin layout (Steer.Pin or SteerOptions.PinDir, one directory per port,
 // e.g. /sys/fs/bpf/xnic/<port>/): xsks, stats, slot_stats, rules, flows,
-// dscp_class, rule_cache, ctl. Their values are BTF-typed, so
+// fast_flows, dscp_class, rule_cache, ctl. Their values are BTF-typed, so
 // `bpftool map dump pinned DIR/stats` prints field names. Counters are
 // per-CPU arrays, by rx queue (stats) or by guest*Classes+class
 // (slot_stats); Stats and SlotStats sum them over CPUs.

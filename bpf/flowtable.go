@@ -66,10 +66,14 @@ func (s *Steer) InstallFlow(k flows.Key, to Slot) error {
 	v := steerFlowTarget{Guest: uint8(to.Guest), Class: uint8(to.Class)}
 	s.flowMu.Lock()
 	defer s.flowMu.Unlock()
-	if f, ok := fastKeyOf(fk); ok {
+	if f, ok := fastKeyOf(fk); ok && s.fast != nil {
+		_, w := s.fast.find(f)
 		placed, err := s.fastPut(f, v)
 		if err != nil {
 			return fmt.Errorf("install flow %s: %w", k, err)
+		}
+		if placed && w >= 0 {
+			return nil // retargeted in place: never in the LRU hash too
 		}
 		if placed {
 			// The program finds k in the fast table first from now on;
