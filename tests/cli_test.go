@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -158,6 +159,92 @@ func TestCLIBenchConns(t *testing.T) {
 	svg, err := os.ReadFile(dir + "/c.svg")
 	if err != nil || !strings.Contains(string(svg), "<svg") {
 		t.Fatalf("bench conns svg: %v", err)
+	}
+}
+
+// TestCLILabRxFlows steers live frames on a lab through the exact flow
+// table: xnic rx installs 10k rules and 20k flows (the fast table takes
+// them), xnic gen sends those 20k flows, and every frame redirected to the
+// socket must be a flow hit, none a rule hit.
+func TestCLILabRxFlows(t *testing.T) {
+	labtest.HoldSlot(t)
+	name := lab.RandomName(labtest.Prefix)
+	if r := runXnic(t, 30*time.Second, "lab", "up", "--name", name); r.code != 0 {
+		t.Fatalf("lab up: %s", r.stderr)
+	}
+	t.Cleanup(func() {
+		if l, err := lab.Open(name); err == nil {
+			l.Down()
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rx := exec.CommandContext(ctx, xnic(t), "rx", "--iface", name+"0", "--duration", "4s", "--json", "--quiet",
+		"--rules", "10000", "--flows", "20000")
+	var rxOut bytes.Buffer
+	rx.Stdout = &rxOut
+	rxErr, err := rx.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rx.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Start the traffic when rx's window opens, after its set-up.
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(rxErr)
+		var all strings.Builder
+		sent := false
+		for sc.Scan() {
+			all.WriteString(sc.Text() + "\n")
+			if !sent && strings.HasPrefix(sc.Text(), "xnic rx: "+name+"0") {
+				ready <- ""
+				sent = true
+			}
+		}
+		if !sent {
+			ready <- all.String()
+		}
+	}()
+	if msg := <-ready; msg != "" {
+		rx.Wait()
+		t.Fatalf("rx never opened its window:\n%s", msg)
+	}
+	maps := runXnic(t, 20*time.Second, "maps")
+	if !strings.Contains(maps.stdout, "fast_flows") {
+		t.Errorf("xnic maps during rx lacks fast_flows:\n%s%s", maps.stdout, maps.stderr)
+	}
+	g := runXnic(t, 20*time.Second, "gen", "--lab", name, "--duration", "2s", "--flows", "20000", "--json")
+	if g.code != 0 {
+		t.Fatalf("gen: %s", g.stderr)
+	}
+	if err := rx.Wait(); err != nil {
+		t.Fatalf("rx: %v", err)
+	}
+	var res struct {
+		Packets uint64 `json:"packets"`
+		Steer   struct{ Redirected, FlowHits, RuleHits, RuleCacheHits uint64 }
+		XSK     struct {
+			RxDropped  uint64 `json:"rx_dropped"`
+			RxRingFull uint64 `json:"rx_ring_full"`
+		} `json:"xsk"`
+	}
+	lines := strings.Split(strings.TrimSpace(rxOut.String()), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+		t.Fatalf("rx --json: last line is not JSON: %v\n%s", err, rxOut.String())
+	}
+	t.Logf("rx: %+v", res)
+	if res.Steer.Redirected < 20000 {
+		t.Fatalf("only %d frames redirected, fewer than the 20000 flows: %+v", res.Steer.Redirected, res)
+	}
+	if res.Steer.FlowHits != res.Steer.Redirected || res.Steer.RuleHits != 0 {
+		t.Errorf("of %d frames redirected, %d were flow hits and %d rule hits; want all flow hits",
+			res.Steer.Redirected, res.Steer.FlowHits, res.Steer.RuleHits)
+	}
+	if got := res.Packets + res.XSK.RxDropped + res.XSK.RxRingFull; got != res.Steer.Redirected {
+		t.Errorf("rx got %d and the kernel dropped %d+%d of the %d frames redirected",
+			res.Packets, res.XSK.RxDropped, res.XSK.RxRingFull, res.Steer.Redirected)
 	}
 }
 
