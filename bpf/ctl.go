@@ -18,13 +18,24 @@ func (s *Steer) updateCtl(fn func(*steerSteerCtl)) error {
 	return nil
 }
 
-// flowsInUse tells the program to look up the flow table, before the first
-// flow is installed. Until then it skips the lookup.
+// flowsInUse tells the program to look up the LRU flow table, before the
+// first flow goes there. Until then it skips the lookup.
 func (s *Steer) flowsInUse() error {
+	return s.ctlOn(func(c *steerSteerCtl) *uint32 { return &c.FlowsInUse })
+}
+
+// fastInUse tells the program to look in the fast flow table, before the
+// first flow goes there.
+func (s *Steer) fastInUse() error {
+	return s.ctlOn(func(c *steerSteerCtl) *uint32 { return &c.FastInUse })
+}
+
+// ctlOn sets the control word that word picks to 1, once.
+func (s *Steer) ctlOn(word func(*steerSteerCtl) *uint32) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ctl.FlowsInUse != 0 {
+	if *word(&s.ctl) != 0 {
 		return nil
 	}
-	return s.updateCtl(func(c *steerSteerCtl) { c.FlowsInUse = 1 })
+	return s.updateCtl(func(c *steerSteerCtl) { *word(c) = 1 })
 }

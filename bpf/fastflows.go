@@ -351,14 +351,3 @@ func (t *fastTable) count() int {
 	}
 	return n
 }
-
-// fastInUse tells the program to look in the fast table, before the first
-// flow goes there.
-func (s *Steer) fastInUse() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ctl.FastInUse != 0 {
-		return nil
-	}
-	return s.updateCtl(func(c *steerSteerCtl) { c.FastInUse = 1 })
-}

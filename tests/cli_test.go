@@ -162,14 +162,13 @@ func TestCLIBenchConns(t *testing.T) {
 	}
 }
 
-// TestCLILabRxFlows steers live frames on a lab through the exact flow
-// table: xnic rx installs 10k rules and 20k flows (the fast table takes
-// them), xnic gen sends those 20k flows, and every frame redirected to the
-// socket must be a flow hit, none a rule hit.
-func TestCLILabRxFlows(t *testing.T) {
+// upLab brings up a lab (lab up --name NAME args...) in the lab slot and
+// takes it down when the test ends.
+func upLab(t *testing.T, args ...string) string {
+	t.Helper()
 	labtest.HoldSlot(t)
 	name := lab.RandomName(labtest.Prefix)
-	if r := runXnic(t, 30*time.Second, "lab", "up", "--name", name); r.code != 0 {
+	if r := runXnic(t, 30*time.Second, append([]string{"lab", "up", "--name", name}, args...)...); r.code != 0 {
 		t.Fatalf("lab up: %s", r.stderr)
 	}
 	t.Cleanup(func() {
@@ -177,6 +176,46 @@ func TestCLILabRxFlows(t *testing.T) {
 			l.Down()
 		}
 	})
+	return name
+}
+
+// rxReport is the JSON object xnic rx --json ends with.
+type rxReport struct {
+	PPS     float64 `json:"pps"`
+	Packets uint64  `json:"packets"`
+	Steer   struct{ Redirected, FlowHits, RuleHits uint64 }
+	XSK     struct {
+		RxDropped  uint64 `json:"rx_dropped"`
+		RxRingFull uint64 `json:"rx_ring_full"`
+	} `json:"xsk"`
+}
+
+func parseRxReport(t *testing.T, out string) rxReport {
+	t.Helper()
+	var res rxReport
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+		t.Fatalf("rx --json: last line is not JSON: %v\n%s", err, out)
+	}
+	return res
+}
+
+// checkNoLoss: nothing redirected to the socket is lost silently: it was
+// received, or the kernel counted it as dropped (ring full under overload).
+func (res rxReport) checkNoLoss(t *testing.T) {
+	t.Helper()
+	if got := res.Packets + res.XSK.RxDropped + res.XSK.RxRingFull; got != res.Steer.Redirected {
+		t.Fatalf("rx got %d and the kernel dropped %d+%d of the %d frames redirected to its socket",
+			res.Packets, res.XSK.RxDropped, res.XSK.RxRingFull, res.Steer.Redirected)
+	}
+}
+
+// TestCLILabRxFlows steers live frames on a lab through the exact flow
+// table: xnic rx installs 10k rules and 20k flows (the fast table takes
+// them), xnic gen sends those 20k flows, and every frame redirected to the
+// socket must be a flow hit, none a rule hit.
+func TestCLILabRxFlows(t *testing.T) {
+	name := upLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	rx := exec.CommandContext(ctx, xnic(t), "rx", "--iface", name+"0", "--duration", "4s", "--json", "--quiet",
@@ -222,18 +261,7 @@ func TestCLILabRxFlows(t *testing.T) {
 	if err := rx.Wait(); err != nil {
 		t.Fatalf("rx: %v", err)
 	}
-	var res struct {
-		Packets uint64 `json:"packets"`
-		Steer   struct{ Redirected, FlowHits, RuleHits, RuleCacheHits uint64 }
-		XSK     struct {
-			RxDropped  uint64 `json:"rx_dropped"`
-			RxRingFull uint64 `json:"rx_ring_full"`
-		} `json:"xsk"`
-	}
-	lines := strings.Split(strings.TrimSpace(rxOut.String()), "\n")
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
-		t.Fatalf("rx --json: last line is not JSON: %v\n%s", err, rxOut.String())
-	}
+	res := parseRxReport(t, rxOut.String())
 	t.Logf("rx: %+v", res)
 	if res.Steer.Redirected < 20000 {
 		t.Fatalf("only %d frames redirected, fewer than the 20000 flows: %+v", res.Steer.Redirected, res)
@@ -242,25 +270,13 @@ func TestCLILabRxFlows(t *testing.T) {
 		t.Errorf("of %d frames redirected, %d were flow hits and %d rule hits; want all flow hits",
 			res.Steer.Redirected, res.Steer.FlowHits, res.Steer.RuleHits)
 	}
-	if got := res.Packets + res.XSK.RxDropped + res.XSK.RxRingFull; got != res.Steer.Redirected {
-		t.Errorf("rx got %d and the kernel dropped %d+%d of the %d frames redirected",
-			res.Packets, res.XSK.RxDropped, res.XSK.RxRingFull, res.Steer.Redirected)
-	}
+	res.checkNoLoss(t)
 }
 
 // TestCLILabRxGen drives the CLI as a user would: lab up, rx with --json
 // while gen sends live frames, lab status, lab down.
 func TestCLILabRxGen(t *testing.T) {
-	labtest.HoldSlot(t)
-	name := lab.RandomName(labtest.Prefix)
-	if r := runXnic(t, 30*time.Second, "lab", "up", "--name", name, "--ports", "2"); r.code != 0 {
-		t.Fatalf("lab up: %s", r.stderr)
-	}
-	t.Cleanup(func() {
-		if l, err := lab.Open(name); err == nil {
-			l.Down()
-		}
-	})
+	name := upLab(t, "--ports", "2")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	rx := exec.CommandContext(ctx, xnic(t), "rx", "--iface", name+"1", "--duration", "3s", "--json")
@@ -297,28 +313,11 @@ func TestCLILabRxGen(t *testing.T) {
 	if err := rx.Wait(); err != nil {
 		t.Fatalf("rx: %v\n%s", err, rxErr.String())
 	}
-	var res struct {
-		PPS     float64 `json:"pps"`
-		Packets uint64  `json:"packets"`
-		Steer   struct{ Redirected uint64 }
-		XSK     struct {
-			RxDropped  uint64 `json:"rx_dropped"`
-			RxRingFull uint64 `json:"rx_ring_full"`
-		} `json:"xsk"`
-	}
-	lines := strings.Split(strings.TrimSpace(rxOut.String()), "\n")
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
-		t.Fatalf("rx --json: last line is not JSON: %v\n%s", err, rxOut.String())
-	}
+	res := parseRxReport(t, rxOut.String())
 	if res.Packets == 0 || res.PPS <= 0 {
 		t.Fatalf("rx received nothing from gen: %+v", res)
 	}
-	// Nothing redirected to the socket is lost silently: it was received,
-	// or the kernel counted it as dropped (ring full under overload).
-	if got := res.Packets + res.XSK.RxDropped + res.XSK.RxRingFull; got != res.Steer.Redirected {
-		t.Fatalf("rx got %d and the kernel dropped %d+%d of the %d frames redirected to its socket",
-			res.Packets, res.XSK.RxDropped, res.XSK.RxRingFull, res.Steer.Redirected)
-	}
+	res.checkNoLoss(t)
 	var gres struct{ Packets uint64 }
 	glines := strings.Split(strings.TrimSpace(g.stdout), "\n")
 	if err := json.Unmarshal([]byte(glines[len(glines)-1]), &gres); err != nil || gres.Packets < res.Packets {
