@@ -17,10 +17,10 @@ var (
 )
 
 // smallSteerOptions keep the maps small for tests: 4 queues, 8 guests, 4
-// classes.
+// classes, and a rule cache (off by default) so that its paths are tested.
 func smallSteerOptions() SteerOptions {
 	o := DefaultSteerOptions()
-	o.Queues, o.Guests, o.Classes, o.Prefixes, o.Flows = 4, 8, 4, 1024, 1024
+	o.Queues, o.Guests, o.Classes, o.Prefixes, o.Flows, o.RuleCache = 4, 8, 4, 1024, 1024, 65536
 	return o
 }
 

@@ -157,8 +157,8 @@ func BenchmarkSteerProgRun(b *testing.B) {
 	steer := func(cache bool, setup func(b *testing.B, s *Steer), frame func() []byte, hit string) func(b *testing.B) {
 		return func(b *testing.B) {
 			o := DefaultSteerOptions()
-			if !cache {
-				o.RuleCache = 0
+			if cache {
+				o.RuleCache = 65536
 			}
 			s := loadSteerOptsT(b, o)
 			if err := s.RegisterSocket(0, fd); err != nil {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Steering benchmark (issue 3): xnic rx behind steer v2 with N rules and M
-# exact flows, against raw xnic rx (catch-all rules only), on one lab with
-# the live-frames generator. Median of ROUNDS rounds; generator on CPU 0,
+# Steering benchmark (issue 3): xnic rx behind steer v2 with N rules, with
+# M active flows steered by the rules or installed as exact flows, against
+# raw xnic rx (catch-all rules only), on one lab with the live-frames
+# generator. Median of ROUNDS rounds; generator on CPU 0,
 # receiver on CPU 1, as in `xnic bench`.
 #   sudo tests/bench/steering.sh [bin/xnic] [rounds] [seconds]
 set -euo pipefail
@@ -43,6 +44,8 @@ measure() { # label gen_flows rx_args...
   measure "1-rule,1-flow" 1 --rules 1
   measure "100-rules,1-flow" 1 --rules 100
   measure "10k-rules,1-flow" 1 --rules 10000
+  measure "10k-rules,1k-flows-sent" 1000 --rules 10000
+  measure "10k-rules,100k-flows-sent" 100000 --rules 10000
   measure "10k-rules,1k-flows-in-table,1k-sent" 1000 --rules 10000 --flows 1000
   measure "10k-rules,100k-flows-in-table,100k-sent" 100000 --rules 10000 --flows 100000
   measure "raw(catch-all),100k-flows-sent" 100000
