@@ -17,8 +17,9 @@
 //     ([Steer.SetDSCPClass]). It redirects to the AF_XDP socket of that
 //     slot on the frame's rx queue ([Steer.RegisterSlot]), or else of the
 //     guest's class 0; unmatched frames and frames without a socket go to
-//     the kernel. A rule cache, invalidated on every rule change, saves the
-//     trie walk for the next frames of a flow.
+//     the kernel. An optional rule cache (SteerOptions.RuleCache, off by
+//     default), invalidated on every rule change, saves the trie walk for
+//     the next frames of a flow.
 //   - [Counter] (xnic_drop, xnic_pass) counts frames and drops or passes them:
 //     the XDP_DROP ceiling of the benchmarks, and the XDP program that lets a
 //     veth deliver live-frames traffic to kernel sockets.
