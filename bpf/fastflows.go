@@ -136,11 +136,16 @@ type fastTable struct {
 	graceErr error
 }
 
-// mapFast mmaps the fast_flows map of buckets buckets.
-func mapFast(fd, buckets int) (*fastTable, error) {
+// mapFast mmaps the fast_flows map of buckets buckets, read-only unless
+// writable.
+func mapFast(fd, buckets int, writable bool) (*fastTable, error) {
 	size := buckets * int(unsafe.Sizeof(steerFastBucket{}))
 	page := unix.Getpagesize()
-	mem, err := unix.Mmap(fd, 0, (size+page-1)/page*page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	prot := unix.PROT_READ
+	if writable {
+		prot |= unix.PROT_WRITE
+	}
+	mem, err := unix.Mmap(fd, 0, (size+page-1)/page*page, prot, unix.MAP_SHARED)
 	if err != nil {
 		return nil, fmt.Errorf("mmap fast flow table: %w", err)
 	}

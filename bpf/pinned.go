@@ -68,6 +68,56 @@ type PinnedStats struct {
 	Total  SteerStats         `json:"total"`
 	Queues map[int]SteerStats `json:"queues"` // queues that counted something
 	Slots  map[int]SlotStats  `json:"slots"`  // slot index guest*classes+class, those that counted something
+	Flows  PinnedFlows        `json:"flows"`
+}
+
+// PinnedFlows is how full the exact flow table is.
+type PinnedFlows struct {
+	Fast     int `json:"fast"`      // flows in the fast table
+	FastWays int `json:"fast_ways"` // its capacity
+	LRU      int `json:"lru"`       // flows in the LRU hash
+	LRUSize  int `json:"lru_size"`  // its max_entries
+}
+
+// readPinnedFlows counts the flows in the pinned flow tables of dir. Maps
+// pinned by a version without the fast table count as empty.
+func readPinnedFlows(dir string) (PinnedFlows, error) {
+	var pf PinnedFlows
+	opts := &ebpf.LoadPinOptions{ReadOnly: true}
+	lru, err := ebpf.LoadPinnedMap(filepath.Join(dir, PinFlows), opts)
+	if err != nil {
+		return pf, fmt.Errorf("open flows of %s: %w", dir, err)
+	}
+	defer lru.Close()
+	pf.LRUSize = int(lru.MaxEntries())
+	var k steerFlowKey
+	var v steerFlowTarget
+	it := lru.Iterate()
+	for it.Next(&k, &v) {
+		pf.LRU++
+	}
+	if err := it.Err(); err != nil {
+		return pf, fmt.Errorf("count flows of %s: %w", dir, err)
+	}
+	// A read-only fd cannot be mmap'ed shared (the kernel drops VM_SHARED
+	// for files not open for writing): open it read-write, map it PROT_READ.
+	fm, err := ebpf.LoadPinnedMap(filepath.Join(dir, PinFastFlows), nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return pf, nil
+	}
+	if err != nil {
+		return pf, fmt.Errorf("open fast flows of %s: %w", dir, err)
+	}
+	defer fm.Close()
+	buckets := int(fm.MaxEntries())
+	pf.FastWays = buckets * fastWays
+	t, err := mapFast(fm.FD(), buckets, false)
+	if err != nil {
+		return pf, fmt.Errorf("read fast flows of %s: %w", dir, err)
+	}
+	defer t.close()
+	pf.Fast = t.count()
+	return pf, nil
 }
 
 // ReadPinnedStats sums the per-CPU counters of the port pinned in dir.
@@ -102,6 +152,9 @@ func ReadPinnedStats(dir string) (PinnedStats, error) {
 		if st != (SlotStats{}) {
 			ps.Slots[i] = st
 		}
+	}
+	if ps.Flows, err = readPinnedFlows(dir); err != nil {
+		return ps, err
 	}
 	return ps, nil
 }

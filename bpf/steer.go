@@ -250,7 +250,7 @@ func LoadSteer(opts SteerOptions) (_ *Steer, err error) {
 		}
 	}
 	if fastSupported {
-		if s.fast, err = mapFast(s.objs.FastFlows.FD(), int(s.objs.FastFlows.MaxEntries())); err != nil {
+		if s.fast, err = mapFast(s.objs.FastFlows.FD(), int(s.objs.FastFlows.MaxEntries()), true); err != nil {
 			s.objs.Close()
 			return nil, fmt.Errorf("load steer: %w", err)
 		}

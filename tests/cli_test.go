@@ -254,6 +254,25 @@ func TestCLILabRxFlows(t *testing.T) {
 	if !strings.Contains(maps.stdout, "fast_flows") {
 		t.Errorf("xnic maps during rx lacks fast_flows:\n%s%s", maps.stdout, maps.stderr)
 	}
+	// xnic stats counts the installed flows in both maps.
+	stats := runXnic(t, 20*time.Second, "stats", "--port", name+"0", "--json")
+	var ps []struct {
+		Flows struct {
+			Fast     int `json:"fast"`
+			FastWays int `json:"fast_ways"`
+			LRU      int `json:"lru"`
+			LRUSize  int `json:"lru_size"`
+		} `json:"flows"`
+	}
+	if err := json.Unmarshal([]byte(stats.stdout), &ps); err != nil || len(ps) != 1 {
+		t.Fatalf("xnic stats --json: %v (exit %d)\n%s%s", err, stats.code, stats.stdout, stats.stderr)
+	}
+	if f := ps[0].Flows; f.Fast+f.LRU != 20000 || f.Fast < 19000 || f.FastWays != 131072 || f.LRUSize != 131072 {
+		t.Errorf("xnic stats flows = %+v, want 20000 in all, nearly all in the fast table", f)
+	}
+	if human := runXnic(t, 20*time.Second, "stats", "--port", name+"0"); !strings.Contains(human.stdout, "exact flows") {
+		t.Errorf("xnic stats lacks the exact flows line:\n%s", human.stdout)
+	}
 	g := runXnic(t, 20*time.Second, "gen", "--lab", name, "--duration", "2s", "--flows", "20000", "--json")
 	if g.code != 0 {
 		t.Fatalf("gen: %s", g.stderr)

@@ -102,6 +102,14 @@ func runStats(ctx context.Context, args []string) error {
 		fmt.Printf("  to kernel   %14d   non-ip %d, control %d, unmatched %d, no socket %d\n",
 			t.PassNonIp+t.PassControl+t.PassUnmatched+t.PassNoSocket, t.PassNonIp, t.PassControl, t.PassUnmatched, t.PassNoSocket)
 		fmt.Printf("  malformed   %14d   dropped\n", t.DroppedMalformed)
+		if f := ps.Flows; f.Fast+f.LRU > 0 {
+			full := 0.0
+			if f.FastWays > 0 {
+				full = 100 * float64(f.Fast) / float64(f.FastWays)
+			}
+			fmt.Printf("  exact flows %14d   %d in the fast table (%.0f%% of %d ways), %d in the LRU hash (of %d)\n",
+				f.Fast+f.LRU, f.Fast, full, f.FastWays, f.LRU, f.LRUSize)
+		}
 		for q, st := range ps.Queues {
 			fmt.Printf("  queue %-3d   %14d packets, %d redirected\n", q, st.RxPackets, st.Redirected)
 		}
