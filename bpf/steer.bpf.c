@@ -100,9 +100,8 @@ struct flow_target {
  * flow has two candidate buckets (the two halves of fast_hash); user space
  * puts it in the first when that has a free way, else in the second, else
  * in the LRU hash, so a key is in one place only. Most lookups read one
- * cache line of a table small enough to stay in the last-level cache,
- * where the LRU hash costs two dependent misses (bucket, then entry) in a
- * table six times the size.
+ * cache line, where the LRU hash costs two dependent misses (bucket, then
+ * entry) in a table seven times the size.
  *
  * A way is two 64-bit words, and user space writes them through mmap with
  * single 64-bit stores, in an order that makes every read consistent
