@@ -21,21 +21,22 @@ func (s *Steer) updateCtl(fn func(*steerSteerCtl)) error {
 // flowsInUse tells the program to look up the LRU flow table, before the
 // first flow goes there. Until then it skips the lookup.
 func (s *Steer) flowsInUse() error {
-	return s.ctlOn(func(c *steerSteerCtl) *uint32 { return &c.FlowsInUse })
+	return s.ctlSet(func(c *steerSteerCtl) *uint32 { return &c.FlowsInUse }, 1)
 }
 
 // fastInUse tells the program to look in the fast flow table, before the
-// first flow goes there.
+// first flow goes there; ClearFlows turns it off again.
 func (s *Steer) fastInUse() error {
-	return s.ctlOn(func(c *steerSteerCtl) *uint32 { return &c.FastInUse })
+	return s.ctlSet(func(c *steerSteerCtl) *uint32 { return &c.FastInUse }, 1)
 }
 
-// ctlOn sets the control word that word picks to 1, once.
-func (s *Steer) ctlOn(word func(*steerSteerCtl) *uint32) error {
+// ctlSet sets the control word that word picks to v, writing the map only
+// when that changes it.
+func (s *Steer) ctlSet(word func(*steerSteerCtl) *uint32, v uint32) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if *word(&s.ctl) != 0 {
+	if *word(&s.ctl) == v {
 		return nil
 	}
-	return s.updateCtl(func(c *steerSteerCtl) { *word(c) = 1 })
+	return s.updateCtl(func(c *steerSteerCtl) { *word(c) = v })
 }

@@ -222,39 +222,56 @@ func (t *fastTable) free(f fastKey) (uint32, int, bool) {
 	return 0, -1, waiting
 }
 
+// placement is what a put did with a flow.
+type placement int
+
+const (
+	fastFull     placement = iota // no free way: the flow goes to the LRU hash
+	fastWaiting                   // only quarantined ways free (tryPut)
+	fastPlaced                    // into a free way: it may be in the LRU hash too
+	fastRetarget                  // already here, given its new target
+)
+
+// in says whether the flow is in the fast table now.
+func (p placement) in() bool { return p >= fastPlaced }
+
 // put steers f to tg: in place when f is there, in a free way otherwise,
-// after a grace period if only quarantined ways are free. It returns false
-// when both buckets are full, or hold only quarantined ways and no grace
-// period can be had (membarrier refused, as with nohz_full): the flow then
-// goes to the LRU hash.
-func (t *fastTable) put(f fastKey, tg steerFlowTarget) (bool, error) {
-	placed, waiting := t.tryPut(f, tg)
-	if placed || !waiting {
-		return placed, nil
+// after a grace period if only quarantined ways are free. It returns
+// fastFull when both buckets are full, or hold only quarantined ways and
+// no grace period can be had (membarrier refused, as with nohz_full).
+func (t *fastTable) put(f fastKey, tg steerFlowTarget) placement {
+	p := t.tryPut(f, tg)
+	if p != fastWaiting {
+		return p
 	}
 	if t.graceErr = t.endQuarantine(); t.graceErr != nil {
-		return false, nil
+		return fastFull
 	}
-	placed, _ = t.tryPut(f, tg)
-	return placed, nil
+	if p = t.tryPut(f, tg); p == fastWaiting {
+		return fastFull
+	}
+	return p
 }
 
 // tryPut is put without waiting: when the only free ways of f's buckets
-// are quarantined it returns false and waiting true.
-func (t *fastTable) tryPut(f fastKey, tg steerFlowTarget) (placed, waiting bool) {
+// are quarantined it returns fastWaiting.
+func (t *fastTable) tryPut(f fastKey, tg steerFlowTarget) placement {
 	if b, w := t.find(f); w >= 0 {
 		_, p1 := t.way(b, w)
 		atomic.StoreUint64(p1, f.word1(tg))
-		return true, false
+		return fastRetarget
 	}
 	b, w, waiting := t.free(f)
 	if w < 0 {
-		return false, waiting
+		if waiting {
+			return fastWaiting
+		}
+		return fastFull
 	}
 	p0, p1 := t.way(b, w)
 	atomic.StoreUint64(p1, f.word1(tg))
 	atomic.StoreUint64(p0, f.word0())
-	return true, false
+	return fastPlaced
 }
 
 // relocate makes room for f, whose two buckets are full: it moves a flow

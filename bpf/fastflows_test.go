@@ -46,11 +46,7 @@ func TestFastTableWays(t *testing.T) {
 	}
 	put := func(f fastKey, g uint8) bool {
 		t.Helper()
-		ok, err := tb.put(f, steerFlowTarget{Guest: g, Class: g % 16})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ok
+		return tb.put(f, steerFlowTarget{Guest: g, Class: g % 16}).in()
 	}
 	for i, f := range keys[:fastWays] {
 		if !put(f, uint8(i)) {
@@ -64,8 +60,8 @@ func TestFastTableWays(t *testing.T) {
 		t.Fatalf("count = %d, want %d", tb.count(), fastWays)
 	}
 	// A flow already there takes its new target in place.
-	if !put(keys[1], 200) {
-		t.Fatal("retarget failed")
+	if p := tb.put(keys[1], steerFlowTarget{Guest: 200, Class: 200 % 16}); p != fastRetarget {
+		t.Fatalf("retarget = %v, want fastRetarget", p)
 	}
 	if tg, ok := tb.lookup(keys[1]); !ok || tg.Guest != 200 || tg.Class != 200%16 {
 		t.Fatalf("lookup after retarget = %+v, %v", tg, ok)
@@ -87,9 +83,9 @@ func TestFastTableWays(t *testing.T) {
 		t.Fatal("deleted flow still found")
 	}
 	graceErr = errors.New("no grace")
-	if ok, err := tb.put(keys[fastWays], steerFlowTarget{Guest: 9}); err != nil || ok || tb.graceErr == nil {
-		t.Fatalf("put into a quarantined way without a grace period = %v, %v (grace error %v), want false for the LRU hash",
-			ok, err, tb.graceErr)
+	if p := tb.put(keys[fastWays], steerFlowTarget{Guest: 9}); p != fastFull || tb.graceErr == nil {
+		t.Fatalf("put into a quarantined way without a grace period = %v (grace error %v), want fastFull, for the LRU hash",
+			p, tb.graceErr)
 	}
 	if _, ok := tb.lookup(keys[fastWays]); ok {
 		t.Fatal("a flow went into a quarantined way")
@@ -286,6 +282,28 @@ func TestSteerFastFlows(t *testing.T) {
 		t.Fatalf("FlowCount after ClearFlows = %d, %v", n, err)
 	}
 	checkFrames(map[int]Slot{})
+	// An empty fast table is not read, and IPv6 flows do not make the
+	// program read it.
+	fastInUse := func() uint32 {
+		t.Helper()
+		var c steerSteerCtl
+		if err := s.objs.Ctl.Lookup(uint32(0), &c); err != nil {
+			t.Fatal(err)
+		}
+		return c.FastInUse
+	}
+	if got := fastInUse(); got != 0 {
+		t.Errorf("fast_in_use after ClearFlows = %d, want 0", got)
+	}
+	if _, err := s.InstallFlows(keys[100:], slots[100:]); err != nil {
+		t.Fatal(err)
+	}
+	if got := fastInUse(); got != 0 {
+		t.Errorf("fast_in_use after installing IPv6 flows only = %d, want 0", got)
+	}
+	if err := s.InstallFlow(keys[0], slots[0]); err != nil || fastInUse() != 1 {
+		t.Errorf("fast_in_use after an IPv4 flow = %d (%v), want 1", fastInUse(), err)
+	}
 }
 
 // lruCount counts the entries of the LRU hash alone.
@@ -443,10 +461,10 @@ func TestFastTableRelocates(t *testing.T) {
 	var deferred, lru []int
 	spilled := 0
 	for i, f := range keys { // as InstallFlows does
-		ok, waiting := tb.tryPut(f, target(i))
+		p := tb.tryPut(f, target(i))
 		switch {
-		case ok:
-		case tb.relocate(f) || waiting:
+		case p.in():
+		case tb.relocate(f) || p == fastWaiting:
 			deferred = append(deferred, i)
 		default:
 			spilled++
@@ -454,7 +472,7 @@ func TestFastTableRelocates(t *testing.T) {
 		}
 	}
 	for _, i := range deferred {
-		if ok, err := tb.put(keys[i], target(i)); err != nil || !ok {
+		if !tb.put(keys[i], target(i)).in() {
 			lru = append(lru, i)
 		}
 	}

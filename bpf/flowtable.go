@@ -12,8 +12,8 @@ import (
 // family, outer VLAN) to a Slot. The program looks it up before the rules,
 // so an installed flow overrides them. It is two maps (see fastflows.go):
 // IPv4 flows go to the fast table while their bucket has room, the rest to
-// an LRU hash. Until the first flow goes to a map (ever, in these maps)
-// the program skips that map. Installing into a full LRU hash evicts its
+// an LRU hash. Until the first flow goes to a map the program skips that
+// map, and ClearFlows makes it skip the fast table again. Installing into a full LRU hash evicts its
 // least recently used flow; so may, rarely, the kernel's per-CPU LRU lists
 // before the table is quite full. The fast table never evicts. Non-first
 // fragments carry no ports and so never hit a flow with ports: rules steer
@@ -66,21 +66,12 @@ func (s *Steer) InstallFlow(k flows.Key, to Slot) error {
 	v := steerFlowTarget{Guest: uint8(to.Guest), Class: uint8(to.Class)}
 	s.flowMu.Lock()
 	defer s.flowMu.Unlock()
-	if f, ok := fastKeyOf(fk); ok && s.fast != nil {
-		_, w := s.fast.find(f)
-		placed, err := s.fastPut(f, v)
+	if f, ok := s.fastKey(fk); ok {
+		p, err := s.fastInstall(f, &fk, v, true)
 		if err != nil {
 			return fmt.Errorf("install flow %s: %w", k, err)
 		}
-		if placed && w >= 0 {
-			return nil // retargeted in place: never in the LRU hash too
-		}
-		if placed {
-			// The program finds k in the fast table first from now on;
-			// an older entry in the LRU hash goes.
-			if err := s.lruDelete(&fk); err != nil {
-				return fmt.Errorf("install flow %s: %w", k, err)
-			}
+		if p.in() {
 			return nil
 		}
 	}
@@ -93,16 +84,32 @@ func (s *Steer) InstallFlow(k flows.Key, to Slot) error {
 	return nil
 }
 
-// fastPut places f in the fast table, if it has room: see fastTable.put.
-// Callers hold s.flowMu.
-func (s *Steer) fastPut(f fastKey, v steerFlowTarget) (bool, error) {
-	if s.fast == nil {
-		return false, nil
-	}
+// fastKey is fk's fast form, and whether the fast table can take it here.
+func (s *Steer) fastKey(fk steerFlowKey) (fastKey, bool) {
+	f, ok := fastKeyOf(fk)
+	return f, ok && s.fast != nil
+}
+
+// fastInstall steers f (fk) to v in the fast table, with put, or with
+// tryPut when it may not wait for a grace period. A flow newly placed
+// there may have an older entry in the LRU hash, which goes: from now on
+// the program finds it in the fast table first. Callers hold s.flowMu.
+func (s *Steer) fastInstall(f fastKey, fk *steerFlowKey, v steerFlowTarget, wait bool) (placement, error) {
 	if err := s.fastInUse(); err != nil {
-		return false, err
+		return fastFull, err
 	}
-	return s.fast.put(f, v)
+	var p placement
+	if wait {
+		p = s.fast.put(f, v)
+	} else {
+		p = s.fast.tryPut(f, v)
+	}
+	if p == fastPlaced {
+		if err := s.lruDelete(fk); err != nil {
+			return p, err
+		}
+	}
+	return p, nil
 }
 
 // lruDelete removes fk from the LRU hash, if the hash was ever used.
@@ -153,31 +160,19 @@ func (s *Steer) InstallFlows(keys []flows.Key, to []Slot) (int, error) {
 	done := 0
 	var lru []int      // indexes of the keys for the LRU hash
 	var deferred []int // keys waiting for ways to leave quarantine
-	placed := func(i int) error {
-		if err := s.lruDelete(&fks[i]); err != nil {
-			return fmt.Errorf("install flows: %s: %w", keys[i], err)
-		}
-		done++
-		return nil
-	}
-	if s.fast != nil {
-		if err := s.fastInUse(); err != nil {
-			return 0, fmt.Errorf("install flows: %w", err)
-		}
-	}
 	for i := range fks {
-		f, ok := fastKeyOf(fks[i])
+		f, ok := s.fastKey(fks[i])
 		if !ok {
 			lru = append(lru, i)
 			continue
 		}
-		ok, waiting := s.fast.tryPut(f, vs[i])
+		p, err := s.fastInstall(f, &fks[i], vs[i], false)
 		switch {
-		case ok:
-			if err := placed(i); err != nil {
-				return done, err
-			}
-		case s.fast.relocate(f) || waiting:
+		case err != nil:
+			return done, fmt.Errorf("install flows: %s: %w", keys[i], err)
+		case p.in():
+			done++
+		case s.fast.relocate(f) || p == fastWaiting:
 			deferred = append(deferred, i)
 		default:
 			lru = append(lru, i)
@@ -186,17 +181,15 @@ func (s *Steer) InstallFlows(keys []flows.Key, to []Slot) (int, error) {
 	// The first of these puts waits for one grace period, which frees
 	// every quarantined way.
 	for _, i := range deferred {
-		f, _ := fastKeyOf(fks[i])
-		ok, err := s.fast.put(f, vs[i])
-		if err != nil {
+		f, _ := s.fastKey(fks[i])
+		p, err := s.fastInstall(f, &fks[i], vs[i], true)
+		switch {
+		case err != nil:
 			return done, fmt.Errorf("install flows: %s: %w", keys[i], err)
-		}
-		if !ok {
+		case p.in():
+			done++
+		default:
 			lru = append(lru, i)
-			continue
-		}
-		if err := placed(i); err != nil {
-			return done, err
 		}
 	}
 	if len(lru) == 0 {
@@ -235,7 +228,7 @@ func (s *Steer) DeleteFlow(k flows.Key) error {
 	}
 	s.flowMu.Lock()
 	defer s.flowMu.Unlock()
-	if f, ok := fastKeyOf(fk); ok && s.fast != nil {
+	if f, ok := s.fastKey(fk); ok {
 		s.fast.delete(f)
 	}
 	if err := s.lruDelete(&fk); err != nil {
@@ -253,7 +246,7 @@ func (s *Steer) LookupFlow(k flows.Key) (Slot, bool, error) {
 	if err != nil {
 		return Slot{}, false, fmt.Errorf("lookup flow: %w", err)
 	}
-	if f, ok := fastKeyOf(fk); ok && s.fast != nil {
+	if f, ok := s.fastKey(fk); ok {
 		s.flowMu.Lock()
 		v, ok := s.fast.lookup(f)
 		s.flowMu.Unlock()
@@ -333,6 +326,15 @@ func (s *Steer) ClearFlows() error {
 	}
 	for _, k := range keys {
 		if err := s.DeleteFlow(k); err != nil {
+			return fmt.Errorf("clear flows: %w", err)
+		}
+	}
+	// An empty fast table need not be read: frames of flows not installed
+	// (rule-steered traffic) would pay its misses for nothing.
+	s.flowMu.Lock()
+	defer s.flowMu.Unlock()
+	if s.fast != nil && s.fast.count() == 0 {
+		if err := s.ctlSet(func(c *steerSteerCtl) *uint32 { return &c.FastInUse }, 0); err != nil {
 			return fmt.Errorf("clear flows: %w", err)
 		}
 	}

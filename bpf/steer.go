@@ -69,12 +69,13 @@ type SteerOptions struct {
 	// allocates per entry, so a large value costs nothing until used.
 	Prefixes int
 	// Flows sizes the exact flow table, 1..MaxFlows. The table is two
-	// maps: a fast table for IPv4 flows with ways for about 2*Flows flows
-	// (64-byte buckets of 4, 32 bytes per Flows), and an LRU hash of
-	// Flows entries, preallocated, about 100 bytes each. An IPv4 flow goes
-	// to the fast table while its bucket has a free way; the fast table
-	// never evicts. IPv6 flows and the overflow go to the LRU hash, where
-	// installing into a full table evicts the least recently used flow.
+	// maps: a fast table for IPv4 flows with a way for each of Flows
+	// flows, rounded up to a power of two of 64-byte buckets of 4 (16
+	// bytes a flow), and an LRU hash of Flows entries, preallocated, about
+	// 100 bytes each. An IPv4 flow goes to the fast table while one of its
+	// two buckets has a free way; the fast table never evicts. IPv6 flows
+	// and the overflow go to the LRU hash, where installing into a full
+	// table evicts the least recently used flow.
 	Flows int
 	// RuleCache is the size of the rule cache, 0..MaxFlows; 0 turns it off.
 	// The program remembers the outcome of the rule lookup (a rule's
