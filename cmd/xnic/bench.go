@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/xnic/xnic/engine/bench"
+	"github.com/xnic/xnic/flows/conn/connbench"
+	"github.com/xnic/xnic/flows/offload/offloadbench"
 )
 
 func runBench(ctx context.Context, args []string) error {
@@ -94,14 +96,30 @@ func splitList(v string) []string {
 // benchOptionError reports a benchmark option error as an error of the flag
 // of the same name ("gen cpu" is --gen-cpu) when fs has one.
 func benchOptionError(err error, fs *flag.FlagSet) error {
-	var oe *bench.OptionError
-	if errors.As(err, &oe) {
-		name := strings.ReplaceAll(oe.Field, " ", "-")
+	if field, msg, ok := optionFault(err); ok {
+		name := strings.ReplaceAll(field, " ", "-")
 		if fs.Lookup(name) != nil {
-			return flagError(name, "%s", oe.Msg)
+			return flagError(name, "%s", msg)
 		}
 	}
 	return err
+}
+
+// optionFault finds the field and message of a benchmark package's
+// *OptionError (bench, connbench, offloadbench) in err.
+func optionFault(err error) (field, msg string, ok bool) {
+	var b *bench.OptionError
+	var c *connbench.OptionError
+	var o *offloadbench.OptionError
+	switch {
+	case errors.As(err, &b):
+		return b.Field, b.Msg, true
+	case errors.As(err, &c):
+		return c.Field, c.Msg, true
+	case errors.As(err, &o):
+		return o.Field, o.Msg, true
+	}
+	return "", "", false
 }
 
 // benchReport is what both benchmarks' reports can do.

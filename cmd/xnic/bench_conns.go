@@ -62,11 +62,7 @@ func runBenchConns(ctx context.Context, args []string) error {
 	o.Burst, o.Spread, o.Batch = *burst, *spread, *batch
 	o.Packets, o.Rounds, o.Seed = *packets, *rounds, *seed
 	if err := o.Validate(); err != nil {
-		var oe *connbench.OptionError
-		if errors.As(err, &oe) {
-			return flagError(oe.Field, "%s", oe.Msg)
-		}
-		return err
+		return benchOptionError(err, fs)
 	}
 
 	var progress io.Writer

@@ -44,11 +44,7 @@ func runBenchOffload(ctx context.Context, args []string) error {
 	o := d
 	o.Rounds, o.Duration, o.CPU, o.Batch = *rounds, *duration, *cpu, *batch
 	if err := o.Validate(); err != nil {
-		var oe *offloadbench.OptionError
-		if errors.As(err, &oe) {
-			return flagError(oe.Field, "%s", oe.Msg)
-		}
-		return err
+		return benchOptionError(err, fs)
 	}
 	var progress io.Writer
 	if !*quiet {
