@@ -35,7 +35,7 @@ generate-check: generate
 build: need
 	@mkdir -p $(BIN)
 	$(GO) build -o $(XNIC) ./cmd/xnic
-	$(MAKE) -s -C tests/bench OUT=$(CURDIR)/$(BIN)
+	$(MAKE) -s -C bench/peers OUT=$(CURDIR)/$(BIN)
 
 # Unit tests need no root; the rest build veth labs and need root. Under
 # CI=true a privileged test fails instead of skipping.
@@ -52,7 +52,7 @@ demo: need build
 bench: need build
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./umem/... ./engine/... ./flows/...
 	$(XNIC) bench --rounds 3 --duration 5s --peers $(BIN)
-	tests/bench/steering.sh $(XNIC) 3 4
+	bench/steering.sh $(XNIC) 3 4
 	for n in 16 1000 100000 1000000; do $(XNIC) bench --only xnic-rx,xnic-pipe-w1,xnic-pipe-w64 --rounds 3 --duration 3s --flows $$n --pipe-cache 64 --peers $(BIN) || exit 1; done
 	$(XNIC) bench conns --svg $(BIN)/conns.svg --markdown
 	$(XNIC) bench offload --rounds 5 --duration 2s --peers $(BIN) --markdown

@@ -18,6 +18,7 @@ import (
 	"github.com/xnic/xnic/engine/lab"
 	"github.com/xnic/xnic/engine/services"
 	"github.com/xnic/xnic/engine/stack"
+	"github.com/xnic/xnic/internal/cli"
 )
 
 // demoLab is the name of the demo's lab; a leftover one from a killed demo
@@ -25,22 +26,22 @@ import (
 const demoLab = "xnicdemo"
 
 func runDemo(ctx context.Context, args []string) error {
-	fs := newFlags("demo", "[--duration D] [--flows N] [--size BYTES]")
+	fs := cli.NewFlags("demo", "[--duration D] [--flows N] [--size BYTES]")
 	duration := fs.Duration("duration", 10*time.Second, "how long to run traffic")
 	flows := fs.Int("flows", 64, "UDP flows the generator cycles through")
 	size := fs.Int("size", gen.MinFrameSize, "frame size in bytes, without FCS (60 is a 64-byte frame on the wire)")
 	ef := addEngineFlags(fs)
-	if err := parse(fs, args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if *duration <= 0 || *duration > time.Hour {
-		return flagError("duration", "must be in (0, 1h], got %s", *duration)
+		return cli.FlagError("duration", "must be in (0, 1h], got %s", *duration)
 	}
 	if *flows < 1 || *flows > 65535 {
-		return flagError("flows", "must be 1..65535, got %d", *flows)
+		return cli.FlagError("flows", "must be 1..65535, got %d", *flows)
 	}
 	if *size < gen.MinFrameSize || *size > gen.MaxLiveFrameSize {
-		return flagError("size", "must be %d..%d, got %d", gen.MinFrameSize, gen.MaxLiveFrameSize, *size)
+		return cli.FlagError("size", "must be %d..%d, got %d", gen.MinFrameSize, gen.MaxLiveFrameSize, *size)
 	}
 	if unix.Geteuid() != 0 {
 		return errors.New("demo needs root (BPF, AF_XDP, network namespaces): run sudo make demo")

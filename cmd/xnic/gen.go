@@ -11,6 +11,7 @@ import (
 
 	"github.com/xnic/xnic/engine/gen"
 	"github.com/xnic/xnic/engine/lab"
+	"github.com/xnic/xnic/internal/cli"
 )
 
 type genResult struct {
@@ -23,7 +24,7 @@ type genResult struct {
 }
 
 func runGen(ctx context.Context, args []string) error {
-	fs := newFlags("gen", "(--lab NAME [--port I] | --netns NS --iface IF) [flags]")
+	fs := cli.NewFlags("gen", "(--lab NAME [--port I] | --netns NS --iface IF) [flags]")
 	labName := fs.String("lab", "", "send into port --port of this lab (sets --netns, --iface, MACs and addresses)")
 	port := fs.Int("port", 0, "lab port index, with --lab")
 	netns := fs.String("netns", "", "network namespace to send from")
@@ -39,7 +40,7 @@ func runGen(ctx context.Context, args []string) error {
 	srcIP := fs.String("src-ip", "", "source address (default 198.18.0.2 or 2001:2::2)")
 	dstIP := fs.String("dst-ip", "", "destination address (default 198.18.0.1 or 2001:2::1)")
 	asJSON := fs.Bool("json", false, "print a JSON object as the last line")
-	if err := parse(fs, args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	o := gen.DefaultOptions()
@@ -51,7 +52,7 @@ func runGen(ctx context.Context, args []string) error {
 			return err
 		}
 		if *port < 0 || *port >= len(l.Ports) {
-			return flagError("port", "lab %s has ports 0..%d, got %d", l.Name, len(l.Ports)-1, *port)
+			return cli.FlagError("port", "lab %s has ports 0..%d, got %d", l.Name, len(l.Ports)-1, *port)
 		}
 		p := l.Ports[*port]
 		o.Netns, o.Iface = l.Netns, p.Peer
@@ -62,12 +63,12 @@ func runGen(ctx context.Context, args []string) error {
 		}
 	}
 	if o.Iface == "" {
-		return flagError("iface", "required (or use --lab)")
+		return cli.FlagError("iface", "required (or use --lab)")
 	}
 	if *dstMAC != "" {
 		m, err := net.ParseMAC(*dstMAC)
 		if err != nil || len(m) != 6 {
-			return flagError("dst-mac", "not an Ethernet address: %q", *dstMAC)
+			return cli.FlagError("dst-mac", "not an Ethernet address: %q", *dstMAC)
 		}
 		o.DstMAC = m
 	}
@@ -81,7 +82,7 @@ func runGen(ctx context.Context, args []string) error {
 		}
 		ip, err := netip.ParseAddr(a.s)
 		if err != nil {
-			return flagError(a.name, "not an IP address: %q", a.s)
+			return cli.FlagError(a.name, "not an IP address: %q", a.s)
 		}
 		*a.dst = ip
 	}
@@ -89,7 +90,7 @@ func runGen(ctx context.Context, args []string) error {
 		o.Duration = 0
 	}
 	if *mode != "live" && *mode != "xsk" {
-		return flagError("mode", "want live or xsk, got %q", *mode)
+		return cli.FlagError("mode", "want live or xsk, got %q", *mode)
 	}
 	o.Progress = func(t gen.Tick) {
 		fmt.Fprintf(os.Stderr, "%6.1fs %14d sent %9.3f Mpps\n", t.Elapsed.Seconds(), t.Packets, t.PPS/1e6)

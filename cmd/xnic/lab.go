@@ -8,15 +8,16 @@ import (
 	"os"
 
 	"github.com/xnic/xnic/engine/lab"
+	"github.com/xnic/xnic/internal/cli"
 )
 
 func runLab(ctx context.Context, args []string) error {
 	if len(args) == 0 || (args[0] != "up" && args[0] != "down" && args[0] != "status") {
 		fmt.Fprintln(os.Stderr, "usage: xnic lab up|down|status [flags]")
-		return errUsage
+		return cli.ErrUsage
 	}
 	verb := args[0]
-	fs := newFlags("lab "+verb, "[--name NAME] ...")
+	fs := cli.NewFlags("lab "+verb, "[--name NAME] ...")
 	name := fs.String("name", "xnic", "lab name: netns NAME-peer, host links NAME<i>, peer links NAMEp<i>")
 	var ports, queues, mtu *int
 	var hostOff, noIPv6 *bool
@@ -29,7 +30,7 @@ func runLab(ctx context.Context, args []string) error {
 		noIPv6 = fs.Bool("no-ipv6", false, "IPv4 only")
 	}
 	asJSON := fs.Bool("json", false, "status as JSON")
-	if err := parse(fs, args[1:]); err != nil {
+	if err := cli.Parse(fs, args[1:]); err != nil {
 		return err
 	}
 	switch verb {

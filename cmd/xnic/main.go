@@ -25,6 +25,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/xnic/xnic/bench/benchcmd"
+	"github.com/xnic/xnic/internal/cli"
 )
 
 type command struct {
@@ -40,7 +43,7 @@ func init() {
 		{"gen", "generate UDP traffic into a lab port", runGen},
 		{"rx", "receive and recycle frames on one queue and report pps", runRx},
 		{"demo", "bring up a lab, run the engine under traffic with live figures, clean up", runDemo},
-		{"bench", "receive benchmark: XDP_DROP, xnic rx and its peers in one run; bench conns|tcp|offload", runBench},
+		{"bench", "receive benchmark: XDP_DROP, xnic rx and its peers in one run; bench conns|tcp|offload", benchcmd.Run},
 		{"run", "run the engine with the ports, classes and guests of a YAML config", runRun},
 		{"maps", "list the maps a running engine pinned (for bpftool)", runMaps},
 		{"stats", "print a running engine's steering counters from its pinned maps", runStats},
@@ -48,9 +51,6 @@ func init() {
 		{"replay", "run a pcap through GRO, GSO or checksum offload into a pcap", runReplay},
 	}
 }
-
-// errUsage marks a usage error already reported by the flag package.
-var errUsage = errors.New("usage")
 
 func usage() {
 	fmt.Fprintf(os.Stderr, "usage: xnic COMMAND [flags]\n\ncommands:\n")
@@ -79,7 +79,7 @@ func main() {
 		switch {
 		case err == nil:
 		case errors.Is(err, flag.ErrHelp):
-		case errors.Is(err, errUsage):
+		case errors.Is(err, cli.ErrUsage):
 			stop()
 			os.Exit(2)
 		default:
@@ -92,31 +92,4 @@ func main() {
 	fmt.Fprintf(os.Stderr, "xnic: unknown command %q\n\n", name)
 	usage()
 	os.Exit(2)
-}
-
-// newFlags makes a command's flag set; parse errors come back as errUsage
-// after the flag package has printed them with the usage.
-func newFlags(name, args string) *flag.FlagSet {
-	fs := flag.NewFlagSet("xnic "+name, flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: xnic %s %s\n\nflags:\n", name, args)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
-	}
-	return nil
-}
-
-// flagError is a bad flag value found after parsing; it names the flag.
-func flagError(flagName string, format string, a ...any) error {
-	fmt.Fprintf(os.Stderr, "xnic: --%s: %s\n", flagName, fmt.Sprintf(format, a...))
-	return errUsage
 }

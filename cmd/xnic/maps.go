@@ -13,13 +13,14 @@ import (
 
 	"github.com/xnic/xnic/bpf"
 	"github.com/xnic/xnic/engine"
+	"github.com/xnic/xnic/internal/cli"
 )
 
 func runMaps(ctx context.Context, args []string) error {
-	fs := newFlags("maps", "[--pin-dir DIR] [--json]")
+	fs := cli.NewFlags("maps", "[--pin-dir DIR] [--json]")
 	root := fs.String("pin-dir", engine.DefaultPinDir, "where the engine pins its maps, one directory per port")
 	asJSON := fs.Bool("json", false, "JSON output")
-	if err := parse(fs, args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	maps, err := bpf.ListPinned(*root)
@@ -44,21 +45,21 @@ func runMaps(ctx context.Context, args []string) error {
 }
 
 func runStats(ctx context.Context, args []string) error {
-	fs := newFlags("stats", "[--port IFACE] [--pin-dir DIR] [--json] | --conns N [--ctl SOCKET] [--json]")
+	fs := cli.NewFlags("stats", "[--port IFACE] [--pin-dir DIR] [--json] | --conns N [--ctl SOCKET] [--json]")
 	root := fs.String("pin-dir", engine.DefaultPinDir, "where the engine pins its maps, one directory per port")
 	port := fs.String("port", "", "only this port (default: every pinned port)")
 	asJSON := fs.Bool("json", false, "JSON output")
 	conns := fs.Int("conns", 0, "print the top N connections by bytes and the pipeline counters, from the engine's control socket")
 	ctl := fs.String("ctl", engine.DefaultControlPath, "the engine's control socket (with --conns)")
-	if err := parse(fs, args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return flagError("conns", "unexpected argument %q", fs.Arg(0))
+		return cli.FlagError("conns", "unexpected argument %q", fs.Arg(0))
 	}
 	if *conns != 0 {
 		if *conns < 0 || *conns > engine.MaxTopConns {
-			return flagError("conns", "want 1..%d, got %d", engine.MaxTopConns, *conns)
+			return cli.FlagError("conns", "want 1..%d, got %d", engine.MaxTopConns, *conns)
 		}
 		return printConns(ctx, *ctl, *conns, *asJSON)
 	}

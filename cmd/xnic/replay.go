@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/xnic/xnic/flows/replay"
+	"github.com/xnic/xnic/internal/cli"
 )
 
 // replayFlagStages says which stages each stage-specific flag of replay
@@ -25,7 +26,7 @@ var replayFlagStages = map[string][]replay.Stage{
 }
 
 func runReplay(ctx context.Context, args []string) error {
-	fs := newFlags("replay", "--in X.pcap --out Y.pcap --stage gro|gso|csum [flags]")
+	fs := cli.NewFlags("replay", "--in X.pcap --out Y.pcap --stage gro|gso|csum [flags]")
 	in := fs.String("in", "", "capture to read: pcap or pcapng (gzip too), Ethernet or Linux SLL (required)")
 	out := fs.String("out", "", "pcap file to write, Ethernet; replaced only when the run succeeds (required)")
 	stageName := fs.String("stage", "", "gro: merge TCP segments; gso: split large TCP segments; csum: verify and complete checksums (required)")
@@ -40,24 +41,24 @@ func runReplay(ctx context.Context, args []string) error {
 	fixedID := fs.Bool("fixed-id", false, "gso: keep the IPv4 ID of the large frame in every segment")
 	fix := fs.Bool("fix", false, "csum: rewrite bad checksums too (default: count them, keep them)")
 	asJSON := fs.Bool("json", false, "print the report as one JSON object instead of text")
-	if err := parse(fs, args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return flagError("stage", "unexpected argument %q (flags only)", fs.Arg(0))
+		return cli.FlagError("stage", "unexpected argument %q (flags only)", fs.Arg(0))
 	}
 	if *in == "" {
-		return flagError("in", "required")
+		return cli.FlagError("in", "required")
 	}
 	if *out == "" {
-		return flagError("out", "required")
+		return cli.FlagError("out", "required")
 	}
 	if *stageName == "" {
-		return flagError("stage", "required: gro, gso or csum")
+		return cli.FlagError("stage", "required: gro, gso or csum")
 	}
 	stage, err := replay.ParseStage(*stageName)
 	if err != nil {
-		return flagError("stage", "want gro, gso or csum, got %q", *stageName)
+		return cli.FlagError("stage", "want gro, gso or csum, got %q", *stageName)
 	}
 	var misplaced error
 	fs.Visit(func(f *flag.Flag) {
@@ -70,7 +71,7 @@ func runReplay(ctx context.Context, args []string) error {
 				return
 			}
 		}
-		misplaced = flagError(f.Name, "does not apply to --stage %s (only to %v)", stage, stages)
+		misplaced = cli.FlagError(f.Name, "does not apply to --stage %s (only to %v)", stage, stages)
 	})
 	if misplaced != nil {
 		return misplaced
@@ -81,20 +82,20 @@ func runReplay(ctx context.Context, args []string) error {
 	o.Verify = !*noVerify
 	o.CsumPartial = *csumPartial
 	if *batch < 1 || *batch > replay.MaxBatchSize {
-		return flagError("batch", "must be 1..%d, got %d", replay.MaxBatchSize, *batch)
+		return cli.FlagError("batch", "must be 1..%d, got %d", replay.MaxBatchSize, *batch)
 	}
 	o.BatchSize = *batch
 	if *flushTimeout < 0 {
-		return flagError("flush-timeout", "must be >= 0, got %s", *flushTimeout)
+		return cli.FlagError("flush-timeout", "must be >= 0, got %s", *flushTimeout)
 	}
 	o.FlushTimeout = *flushTimeout
 	o.CoalesceAcks = *coalesceAcks
 	if *mss < 0 || *mss > replay.MaxMSS {
-		return flagError("mss", "must be 0..%d, got %d", replay.MaxMSS, *mss)
+		return cli.FlagError("mss", "must be 0..%d, got %d", replay.MaxMSS, *mss)
 	}
 	o.MSS = *mss
 	if *mtu < replay.MinMTU || *mtu > replay.MaxMTU {
-		return flagError("mtu", "must be %d..%d, got %d", replay.MinMTU, replay.MaxMTU, *mtu)
+		return cli.FlagError("mtu", "must be %d..%d, got %d", replay.MinMTU, replay.MaxMTU, *mtu)
 	}
 	o.MTU = *mtu
 	o.UDPGSO, o.FixedID, o.Fix = *udpGSO, *fixedID, *fix

@@ -18,6 +18,7 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/xnic/xnic/flows"
 	"github.com/xnic/xnic/flows/offload"
+	"github.com/xnic/xnic/internal/cli"
 )
 
 // bulkTrain writes n contiguous IPv4 TCP segments of mss payload bytes
@@ -201,7 +202,7 @@ func TestReplayCLIBadFlags(t *testing.T) {
 		{[]string{"--in", in, "--out", out, "--stage", "gro", "--bogus"}, "-bogus"},
 	} {
 		_, stderr, err := runCaptured(t, c.args...)
-		if !errors.Is(err, errUsage) || !strings.Contains(stderr, c.flag) {
+		if !errors.Is(err, cli.ErrUsage) || !strings.Contains(stderr, c.flag) {
 			t.Errorf("%v: error %v, stderr %q; want a usage error naming %s", c.args, err, stderr, c.flag)
 		}
 		if _, serr := os.Stat(out); !os.IsNotExist(serr) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/xnic/xnic/bpf"
 	"github.com/xnic/xnic/engine"
+	"github.com/xnic/xnic/internal/cli"
 	"github.com/xnic/xnic/umem"
 )
 
@@ -21,17 +22,17 @@ type runGuestStats struct {
 }
 
 func runRun(ctx context.Context, args []string) error {
-	fs := newFlags("run", "--config FILE.yaml [--duration D] [--ctl SOCKET] [--json]")
+	fs := cli.NewFlags("run", "--config FILE.yaml [--duration D] [--ctl SOCKET] [--json]")
 	file := fs.String("config", "", "the engine's ports, classes and guests (YAML; required)")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C)")
 	asJSON := fs.Bool("json", false, "print the final per-guest counters as a JSON line")
 	quiet := fs.Bool("quiet", false, "no per-second lines")
 	ctl := fs.String("ctl", engine.DefaultControlPath, "serve counters and connections here for `xnic stats --conns` (\"\": none)")
-	if err := parse(fs, args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if *file == "" {
-		return flagError("config", "required")
+		return cli.FlagError("config", "required")
 	}
 	// The whole file is checked before anything is loaded.
 	cfg, err := engine.LoadConfig(*file)

@@ -12,6 +12,7 @@ import (
 	"github.com/xnic/xnic/bpf"
 	"github.com/xnic/xnic/engine"
 	"github.com/xnic/xnic/flows"
+	"github.com/xnic/xnic/internal/cli"
 	"github.com/xnic/xnic/umem"
 )
 
@@ -61,34 +62,34 @@ func (f engineFlags) options(ifaces []string, queues []int) (engine.Options, err
 	o.Ifaces, o.Queues = ifaces, queues
 	var err error
 	if o.Socket.Mode, err = umem.ParseBindMode(*f.mode); err != nil {
-		return o, flagError("mode", "%s", err)
+		return o, cli.FlagError("mode", "%s", err)
 	}
 	if o.Attach, err = bpf.ParseAttachMode(*f.attach); err != nil {
-		return o, flagError("attach", "want auto, native or generic, got %q", *f.attach)
+		return o, cli.FlagError("attach", "want auto, native or generic, got %q", *f.attach)
 	}
 	if *f.frames < 64 || *f.frames > 1<<20 {
-		return o, flagError("frames", "must be 64..%d, got %d", 1<<20, *f.frames)
+		return o, cli.FlagError("frames", "must be 64..%d, got %d", 1<<20, *f.frames)
 	}
 	o.UMEM.NumFrames = uint32(*f.frames)
 	r := *f.ring
 	if r < 64 || r > 1<<16 || r&(r-1) != 0 {
-		return o, flagError("ring", "must be a power of two in 64..65536, got %d", r)
+		return o, cli.FlagError("ring", "must be a power of two in 64..65536, got %d", r)
 	}
 	o.Socket.RxSize, o.Socket.TxSize = uint32(r), uint32(r)
 	o.Socket.FillSize, o.Socket.CompletionSize = uint32(2*r), uint32(r)
 	if *f.batch < 1 || *f.batch > r {
-		return o, flagError("batch", "must be 1..%d (the ring size), got %d", r, *f.batch)
+		return o, cli.FlagError("batch", "must be 1..%d (the ring size), got %d", r, *f.batch)
 	}
 	o.Batch = *f.batch
 	if *f.poll < 0 {
-		return o, flagError("poll", "must be >= 0, got %d", *f.poll)
+		return o, cli.FlagError("poll", "must be >= 0, got %d", *f.poll)
 	}
 	o.PollMs = *f.poll
 	return o, nil
 }
 
 func runRx(ctx context.Context, args []string) error {
-	fs := newFlags("rx", "--iface IF [--duration D] [--queue Q] [--pipeline [--window W] [--cache N]] [--json]")
+	fs := cli.NewFlags("rx", "--iface IF [--duration D] [--queue Q] [--pipeline [--window W] [--cache N]] [--json]")
 	iface := fs.String("iface", "", "interface to receive on (required)")
 	duration := fs.Duration("duration", 10*time.Second, "how long to receive")
 	queue := fs.Int("queue", 0, "rx queue id")
@@ -103,17 +104,17 @@ func runRx(ctx context.Context, args []string) error {
 	conns := fs.Int("conns", 1<<18, "with --pipeline: connection table capacity, a power of two")
 	gro := fs.Bool("gro", true, "with --pipeline: merge TCP segments")
 	ef := addEngineFlags(fs)
-	if err := parse(fs, args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if *iface == "" {
-		return flagError("iface", "required")
+		return cli.FlagError("iface", "required")
 	}
 	if *duration <= 0 {
-		return flagError("duration", "must be positive, got %s", *duration)
+		return cli.FlagError("duration", "must be positive, got %s", *duration)
 	}
 	if *queue < 0 {
-		return flagError("queue", "must be >= 0, got %d", *queue)
+		return cli.FlagError("queue", "must be >= 0, got %d", *queue)
 	}
 	opts, err := ef.options([]string{*iface}, []int{*queue})
 	if err != nil {
@@ -127,20 +128,20 @@ func runRx(ctx context.Context, args []string) error {
 		if err := po.Validate(); err != nil {
 			switch {
 			case strings.Contains(err.Error(), "window"):
-				return flagError("window", "%s", err)
+				return cli.FlagError("window", "%s", err)
 			case strings.Contains(err.Error(), "cache"):
-				return flagError("cache", "%s", err)
+				return cli.FlagError("cache", "%s", err)
 			default:
-				return flagError("conns", "%s", err)
+				return cli.FlagError("conns", "%s", err)
 			}
 		}
 		opts.Pipeline = &po
 	}
 	if *nRules < 0 || *nRules > 16384 {
-		return flagError("rules", "must be 0..16384, got %d", *nRules)
+		return cli.FlagError("rules", "must be 0..16384, got %d", *nRules)
 	}
 	if *nFlows < 0 || *nFlows > 131072 {
-		return flagError("flows", "must be 0..131072, got %d", *nFlows)
+		return cli.FlagError("flows", "must be 0..131072, got %d", *nFlows)
 	}
 	e, err := engine.New(opts, nil)
 	if err != nil {

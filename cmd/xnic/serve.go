@@ -20,6 +20,7 @@ import (
 	"github.com/xnic/xnic/engine/stack"
 	"github.com/xnic/xnic/flows/offload"
 	"github.com/xnic/xnic/flows/replay"
+	"github.com/xnic/xnic/internal/cli"
 )
 
 // serveGuestStats is one guest in `xnic serve --json`.
@@ -46,7 +47,7 @@ type servedGuest struct {
 }
 
 func runServe(ctx context.Context, args []string) error {
-	fs := newFlags("serve", "--config FILE.yaml [--duration D] [--gro on|off] [--tso on|off] [--capture FILE.pcap] [--ctl SOCKET] [--json]")
+	fs := cli.NewFlags("serve", "--config FILE.yaml [--duration D] [--gro on|off] [--tso on|off] [--capture FILE.pcap] [--ctl SOCKET] [--json]")
 	file := fs.String("config", "", "ports, guests and their services (YAML; required)")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C)")
 	asJSON := fs.Bool("json", false, "print the final per-guest counters as a JSON line")
@@ -55,7 +56,7 @@ func runServe(ctx context.Context, args []string) error {
 	capture := fs.String("capture", "", "write what the engine delivers to the guests (GRO aggregates, single frames) to this pcap; slows the data path")
 	gro := fs.String("gro", "", "on or off: override the config's engine.gro")
 	tso := fs.String("tso", "", "on or off: override the config's engine.tso")
-	if err := parse(fs, args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	onOff := func(name, v string) (set, on bool, err error) {
@@ -67,7 +68,7 @@ func runServe(ctx context.Context, args []string) error {
 		case "off", "false":
 			return true, false, nil
 		}
-		return false, false, flagError(name, "want on or off, got %q", v)
+		return false, false, cli.FlagError(name, "want on or off, got %q", v)
 	}
 	groSet, groOn, err := onOff("gro", *gro)
 	if err != nil {
@@ -78,10 +79,10 @@ func runServe(ctx context.Context, args []string) error {
 		return err
 	}
 	if *file == "" {
-		return flagError("config", "required")
+		return cli.FlagError("config", "required")
 	}
 	if *duration < 0 {
-		return flagError("duration", "must not be negative, got %s", *duration)
+		return cli.FlagError("duration", "must not be negative, got %s", *duration)
 	}
 	cfg, err := engine.LoadConfig(*file)
 	if err != nil {
@@ -103,7 +104,7 @@ func runServe(ctx context.Context, args []string) error {
 	var capw *captureWriter
 	if *capture != "" {
 		if capw, err = newCaptureWriter(*capture); err != nil {
-			return flagError("capture", "%s", err)
+			return cli.FlagError("capture", "%s", err)
 		}
 		defer capw.Close()
 	}

@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/xnic/xnic/internal/stat"
+	"github.com/xnic/xnic/bench/internal/stat"
 )
 
 // Report is a whole benchmark run: where it ran, every raw measurement and

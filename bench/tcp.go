@@ -25,7 +25,7 @@ import (
 //     GRO and TSO on;
 //   - xnic-off: the same with GRO and TSO off;
 //   - gvisor-xdp: gVisor's netstack on gVisor's own AF_XDP link endpoint
-//     (tests/bench/gvisorxdp), behind xnic's steering program;
+//     (bench/peers/gvisorxdp), behind xnic's steering program;
 //   - kernel: the host's own TCP on the host veth, GRO on, TSO off (the
 //     kernel segments in software, as xnic does), served by `xnic bench tcp
 //     --serve-kernel ADDR`.
@@ -83,7 +83,7 @@ type TCPOptions struct {
 	// Xnic is the xnic binary: `xnic serve` for the xnic contenders and
 	// `xnic bench tcp --serve-kernel` for the kernel.
 	Xnic string
-	// GvisorXDP is the gvisorxdp binary (tests/bench/gvisorxdp).
+	// GvisorXDP is the gvisorxdp binary (bench/peers/gvisorxdp).
 	GvisorXDP string
 
 	// ClientCPU is the CPU this process, the client, is pinned to while
@@ -198,7 +198,7 @@ func (o TCPOptions) checkBinaries() error {
 		if err != nil {
 			hint := "go build ./cmd/xnic"
 			if name == TCPGvisorXDP {
-				hint = "make -C tests/bench builds it"
+				hint = "make -C bench/peers builds it"
 			}
 			return fmt.Errorf("bench tcp: %s: %s: %w (%w; %s)", name, path, ErrMissingBinary, err, hint)
 		}

@@ -1,4 +1,4 @@
-package main
+package benchcmd
 
 import (
 	"context"
@@ -8,7 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/xnic/xnic/engine/bench"
+	"github.com/xnic/xnic/bench"
+	"github.com/xnic/xnic/internal/cli"
 )
 
 // runBenchTCP is `xnic bench tcp`: HTTP upload and download goodput and
@@ -21,7 +22,7 @@ func runBenchTCP(ctx context.Context, args []string) error {
 		// Internal, and not in the usage: the kernel contender's server.
 		return bench.ServeKernel(ctx, args[1], os.Stderr, os.Stdout)
 	}
-	fs := newFlags("bench tcp", "[--rounds N] [--duration D] [--only a,b] [--concurrency N] "+
+	fs := cli.NewFlags("bench tcp", "[--rounds N] [--duration D] [--only a,b] [--concurrency N] "+
 		"[--gvisorxdp PATH] [--json FILE] [--markdown]")
 	d := bench.DefaultTCPOptions()
 	rounds := fs.Int("rounds", d.Rounds, "rounds; the table shows the median over them")
@@ -29,17 +30,17 @@ func runBenchTCP(ctx context.Context, args []string) error {
 	only := fs.String("only", "", "comma-separated contenders to run (default: "+strings.Join(bench.TCPContenders(), ",")+")")
 	concurrency := fs.Int("concurrency", d.Concurrency, "keep-alive clients of the requests/s metric")
 	port := fs.Int("port", d.Port, "TCP port of every server")
-	gvisorxdp := fs.String("gvisorxdp", "", "the gvisorxdp binary (default: gvisorxdp beside this xnic; make -C tests/bench builds it)")
+	gvisorxdp := fs.String("gvisorxdp", "", "the gvisorxdp binary (default: gvisorxdp beside this xnic; make -C bench/peers builds it)")
 	clientCPU := fs.Int("client-cpu", d.ClientCPU, "CPU of the client (this process); -1: unpinned")
 	serverCPU := fs.Int("server-cpu", d.ServerCPU, "CPU of every server process; -1: unpinned")
 	jsonFile := fs.String("json", "", "write every raw round and the summary as JSON to this file")
 	markdown := fs.Bool("markdown", false, "also print the summary as Markdown for the README")
 	quiet := fs.Bool("quiet", false, "no per-measurement lines on stderr")
-	if err := parse(fs, args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return flagError("rounds", "unexpected argument %q", fs.Arg(0))
+		return cli.FlagError("rounds", "unexpected argument %q", fs.Arg(0))
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -52,7 +53,7 @@ func runBenchTCP(ctx context.Context, args []string) error {
 	if o.GvisorXDP == "" {
 		o.GvisorXDP = filepath.Join(filepath.Dir(self), "gvisorxdp")
 	}
-	o.Only = splitList(*only)
+	o.Only = cli.SplitList(*only)
 	if !*quiet {
 		o.Log = os.Stderr
 	}

@@ -25,7 +25,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/xnic/xnic/tests/bench/internal/peer"
+	"github.com/xnic/xnic/bench/peers/internal/peer"
 )
 
 // Offsets inside struct tpacket_block_desc: version(4), offset_to_priv(4),

@@ -1,7 +1,7 @@
-// Package peers tests the peers that xnic's own AF_XDP receiver (xnic rx) is
-// benchmarked against; the peers themselves live one level up in tests/bench
-// (a Go package directory may not hold C files, hence this one). The engine
-// never imports anything under tests/bench.
+// Package peerstest tests the peers that xnic's own AF_XDP receiver (xnic rx)
+// is benchmarked against; the peers themselves live one level up in
+// bench/peers (a Go package directory may not hold C files, hence this one).
+// No product package imports anything under bench/.
 //
 // Every peer receives and drops as fast as it can on one interface for a
 // duration and takes -iface IF -queue Q -duration D -json. It prints "ready"
@@ -20,5 +20,5 @@
 // The two AF_XDP peers load no XDP program: each inserts its socket at
 // key=queue into the XSKMAP pinned at -xskmap and removes it on exit, so all
 // of them run behind the same XDP program. Build them with
-// `make -C tests/bench OUT=/abs/dir`.
-package peers
+// `make -C bench/peers OUT=/abs/dir`.
+package peerstest

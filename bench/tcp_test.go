@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xnic/xnic/engine/bench"
+	"github.com/xnic/xnic/bench"
 	"github.com/xnic/xnic/engine/lab/labtest"
 	"github.com/xnic/xnic/engine/services"
 )
@@ -73,8 +73,8 @@ func buildTCPBinaries(t *testing.T) string {
 		goBin = "go"
 	}
 	for _, c := range []*exec.Cmd{
-		exec.Command(goBin, "build", "-o", filepath.Join(dir, "xnic"), "../../cmd/xnic"),
-		exec.Command(goBin, "build", "-o", filepath.Join(dir, "gvisorxdp"), "../../tests/bench/gvisorxdp"),
+		exec.Command(goBin, "build", "-o", filepath.Join(dir, "xnic"), "../cmd/xnic"),
+		exec.Command(goBin, "build", "-o", filepath.Join(dir, "gvisorxdp"), "./peers/gvisorxdp"),
 	} {
 		if out, err := c.CombinedOutput(); err != nil {
 			t.Fatalf("%s: %v\n%s", strings.Join(c.Args, " "), err, out)

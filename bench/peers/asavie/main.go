@@ -21,7 +21,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
-	"github.com/xnic/xnic/tests/bench/internal/peer"
+	"github.com/xnic/xnic/bench/peers/internal/peer"
 )
 
 // pollTimeoutMs bounds Poll so the loop notices the end of the window when

@@ -10,9 +10,9 @@ import (
 	"slices"
 	"time"
 
+	"github.com/xnic/xnic/bench/internal/stat"
 	"github.com/xnic/xnic/flows"
 	"github.com/xnic/xnic/flows/conn"
-	"github.com/xnic/xnic/internal/stat"
 )
 
 // Row is the result of one configuration (N, cache size, W).

@@ -1,4 +1,4 @@
-package main
+package benchcmd
 
 import (
 	"context"
@@ -11,15 +11,16 @@ import (
 	"strings"
 	"time"
 
-	"github.com/xnic/xnic/engine/bench"
-	"github.com/xnic/xnic/flows/conn/connbench"
+	"github.com/xnic/xnic/bench"
+	"github.com/xnic/xnic/bench/connbench"
+	"github.com/xnic/xnic/internal/cli"
 )
 
 // runBenchConns is `xnic bench conns`: the connection-processing curve
 // (context loads and ns per packet against the number of connections, per
 // cache size and lookahead window), in pure Go: no root, no lab.
 func runBenchConns(ctx context.Context, args []string) error {
-	fs := newFlags("bench conns", "[--conns 16,1000,100000,1000000] [--cache 64,512] [--window 1,64] "+
+	fs := cli.NewFlags("bench conns", "[--conns 16,1000,100000,1000000] [--cache 64,512] [--window 1,64] "+
 		"[--packets N] [--rounds N] [--svg FILE] [--json FILE] [--markdown]")
 	d := connbench.DefaultOptions()
 	conns := fs.String("conns", connsJoin(d.Conns), "connection counts N, comma-separated (k and M suffixes allowed)")
@@ -39,11 +40,11 @@ func runBenchConns(ctx context.Context, args []string) error {
 	jsonFile := fs.String("json", "", "write the options, the machine and every row as JSON to this file")
 	markdown := fs.Bool("markdown", false, "also print the table in Markdown for the README")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
-	if err := parse(fs, args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return flagError("conns", "unexpected argument %q", fs.Arg(0))
+		return cli.FlagError("conns", "unexpected argument %q", fs.Arg(0))
 	}
 	o := d
 	lists := []struct {
@@ -54,7 +55,7 @@ func runBenchConns(ctx context.Context, args []string) error {
 	for _, l := range lists {
 		vs, err := connsIntList(l.in)
 		if err != nil {
-			return flagError(l.flag, "%s", err)
+			return cli.FlagError(l.flag, "%s", err)
 		}
 		*l.out = vs
 	}

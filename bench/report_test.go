@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xnic/xnic/internal/stat"
+	"github.com/xnic/xnic/bench/internal/stat"
 )
 
 func TestMedian(t *testing.T) {

@@ -1,4 +1,4 @@
-package main
+package benchcmd
 
 import (
 	"context"
@@ -10,7 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/xnic/xnic/flows/offload/offloadbench"
+	"github.com/xnic/xnic/bench/offloadbench"
+	"github.com/xnic/xnic/internal/cli"
 )
 
 // captureOutput runs f with os.Stdout and os.Stderr redirected into pipes
@@ -49,7 +50,7 @@ func captureOutput(t *testing.T, f func() error) (stdout, stderr string, err err
 func TestBenchOffloadNoRx(t *testing.T) {
 	js := filepath.Join(t.TempDir(), "offload.json")
 	stdout, stderr, err := captureOutput(t, func() error {
-		return runBench(context.Background(), []string{"offload", "--no-rx", "--rounds", "1", "--duration", "50ms", "--cpu", "-1", "--json", js})
+		return Run(context.Background(), []string{"offload", "--no-rx", "--rounds", "1", "--duration", "50ms", "--cpu", "-1", "--json", js})
 	})
 	if err != nil {
 		t.Fatalf("bench offload: %v\n%s", err, stderr)
@@ -113,7 +114,7 @@ func TestBenchOffloadBadFlags(t *testing.T) {
 		{[]string{"--duration", "50ms"}, "--duration"},
 	} {
 		_, stderr, err := captureOutput(t, func() error {
-			return runBench(context.Background(), append([]string{"offload"}, c.args...))
+			return Run(context.Background(), append([]string{"offload"}, c.args...))
 		})
 		if os.Geteuid() != 0 && c.args[0] == "--duration" && c.args[1] == "50ms" {
 			// Unprivileged, the root check comes first.
@@ -122,7 +123,7 @@ func TestBenchOffloadBadFlags(t *testing.T) {
 			}
 			continue
 		}
-		if !errors.Is(err, errUsage) || !strings.Contains(stderr, c.flag+":") {
+		if !errors.Is(err, cli.ErrUsage) || !strings.Contains(stderr, c.flag+":") {
 			t.Errorf("%v: %v, stderr %q; want a usage error naming %s", c.args, err, stderr, c.flag)
 		}
 	}

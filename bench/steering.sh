@@ -4,7 +4,7 @@
 # raw xnic rx (catch-all rules only), on one lab with the live-frames
 # generator. Median of ROUNDS rounds; generator on CPU 0,
 # receiver on CPU 1, as in `xnic bench`.
-#   sudo tests/bench/steering.sh [bin/xnic] [rounds] [seconds]
+#   sudo bench/steering.sh [bin/xnic] [rounds] [seconds]
 set -euo pipefail
 XNIC=${1:-bin/xnic}; ROUNDS=${2:-3}; SECS=${3:-4}
 LAB=xs$(printf '%04x' $((RANDOM % 65536)))

@@ -10,9 +10,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/xnic/xnic/bench/internal/stat"
 	"github.com/xnic/xnic/flows"
 	"github.com/xnic/xnic/flows/offload"
-	"github.com/xnic/xnic/internal/stat"
 )
 
 // Stage is an offload stage.

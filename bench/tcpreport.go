@@ -8,7 +8,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/xnic/xnic/internal/stat"
+	"github.com/xnic/xnic/bench/internal/stat"
 )
 
 // TCPReport is a whole TCP benchmark run: where it ran, every raw

@@ -1,4 +1,4 @@
-package main
+package benchcmd
 
 import (
 	"context"
@@ -10,12 +10,15 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/xnic/xnic/engine/bench"
-	"github.com/xnic/xnic/flows/conn/connbench"
-	"github.com/xnic/xnic/flows/offload/offloadbench"
+	"github.com/xnic/xnic/bench"
+	"github.com/xnic/xnic/bench/connbench"
+	"github.com/xnic/xnic/bench/offloadbench"
+	"github.com/xnic/xnic/internal/cli"
 )
 
-func runBench(ctx context.Context, args []string) error {
+// Run is `xnic bench ARGS`: the receive benchmark, or with a first argument
+// conns, tcp or offload, that benchmark.
+func Run(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "conns" {
 		// The connection-processing curve: pure Go, no lab, no root.
 		return runBenchConns(ctx, args[1:])
@@ -28,7 +31,7 @@ func runBench(ctx context.Context, args []string) error {
 		// GRO and GSO on one core against the raw receive rate, in one run.
 		return runBenchOffload(ctx, args[1:])
 	}
-	fs := newFlags("bench", "[--rounds N] [--duration D] [--size BYTES] [--flows N] [--peers DIR] [--only a,b] [--json FILE] [--markdown]")
+	fs := cli.NewFlags("bench", "[--rounds N] [--duration D] [--size BYTES] [--flows N] [--peers DIR] [--only a,b] [--json FILE] [--markdown]")
 	d := bench.DefaultOptions()
 	rounds := fs.Int("rounds", d.Rounds, "rounds; the table shows the median over them")
 	duration := fs.Duration("duration", d.Duration, "measurement window of each contender")
@@ -45,11 +48,11 @@ func runBench(ctx context.Context, args []string) error {
 	genBatch := fs.Int("gen-batch", d.GenBatch, "generator: kernel live-frames batch (1..256)")
 	genRepeat := fs.Int("gen-repeat", d.GenRepeat, "generator: frames per BPF_PROG_RUN call")
 	quiet := fs.Bool("quiet", false, "no per-measurement lines on stderr")
-	if err := parse(fs, args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return flagError("rounds", "unexpected argument %q", fs.Arg(0))
+		return cli.FlagError("rounds", "unexpected argument %q", fs.Arg(0))
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("must run as root: it builds a netns and a veth pair and loads XDP programs (try sudo)")
@@ -67,7 +70,7 @@ func runBench(ctx context.Context, args []string) error {
 	if o.PeersDir == "" {
 		o.PeersDir = filepath.Dir(self)
 	}
-	o.Only = splitList(*only)
+	o.Only = cli.SplitList(*only)
 	if !*quiet {
 		o.Log = os.Stderr
 	}
@@ -82,24 +85,13 @@ func runBench(ctx context.Context, args []string) error {
 	return printBenchReport(rep, len(rep.Rounds), *markdown, *jsonFile, trimBenchErr(err, "bench: "))
 }
 
-// splitList splits a comma-separated flag value, dropping empty items.
-func splitList(v string) []string {
-	var out []string
-	for _, n := range strings.Split(v, ",") {
-		if n = strings.TrimSpace(n); n != "" {
-			out = append(out, n)
-		}
-	}
-	return out
-}
-
 // benchOptionError reports a benchmark option error as an error of the flag
 // of the same name ("gen cpu" is --gen-cpu) when fs has one.
 func benchOptionError(err error, fs *flag.FlagSet) error {
 	if field, msg, ok := optionFault(err); ok {
 		name := strings.ReplaceAll(field, " ", "-")
 		if fs.Lookup(name) != nil {
-			return flagError(name, "%s", msg)
+			return cli.FlagError(name, "%s", msg)
 		}
 	}
 	return err

@@ -1,4 +1,4 @@
-package main
+package benchcmd
 
 import (
 	"context"
@@ -11,8 +11,9 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/xnic/xnic/engine/bench"
-	"github.com/xnic/xnic/flows/offload/offloadbench"
+	"github.com/xnic/xnic/bench"
+	"github.com/xnic/xnic/bench/offloadbench"
+	"github.com/xnic/xnic/internal/cli"
 )
 
 // benchOffloadFrameSize is the raw receive benchmark's frame on the wire:
@@ -24,7 +25,7 @@ const benchOffloadFrameSize = offloadbench.FrameLen + bench.FCSLen
 // libxdp when its binary is there) and the rates of software GRO and GSO on
 // one core, set against it (issue 5: each at least 5x the raw rate).
 func runBenchOffload(ctx context.Context, args []string) error {
-	fs := newFlags("bench offload", "[--rounds N] [--duration D] [--cpu N] [--batch N] [--no-rx] [--peers DIR] [--json FILE] [--markdown]")
+	fs := cli.NewFlags("bench offload", "[--rounds N] [--duration D] [--cpu N] [--batch N] [--no-rx] [--peers DIR] [--json FILE] [--markdown]")
 	d := offloadbench.DefaultOptions()
 	rounds := fs.Int("rounds", d.Rounds, "rounds of the receive benchmark and of every offload stage; tables show the median")
 	duration := fs.Duration("duration", d.Duration, "measurement window of each receiver and each offload stage")
@@ -35,11 +36,11 @@ func runBenchOffload(ctx context.Context, args []string) error {
 	jsonFile := fs.String("json", "", "write the options, the machine, the receive report and every row as JSON to this file")
 	markdown := fs.Bool("markdown", false, "also print the tables in Markdown for the README")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
-	if err := parse(fs, args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return flagError("rounds", "unexpected argument %q", fs.Arg(0))
+		return cli.FlagError("rounds", "unexpected argument %q", fs.Arg(0))
 	}
 	o := d
 	o.Rounds, o.Duration, o.CPU, o.Batch = *rounds, *duration, *cpu, *batch

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xnic/xnic/engine/bench"
+	"github.com/xnic/xnic/bench"
 	"github.com/xnic/xnic/engine/lab/labtest"
 )
 
@@ -27,8 +27,8 @@ func buildBinaries(t *testing.T) string {
 		goBin = "go"
 	}
 	for _, c := range []*exec.Cmd{
-		exec.Command(goBin, "build", "-o", filepath.Join(dir, "xnic"), "../../cmd/xnic"),
-		exec.Command("make", "-s", "-C", "../../tests/bench", "OUT="+dir, "GO="+goBin),
+		exec.Command(goBin, "build", "-o", filepath.Join(dir, "xnic"), "../cmd/xnic"),
+		exec.Command("make", "-s", "-C", "peers", "OUT="+dir, "GO="+goBin),
 	} {
 		if out, err := c.CombinedOutput(); err != nil {
 			t.Fatalf("%s: %v\n%s", strings.Join(c.Args, " "), err, out)
