@@ -108,7 +108,9 @@ func DefaultSteerOptions() SteerOptions {
 // Slots is the XSKMAP size: Queues * Guests * Classes.
 func (o SteerOptions) Slots() int { return o.Queues * o.Guests * o.Classes }
 
-func (o SteerOptions) validate() error {
+// Validate checks every field against its bound and names the one at
+// fault.
+func (o SteerOptions) Validate() error {
 	check := func(field string, v, hi int) error {
 		if v < 1 || v > hi {
 			return fmt.Errorf("steer %s: must be 1..%d, got %d: %w", field, hi, v, ErrInvalidOptions)
@@ -165,7 +167,7 @@ type Steer struct {
 // reuses the maps pinned there. On error nothing stays loaded and no pin
 // this call made is left behind.
 func LoadSteer(opts SteerOptions) (_ *Steer, err error) {
-	if err := opts.validate(); err != nil {
+	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("load steer: %w", err)
 	}
 	removeMemlock()

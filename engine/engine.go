@@ -27,6 +27,11 @@ type Options struct {
 	Socket umem.SocketOptions
 	// Attach is the XDP attach mode for the steering program.
 	Attach bpf.AttachMode
+	// Steer sizes every port's steering program. Its Queues, Guests and
+	// Classes are also the engine's limits: queue ids are below
+	// Steer.Queues, guest ids below Steer.Guests (0 is the raw socket's),
+	// class ids below Steer.Classes. Its PinDir is set per port from PinDir.
+	Steer bpf.SteerOptions
 	// Batch is the ring batch size.
 	Batch int
 	// PollMs > 0 lets idle workers sleep in poll(2); 0 spins.
@@ -59,6 +64,7 @@ func DefaultOptions() Options {
 		Queues: []int{0},
 		UMEM:   umem.DefaultOptions(),
 		Socket: umem.DefaultSocketOptions(),
+		Steer:  bpf.DefaultSteerOptions(),
 		Batch:  DefaultBatch,
 		PinDir: DefaultPinDir,
 	}
@@ -72,10 +78,16 @@ func (o Options) Validate() error {
 	if len(o.Queues) == 0 {
 		return errors.New("engine: queues: at least one queue is needed")
 	}
+	if err := o.Steer.Validate(); err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	if o.Steer.Guests < 2 {
+		return fmt.Errorf("engine: steer guests: must be at least 2 (id 0 is the raw socket's), got %d", o.Steer.Guests)
+	}
 	seen := map[int]bool{}
 	for _, q := range o.Queues {
-		if q < 0 || q >= bpf.MaxQueues {
-			return fmt.Errorf("engine: queues: queue %d outside 0..%d", q, bpf.MaxQueues-1)
+		if q < 0 || q >= o.Steer.Queues {
+			return fmt.Errorf("engine: queues: queue %d outside 0..%d (steer queues)", q, o.Steer.Queues-1)
 		}
 		if seen[q] {
 			return fmt.Errorf("engine: queues: queue %d listed twice", q)
@@ -123,7 +135,7 @@ type Engine struct {
 
 	// mu serialises the control plane: guests, close.
 	mu     sync.Mutex
-	guests [64]*Guest // by id; 0 is the raw socket's
+	guests []*Guest // by id, Options.Steer.Guests of them; 0 is the raw socket's
 	closed bool
 }
 
@@ -135,7 +147,7 @@ func New(opts Options, fn RxFunc) (_ *Engine, err error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	e := &Engine{opts: opts}
+	e := &Engine{opts: opts, guests: make([]*Guest, opts.Steer.Guests)}
 	defer func() {
 		if err != nil {
 			e.teardown()
@@ -146,7 +158,8 @@ func New(opts Options, fn RxFunc) (_ *Engine, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("engine: port %s: %w", name, err)
 		}
-		so := bpf.DefaultSteerOptions()
+		so := opts.Steer
+		so.PinDir = ""
 		if opts.PinDir != "" {
 			// Maps already pinned there by an engine run with KeepPins are
 			// reused, rules and flows included.

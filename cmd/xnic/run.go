@@ -7,10 +7,9 @@ import (
 	"os"
 	"time"
 
-	"github.com/xnic/xnic/bpf"
 	"github.com/xnic/xnic/engine"
+	"github.com/xnic/xnic/engine/config"
 	"github.com/xnic/xnic/internal/cli"
-	"github.com/xnic/xnic/umem"
 )
 
 type runGuestStats struct {
@@ -35,7 +34,7 @@ func runRun(ctx context.Context, args []string) error {
 		return cli.FlagError("config", "required")
 	}
 	// The whole file is checked before anything is loaded.
-	cfg, err := engine.LoadConfig(*file)
+	cfg, err := config.Load(*file)
 	if err != nil {
 		return err
 	}
@@ -43,7 +42,7 @@ func runRun(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	e, stopCtl, err := startConfigEngine(cfg, r, *ctl)
+	e, stopCtl, err := startConfigEngine(r, *ctl)
 	if err != nil {
 		return err
 	}
@@ -52,7 +51,7 @@ func runRun(ctx context.Context, args []string) error {
 	opts := e.Options()
 	var guests []*engine.Guest
 	for _, spec := range r.Guests {
-		g, err := e.AttachGuest(spec, nil)
+		g, err := e.AttachGuest(spec.GuestSpec, nil)
 		if err != nil {
 			return err
 		}
@@ -90,18 +89,8 @@ func runRun(ctx context.Context, args []string) error {
 // and serve: traffic no guest claims stays with the host, the DSCP map is
 // loaded, and the control socket serves at ctl ("" for none). The caller
 // closes the engine after calling stopCtl.
-func startConfigEngine(cfg *engine.Config, r *engine.Resolved, ctl string) (_ *engine.Engine, stopCtl func(), err error) {
-	opts := r.Options
-	opts.NoCatchAll = true
-	opts.KeepPins = r.Pin
-	opts.Pipeline = r.Pipeline
-	if m := cfg.Engine.Mode; m.Set {
-		opts.Socket.Mode, _ = umem.ParseBindMode(m.Value) // checked by Resolve
-	}
-	if a := cfg.Ports[0].Attach; a.Set {
-		opts.Attach, _ = bpf.ParseAttachMode(a.Value)
-	}
-	e, err := engine.New(opts, nil)
+func startConfigEngine(r *config.Resolved, ctl string) (_ *engine.Engine, stopCtl func(), err error) {
+	e, err := engine.New(r.Options, nil)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/xnic/xnic/engine"
+	"github.com/xnic/xnic/engine/config"
 	"github.com/xnic/xnic/engine/services"
 	"github.com/xnic/xnic/engine/stack"
 	"github.com/xnic/xnic/flows/offload"
@@ -84,7 +85,7 @@ func runServe(ctx context.Context, args []string) error {
 	if *duration < 0 {
 		return cli.FlagError("duration", "must not be negative, got %s", *duration)
 	}
-	cfg, err := engine.LoadConfig(*file)
+	cfg, err := config.Load(*file)
 	if err != nil {
 		return err
 	}
@@ -92,11 +93,11 @@ func runServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if r.Pipeline == nil {
+	if r.Options.Pipeline == nil {
 		return fmt.Errorf("%s: engine.pipeline: xnic serve needs the pipeline, which feeds the guests' stacks", *file)
 	}
 	if groSet {
-		r.Pipeline.GRO = groOn
+		r.Options.Pipeline.GRO = groOn
 	}
 	if tsoSet {
 		r.TSO = tsoOn
@@ -117,7 +118,7 @@ func runServe(ctx context.Context, args []string) error {
 			r.Guests[i].MAC = net.HardwareAddr{0x02, 0x78, 0x6e, 0x69, 0x63, byte(0x10 + i)}
 		}
 	}
-	e, stopCtl, err := startConfigEngine(cfg, r, *ctl)
+	e, stopCtl, err := startConfigEngine(r, *ctl)
 	if err != nil {
 		return err
 	}
@@ -138,7 +139,7 @@ func runServe(ctx context.Context, args []string) error {
 		if !r.TSO {
 			so.GSOMaxSize = 0
 		}
-		g, err := stack.Attach(e, spec, so)
+		g, err := stack.Attach(e, spec.GuestSpec, so)
 		if err != nil {
 			return err
 		}
@@ -157,10 +158,10 @@ func runServe(ctx context.Context, args []string) error {
 			fmt.Fprintf(os.Stderr, "guest %s: %s on port %s\n", spec.Name, sv.Kind, s.Addr[1:])
 		}
 		fmt.Fprintf(os.Stderr, "guest %s (id %d) on %s: %s, mac %s, %d rules\n",
-			spec.Name, g.EngineGuest().ID, spec.Port, addrList(spec), spec.MAC, len(spec.Rules)+len(stack.OwnRules(spec.Addrs)))
+			spec.Name, g.EngineGuest().ID, spec.Port, addrList(spec.GuestSpec), spec.MAC, len(spec.Rules)+len(stack.OwnRules(spec.Addrs)))
 	}
 	fmt.Fprintf(os.Stderr, "xnic serve: ready: %d guests on %d ports; gro %v, tso %v\n",
-		len(guests), len(opts.Ifaces), r.Pipeline.GRO, r.TSO)
+		len(guests), len(opts.Ifaces), r.Options.Pipeline.GRO, r.TSO)
 
 	everySecond(ctx, *duration, *quiet, func() {
 		st, _ := e.Stats()
@@ -224,7 +225,7 @@ func addrList(g engine.GuestSpec) string {
 }
 
 // applyDSCP loads the config's DSCP → class map into every port.
-func applyDSCP(e *engine.Engine, r *engine.Resolved) error {
+func applyDSCP(e *engine.Engine, r *config.Resolved) error {
 	for _, p := range e.Ports() {
 		for dscp, class := range r.DSCP {
 			if err := p.Steer().SetDSCPClass(dscp, int(class)); err != nil {

@@ -1,4 +1,4 @@
-package engine
+package config
 
 import (
 	"errors"
@@ -31,7 +31,7 @@ guests:
 `
 
 func TestConfigResolves(t *testing.T) {
-	c, err := ParseConfig("good.yaml", []byte(goodConfig))
+	c, err := Parse("good.yaml", []byte(goodConfig))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,21 +53,21 @@ func TestConfigResolves(t *testing.T) {
 	if r2 := web.Rules[2]; r2.Class != 1 || r2.PortLo != 5000 || r2.PortHi != 5999 || r2.Dst.String() != "198.18.0.128/25" {
 		t.Fatalf("web rule 2: %+v", r2)
 	}
-	if sv := r.Guests[1].Services; len(sv) != 2 || sv[0] != (ServiceSpec{Kind: "http"}) || sv[1] != (ServiceSpec{Kind: "udp-echo"}) {
+	if sv := r.Guests[1].Services; len(sv) != 2 || sv[0] != (Service{Kind: "http"}) || sv[1] != (Service{Kind: "udp-echo"}) {
 		t.Fatalf("db services: %+v", sv)
 	}
-	if r.Pipeline == nil || r.Pipeline.Window != 64 || !r.Pipeline.GRO || !r.TSO {
-		t.Fatalf("pipeline defaults: %+v, tso %v", r.Pipeline, r.TSO)
+	if r.Options.Pipeline == nil || r.Options.Pipeline.Window != 64 || !r.Options.Pipeline.GRO || !r.TSO {
+		t.Fatalf("pipeline defaults: %+v, tso %v", r.Options.Pipeline, r.TSO)
 	}
-	if !r.Pipeline.GROOptions.CoalesceAcks || r.Options.PollMs != DefaultConfigPollMs {
+	if !r.Options.Pipeline.GROOptions.CoalesceAcks || r.Options.PollMs != DefaultPollMs {
 		t.Fatalf("coalesce_acks %v, poll_ms %d: want the defaults true and %d",
-			r.Pipeline.GROOptions.CoalesceAcks, r.Options.PollMs, DefaultConfigPollMs)
+			r.Options.Pipeline.GROOptions.CoalesceAcks, r.Options.PollMs, DefaultPollMs)
 	}
-	c, err = ParseConfig("set.yaml", []byte(strings.Replace(goodConfig, "classes:", "engine:\n  poll_ms: 0\n  coalesce_acks: false\nclasses:", 1)))
+	c, err = Parse("set.yaml", []byte(strings.Replace(goodConfig, "classes:", "engine:\n  poll_ms: 0\n  coalesce_acks: false\nclasses:", 1)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r, err = c.Resolve(); err != nil || r.Options.PollMs != 0 || r.Pipeline.GROOptions.CoalesceAcks {
+	if r, err = c.Resolve(); err != nil || r.Options.PollMs != 0 || r.Options.Pipeline.GROOptions.CoalesceAcks {
 		t.Fatalf("poll_ms 0, coalesce_acks false: %v %+v", err, r)
 	}
 	if db := r.Guests[1]; !db.Rules[0].ClassFromDSCP || db.Port != "xnic0" || db.Rules[0].Dst.String() != "198.18.0.11/32" {
@@ -75,9 +75,9 @@ func TestConfigResolves(t *testing.T) {
 	}
 }
 
-// TestConfigErrorsNameLineAndField: every bad value is reported with its
+// TestErrorsNameLineAndField: every bad value is reported with its
 // line and the path of its field.
-func TestConfigErrorsNameLineAndField(t *testing.T) {
+func TestErrorsNameLineAndField(t *testing.T) {
 	cases := []struct {
 		name, find, replace, want string
 	}{
@@ -104,16 +104,16 @@ func TestConfigErrorsNameLineAndField(t *testing.T) {
 		if src == goodConfig {
 			t.Fatalf("%s: the replacement did not apply", c.name)
 		}
-		_, err := ParseConfig("bad.yaml", []byte(src))
+		_, err := Parse("bad.yaml", []byte(src))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.want)
 		}
-		var ce *ConfigError
+		var ce *Error
 		if strings.HasPrefix(c.want, "bad.yaml:") && !errors.As(err, &ce) {
-			t.Errorf("%s: error is not a *ConfigError: %T", c.name, err)
+			t.Errorf("%s: error is not a *Error: %T", c.name, err)
 		}
 	}
-	if _, err := ParseConfig("empty.yaml", nil); err == nil || !strings.Contains(err.Error(), "ports") {
+	if _, err := Parse("empty.yaml", nil); err == nil || !strings.Contains(err.Error(), "ports") {
 		t.Errorf("empty file: %v", err)
 	}
 }

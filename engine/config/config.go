@@ -1,4 +1,8 @@
-package engine
+// Package config is xnic's YAML configuration: the schema, its resolver into
+// engine options and guest specs, and its errors, each naming the file, the
+// line and the field. Nothing is loaded until a whole file has resolved, so
+// a bad file changes nothing.
+package config
 
 import (
 	"fmt"
@@ -13,12 +17,14 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/xnic/xnic/bpf"
+	"github.com/xnic/xnic/engine"
 	"github.com/xnic/xnic/engine/services"
+	"github.com/xnic/xnic/umem"
 )
 
 // Config is an engine described in YAML for `xnic run --config`: ports,
-// traffic classes and guests with their steering rules. LoadConfig checks
-// all of it before anything is loaded, so a bad file changes nothing.
+// traffic classes and guests with their steering rules. Load checks all of
+// it before anything is loaded, so a bad file changes nothing.
 //
 //	ports:
 //	  - iface: xnic0
@@ -50,12 +56,10 @@ type PortConfig struct {
 	Line   int      `yaml:"-"`
 }
 
-// DefaultConfigPollMs is engine.poll_ms when a config leaves it out: idle
-// workers sleep in poll(2), so that on a small machine the guests' stacks
-// get the CPU a spinning worker would burn (`xnic bench tcp` on 2 cores:
-// upload 2.40 -> 2.61 Gbit/s, download 1.37 -> 1.70, requests/s about
-// 9200 -> 9700).
-const DefaultConfigPollMs = 10
+// DefaultPollMs is engine.poll_ms when a config leaves it out: idle workers
+// sleep in poll(2), so that on a small machine the guests' stacks get the
+// CPU a spinning worker would burn (docs/benchmarks.md has the figures).
+const DefaultPollMs = 10
 
 // EngineConfig holds data-path settings; zero values take the defaults.
 type EngineConfig struct {
@@ -205,38 +209,38 @@ func kindName(k yaml.Kind) string {
 	return "node"
 }
 
-// ConfigError is a configuration error: the file, the line and the field.
-type ConfigError struct {
+// Error is a configuration error: the file, the line and the field.
+type Error struct {
 	File  string
 	Line  int
 	Field string // e.g. "guests[0].rules[1].ports"
 	Msg   string
 }
 
-func (e *ConfigError) Error() string {
+func (e *Error) Error() string {
 	if e.Line > 0 {
 		return fmt.Sprintf("%s:%d: %s: %s", e.File, e.Line, e.Field, e.Msg)
 	}
 	return fmt.Sprintf("%s: %s: %s", e.File, e.Field, e.Msg)
 }
 
-// LoadConfig reads and checks a configuration file.
-func LoadConfig(path string) (*Config, error) {
+// Load reads and checks a configuration file.
+func Load(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return ParseConfig(path, b)
+	return Parse(path, b)
 }
 
-// ParseConfig decodes and checks a configuration; name is used in errors.
-func ParseConfig(name string, b []byte) (*Config, error) {
+// Parse decodes and checks a configuration; name is used in errors.
+func Parse(name string, b []byte) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(b, &root); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	if len(root.Content) == 0 {
-		return nil, &ConfigError{File: name, Field: "ports", Msg: "the file is empty; at least one port is needed"}
+		return nil, &Error{File: name, Field: "ports", Msg: "the file is empty; at least one port is needed"}
 	}
 	var c Config
 	type plain Config
@@ -252,30 +256,43 @@ func ParseConfig(name string, b []byte) (*Config, error) {
 
 // Resolved is a checked configuration in engine terms.
 type Resolved struct {
-	Options Options
+	// Options are the engine's, complete: ports, queues, UMEM and socket
+	// settings, attach mode, pins and the pipeline (nil when the file
+	// turns it off). Traffic no guest claims stays with the host kernel.
+	Options engine.Options
 	Classes map[string]uint8
 	DSCP    map[uint8]uint8 // dscp -> class
-	Guests  []GuestSpec
-	Pin     bool
-	// Pipeline is the receive pipeline, nil when the file turns it off.
-	Pipeline *PipelineOptions
+	Guests  []Guest
 	// TSO says whether guests' stacks hand large segments to the engine.
 	TSO bool
 }
 
-// MaxClasses is the number of traffic classes.
-const MaxClasses = 8
+// Guest is a checked guest: its data-path spec, and the built-in services
+// `xnic serve` runs on its stack.
+type Guest struct {
+	engine.GuestSpec
+	// Services for `xnic serve`, checked: kind is one of services.Kinds().
+	Services []Service
+}
+
+// Service is a checked built-in service.
+type Service struct {
+	Kind string
+	Port int // 0: the kind's well-known port
+}
 
 func (c *Config) errf(line int, field, format string, a ...any) error {
-	return &ConfigError{File: c.file, Line: line, Field: field, Msg: fmt.Sprintf(format, a...)}
+	return &Error{File: c.file, Line: line, Field: field, Msg: fmt.Sprintf(format, a...)}
 }
 
 // Resolve checks every field and turns the file into engine options and
 // guest specs. The first problem is returned, naming its line and field.
 func (c *Config) Resolve() (*Resolved, error) {
-	r := &Resolved{Options: DefaultOptions(), Classes: map[string]uint8{"default": 0}, DSCP: map[uint8]uint8{}}
+	r := &Resolved{Options: engine.DefaultOptions(), Classes: map[string]uint8{"default": 0}, DSCP: map[uint8]uint8{}}
 	o := &r.Options
 	o.Queues = nil
+	o.NoCatchAll = true
+	lim := o.Steer // the steering program's sizes bound queues and classes
 	if len(c.Ports) == 0 {
 		return nil, c.errf(0, "ports", "at least one port is needed")
 	}
@@ -293,8 +310,8 @@ func (c *Config) Resolve() (*Resolved, error) {
 		var qs []int
 		for j, q := range p.Queues {
 			n, err := strconv.Atoi(q.Value)
-			if err != nil || n < 0 || n > 63 {
-				return nil, c.errf(q.Line, fmt.Sprintf("%s.queues[%d]", f, j), "want a queue id 0..63, got %q", q.Value)
+			if err != nil || n < 0 || n >= lim.Queues {
+				return nil, c.errf(q.Line, fmt.Sprintf("%s.queues[%d]", f, j), "want a queue id 0..%d, got %q", lim.Queues-1, q.Value)
 			}
 			qs = append(qs, n)
 		}
@@ -307,11 +324,14 @@ func (c *Config) Resolve() (*Resolved, error) {
 			return nil, c.errf(p.Line, f+".queues", "every port must serve the same queues as ports[0] (%v), got %v", o.Queues, qs)
 		}
 		if p.Attach.Set {
-			switch p.Attach.Value {
-			case "auto", "native", "generic":
-			default:
+			m, err := bpf.ParseAttachMode(p.Attach.Value)
+			if err != nil {
 				return nil, c.errf(p.Attach.Line, f+".attach", "want auto, native or generic, got %q", p.Attach.Value)
 			}
+			if i > 0 && m != o.Attach {
+				return nil, c.errf(p.Attach.Line, f+".attach", "every port must use the attach mode of ports[0] (%s), got %s", o.Attach, m)
+			}
+			o.Attach = m
 		}
 	}
 	if err := c.resolveEngine(r); err != nil {
@@ -323,8 +343,8 @@ func (c *Config) Resolve() (*Resolved, error) {
 			return nil, c.errf(cl.Name.Line, f+".name", "required")
 		}
 		id, err := strconv.Atoi(cl.ID.Value)
-		if err != nil || id < 0 || id >= MaxClasses {
-			return nil, c.errf(cl.ID.Line, f+".id", "want a class id 0..%d, got %q", MaxClasses-1, cl.ID.Value)
+		if err != nil || id < 0 || id >= lim.Classes {
+			return nil, c.errf(cl.ID.Line, f+".id", "want a class id 0..%d, got %q", lim.Classes-1, cl.ID.Value)
 		}
 		if old, ok := r.Classes[cl.Name.Value]; ok && (cl.Name.Value != "default" || old != uint8(id)) {
 			return nil, c.errf(cl.Name.Line, f+".name", "class %q is defined twice", cl.Name.Value)
@@ -383,7 +403,7 @@ func (c *Config) resolveEngine(r *Resolved) error {
 		}
 		o.Batch = n
 	}
-	o.PollMs = DefaultConfigPollMs
+	o.PollMs = DefaultPollMs
 	if e.PollMs.Set {
 		n, err := num(e.PollMs, "poll_ms", 0, 1000, false)
 		if err != nil {
@@ -400,18 +420,18 @@ func (c *Config) resolveEngine(r *Resolved) error {
 		o.Socket.FillSize, o.Socket.CompletionSize = uint32(2*n), uint32(n)
 	}
 	if e.Mode.Set {
-		switch e.Mode.Value {
-		case "auto", "zerocopy", "copy":
-		default:
+		m, err := umem.ParseBindMode(e.Mode.Value)
+		if err != nil {
 			return c.errf(e.Mode.Line, "engine.mode", "want auto, zerocopy or copy, got %q", e.Mode.Value)
 		}
+		o.Socket.Mode = m
 	}
 	if e.Pin.Set {
 		b, err := strconv.ParseBool(e.Pin.Value)
 		if err != nil {
 			return c.errf(e.Pin.Line, "engine.pin", "want true or false, got %q", e.Pin.Value)
 		}
-		r.Pin = b
+		o.KeepPins = b
 	}
 	boolean := func(s Scalar, field string, def bool) (bool, error) {
 		if !s.Set {
@@ -427,7 +447,7 @@ func (c *Config) resolveEngine(r *Resolved) error {
 	if err != nil {
 		return err
 	}
-	po := DefaultPipelineOptions()
+	po := engine.DefaultPipelineOptions()
 	if e.Window.Set {
 		if po.Window, err = num(e.Window, "window", 1, 4096, false); err != nil {
 			return err
@@ -454,45 +474,17 @@ func (c *Config) resolveEngine(r *Resolved) error {
 		return err
 	}
 	if on {
-		r.Pipeline = &po
+		o.Pipeline = &po
 	}
 	return nil
 }
 
-// GuestSpec is a checked guest.
-type GuestSpec struct {
-	Name  string
-	Port  string
-	MAC   net.HardwareAddr
-	Addrs []netip.Prefix // the guest's own addresses with their subnets
-	Rules []RuleSpec
-	// Services for `xnic serve`, checked: kind is one of services.Kinds().
-	Services []ServiceSpec
-}
+var protoNames = map[string]uint8{"any": 0, "tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "arp": engine.ProtoARP}
 
-// ServiceSpec is a checked service.
-type ServiceSpec struct {
-	Kind string
-	Port int // 0: the kind's well-known port
-}
-
-// RuleSpec is one checked steering rule.
-type RuleSpec struct {
-	Dst            netip.Prefix
-	Proto          uint8 // 0: any
-	PortLo, PortHi uint16
-	Class          uint8
-	ClassFromDSCP  bool
-}
-
-// ProtoARP in RuleSpec.Proto matches ARP whose target address is in Dst.
-const ProtoARP = uint8(bpf.ProtoARP)
-
-var protoNames = map[string]uint8{"any": 0, "tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "arp": ProtoARP}
-
-func (c *Config) resolveGuest(i int, g GuestConfig, r *Resolved, ifaces map[string]bool) (GuestSpec, error) {
+func (c *Config) resolveGuest(i int, g GuestConfig, r *Resolved, ifaces map[string]bool) (Guest, error) {
 	f := fmt.Sprintf("guests[%d]", i)
-	s := GuestSpec{Name: g.Name.Value, Port: g.Port.Value}
+	s := Guest{GuestSpec: engine.GuestSpec{Name: g.Name.Value, Port: g.Port.Value}}
+	lim := r.Options.Steer
 	if s.Name == "" {
 		return s, c.errf(g.Line, f+".name", "required")
 	}
@@ -532,7 +524,7 @@ func (c *Config) resolveGuest(i int, g GuestConfig, r *Resolved, ifaces map[stri
 	}
 	for j, rc := range g.Rules {
 		rf := fmt.Sprintf("%s.rules[%d]", f, j)
-		rule := RuleSpec{PortHi: 65535}
+		rule := engine.RuleSpec{PortHi: 65535}
 		if rc.Proto.Set {
 			p, ok := protoNames[strings.ToLower(rc.Proto.Value)]
 			if !ok {
@@ -559,10 +551,10 @@ func (c *Config) resolveGuest(i int, g GuestConfig, r *Resolved, ifaces map[stri
 				rule.ClassFromDSCP = true
 			} else if id, ok := r.Classes[rc.Class.Value]; ok {
 				rule.Class = id
-			} else if n, err := strconv.Atoi(rc.Class.Value); err == nil && n >= 0 && n < MaxClasses {
+			} else if n, err := strconv.Atoi(rc.Class.Value); err == nil && n >= 0 && n < lim.Classes {
 				rule.Class = uint8(n)
 			} else {
-				return s, c.errf(rc.Class.Line, rf+".class", "no class %q (define it under classes, or use an id 0..%d or dscp)", rc.Class.Value, MaxClasses-1)
+				return s, c.errf(rc.Class.Line, rf+".class", "no class %q (define it under classes, or use an id 0..%d or dscp)", rc.Class.Value, lim.Classes-1)
 			}
 		}
 		if rc.Dst.Set {
@@ -578,7 +570,7 @@ func (c *Config) resolveGuest(i int, g GuestConfig, r *Resolved, ifaces map[stri
 			return s, c.errf(g.Line, rf+".dst", "required when the guest has no addresses")
 		}
 		for _, a := range s.Addrs {
-			if rule.Proto == ProtoARP && !a.Addr().Is4() {
+			if rule.Proto == engine.ProtoARP && !a.Addr().Is4() {
 				continue // ARP has IPv4 targets only
 			}
 			rr := rule
@@ -599,7 +591,7 @@ func (c *Config) resolveGuest(i int, g GuestConfig, r *Resolved, ifaces map[stri
 		if !slices.Contains(services.Kinds(), sc.Kind.Value) {
 			return s, c.errf(sc.Kind.Line, sf+".kind", "want one of %s, got %q", strings.Join(services.Kinds(), ", "), sc.Kind.Value)
 		}
-		sp := ServiceSpec{Kind: sc.Kind.Value}
+		sp := Service{Kind: sc.Kind.Value}
 		if sc.Port.Set {
 			n, err := strconv.Atoi(sc.Port.Value)
 			if err != nil || n < 1 || n > 65535 {
