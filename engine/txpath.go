@@ -1,0 +1,237 @@
+package engine
+
+import (
+	"fmt"
+	"sync/atomic"
+
+	"github.com/xnic/xnic/flows"
+	"github.com/xnic/xnic/flows/conn"
+	"github.com/xnic/xnic/flows/offload"
+	"github.com/xnic/xnic/umem"
+)
+
+// TxCounters are a worker's send-path counters, published once per pass.
+type TxCounters struct {
+	Requests    atomic.Uint64 // work requests taken from the guests' queues
+	Segments    atomic.Uint64 // frames written to the tx rings
+	GSORequests atomic.Uint64 // requests segmented
+	Bytes       atomic.Uint64 // bytes written to the tx rings
+	Dropped     atomic.Uint64 // requests that could not be sent: malformed or too big
+	MSSClamped  atomic.Uint64 // requests whose segment size was cut to fit the port's MTU
+	NoFrames    atomic.Uint64 // passes that found no free frame for a request
+	Completed   atomic.Uint64 // frames back from the completion rings
+}
+
+// txPath is a worker's send path: guests' work requests → lookahead →
+// context → GSO + checksum → tx ring. It belongs to the worker.
+type txPath struct {
+	u    *umem.UMEM
+	gso  *offload.GSO
+	proc *conn.Processor // nil without a pipeline: no accounting
+
+	pkts   []flows.Packet // the requests of one round, parsed
+	frames [][]byte
+	slots  []*txSlot
+	out    [][]byte // GSO output: frame slices
+	sizes  []int
+	addrs  []uint64
+	descs  []umem.Desc
+	stage  conn.Stage
+
+	ep      *Endpoint // the endpoint whose queue is being served
+	reqs    uint64
+	segs    uint64
+	gsoReqs uint64
+	bytes   uint64
+	dropped uint64
+	clamped uint64
+	noFrame uint64
+	done    uint64
+
+	counters *TxCounters
+}
+
+// maxSegs is the most frames one request can need: 64 KB at a small MSS is
+// bounded by the GSO; at a 536-byte MSS it is 123.
+const maxSegs = 256
+
+func newTxPath(u *umem.UMEM, batch int, cache *conn.Cache, c *TxCounters) (*txPath, error) {
+	g, err := offload.NewGSO(offload.DefaultGSOOptions())
+	if err != nil {
+		return nil, fmt.Errorf("engine: send path: %w", err)
+	}
+	t := &txPath{
+		u: u, gso: g, counters: c,
+		pkts: make([]flows.Packet, batch), frames: make([][]byte, batch), slots: make([]*txSlot, batch),
+		out: make([][]byte, maxSegs), sizes: make([]int, maxSegs), addrs: make([]uint64, maxSegs),
+		descs: make([]umem.Desc, maxSegs),
+	}
+	t.stage = t.send
+	if cache != nil {
+		po := conn.DefaultProcessorOptions()
+		po.Dir = conn.DirTX
+		po.Window = batch
+		if t.proc, err = conn.NewProcessor(cache, po); err != nil {
+			return nil, fmt.Errorf("engine: send path: %w", err)
+		}
+	}
+	return t, nil
+}
+
+// serve takes up to a batch of work requests off ep's queue, accounts them
+// to their connections with lookahead, and transmits them. It returns how
+// many requests it finished.
+func (t *txPath) serve(ep *Endpoint, now int64) int {
+	q := ep.tx
+	h := q.head.Load()
+	n := int(min(q.tail.Load()-h, uint64(len(t.pkts))))
+	if n == 0 {
+		return 0
+	}
+	for i := range n {
+		s := &q.slot[(h+uint64(i))%txSlots]
+		t.slots[i] = s
+		t.frames[i] = s.buf[:s.n]
+		flows.Parse(t.frames[i], &t.pkts[i])
+	}
+	t.ep = ep
+	if t.proc != nil {
+		t.proc.Process(t.pkts[:n], t.frames[:n], now, t.stage)
+	} else {
+		for i := range n {
+			t.sendOne(int32(i))
+		}
+	}
+	q.head.Store(h + uint64(n))
+	q.freed()
+	t.ep = nil
+	return n
+}
+
+// send is the stage after the TX processor: each request of a connection in
+// order.
+func (t *txPath) send(_ *conn.Context, idx []int32) {
+	for _, i := range idx {
+		t.sendOne(i)
+	}
+}
+
+func (t *txPath) sendOne(i int32) {
+	t.reqs++
+	s, p, frame := t.slots[i], &t.pkts[i], t.frames[i]
+	if p.Reason.Malformed() {
+		t.dropped++
+		return
+	}
+	fs := int(t.u.FrameSize() - uint32(t.u.DataOffset()))
+	// The largest frame the port takes: its MTU plus the link header.
+	limit := fs
+	if mtu := t.ep.mtu; mtu > 0 {
+		limit = min(fs, int(p.L3Off)+mtu)
+	}
+	if s.gsoSize > 0 && len(frame) > limit && p.Reason == flows.ReasonOK &&
+		(p.Proto == flows.ProtoTCP || p.Proto == flows.ProtoUDP) {
+		gso := s.gsoSize
+		// A stack may size segments by the peer's MSS without its own
+		// TCP options: never make a frame the port would drop.
+		if room := limit - int(p.PayloadOff); gso > room {
+			gso = room
+			t.clamped++
+		}
+		if gso <= 0 {
+			t.dropped++
+			return
+		}
+		nseg := offload.Segments(int(p.PayloadLen), gso)
+		if nseg > maxSegs || !t.alloc(nseg) {
+			return
+		}
+		n, err := t.gso.SegmentFrame(frame, p, gso, s.fixedID, t.out[:nseg], t.sizes[:nseg])
+		if err != nil {
+			t.u.ReleaseN(t.addrs[:nseg])
+			t.dropped++
+			return
+		}
+		t.gsoReqs++
+		t.transmit(n)
+		return
+	}
+	if len(frame) > limit {
+		t.dropped++
+		return
+	}
+	if !t.alloc(1) {
+		return
+	}
+	o := t.out[0][:len(frame)]
+	copy(o, frame)
+	if s.partial {
+		var op flows.Packet
+		flows.Parse(o, &op)
+		offload.CompletePartial(o, &op)
+	}
+	t.sizes[0] = len(o)
+	t.transmit(1)
+}
+
+// alloc takes n free frames into t.addrs and t.out; false if there are not
+// enough (counted; the request is dropped, as a full NIC queue would).
+func (t *txPath) alloc(n int) bool {
+	if got := t.u.AllocN(t.addrs[:n]); got < n {
+		t.u.ReleaseN(t.addrs[:got])
+		t.noFrame++
+		t.dropped++
+		return false
+	}
+	off := t.u.DataOffset()
+	for j := range n {
+		t.out[j] = t.u.Frame(t.addrs[j])[off:]
+	}
+	return true
+}
+
+// transmit posts the n frames in t.addrs/t.sizes to the endpoint's tx ring,
+// waiting for the kernel to make room when the ring is full.
+func (t *txPath) transmit(n int) {
+	off := t.u.DataOffset()
+	for j := range n {
+		t.descs[j] = umem.Desc{Addr: t.addrs[j] + off, Len: uint32(t.sizes[j])}
+		t.bytes += uint64(t.sizes[j])
+	}
+	s := t.ep.Sock
+	sent := 0
+	for spins := 0; sent < n; spins++ {
+		sent += s.Transmit(t.descs[sent:n])
+		if sent < n {
+			t.complete(s)
+			if spins > 100000 {
+				// The kernel stopped taking frames: give them back.
+				for j := sent; j < n; j++ {
+					t.u.Release(t.addrs[j])
+				}
+				t.dropped++
+				return
+			}
+		}
+	}
+	t.segs += uint64(n)
+}
+
+// complete moves sent frames from s's completion ring back to the free list.
+func (t *txPath) complete(s *umem.Socket) {
+	if host := s.RingHost(); host != nil {
+		t.done += uint64(host.CompleteToFree())
+	}
+}
+
+func (t *txPath) publish() {
+	c := t.counters
+	c.Requests.Store(t.reqs)
+	c.Segments.Store(t.segs)
+	c.GSORequests.Store(t.gsoReqs)
+	c.Bytes.Store(t.bytes)
+	c.Dropped.Store(t.dropped)
+	c.MSSClamped.Store(t.clamped)
+	c.NoFrames.Store(t.noFrame)
+	c.Completed.Store(t.done)
+}
