@@ -20,4 +20,9 @@ var (
 	// ErrTableFull reports a prefix that already holds MaxRulesPerPrefix
 	// rules, or a rule table with SteerOptions.Prefixes prefixes.
 	ErrTableFull = errors.New("table full")
+	// ErrLiveFramesRefused reports a kernel that refuses BPF_PROG_RUN with
+	// BPF_F_TEST_XDP_LIVE_FRAMES (EPERM or EOPNOTSUPP): too old, or built or
+	// configured not to inject frames that way. Generate with AF_XDP TX
+	// instead.
+	ErrLiveFramesRefused = errors.New("the kernel refuses live-frames runs")
 )

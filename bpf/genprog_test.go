@@ -288,6 +288,26 @@ func TestLiveRunnerNoAllocs(t *testing.T) {
 	}
 	g := loadGenT(t, DefaultGenOptions())
 	frame := udpFrame(false, 1, 9, make([]byte, 18))
+	if perr := ProbeLiveFrames(); perr != nil {
+		// This kernel refuses live frames: the refusal must come back as
+		// ErrLiveFramesRefused, from the probe and from a runner alike, so
+		// that callers (the generator) can fall back to AF_XDP TX.
+		if !errors.Is(perr, ErrLiveFramesRefused) {
+			t.Fatalf("ProbeLiveFrames = %v, want nil or ErrLiveFramesRefused", perr)
+		}
+		lab.inPeer(t, func() {
+			r, err := g.NewLiveRunner(frame, lab.peerIndex, 64)
+			if err != nil {
+				t.Errorf("NewLiveRunner: %v", err)
+				return
+			}
+			if err := r.Run(256); !errors.Is(err, ErrLiveFramesRefused) {
+				t.Errorf("Run on a kernel that refuses live frames = %v, want ErrLiveFramesRefused", err)
+			}
+		})
+		t.Logf("the kernel refuses live frames (%v): checked that the refusal is reported; the zero-allocation loop cannot run here", perr)
+		return
+	}
 
 	var allocs float64
 	lab.inPeer(t, func() {

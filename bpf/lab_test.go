@@ -195,3 +195,38 @@ func loadGenT(t *testing.T, opts GenOptions) *Gen {
 	})
 	return g
 }
+
+// sendFrames makes n copies of frame arrive at the host veth, as if from a
+// wire: with live frames of g where the kernel runs them, else through an
+// AF_PACKET socket on the peer end (ProbeLiveFrames says which).
+func (l *vethLab) sendFrames(t testing.TB, g *Gen, frame []byte, n uint32) {
+	t.Helper()
+	if err := ProbeLiveFrames(); err == nil {
+		l.inPeer(t, func() {
+			r, err := g.NewLiveRunner(frame, l.peerIndex, 0)
+			if err != nil {
+				t.Errorf("NewLiveRunner: %v", err)
+				return
+			}
+			if err := r.Run(n); err != nil {
+				t.Errorf("live run: %v", err)
+			}
+		})
+		return
+	}
+	l.inPeer(t, func() {
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Errorf("packet socket: %v", err)
+			return
+		}
+		defer unix.Close(fd)
+		to := &unix.SockaddrLinklayer{Ifindex: l.peerIndex, Halen: 6}
+		for i := uint32(0); i < n; i++ {
+			if err := unix.Sendto(fd, frame, 0, to); err != nil {
+				t.Errorf("send frame %d of %d: %v", i, n, err)
+				return
+			}
+		}
+	})
+}

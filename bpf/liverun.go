@@ -3,9 +3,11 @@ package bpf
 import (
 	"fmt"
 	"runtime"
+	"sync"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
 )
 
@@ -117,6 +119,46 @@ func (r *LiveRunner) Run(repeat uint32) error {
 		return nil
 	case unix.EINTR:
 		return ErrInterrupted
+	case unix.EPERM, unix.EOPNOTSUPP:
+		return fmt.Errorf("run %s in live-frames mode: %w: %w", r.prog, ErrLiveFramesRefused, errno)
 	}
 	return fmt.Errorf("run %s in live-frames mode: %w", r.prog, errno)
+}
+
+var liveProbe struct {
+	once sync.Once
+	err  error
+}
+
+// ProbeLiveFrames reports whether this kernel runs XDP programs in
+// live-frames mode: nil if it does, an error matching ErrLiveFramesRefused
+// if it refuses them, another error if the probe itself could not run. It
+// runs a program that only returns XDP_DROP once, on the loopback
+// interface, so nothing is sent; the answer is kept for the process.
+func ProbeLiveFrames() error {
+	liveProbe.once.Do(func() {
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+			Name: "xnic_probe", Type: ebpf.XDP, License: "GPL",
+			Instructions: asm.Instructions{asm.LoadImm(asm.R0, 1, asm.DWord), asm.Return()}, // XDP_DROP
+		})
+		if err != nil {
+			liveProbe.err = fmt.Errorf("probe live frames: load: %w", err)
+			return
+		}
+		defer prog.Close()
+		r, err := NewLiveRunner(prog, make([]byte, 60), 1, 1) // ifindex 1: lo, in every netns
+		if err != nil {
+			liveProbe.err = fmt.Errorf("probe live frames: %w", err)
+			return
+		}
+		for {
+			if err = r.Run(1); err != ErrInterrupted {
+				break
+			}
+		}
+		if err != nil {
+			liveProbe.err = fmt.Errorf("probe live frames: %w", err)
+		}
+	})
+	return liveProbe.err
 }

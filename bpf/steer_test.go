@@ -230,8 +230,9 @@ func TestSteerPin(t *testing.T) {
 }
 
 // TestSteerRedirectLive attaches xnic_steer to a veth, registers an AF_XDP
-// socket on queue 0 and sends live frames into it: UDP is redirected, ICMP
-// is not, and after UnregisterSocket UDP goes to the kernel.
+// socket on queue 0 and sends frames into it (live frames, or AF_PACKET from
+// the peer where the kernel refuses them): UDP is redirected, ICMP is not,
+// and after UnregisterSocket UDP goes to the kernel.
 func TestSteerRedirectLive(t *testing.T) {
 	s := loadSteerT(t)
 	lab := newVethLab(t)
@@ -255,15 +256,7 @@ func TestSteerRedirectLive(t *testing.T) {
 	icmp := append(ethHdr(ethIPv4), ipv4Packet(1, 0, []byte{8, 0, 0xf7, 0xff, 0, 0, 0, 0})...)
 	send := func(frame []byte, n uint32) {
 		t.Helper()
-		lab.inPeer(t, func() {
-			r, err := g.NewLiveRunner(frame, lab.peerIndex, 0)
-			if err != nil {
-				t.Fatalf("NewLiveRunner: %v", err)
-			}
-			if err := r.Run(n); err != nil {
-				t.Fatalf("live run: %v", err)
-			}
-		})
+		lab.sendFrames(t, g, frame, n)
 	}
 	// xnic_gen rewrites a UDP header at offset 34; an ICMP echo there is
 	// rewritten too, but stays ICMP for the steering program.

@@ -29,7 +29,7 @@ func runGen(ctx context.Context, args []string) error {
 	port := fs.Int("port", 0, "lab port index, with --lab")
 	netns := fs.String("netns", "", "network namespace to send from")
 	iface := fs.String("iface", "", "interface to send out of (inside --netns)")
-	mode := fs.String("mode", "live", "live: BPF_PROG_RUN live frames with XDP_TX (the receiver needs an XDP program); xsk: AF_XDP TX")
+	mode := fs.String("mode", "auto", "live: BPF_PROG_RUN live frames with XDP_TX (the receiver needs an XDP program); xsk: AF_XDP TX; auto: live where the kernel allows it, else xsk")
 	flows := fs.Int("flows", 1, "UDP flows: source ports cycled through, and beyond the ports above 10000, source addresses (198.18.N.2)")
 	size := fs.Int("size", gen.MinFrameSize, "frame size in bytes without FCS (60 = 64 on the wire)")
 	ipv6 := fs.Bool("ipv6", false, "send IPv6 instead of IPv4")
@@ -89,26 +89,22 @@ func runGen(ctx context.Context, args []string) error {
 	if *duration == 0 && *count == 0 {
 		o.Duration = 0
 	}
-	if *mode != "live" && *mode != "xsk" {
-		return cli.FlagError("mode", "want live or xsk, got %q", *mode)
+	m, err := gen.ParseMode(*mode)
+	if err != nil {
+		return cli.FlagError("mode", "want auto, live or xsk, got %q", *mode)
 	}
+	o.Mode = m
 	o.Progress = func(t gen.Tick) {
 		fmt.Fprintf(os.Stderr, "%6.1fs %14d sent %9.3f Mpps\n", t.Elapsed.Seconds(), t.Packets, t.PPS/1e6)
 	}
-	var res gen.Result
-	var err error
-	if *mode == "live" {
-		res, err = gen.Run(ctx, o)
-	} else {
-		res, err = gen.RunXSK(ctx, o)
-	}
+	res, err := gen.Run(ctx, o)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("sent %d frames (%d bytes) in %.2fs: %.3f Mpps (%s mode)\n", res.Packets, res.Bytes,
-		res.Duration.Seconds(), res.PPS/1e6, *mode)
+		res.Duration.Seconds(), res.PPS/1e6, res.Mode)
 	if *asJSON {
-		b, _ := json.Marshal(genResult{Name: "xnic-gen", Mode: *mode, Packets: res.Packets, Bytes: res.Bytes,
+		b, _ := json.Marshal(genResult{Name: "xnic-gen", Mode: string(res.Mode), Packets: res.Packets, Bytes: res.Bytes,
 			Seconds: res.Duration.Seconds(), PPS: res.PPS})
 		fmt.Println(string(b))
 	}

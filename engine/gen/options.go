@@ -49,8 +49,36 @@ var (
 	DefaultDstIPv6 = netip.MustParseAddr("2001:2:0:0::1")
 )
 
+// Mode is how the generator puts frames on the wire.
+type Mode string
+
+// The generator's modes.
+const (
+	// ModeAuto sends live frames where the kernel runs them and falls back
+	// to AF_XDP TX where it refuses them (bpf.ErrLiveFramesRefused).
+	ModeAuto Mode = "auto"
+	// ModeLive runs xnic_gen with BPF_PROG_RUN live frames and XDP_TX, the
+	// fastest: the receiving end needs an XDP program.
+	ModeLive Mode = "live"
+	// ModeXSK sends from an AF_XDP socket's tx ring on Iface, for receivers
+	// without an XDP program too. One thread; Threads, BatchSize and Repeat
+	// do not apply.
+	ModeXSK Mode = "xsk"
+)
+
+// ParseMode parses "auto", "live" or "xsk".
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(s); m {
+	case ModeAuto, ModeLive, ModeXSK:
+		return m, nil
+	}
+	return "", optErr("mode", "want auto, live or xsk, got %q", s)
+}
+
 // Options configure Run.
 type Options struct {
+	// Mode picks live frames or AF_XDP TX; "" is ModeAuto.
+	Mode Mode
 	// Netns is the network namespace to send from: a name under
 	// /var/run/netns or a path. "" stays in the caller's namespace.
 	Netns string
@@ -122,6 +150,11 @@ func DefaultOptions() Options {
 func (o Options) Validate() error {
 	if o.Iface == "" {
 		return optErr("iface", "must be set")
+	}
+	if o.Mode != "" {
+		if _, err := ParseMode(string(o.Mode)); err != nil {
+			return err
+		}
 	}
 	if o.Flows < 1 || o.Flows > bpf.MaxGenFlows {
 		return optErr("flows", "must be 1..%d, got %d", bpf.MaxGenFlows, o.Flows)

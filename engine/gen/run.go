@@ -22,6 +22,8 @@ type Result struct {
 	Duration time.Duration
 	// PPS is Packets per second of Duration.
 	PPS float64
+	// Mode is the mode that sent: ModeLive or ModeXSK.
+	Mode Mode
 }
 
 // Tick is a progress report, about once a second.
@@ -33,11 +35,30 @@ type Tick struct {
 
 // Run sends frames until opts.Duration or opts.Count is reached or ctx is
 // done, whichever comes first, and reports what was sent. ctx being done is
-// a normal stop, not an error. Run needs root (BPF, netns).
+// a normal stop, not an error. opts.Mode picks live frames, AF_XDP TX, or
+// (ModeAuto) live frames where the kernel runs them. Run needs root (BPF,
+// netns).
 func Run(ctx context.Context, opts Options) (Result, error) {
 	if err := opts.Validate(); err != nil {
 		return Result{}, err
 	}
+	switch opts.Mode {
+	case ModeXSK:
+		return RunXSK(ctx, opts)
+	case ModeLive:
+		return runLive(ctx, opts)
+	}
+	if err := bpf.ProbeLiveFrames(); err != nil {
+		if errors.Is(err, bpf.ErrLiveFramesRefused) {
+			return RunXSK(ctx, opts)
+		}
+		return Result{}, fmt.Errorf("gen: %w", err)
+	}
+	return runLive(ctx, opts)
+}
+
+// runLive is Run in ModeLive: xnic_gen's BPF_PROG_RUN loops, one per thread.
+func runLive(ctx context.Context, opts Options) (Result, error) {
 	info, err := resolveIface(opts.Netns, opts.Iface)
 	if err != nil {
 		return Result{}, fmt.Errorf("gen: resolve %s in netns %q: %w", opts.Iface, opts.Netns, err)
@@ -230,7 +251,7 @@ wait:
 	}
 	elapsed := time.Since(start)
 
-	res := Result{Duration: elapsed} // done is closed: errs is ours now
+	res := Result{Duration: elapsed, Mode: ModeLive} // done is closed: errs is ours now
 	st, err := r.prog.Stats()
 	if err != nil {
 		return res, errors.Join(append(errs, fmt.Errorf("gen: %w", err))...)

@@ -2,8 +2,12 @@ package gen
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/xnic/xnic/bpf"
 	"github.com/xnic/xnic/umem"
@@ -13,11 +17,13 @@ import (
 const xskFrames = 4096
 
 // RunXSK sends through an AF_XDP socket's tx ring instead of live frames, for
-// receivers without an XDP program (kernel sockets, AF_PACKET). Every UMEM
-// frame is written once with a flow's template; after that the generator
-// only cycles descriptors: completed frames are posted again unchanged. It
-// honours the same Options as Run, except Threads, BatchSize and Repeat.
-// Packets counts frames the kernel completed.
+// receivers without an XDP program (kernel sockets, AF_PACKET) and kernels
+// that refuse live frames. Every UMEM frame is written once with a flow's
+// template; after that the generator only cycles descriptors. With more
+// flows than frames, each frame's source port is rewritten before it goes
+// out again (the UDP checksum updated in place, RFC 1624), so every flow is
+// sent in turn. It honours the same Options as Run, except Threads,
+// BatchSize and Repeat. Packets counts frames the kernel completed.
 func RunXSK(ctx context.Context, opts Options) (Result, error) {
 	if err := opts.Validate(); err != nil {
 		return Result{}, err
@@ -44,8 +50,14 @@ func RunXSK(ctx context.Context, opts Options) (Result, error) {
 		so := umem.DefaultSocketOptions()
 		so.RxSize = 0
 		so.FillSize, so.CompletionSize, so.TxSize = 2048, xskFrames, 2048
-		s, err = umem.NewSocket(u, info.index, 0, so)
-		return err
+		// A socket closed just before (the previous run's) leaves the
+		// queue busy until the kernel has released it.
+		for give := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			s, err = umem.NewSocket(u, info.index, 0, so)
+			if !errors.Is(err, unix.EBUSY) || time.Now().After(give) {
+				return err
+			}
+		}
 	})
 	if err != nil {
 		if u != nil {
@@ -72,6 +84,16 @@ func RunXSK(ctx context.Context, opts Options) (Result, error) {
 		free = append(free, a)
 	}
 	frameLen := uint32(opts.FrameSize)
+	// Each frame sent carries the next sequence number, as xnic_gen's do,
+	// and with more flows than frames the next flow's source port too.
+	rewritePort := opts.Flows > len(free)
+	udpOff := u.DataOffset() + uint64(UDPOffset(opts.IPv6))
+	seqAt := 8 // in the UDP datagram
+	if opts.FrameSize < PayloadOffset(opts.IPv6)+SeqLen {
+		seqAt = 0 // no room for a sequence number
+	}
+	next := 0
+	var seq uint64
 
 	descs := make([]umem.Desc, 64)
 	done := make([]uint64, 256)
@@ -125,6 +147,19 @@ func RunXSK(ctx context.Context, opts Options) (Result, error) {
 		}
 		for i := 0; i < want; i++ {
 			a := free[len(free)-1-i]
+			udp := u.Frame(a)[udpOff:]
+			if rewritePort {
+				setWord(udp, 0, opts.SrcPortBase+uint16(next))
+				if next++; next == opts.Flows {
+					next = 0
+				}
+			}
+			if seqAt > 0 {
+				for w := 0; w < 4; w++ {
+					setWord(udp, seqAt+2*w, uint16(seq>>(48-16*w)))
+				}
+				seq++
+			}
 			descs[i] = umem.Desc{Addr: a + u.DataOffset(), Len: frameLen}
 		}
 		n := s.Transmit(descs[:want])
@@ -150,7 +185,7 @@ func RunXSK(ctx context.Context, opts Options) (Result, error) {
 	for _, a := range free {
 		u.Release(a)
 	}
-	res := Result{Packets: completed, Bytes: completed * uint64(frameLen), Duration: elapsed}
+	res := Result{Packets: completed, Bytes: completed * uint64(frameLen), Duration: elapsed, Mode: ModeXSK}
 	if elapsed > 0 {
 		res.PPS = float64(completed) / elapsed.Seconds()
 	}
@@ -161,4 +196,25 @@ func RunXSK(ctx context.Context, opts Options) (Result, error) {
 		return res, fmt.Errorf("gen: %w", err)
 	}
 	return res, nil
+}
+
+// setWord sets the 16-bit word at offset at (even) of a UDP datagram and
+// updates its checksum for the change (RFC 1624, eqn. 3:
+// HC' = ~(~HC + ~m + m')). A checksum of zero means none in IPv4 and stays
+// so; a computed zero is sent as 0xffff.
+func setWord(udp []byte, at int, v uint16) {
+	old := binary.BigEndian.Uint16(udp[at:])
+	binary.BigEndian.PutUint16(udp[at:], v)
+	hc := binary.BigEndian.Uint16(udp[6:])
+	if hc == 0 {
+		return
+	}
+	sum := uint32(^hc) + uint32(^old) + uint32(v)
+	sum = (sum & 0xffff) + sum>>16
+	sum = (sum & 0xffff) + sum>>16
+	c := ^uint16(sum)
+	if c == 0 {
+		c = 0xffff
+	}
+	binary.BigEndian.PutUint16(udp[6:], c)
 }
