@@ -272,7 +272,7 @@ func (c *Cache) AgeOut(now, idle int64, budget int) int {
 
 // probeScratch is per-window scratch for Cache.probe, sized to W.
 type probeScratch struct {
-	ways   []int32 // per group: the way holding its key, or -1
+	ways   []int32 // per group: the way holding its key, or wayMissed
 	misses []int32 // the groups that missed, in order
 }
 
@@ -281,14 +281,17 @@ func newProbeScratch(w int) probeScratch {
 }
 
 // probe looks a window's group keys up in the cache ahead of use: ways[g]
-// gets the way holding keys[g], or -1, and misses lists the groups that
+// gets the way holding keys[g], or wayMissed, and misses lists the groups that
 // missed. It returns the number of misses.
 func (c *Cache) probe(keys []*flows.Key, hashes []uint64, s *probeScratch) int {
 	m := 0
 	for g, hash := range hashes {
-		w := c.find(keys[g], hash)
-		s.ways[g] = int32(w)
+		w := int32(c.find(keys[g], hash))
 		if w < 0 {
+			w = wayMissed
+		}
+		s.ways[g] = w
+		if w == wayMissed {
 			s.misses[m] = int32(g)
 			m++
 		}
@@ -323,11 +326,11 @@ func (c *Cache) touchContext(hash uint64) {
 }
 
 // loadWay is load with a way from probe: a way that still holds k is a hit
-// without a search, and -1 (a miss at probe time, and no other group of the
-// window has k) goes straight to the table. The caller makes sure that only
+// without a search, and wayMissed (a miss at probe time, and no other group
+// of the window has k) goes straight to the table. The caller makes sure that only
 // its own loads changed the cache since the probe (see Cache.epoch).
 func (c *Cache) loadWay(k *flows.Key, hash uint64, way int32, now int64) (*Context, Result) {
-	if way < 0 {
+	if way == wayMissed {
 		return c.miss(k, hash, true, now)
 	}
 	if w := int(way); c.tag[w] == hash && c.stamp[w] != 0 && keyEqual(&c.ctx[w].key, k) {

@@ -21,8 +21,9 @@
 // while it works through the groups, touches the table memory of the
 // misses a few groups ahead (so that loads from a table larger than the CPU
 // caches overlap instead of stalling), loads each context once per group,
-// applies the group's packets to it in order, and hands the group to the
-// next stage.
+// applies the group's packets to it in order, and hands the group back to
+// its caller (Begin, then Next per group), which calls the next stage
+// itself.
 //
 // The table and the cache are pointer-free arrays sized at construction:
 // no allocation and no GC scanning on the data path, whatever the number of
