@@ -297,7 +297,7 @@ func (g *GRO) Receive(frame []byte, handle uint64, p *flows.Packet) {
 		return
 	}
 	if p.Fragment || p.ExtHeaders != 0 {
-		if f, _, _ := g.lookup(&p.Key); f != nil {
+		if f, _ := g.lookup(&p.Key); f != nil {
 			g.flush(f, FlushByUnmergeable)
 		}
 		g.passThrough(frame, handle, p)
@@ -306,25 +306,23 @@ func (g *GRO) Receive(frame []byte, handle uint64, p *flows.Packet) {
 	g.Stats.Segments++
 	n := int(p.PayloadLen)
 	l3, l4, po := int(p.L3Off), int(p.L4Off), int(p.PayloadOff)
-	pay := frame[po : po+n]
+	s := segment{frame: frame, handle: handle, p: p, pay: frame[po : po+n]}
 
 	// Checksums. The payload sum is kept for the aggregate's checksum.
-	var psum uint64
-	verified := false
 	if g.opts.Verify {
 		if p.Family == 4 && !VerifyIPv4Header(frame[l3:l4]) {
 			g.Stats.Csum.BadIPv4++
 			g.unmergeable(frame, handle, p, DeliverBadCsum, AggCsumBad)
 			return
 		}
-		psum = sumLE(pay)
-		s := addLE(sumLE(frame[l4:po]), psum)
-		if Add(foldLE(s), pseudoOf(frame[l3:], p.Family, flows.ProtoTCP, po-l4+n)) != 0xffff {
+		s.psum = sumLE(s.pay)
+		sum := addLE(sumLE(frame[l4:po]), s.psum)
+		if Add(foldLE(sum), pseudoOf(frame[l3:], p.Family, flows.ProtoTCP, po-l4+n)) != 0xffff {
 			g.Stats.Csum.BadTCP++
 			g.unmergeable(frame, handle, p, DeliverBadCsum, AggCsumBad)
 			return
 		}
-		verified = true
+		s.verified = true
 	}
 
 	fl := p.TCPFlags
@@ -343,17 +341,16 @@ func (g *GRO) Receive(frame []byte, handle uint64, p *flows.Packet) {
 	// has exactly the headers of its template.
 	f := g.last
 	r := mergeOK
-	var h uint64
-	hashed := false
+	var h keyHash
 	if f == nil || g.noFast || !g.fast(f, frame, p) {
-		f, h, hashed = g.lookup(&p.Key)
+		f, h = g.lookup(&p.Key)
 		if f != nil {
 			r = g.check(f, frame, p)
 		}
 	}
 	if f != nil {
 		if r == mergeOK {
-			g.merge(f, frame, handle, p, pay, psum, verified)
+			g.merge(f, &s)
 			switch {
 			case fl&flows.TCPFlagFIN != 0:
 				g.flush(f, FlushByFIN)
@@ -376,8 +373,26 @@ func (g *GRO) Receive(frame []byte, handle uint64, p *flows.Packet) {
 	case g.opts.MaxSegs == 1 || int(p.IPLen) >= g.opts.MaxBytes:
 		g.single1(frame, handle, p, FlushBySize, AggCsumValidated)
 	default:
-		g.hold(frame, handle, p, h, hashed, psum, verified)
+		g.hold(&s, h)
 	}
+}
+
+// segment is a TCP segment on its way through the merge rules.
+type segment struct {
+	frame  []byte
+	handle uint64
+	p      *flows.Packet
+	pay    []byte // the payload: frame[PayloadOff:][:PayloadLen]
+	// verified: the checksums were verified, and psum is the payload's
+	// sum (little-endian domain), kept for the aggregate's checksum.
+	psum     uint64
+	verified bool
+}
+
+// keyHash is a flow key's hash, when it has been computed.
+type keyHash struct {
+	h  uint64
+	ok bool
 }
 
 // mergeOK is check's verdict for a segment that merges.
@@ -518,20 +533,22 @@ func (g *GRO) check(f *flow, frame []byte, p *flows.Packet) FlushReason {
 	return mergeOK
 }
 
-// merge appends a segment that passed check to f.
-func (g *GRO) merge(f *flow, frame []byte, handle uint64, p *flows.Packet, pay []byte, psum uint64, verified bool) {
+// merge appends segment s, which passed check, to f.
+func (g *GRO) merge(f *flow, s *segment) {
 	a := &f.agg
+	p := s.p
 	if len(a.Handles) == 1 && p.Family == 4 {
-		f.fixedID = binary.BigEndian.Uint16(frame[int(p.L3Off)+4:]) == f.firstID
+		f.fixedID = binary.BigEndian.Uint16(s.frame[int(p.L3Off)+4:]) == f.firstID
 	}
-	a.Segs = append(a.Segs, pay)
-	a.Handles = append(a.Handles, handle)
-	n := len(pay)
+	a.Segs = append(a.Segs, s.pay)
+	a.Handles = append(a.Handles, s.handle)
+	n := len(s.pay)
 	f.ipLen += n
 	f.nextSeq += uint32(n)
 	f.flags |= p.TCPFlags & (flows.TCPFlagFIN | flows.TCPFlagPSH)
 	if f.psumOK {
-		if verified {
+		if s.verified {
+			psum := s.psum
 			if f.podd {
 				psum = swapLE(psum)
 			}
@@ -547,12 +564,14 @@ func (g *GRO) merge(f *flow, frame []byte, handle uint64, p *flows.Packet, pay [
 	g.Stats.Merged++
 }
 
-// hold starts a new aggregate with one segment and returns its flow.
-func (g *GRO) hold(frame []byte, handle uint64, p *flows.Packet, h uint64, hashed bool, psum uint64, verified bool) *flow {
-	if !hashed {
-		h = p.Key.Hash()
+// hold starts a new aggregate with segment s and returns its flow. h is
+// the hash of s's key, if lookup computed it.
+func (g *GRO) hold(s *segment, h keyHash) *flow {
+	p, frame := s.p, s.frame
+	if !h.ok {
+		h.h = p.Key.Hash()
 	}
-	b := int(h & g.bmask)
+	b := int(h.h & g.bmask)
 	per := g.opts.FlowsPerBucket
 	if int(g.bcount[b]) >= per {
 		// Evict the oldest flow of the bucket.
@@ -584,14 +603,14 @@ func (g *GRO) hold(frame []byte, handle uint64, p *flows.Packet, h uint64, hashe
 	f.born = g.now
 
 	f.key = p.Key
-	f.hash = h
+	f.hash = h.h
 	f.frame = frame
 	po := int(p.PayloadOff)
 	n := int(p.PayloadLen)
 	a := &f.agg
 	a.Head = frame[:po]
 	a.Segs = append(a.Segs[:0], frame[po:po+n])
-	a.Handles = append(a.Handles[:0], handle)
+	a.Handles = append(a.Handles[:0], s.handle)
 	a.Pkt = *p
 	f.mss = n
 	f.ipLen = int(p.IPLen)
@@ -602,7 +621,7 @@ func (g *GRO) hold(frame []byte, handle uint64, p *flows.Packet, h uint64, hashe
 	f.fixedID = false
 	f.flags = 0
 	f.ack = false
-	f.psum, f.psumOK, f.podd = psum, verified, n&1 != 0
+	f.psum, f.psumOK, f.podd = s.psum, s.verified, n&1 != 0
 	f.setTemplate(frame, p)
 	g.last = f
 	return f
@@ -624,7 +643,7 @@ func pureAckShape(t []byte) bool {
 // ackRun holds a pure ACK (CoalesceAcks): it joins the flow's run of ACKs
 // when ackJoins says so, else it ends what the flow holds and starts a run.
 func (g *GRO) ackRun(frame []byte, handle uint64, p *flows.Packet) {
-	f, h, hashed := g.lookup(&p.Key)
+	f, h := g.lookup(&p.Key)
 	if f != nil {
 		r := g.ackJoins(f, frame, p)
 		if r == mergeOK {
@@ -643,7 +662,7 @@ func (g *GRO) ackRun(frame []byte, handle uint64, p *flows.Packet) {
 		g.flush(f, r)
 	}
 	// No payload sum: a run delivers its last ACK's headers as they came.
-	f = g.hold(frame, handle, p, h, hashed, 0, false)
+	f = g.hold(&segment{frame: frame, handle: handle, p: p}, h)
 	f.ack = true
 	f.hdrLen = -1 // no template: the fast path is for data
 }
@@ -688,24 +707,24 @@ func (g *GRO) ackJoins(f *flow, frame []byte, p *flows.Packet) FlushReason {
 	return mergeOK
 }
 
-// lookup finds the held flow of key k; h is k's hash when hashed.
-func (g *GRO) lookup(k *flows.Key) (f *flow, h uint64, hashed bool) {
+// lookup finds the held flow of key k, and k's hash if it computed it.
+func (g *GRO) lookup(k *flows.Key) (*flow, keyHash) {
 	if g.held == 0 {
-		return nil, 0, false
+		return nil, keyHash{}
 	}
 	if l := g.last; l != nil && keyEq(&l.key, k) {
-		return l, l.hash, true
+		return l, keyHash{l.hash, true}
 	}
-	h = k.Hash()
+	h := k.Hash()
 	b := int(h & g.bmask)
 	per := g.opts.FlowsPerBucket
 	for _, i := range g.bslots[b*per : b*per+int(g.bcount[b])] {
 		if f := &g.flows[i]; f.hash == h && keyEq(&f.key, k) {
 			g.last = f
-			return f, h, true
+			return f, keyHash{h, true}
 		}
 	}
-	return nil, h, true
+	return nil, keyHash{h, true}
 }
 
 // flush completes f's aggregate, delivers it and frees f.
@@ -807,7 +826,7 @@ func (g *GRO) release(f *flow) {
 // unmergeable delivers a TCP frame that never merges, after its flow's
 // held aggregate.
 func (g *GRO) unmergeable(frame []byte, handle uint64, p *flows.Packet, r FlushReason, flags AggFlags) {
-	if f, _, _ := g.lookup(&p.Key); f != nil {
+	if f, _ := g.lookup(&p.Key); f != nil {
 		g.flush(f, FlushByUnmergeable)
 	}
 	g.single1(frame, handle, p, r, flags)

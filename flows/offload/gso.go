@@ -138,6 +138,11 @@ func (g *GSO) Segment(r *Request, out [][]byte, sizes []int) (int, error) {
 		g.Stats.Errors++
 		return 0, err
 	}
+	return g.segment(r, d, out, sizes)
+}
+
+// segment is Segment with r's headers described by d.
+func (g *GSO) segment(r *Request, d head, out [][]byte, sizes []int) (int, error) {
 	total := 0
 	for _, p := range r.Payload {
 		total += len(p)
@@ -280,12 +285,14 @@ func (g *GSO) Segment(r *Request, out [][]byte, sizes []int) (int, error) {
 }
 
 // SegmentFrame splits one whole frame, parsed into p (TCP or UDP with
-// ReasonOK), at gsoSize: a convenience over Segment for a large segment in
-// one buffer. fixedID is as Request.FixedID.
+// ReasonOK), at gsoSize: Segment for a large segment in one buffer, with
+// the headers as p describes them rather than parsed again. fixedID is as
+// Request.FixedID.
 func (g *GSO) SegmentFrame(frame []byte, p *flows.Packet, gsoSize int, fixedID bool, out [][]byte, sizes []int) (int, error) {
-	if p.Reason != flows.ReasonOK || int(p.PayloadOff)+int(p.PayloadLen) > len(frame) {
+	d, err := headOf(frame, p)
+	if err != nil {
 		g.Stats.Errors++
-		return 0, ErrHeader
+		return 0, err
 	}
 	po := int(p.PayloadOff)
 	pay := frame[po : po+int(p.PayloadLen)]
@@ -296,7 +303,20 @@ func (g *GSO) SegmentFrame(frame []byte, p *flows.Packet, gsoSize int, fixedID b
 		GSOSize: gsoSize,
 		FixedID: fixedID,
 	}
-	return g.Segment(&r, out, sizes)
+	return g.segment(&r, d, out, sizes)
+}
+
+// headOf describes the headers of a frame parsed into p as parseHead
+// does, refusing what parseHead refuses.
+func headOf(frame []byte, p *flows.Packet) (head, error) {
+	if p.Reason != flows.ReasonOK || int(p.PayloadOff)+int(p.PayloadLen) > len(frame) ||
+		(p.Family != 4 && p.Family != 6) {
+		return head{}, ErrHeader
+	}
+	if p.Fragment || p.ExtHeaders != 0 || (p.Proto != flows.ProtoTCP && p.Proto != flows.ProtoUDP) {
+		return head{}, ErrUnsupported
+	}
+	return head{family: p.Family, proto: p.Proto, l3: int(p.L3Off), l4: int(p.L4Off), end: int(p.PayloadOff)}, nil
 }
 
 // sub is the ones-complement subtraction a - b.
