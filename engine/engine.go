@@ -141,7 +141,7 @@ type Engine struct {
 
 // New attaches the steering program to every port, makes a UMEM per queue id
 // with a socket on each port, primes the fill rings and registers the
-// sockets. fn is the pipeline stage for received batches (nil drops them).
+// sockets. fn receives the raw sockets' batches (nil drops them).
 // On error it undoes what it did.
 func New(opts Options, fn RxFunc) (_ *Engine, err error) {
 	if err := opts.Validate(); err != nil {
@@ -196,7 +196,7 @@ func New(opts Options, fn RxFunc) (_ *Engine, err error) {
 			}
 			eps = append(eps, &Endpoint{Sock: s, Port: i})
 		}
-		w := NewWorker(u, eps, opts.Batch, opts.PollMs, dispatch(fn))
+		w := NewWorker(u, eps, opts.Batch, opts.PollMs, fn)
 		if opts.Pipeline != nil {
 			if w.pipe, err = newRxPipeline(u, len(w.descs), *opts.Pipeline, opts.RawSink, &w.Pipeline); err != nil {
 				return nil, err
@@ -219,28 +219,6 @@ func New(opts Options, fn RxFunc) (_ *Engine, err error) {
 		}
 	}
 	return e, nil
-}
-
-// dispatch hands raw sockets' batches to fn and guests' to their handlers.
-func dispatch(fn RxFunc) RxFunc {
-	return func(ep *Endpoint, descs []umem.Desc) {
-		g := ep.Owner
-		if g == nil {
-			if fn != nil {
-				fn(ep, descs)
-			}
-			return
-		}
-		var bytes uint64
-		for i := range descs {
-			bytes += uint64(descs[i].Len)
-		}
-		g.RxPackets.Add(uint64(len(descs)))
-		g.RxBytes.Add(bytes)
-		if g.handler != nil {
-			g.handler(g, ep, descs)
-		}
-	}
 }
 
 // Ports are the engine's ports, in the order of Options.Ifaces.

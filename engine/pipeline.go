@@ -123,7 +123,6 @@ type rxPipeline struct {
 	frames [][]byte
 	ep     *Endpoint
 	single offload.Aggregate // a frame delivered alone (GRO off)
-	stage  conn.Stage        // p.next, bound once
 
 	idle      int64
 	aged      uint64
@@ -150,12 +149,10 @@ func newRxPipeline(u *umem.UMEM, batch int, o PipelineOptions, raw Sink, c *Pipe
 	po := conn.DefaultProcessorOptions()
 	po.Window = o.Window
 	po.Prefetch = o.Window > 1
-	po.Classify = p.classify
 	if p.proc, err = conn.NewProcessor(cache, po); err != nil {
 		return nil, fmt.Errorf("engine: pipeline: %w", err)
 	}
 	p.single.Handles = make([]uint64, 0, 1)
-	p.stage = p.next
 	if o.GRO {
 		if p.gro, err = offload.NewGRO(o.GROOptions, p.deliver); err != nil {
 			return nil, fmt.Errorf("engine: pipeline: %w", err)
@@ -164,8 +161,12 @@ func newRxPipeline(u *umem.UMEM, batch int, o PipelineOptions, raw Sink, c *Pipe
 	return p, nil
 }
 
-// run takes one received batch of ep through the pipeline. Every aggregate
-// is delivered before it returns, so the frames may go back to the fill ring.
+// run takes one received batch of ep through the pipeline: parse, then
+// connection by connection (lookahead and the context cache) into GRO, or
+// to delivery frame by frame with GRO off. A new connection belongs to the
+// guest and class of the socket its first packet arrived on. Every
+// aggregate is delivered before run returns, so the frames may go back to
+// the fill ring.
 func (p *rxPipeline) run(ep *Endpoint, descs []umem.Desc, now int64) {
 	n := len(descs)
 	pkts, frames := p.pkts[:n], p.frames[:n]
@@ -175,7 +176,14 @@ func (p *rxPipeline) run(ep *Endpoint, descs []umem.Desc, now int64) {
 		flows.Parse(f, &pkts[i])
 	}
 	p.ep = ep
-	p.proc.Process(pkts, frames, now, p.stage)
+	p.proc.Begin(conn.Batch{Pkts: pkts, Frames: frames, Now: now, Owner: uint32(ep.Guest), Class: uint8(ep.Class)})
+	for {
+		_, idx, ok := p.proc.Next()
+		if !ok {
+			break
+		}
+		p.receive(idx)
+	}
 	if p.gro != nil {
 		p.gro.Flush()
 	}
@@ -183,15 +191,10 @@ func (p *rxPipeline) run(ep *Endpoint, descs []umem.Desc, now int64) {
 	p.ep = nil
 }
 
-// classify gives a new connection the guest and class of the socket its
-// first packet arrived on.
-func (p *rxPipeline) classify(*flows.Packet) (uint32, uint8) {
-	return uint32(p.ep.Guest), uint8(p.ep.Class)
-}
-
-// next is the stage after connection processing: GRO, or delivery of each
-// frame alone. ctx is the connection's context (nil without one).
-func (p *rxPipeline) next(ctx *conn.Context, idx []int32) {
+// receive takes one connection's frames (idx indexes the batch), in order,
+// into GRO, or delivers each alone with GRO off. Malformed frames are
+// counted and dropped.
+func (p *rxPipeline) receive(idx []int32) {
 	for _, i := range idx {
 		pk := &p.pkts[i]
 		if pk.Reason.Malformed() {
@@ -212,8 +215,9 @@ func (p *rxPipeline) next(ctx *conn.Context, idx []int32) {
 	}
 }
 
-// deliver hands an aggregate to the endpoint's guest or the raw sink.
-// Aggregates with a bad checksum are counted and dropped.
+// deliver hands an aggregate to the endpoint's guest or the raw sink; GRO
+// calls it for each of its aggregates. Aggregates with a bad checksum are
+// counted and dropped.
 func (p *rxPipeline) deliver(a *offload.Aggregate) {
 	if a.Flags&offload.AggCsumBad != 0 {
 		p.csumBad++
@@ -232,8 +236,8 @@ func (p *rxPipeline) deliver(a *offload.Aggregate) {
 	}
 }
 
-// maintain ages out idle connections a little at a time; the worker calls
-// it every 64 passes.
+// maintain ages out a slice of the idle connections; the worker calls it
+// at most every maintainEvery.
 func (p *rxPipeline) maintain(now int64) {
 	if p.idle <= 0 {
 		return

@@ -36,7 +36,6 @@ type txPath struct {
 	sizes  []int
 	addrs  []uint64
 	descs  []umem.Desc
-	stage  conn.Stage
 
 	ep      *Endpoint // the endpoint whose queue is being served
 	reqs    uint64
@@ -66,7 +65,6 @@ func newTxPath(u *umem.UMEM, batch int, cache *conn.Cache, c *TxCounters) (*txPa
 		out: make([][]byte, maxSegs), sizes: make([]int, maxSegs), addrs: make([]uint64, maxSegs),
 		descs: make([]umem.Desc, maxSegs),
 	}
-	t.stage = t.send
 	if cache != nil {
 		po := conn.DefaultProcessorOptions()
 		po.Dir = conn.DirTX
@@ -96,7 +94,18 @@ func (t *txPath) serve(ep *Endpoint, now int64) int {
 	}
 	t.ep = ep
 	if t.proc != nil {
-		t.proc.Process(t.pkts[:n], t.frames[:n], now, t.stage)
+		// Account the requests to their connections, connection by
+		// connection, and send each connection's in order.
+		t.proc.Begin(conn.Batch{Pkts: t.pkts[:n], Frames: t.frames[:n], Now: now})
+		for {
+			_, idx, ok := t.proc.Next()
+			if !ok {
+				break
+			}
+			for _, i := range idx {
+				t.sendOne(i)
+			}
+		}
 	} else {
 		for i := range n {
 			t.sendOne(int32(i))
@@ -106,14 +115,6 @@ func (t *txPath) serve(ep *Endpoint, now int64) int {
 	q.freed()
 	t.ep = nil
 	return n
-}
-
-// send is the stage after the TX processor: each request of a connection in
-// order.
-func (t *txPath) send(_ *conn.Context, idx []int32) {
-	for _, i := range idx {
-		t.sendOne(i)
-	}
 }
 
 func (t *txPath) sendOne(i int32) {
@@ -166,9 +167,7 @@ func (t *txPath) sendOne(i int32) {
 	o := t.out[0][:len(frame)]
 	copy(o, frame)
 	if s.partial {
-		var op flows.Packet
-		flows.Parse(o, &op)
-		offload.CompletePartial(o, &op)
+		offload.CompletePartial(o, p) // o is a copy of frame: p describes it
 	}
 	t.sizes[0] = len(o)
 	t.transmit(1)
