@@ -3,7 +3,6 @@ package umem
 import (
 	"fmt"
 	"strings"
-	"sync/atomic"
 )
 
 // AuditReport counts every frame of a UMEM by place (DESIGN.md, "Frame
@@ -90,9 +89,9 @@ func (u *UMEM) Audit() (AuditReport, error) {
 			continue
 		}
 		gid := uint8(g)
-		fill := scanProducer(&s.Fill.ring, func(idx uint32) uint64 { return s.Fill.descs[idx&s.Fill.mask] },
+		fill := scanProducer(s.Fill, func(idx uint32) uint64 { return s.Fill.descs[idx&s.Fill.mask] },
 			func(a uint64) { mark("fill ring", a, PlaceRx, gid) })
-		comp := scanProducer(&s.Completion.ring, func(idx uint32) uint64 { return s.Completion.descs[idx&s.Completion.mask] },
+		comp := scanProducer(s.Completion, func(idx uint32) uint64 { return s.Completion.descs[idx&s.Completion.mask] },
 			func(a uint64) { mark("completion ring", a, PlaceTx, gid) })
 		var rx, tx int
 		for _, o := range u.sockets {
@@ -100,11 +99,11 @@ func (u *UMEM) Audit() (AuditReport, error) {
 				continue
 			}
 			if o.Rx != nil {
-				rx += scanProducer(&o.Rx.ring, func(idx uint32) uint64 { return o.Rx.descs[idx&o.Rx.mask].Addr },
+				rx += scanProducer(o.Rx, func(idx uint32) uint64 { return o.Rx.descs[idx&o.Rx.mask].Addr },
 					func(a uint64) { mark("rx ring", a, PlaceRx, gid) })
 			}
 			if o.Tx != nil {
-				tx += scanProducer(&o.Tx.ring, func(idx uint32) uint64 { return o.Tx.descs[idx&o.Tx.mask].Addr },
+				tx += scanProducer(o.Tx, func(idx uint32) uint64 { return o.Tx.descs[idx&o.Tx.mask].Addr },
 					func(a uint64) { mark("tx ring", a, PlaceTx, gid) })
 			}
 		}
@@ -166,11 +165,10 @@ func (u *UMEM) AuditIdle() (AuditReport, error) {
 }
 
 // scanProducer visits the published, unconsumed entries of a ring.
-func scanProducer(r *ring, get func(uint32) uint64, visit func(uint64)) int {
-	prod := atomic.LoadUint32(r.producer)
-	cons := atomic.LoadUint32(r.consumer)
+func scanProducer(r interface{ published() (first, end uint32) }, get func(uint32) uint64, visit func(uint64)) int {
+	first, end := r.published()
 	n := 0
-	for i := cons; i != prod; i++ {
+	for i := first; i != end; i++ {
 		visit(get(i))
 		n++
 	}

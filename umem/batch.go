@@ -1,9 +1,5 @@
 package umem
 
-import (
-	"golang.org/x/sys/unix"
-)
-
 // The batch operations below move frames between rings and keep the frame
 // accounting true. They make no allocations and take no locks; one worker
 // owns a socket.
@@ -164,12 +160,7 @@ func (s *Socket) KickRx() {
 		return
 	}
 	s.Counters.RxWakeups++
-	if s.fd < 0 {
-		s.sim.wakeups++
-		return
-	}
-	// A zero-length non-blocking recvfrom runs the rx path; EAGAIN is expected.
-	_, _, _ = unix.Syscall6(unix.SYS_RECVFROM, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+	s.kern.wakeRx()
 }
 
 // KickTx wakes the kernel to process the tx ring if it asked for it. In copy
@@ -179,11 +170,7 @@ func (s *Socket) KickTx() {
 		return
 	}
 	s.Counters.TxWakeups++
-	if s.fd < 0 {
-		s.sim.wakeups++
-		return
-	}
-	_, _, _ = unix.Syscall6(unix.SYS_SENDTO, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+	s.kern.wakeTx()
 }
 
 // TxPending reports whether the tx ring holds frames the kernel has not
@@ -195,15 +182,7 @@ func (s *Socket) TxPending() bool {
 
 // Poll waits up to timeoutMs for the rx ring to have packets. It returns
 // whether it does. In-memory sockets return at once.
-func (s *Socket) Poll(timeoutMs int) bool {
-	if s.fd < 0 {
-		return s.Rx.Occupancy() > 0
-	}
-	var pfd [1]unix.PollFd
-	pfd[0] = unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN}
-	n, err := unix.Poll(pfd[:], timeoutMs)
-	return err == nil && n > 0
-}
+func (s *Socket) Poll(timeoutMs int) bool { return s.kern.poll(timeoutMs) }
 
 // RefillDescs posts the frames of received descriptors back to the fill
 // ring, all or nothing, as Refill does for addresses.

@@ -21,7 +21,18 @@
 // with Submit. A consumer ring ([RxRing], [CompletionRing]) takes up to n
 // entries with Peek and hands them back with Release; Cancel undoes a Peek.
 // Indices are free-running uint32 values, masked on access, so they wrap at
-// 2^32 without special cases. Shared indices are read and written with
-// atomics; each side keeps a cached copy of the other's index and refreshes
-// it only when the cache says the ring is full or empty.
+// 2^32 without special cases. Each shared word has one writer, and its type
+// says which: the application stores only to its own index (a release), and
+// only loads the kernel's index and flags (an acquire). Each side keeps a
+// cached copy of the other's index and refreshes it only when the cache says
+// the ring is full or empty.
+//
+// # Kernels
+//
+// A socket's rings are shared memory and its data path is the same whoever
+// is on the other side. The other side, chosen when the socket is made, is
+// called only to wake it (need_wakeup), to wait on it and to read its
+// statistics: the Linux kernel through the socket's descriptor, or, for
+// sockets made with [NewSimSocket] over a [NewInMemory] UMEM, a [SimKernel]
+// that tests drive by hand.
 package umem

@@ -13,16 +13,43 @@ type Desc struct {
 	Options uint32 // XDP_PKT_CONTD and friends
 }
 
-// ring holds the state both ring kinds share. The producer and consumer
-// words live in memory shared with the kernel (or, for in-memory rings, with
-// a simulated kernel); each is written by one side only.
-type ring struct {
-	// Shared with the other side; accessed only atomically.
-	producer *uint32 // written by the producer side only
-	consumer *uint32 // written by the consumer side only
-	flags    *uint32 // written by the kernel only (XDP_RING_NEED_WAKEUP)
+// The words a ring shares with the kernel (the producer index, the consumer
+// index and the flags) each have exactly one writer. The two types below say
+// which side that is, so the compiler keeps the application from storing to
+// a word the kernel owns. Go's atomics are sequentially consistent, at least
+// as strong as the acquire/release pair (smp_load_acquire,
+// smp_store_release) the kernel uses on the other side.
 
-	// Private to this side.
+// appWord is a shared word only the application writes; the kernel only
+// reads it.
+type appWord struct{ p *atomic.Uint32 }
+
+// Load reads the word. The application is its only writer, so this sees
+// the last Store.
+func (w appWord) Load() uint32 { return w.p.Load() }
+
+// Store publishes v with release semantics: every slot written before it is
+// visible to the kernel once the kernel sees v.
+func (w appWord) Store(v uint32) { w.p.Store(v) }
+
+// kernelWord is a shared word only the kernel writes; the application only
+// reads it.
+type kernelWord struct{ p *atomic.Uint32 }
+
+// Load reads the word with acquire semantics: the slots the kernel wrote (or
+// finished reading) before publishing the value are settled once it is seen.
+func (w kernelWord) Load() uint32 { return w.p.Load() }
+
+// sharedWords points at the three shared words of one ring.
+type sharedWords struct {
+	producer, consumer, flags *atomic.Uint32
+}
+
+// ring holds the state both ring kinds share.
+type ring struct {
+	flags kernelWord // only the kernel updates this (XDP_RING_NEED_WAKEUP)
+
+	// Private to the application.
 	cachedProd uint32
 	cachedCons uint32
 	mask       uint32
@@ -31,41 +58,44 @@ type ring struct {
 	mapping []byte // the mmap'd region, unmapped on close; nil for in-memory rings
 }
 
-func (r *ring) init(producer, consumer, flags *uint32, size uint32) {
-	r.producer, r.consumer, r.flags = producer, consumer, flags
-	r.size = size
-	r.mask = size - 1
-}
-
 // Size is the number of slots in the ring.
 func (r *ring) Size() uint32 { return r.size }
 
 // NeedsWakeup reports whether the kernel asked to be kicked (a syscall)
 // before it will process this ring again.
 func (r *ring) NeedsWakeup() bool {
-	return atomic.LoadUint32(r.flags)&xdpRingNeedWakeup != 0
-}
-
-// Occupancy is the number of entries published but not yet released, as seen
-// by reading both shared indices now: two acquire loads, which is why the
-// batch calls use the cached indices instead. Audits and statistics use it,
-// and so does Socket.TxPending, once per pass.
-func (r *ring) Occupancy() uint32 {
-	return atomic.LoadUint32(r.producer) - atomic.LoadUint32(r.consumer)
+	return r.flags.Load()&xdpRingNeedWakeup != 0
 }
 
 // producerRing is the application-produces side (fill and tx).
-type producerRing struct{ ring }
+type producerRing struct {
+	ring
+	producer appWord    // only the application updates this, in Submit
+	consumer kernelWord // only the kernel updates this, as it takes entries
+}
+
+func (r *producerRing) init(w sharedWords, size uint32) {
+	r.producer, r.consumer, r.flags = appWord{w.producer}, kernelWord{w.consumer}, kernelWord{w.flags}
+	r.size, r.mask = size, size-1
+	r.cachedProd = r.producer.Load()
+	r.cachedCons = r.consumer.Load() + size // the + size trick: see free
+}
 
 // free returns how many slots can be reserved, refreshing the cached consumer
 // index only when the cache cannot satisfy want.
 func (r *producerRing) free(want uint32) uint32 {
+	// The + size trick (libxdp's xsk_prod_nb_free): cachedCons is kept one
+	// ring size ahead of the consumer index the kernel published, so it is
+	// the index the producer may reach before it would overwrite an entry
+	// not yet consumed. Free slots are then one subtraction, with no
+	// "size - (prod - cons)" per call, and uint32 wrap-around keeps it
+	// right past 2^32.
 	n := r.cachedCons - r.cachedProd
 	if n >= want {
 		return n
 	}
 	// Acquire: the consumer's index tells which slots it has finished reading.
-	r.cachedCons = atomic.LoadUint32(r.consumer) + r.size
+	r.cachedCons = r.consumer.Load() + r.size
 	return r.cachedCons - r.cachedProd
 }
 
@@ -87,11 +117,36 @@ func (r *producerRing) Free() uint32 { return r.free(r.size) }
 func (r *producerRing) Submit(n uint32) {
 	// Release: descriptors written before this store are visible to the
 	// consumer once it sees the new producer index.
-	atomic.StoreUint32(r.producer, atomic.LoadUint32(r.producer)+n)
+	r.producer.Store(r.producer.Load() + n)
+}
+
+// Occupancy is the number of entries published but not yet consumed, as
+// seen by reading both shared indices now: two atomic loads, which is why
+// the batch calls use the cached indices instead. Audits and statistics use
+// it, and so does Socket.TxPending, once per pass.
+func (r *producerRing) Occupancy() uint32 {
+	return r.producer.Load() - r.consumer.Load()
+}
+
+// published returns the index range [first, end) of entries published but
+// not yet consumed.
+func (r *producerRing) published() (first, end uint32) {
+	return r.consumer.Load(), r.producer.Load()
 }
 
 // consumerRing is the application-consumes side (rx and completion).
-type consumerRing struct{ ring }
+type consumerRing struct {
+	ring
+	producer kernelWord // only the kernel updates this, as it posts entries
+	consumer appWord    // only the application updates this, in Release
+}
+
+func (r *consumerRing) init(w sharedWords, size uint32) {
+	r.producer, r.consumer, r.flags = kernelWord{w.producer}, appWord{w.consumer}, kernelWord{w.flags}
+	r.size, r.mask = size, size-1
+	r.cachedProd = r.producer.Load()
+	r.cachedCons = r.consumer.Load()
+}
 
 // Peek takes up to max entries. It returns how many and the index of the
 // first; they stay owned by the ring until Release.
@@ -99,7 +154,7 @@ func (r *consumerRing) Peek(max uint32) (n, idx uint32) {
 	n = r.cachedProd - r.cachedCons
 	if n == 0 {
 		// Acquire: pairs with the producer's release store.
-		r.cachedProd = atomic.LoadUint32(r.producer)
+		r.cachedProd = r.producer.Load()
 		n = r.cachedProd - r.cachedCons
 	}
 	if n > max {
@@ -115,7 +170,20 @@ func (r *consumerRing) Cancel(n uint32) { r.cachedCons -= n }
 
 // Release hands n peeked entries back to the producer.
 func (r *consumerRing) Release(n uint32) {
-	atomic.StoreUint32(r.consumer, atomic.LoadUint32(r.consumer)+n)
+	// Release: the entries were read before the kernel may reuse their slots.
+	r.consumer.Store(r.consumer.Load() + n)
+}
+
+// Occupancy is the number of entries published but not yet released; see
+// producerRing.Occupancy.
+func (r *consumerRing) Occupancy() uint32 {
+	return r.producer.Load() - r.consumer.Load()
+}
+
+// published returns the index range [first, end) of entries published but
+// not yet released.
+func (r *consumerRing) published() (first, end uint32) {
+	return r.consumer.Load(), r.producer.Load()
 }
 
 // FillRing lends frames to the kernel for receiving. The application produces.
@@ -162,55 +230,11 @@ func checkRingSize(name string, n uint32) error {
 	return nil
 }
 
-// memRing is the backing of an in-memory ring: the shared words and the
-// descriptors, laid out like the kernel's mapping but in Go memory.
-type memRing struct {
-	producer uint32
-	_        [60]byte // keep the two indices on separate cache lines
-	consumer uint32
-	_        [60]byte
-	flags    uint32
-}
-
-func newMemFill(size uint32) *FillRing {
-	m := new(memRing)
-	r := &FillRing{descs: make([]uint64, size)}
-	r.init(&m.producer, &m.consumer, &m.flags, size)
-	r.cachedCons = size
-	return r
-}
-
-func newMemComp(size uint32) *CompletionRing {
-	m := new(memRing)
-	r := &CompletionRing{descs: make([]uint64, size)}
-	r.init(&m.producer, &m.consumer, &m.flags, size)
-	return r
-}
-
-func newMemRx(size uint32) *RxRing {
-	m := new(memRing)
-	r := &RxRing{descs: make([]Desc, size)}
-	r.init(&m.producer, &m.consumer, &m.flags, size)
-	return r
-}
-
-func newMemTx(size uint32) *TxRing {
-	m := new(memRing)
-	r := &TxRing{descs: make([]Desc, size)}
-	r.init(&m.producer, &m.consumer, &m.flags, size)
-	r.cachedCons = size
-	return r
-}
-
-// mapRing points a ring at its mmap'd region.
-func mapRing(r *ring, mem []byte, off ringOffsets, size uint32) {
-	r.init(
-		(*uint32)(unsafe.Pointer(&mem[off.Producer])),
-		(*uint32)(unsafe.Pointer(&mem[off.Consumer])),
-		(*uint32)(unsafe.Pointer(&mem[off.Flags])),
-		size)
-	r.mapping = mem
-	// Start from whatever the kernel has (zero for a new socket).
-	r.cachedProd = atomic.LoadUint32(r.producer)
-	r.cachedCons = atomic.LoadUint32(r.consumer)
+// mappedWords finds the three shared words of a ring in its mmap'd region.
+func mappedWords(mem []byte, off ringOffsets) sharedWords {
+	return sharedWords{
+		producer: (*atomic.Uint32)(unsafe.Pointer(&mem[off.Producer])),
+		consumer: (*atomic.Uint32)(unsafe.Pointer(&mem[off.Consumer])),
+		flags:    (*atomic.Uint32)(unsafe.Pointer(&mem[off.Flags])),
+	}
 }

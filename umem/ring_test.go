@@ -6,23 +6,24 @@ import (
 	"testing"
 )
 
-// startAt moves both indices of a fresh in-memory ring pair to v, as if
-// v entries had already passed through.
-func startFillAt(r *FillRing, v uint32) {
-	*r.producer, *r.consumer = v, v
-	r.cachedProd, r.cachedCons = v, v+r.size
+// startFillAt moves both indices of a fresh in-memory fill ring to v, as
+// if v entries had already passed through.
+func startFillAt(r *FillRing, m *memRing, v uint32) {
+	m.producer.Store(v)
+	m.consumer.Store(v)
+	r.init(m.words(), r.size)
 }
 
 func TestRingWrapsAt32Bits(t *testing.T) {
 	const size = 8
-	prod := newMemFill(size)
-	// The consumer side of the same ring, viewed as the kernel would.
-	cons := &consumerRing{}
-	cons.init(prod.producer, prod.consumer, prod.flags, size)
-
+	m := new(memRing)
+	prod := newMemFill(m, size)
 	start := uint32(math.MaxUint32 - 5)
-	startFillAt(prod, start)
-	cons.cachedProd, cons.cachedCons = start, start
+	startFillAt(prod, m, start)
+	// The consumer side of the same ring, viewed as the kernel would (its
+	// word types name the application's roles, not the test's).
+	cons := &consumerRing{}
+	cons.init(m.words(), size)
 
 	var next uint64
 	var got []uint64
@@ -45,11 +46,12 @@ func TestRingWrapsAt32Bits(t *testing.T) {
 		}
 		cons.Release(n)
 	}
-	if *prod.producer >= start {
-		t.Fatalf("producer index %d did not wrap past 2^32 from %d", *prod.producer, start)
+	p, c := m.producer.Load(), m.consumer.Load()
+	if p >= start {
+		t.Fatalf("producer index %d did not wrap past 2^32 from %d", p, start)
 	}
-	if want := uint32(start + 50); *prod.producer != want || *prod.consumer != want {
-		t.Fatalf("indices after 50 entries: producer %d consumer %d, want %d", *prod.producer, *prod.consumer, want)
+	if want := uint32(start + 50); p != want || c != want {
+		t.Fatalf("indices after 50 entries: producer %d consumer %d, want %d", p, c, want)
 	}
 	for i, v := range got {
 		if v != uint64(i) {
@@ -62,8 +64,9 @@ func TestRingWrapsAt32Bits(t *testing.T) {
 }
 
 func TestReserveIsAllOrNothing(t *testing.T) {
-	r := newMemFill(8)
-	startFillAt(r, math.MaxUint32-2)
+	m := new(memRing)
+	r := newMemFill(m, 8)
+	startFillAt(r, m, math.MaxUint32-2)
 	if _, ok := r.Reserve(6); !ok {
 		t.Fatal("reserve 6 of 8 failed")
 	}
@@ -82,7 +85,7 @@ func TestReserveIsAllOrNothing(t *testing.T) {
 		t.Fatal("reserve on a full ring succeeded")
 	}
 	// The consumer frees 4: exactly 4 can be reserved again, not 5.
-	*r.consumer += 4
+	m.consumer.Add(4)
 	if _, ok := r.Reserve(5); ok {
 		t.Fatal("reserve 5 with 4 free succeeded")
 	}
@@ -92,11 +95,12 @@ func TestReserveIsAllOrNothing(t *testing.T) {
 }
 
 func TestConsumerCancel(t *testing.T) {
-	r := newMemRx(4)
+	m := new(memRing)
+	r := newMemRx(m, 4)
 	for i := 0; i < 3; i++ {
 		r.descs[i] = Desc{Addr: uint64(i)}
 	}
-	*r.producer = 3
+	m.producer.Store(3)
 	n, idx := r.Peek(2)
 	if n != 2 || idx != 0 {
 		t.Fatalf("peek: %d at %d", n, idx)

@@ -10,10 +10,56 @@ import (
 // fill ring and produces the rx ring as the copy-mode receive path does, and
 // consumes the tx ring into the completion ring. It lets the data path be
 // tested and benchmarked without root, and allocation-counted.
+//
+// The socket's rings are the same types as a real socket's, pointed at
+// memRing words in Go memory instead of the kernel's mapping. SimKernel
+// writes the words the kernel would (the fill and tx consumer indices, the
+// rx and completion producer indices, the flags) through its own pointers
+// to that memory, so the socket runs the same code either way and learns
+// that it is simulated only when it kicks its kernel.
 type SimKernel struct {
-	s       *Socket
-	stats   Statistics
-	wakeups uint64
+	s                  *Socket
+	fill, comp, rx, tx *memRing // the shared words, the kernel's view
+	stats              Statistics
+	wakeups            uint64
+}
+
+// memRing is the backing of an in-memory ring's shared words, laid out like
+// the kernel's mapping but in Go memory.
+type memRing struct {
+	producer atomic.Uint32
+	_        [60]byte // keep the two indices on separate cache lines
+	consumer atomic.Uint32
+	_        [60]byte
+	flags    atomic.Uint32
+}
+
+func (m *memRing) words() sharedWords {
+	return sharedWords{producer: &m.producer, consumer: &m.consumer, flags: &m.flags}
+}
+
+func newMemFill(m *memRing, size uint32) *FillRing {
+	r := &FillRing{descs: make([]uint64, size)}
+	r.init(m.words(), size)
+	return r
+}
+
+func newMemComp(m *memRing, size uint32) *CompletionRing {
+	r := &CompletionRing{descs: make([]uint64, size)}
+	r.init(m.words(), size)
+	return r
+}
+
+func newMemRx(m *memRing, size uint32) *RxRing {
+	r := &RxRing{descs: make([]Desc, size)}
+	r.init(m.words(), size)
+	return r
+}
+
+func newMemTx(m *memRing, size uint32) *TxRing {
+	r := &TxRing{descs: make([]Desc, size)}
+	r.init(m.words(), size)
+	return r
 }
 
 // NewSimSocket makes a socket whose rings live in Go memory, served by the
@@ -28,16 +74,18 @@ func NewSimSocket(u *UMEM, opts SocketOptions) (*Socket, *SimKernel, error) {
 	}
 	s := &Socket{u: u, fd: -1, ifindex: -1, group: g, wakeup: opts.NeedWakeup}
 	s.ringHost = s
-	s.Fill = newMemFill(opts.FillSize)
-	s.Completion = newMemComp(opts.CompletionSize)
+	k := &SimKernel{s: s, fill: new(memRing), comp: new(memRing)}
+	s.kern = k
+	s.Fill = newMemFill(k.fill, opts.FillSize)
+	s.Completion = newMemComp(k.comp, opts.CompletionSize)
 	if opts.RxSize > 0 {
-		s.Rx = newMemRx(opts.RxSize)
+		k.rx = new(memRing)
+		s.Rx = newMemRx(k.rx, opts.RxSize)
 	}
 	if opts.TxSize > 0 {
-		s.Tx = newMemTx(opts.TxSize)
+		k.tx = new(memRing)
+		s.Tx = newMemTx(k.tx, opts.TxSize)
 	}
-	k := &SimKernel{s: s}
-	s.sim = k
 	u.groups[g] = s
 	u.sockets = append(u.sockets, s)
 	return s, k, nil
@@ -50,10 +98,10 @@ func NewSimSocket(u *UMEM, opts SocketOptions) (*Socket, *SimKernel, error) {
 func (k *SimKernel) Deliver(pkts [][]byte) int {
 	s, u := k.s, k.s.u
 	fill, rx := s.Fill, s.Rx
-	fcons := atomic.LoadUint32(fill.consumer)
-	fprod := atomic.LoadUint32(fill.producer)
-	rprod := atomic.LoadUint32(rx.producer)
-	rcons := atomic.LoadUint32(rx.consumer)
+	fcons := k.fill.consumer.Load()
+	fprod := k.fill.producer.Load()
+	rprod := k.rx.producer.Load()
+	rcons := k.rx.consumer.Load()
 	n := 0
 	for _, p := range pkts {
 		if rprod-rcons == rx.size {
@@ -74,8 +122,8 @@ func (k *SimKernel) Deliver(pkts [][]byte) int {
 		rprod++
 		n++
 	}
-	atomic.StoreUint32(fill.consumer, fcons)
-	atomic.StoreUint32(rx.producer, rprod)
+	k.fill.consumer.Store(fcons)
+	k.rx.producer.Store(rprod)
 	return n
 }
 
@@ -83,10 +131,10 @@ func (k *SimKernel) Deliver(pkts [][]byte) int {
 func (k *SimKernel) DeliverSame(pkt []byte, n int) int {
 	s, u := k.s, k.s.u
 	fill, rx := s.Fill, s.Rx
-	fcons := atomic.LoadUint32(fill.consumer)
-	fprod := atomic.LoadUint32(fill.producer)
-	rprod := atomic.LoadUint32(rx.producer)
-	rcons := atomic.LoadUint32(rx.consumer)
+	fcons := k.fill.consumer.Load()
+	fprod := k.fill.producer.Load()
+	rprod := k.rx.producer.Load()
+	rcons := k.rx.consumer.Load()
 	done := 0
 	for ; done < n && rprod-rcons < rx.size && fcons != fprod; done++ {
 		base := fill.descs[fcons&fill.mask]
@@ -96,8 +144,8 @@ func (k *SimKernel) DeliverSame(pkt []byte, n int) int {
 		rx.descs[rprod&rx.mask] = Desc{Addr: off, Len: uint32(len(pkt))}
 		rprod++
 	}
-	atomic.StoreUint32(fill.consumer, fcons)
-	atomic.StoreUint32(rx.producer, rprod)
+	k.fill.consumer.Store(fcons)
+	k.rx.producer.Store(rprod)
 	return done
 }
 
@@ -106,10 +154,10 @@ func (k *SimKernel) DeliverSame(pkt []byte, n int) int {
 func (k *SimKernel) Send(fn func([]byte)) int {
 	s, u := k.s, k.s.u
 	tx, comp := s.Tx, s.Completion
-	tcons := atomic.LoadUint32(tx.consumer)
-	tprod := atomic.LoadUint32(tx.producer)
-	cprod := atomic.LoadUint32(comp.producer)
-	ccons := atomic.LoadUint32(comp.consumer)
+	tcons := k.tx.consumer.Load()
+	tprod := k.tx.producer.Load()
+	cprod := k.comp.producer.Load()
+	ccons := k.comp.consumer.Load()
 	n := 0
 	for tcons != tprod && cprod-ccons < comp.size {
 		d := tx.descs[tcons&tx.mask]
@@ -121,8 +169,8 @@ func (k *SimKernel) Send(fn func([]byte)) int {
 		cprod++
 		n++
 	}
-	atomic.StoreUint32(tx.consumer, tcons)
-	atomic.StoreUint32(comp.producer, cprod)
+	k.tx.consumer.Store(tcons)
+	k.comp.producer.Store(cprod)
 	return n
 }
 
@@ -133,11 +181,21 @@ func (k *SimKernel) SetNeedWakeup(on bool) {
 	if on {
 		v = xdpRingNeedWakeup
 	}
-	atomic.StoreUint32(k.s.Fill.flags, v)
-	if k.s.Tx != nil {
-		atomic.StoreUint32(k.s.Tx.flags, v)
+	k.fill.flags.Store(v)
+	if k.tx != nil {
+		k.tx.flags.Store(v)
 	}
 }
 
 // Wakeups counts the kicks the socket sent to this kernel.
 func (k *SimKernel) Wakeups() uint64 { return k.wakeups }
+
+// The socket's side of the simulation: kicks are counted, nothing waits.
+
+func (k *SimKernel) wakeRx() { k.wakeups++ }
+
+func (k *SimKernel) wakeTx() { k.wakeups++ }
+
+func (k *SimKernel) poll(int) bool { return k.s.Rx.Occupancy() > 0 }
+
+func (k *SimKernel) statistics() (Statistics, error) { return k.stats, nil }

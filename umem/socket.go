@@ -119,7 +119,7 @@ type Socket struct {
 	ringHost *Socket // the socket whose fill/completion rings this one uses (itself if it made them)
 	zeroCopy bool
 	wakeup   bool
-	sim      *SimKernel
+	kern     kernel // the other side of the rings; the data path only kicks it
 
 	// The rings; Fill and Completion may be shared with ringHost.
 	Fill       *FillRing
@@ -143,6 +143,7 @@ func NewSocket(u *UMEM, ifindex, queue int, opts SocketOptions) (*Socket, error)
 		return nil, err
 	}
 	s := &Socket{u: u, fd: -1, ifindex: ifindex, queue: queue}
+	s.kern = xskKernel{s}
 	if host := u.ringHostFor(ifindex, queue); host != nil {
 		s.ringHost = host
 		s.group = host.group
@@ -232,14 +233,15 @@ func (s *Socket) open(opts SocketOptions) error {
 			return fmt.Errorf("map fill ring: %w", err)
 		}
 		s.Fill = &FillRing{descs: unsafe.Slice((*uint64)(unsafe.Pointer(&m[off.Fr.Desc])), opts.FillSize)}
-		mapRing(&s.Fill.ring, m, ringOffsets(off.Fr), opts.FillSize)
-		s.Fill.cachedCons += opts.FillSize
+		s.Fill.init(mappedWords(m, ringOffsets(off.Fr)), opts.FillSize)
+		s.Fill.mapping = m
 		m, err = mmapRing(s.fd, unix.XDP_UMEM_PGOFF_COMPLETION_RING, off.Cr, opts.CompletionSize, 8)
 		if err != nil {
 			return fmt.Errorf("map completion ring: %w", err)
 		}
 		s.Completion = &CompletionRing{descs: unsafe.Slice((*uint64)(unsafe.Pointer(&m[off.Cr.Desc])), opts.CompletionSize)}
-		mapRing(&s.Completion.ring, m, ringOffsets(off.Cr), opts.CompletionSize)
+		s.Completion.init(mappedWords(m, ringOffsets(off.Cr)), opts.CompletionSize)
+		s.Completion.mapping = m
 	} else {
 		s.Fill, s.Completion = s.ringHost.Fill, s.ringHost.Completion
 	}
@@ -249,7 +251,8 @@ func (s *Socket) open(opts SocketOptions) error {
 			return fmt.Errorf("map rx ring: %w", err)
 		}
 		s.Rx = &RxRing{descs: unsafe.Slice((*Desc)(unsafe.Pointer(&m[off.Rx.Desc])), opts.RxSize)}
-		mapRing(&s.Rx.ring, m, ringOffsets(off.Rx), opts.RxSize)
+		s.Rx.init(mappedWords(m, ringOffsets(off.Rx)), opts.RxSize)
+		s.Rx.mapping = m
 	}
 	if opts.TxSize > 0 {
 		m, err := mmapRing(s.fd, unix.XDP_PGOFF_TX_RING, off.Tx, opts.TxSize, uint64(unsafe.Sizeof(Desc{})))
@@ -257,8 +260,8 @@ func (s *Socket) open(opts SocketOptions) error {
 			return fmt.Errorf("map tx ring: %w", err)
 		}
 		s.Tx = &TxRing{descs: unsafe.Slice((*Desc)(unsafe.Pointer(&m[off.Tx.Desc])), opts.TxSize)}
-		mapRing(&s.Tx.ring, m, ringOffsets(off.Tx), opts.TxSize)
-		s.Tx.cachedCons += opts.TxSize
+		s.Tx.init(mappedWords(m, ringOffsets(off.Tx)), opts.TxSize)
+		s.Tx.mapping = m
 	}
 
 	sa := &unix.SockaddrXDP{Ifindex: uint32(s.ifindex), QueueID: uint32(s.queue)}
@@ -354,15 +357,49 @@ func (s *Socket) OwnsRings() bool { return s.ringHost == s }
 func (s *Socket) RingHost() *Socket { return s.ringHost }
 
 // Statistics reads the kernel's XDP_STATISTICS.
-func (s *Socket) Statistics() (Statistics, error) {
+func (s *Socket) Statistics() (Statistics, error) { return s.kern.statistics() }
+
+// kernel is the other side of a socket's rings, chosen when the socket is
+// made: the Linux kernel, reached through the socket's descriptor, or a
+// SimKernel for in-memory sockets. The rings themselves are plain shared
+// memory either way; the socket calls its kernel only to wake it, to wait
+// for it, and to read its counters.
+type kernel interface {
+	wakeRx()                 // run the receive path: the fill ring has frames
+	wakeTx()                 // run the transmit path: the tx ring has packets
+	poll(timeoutMs int) bool // wait for the rx ring to have packets
+	statistics() (Statistics, error)
+}
+
+var (
+	_ kernel = xskKernel{}
+	_ kernel = (*SimKernel)(nil)
+)
+
+// xskKernel is the Linux kernel behind an AF_XDP socket.
+type xskKernel struct{ s *Socket }
+
+func (k xskKernel) wakeRx() {
+	// A zero-length non-blocking recvfrom runs the rx path; EAGAIN is expected.
+	_, _, _ = unix.Syscall6(unix.SYS_RECVFROM, uintptr(k.s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+}
+
+func (k xskKernel) wakeTx() {
+	_, _, _ = unix.Syscall6(unix.SYS_SENDTO, uintptr(k.s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+}
+
+func (k xskKernel) poll(timeoutMs int) bool {
+	pfd := [1]unix.PollFd{{Fd: int32(k.s.fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(pfd[:], timeoutMs)
+	return err == nil && n > 0
+}
+
+func (k xskKernel) statistics() (Statistics, error) {
 	var st Statistics
-	if s.fd < 0 {
-		if s.sim != nil {
-			return s.sim.stats, nil
-		}
+	if k.s.fd < 0 { // closed: the kernel's counters went with the socket
 		return st, nil
 	}
-	if err := getsockopt(s.fd, unix.XDP_STATISTICS, unsafe.Pointer(&st), unsafe.Sizeof(st)); err != nil {
+	if err := getsockopt(k.s.fd, unix.XDP_STATISTICS, unsafe.Pointer(&st), unsafe.Sizeof(st)); err != nil {
 		return st, fmt.Errorf("read xsk statistics: %w", err)
 	}
 	return st, nil
