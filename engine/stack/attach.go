@@ -101,13 +101,14 @@ func OwnRules(addrs []netip.Prefix) []engine.RuleSpec {
 	return rs
 }
 
-// receive is the guest's pipeline sink, on the engine's worker.
+// receive takes the engine pipeline's output for the guest (its
+// engine.Sink), on the engine's worker.
 func (gu *Guest) receive(_ *engine.Endpoint, a *offload.Aggregate) {
 	if tap := gu.tap.Load(); tap != nil {
 		(*tap)(a)
 	}
 	if a.Flags&offload.AggPassThrough != 0 {
-		gu.DeliverFrame(a.Head, false)
+		gu.deliverPassedThrough(a)
 		return
 	}
 	gu.DeliverAggregate(a)

@@ -86,6 +86,14 @@ func (s *Stack) DeliverFrame(frame []byte, validated bool) {
 	s.deliverParsed(frame, &p, validated)
 }
 
+// deliverPassedThrough is DeliverFrame for a frame the engine's pipeline
+// passed through (offload.AggPassThrough): a.Head is the whole frame and
+// a.Pkt its parse, which is not done again.
+func (s *Stack) deliverPassedThrough(a *offload.Aggregate) {
+	s.c.rxFrames.Add(1)
+	s.deliverParsed(a.Head, &a.Pkt, false)
+}
+
 // deliverParsed is DeliverFrame after the parse.
 func (s *Stack) deliverParsed(frame []byte, p *flows.Packet, validated bool) {
 	c := &s.c
