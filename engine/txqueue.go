@@ -99,8 +99,8 @@ func (q *txQueue) put(wr *WorkRequest) error {
 }
 
 // waitRoom blocks, up to TxWait, until the worker frees a slot of a full
-// queue (tail t). It sleeps rather than spins: a spinning producer took the
-// CPU the worker needed to drain the queue. Called with mu held.
+// queue (tail t). It sleeps rather than spins: a spinning producer would
+// take the CPU the worker needs to drain the queue. Called with mu held.
 func (q *txQueue) waitRoom(t uint64) error {
 	if q.timer == nil {
 		q.timer = time.NewTimer(q.maxWait)

@@ -1,7 +1,9 @@
-// Package flows holds xnic's per-packet logic, in pure Go and testable
-// without root: header views and the zero-allocation parser, flow keys and
-// their hashes, the connection table and context cache, the lookahead
-// batcher, GRO, GSO/TSO and checksums.
+// Package flows holds xnic's per-packet basics, in pure Go and testable
+// without root: header views, the zero-allocation parser (Parse into a
+// Packet the caller owns) and flow keys with their hashes. The packages
+// under it build on them: conn (the connection table, the context cache
+// and the lookahead batcher), offload (GRO, GSO/TSO and checksums) and
+// replay (those offloads over a capture file).
 //
 // Header views are byte slices with accessor methods (type TCP []byte). They
 // never copy and never check bounds beyond what the slice gives: the parser

@@ -153,9 +153,9 @@ const splitAbove = 2048
 // gets a view for the headers and one for the payload. That matters:
 // netstack's IPv4 receive holds a reference to the network header's view
 // while it reads the header again (with HandleLocal), and reading a shared
-// view clones its whole chunk, which for one view per aggregate was a 64 KB
-// clear and copy per aggregate on the worker. contiguous forces one view
-// and returns it as frame too.
+// view clones its whole chunk: with one view per aggregate, a clear and
+// copy of up to 64 KB per aggregate on the worker. contiguous forces one
+// view and returns it as frame too.
 func gather(head []byte, segs [][]byte, n int, contiguous bool) (buf buffer.Buffer, frame []byte, ok bool) {
 	total := len(head) + n
 	if contiguous || total <= splitAbove {

@@ -79,14 +79,14 @@ const maxVectorChunk = 1 << 18
 func sumLE(b []byte) uint64 {
 	var s, c uint64
 	// Long buffers (MTU payloads) go through the vector loop where there is
-	// one: about 3x the carry chain below.
+	// one: it adds in independent lanes instead of one carry chain.
 	for haveAVX2 && len(b) >= vectorMin {
 		n := min(len(b), maxVectorChunk) &^ 63
 		s, c = bits.Add64(s, sumAVX2(b[:n]), c)
 		b = b[n:]
 	}
-	// The carry goes through a register once per iteration, which costs
-	// about as much as three adds: long iterations amortize it.
+	// The carry goes from the flags to a register once per iteration:
+	// long iterations amortize that.
 	for len(b) >= 128 {
 		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[0:8]), c)
 		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[8:16]), c)
