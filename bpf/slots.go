@@ -80,10 +80,9 @@ func (s *Steer) UnregisterSlot(queue, guest, class int) error {
 	return nil
 }
 
-// RegisterSocket is the raw-mode API of steer version 1: the socket of
-// guest 0, class 0 on rx queue (RegisterSlot(queue, 0, 0, fd)). Frames
-// reach it only through a flow or a rule; AddCatchAll(0, 0) steers all
-// TCP and UDP there, as version 1 did.
+// RegisterSocket registers the raw socket of an rx queue: the slot of
+// guest 0, class 0 (RegisterSlot(queue, 0, 0, fd)). Frames reach it only
+// through a flow or a rule; AddCatchAll(0, 0) steers all TCP and UDP there.
 func (s *Steer) RegisterSocket(queue int, fd int) error {
 	return s.RegisterSlot(queue, 0, 0, fd)
 }

@@ -87,10 +87,8 @@ type SteerOptions struct {
 	// RuleCacheMinPrefixes prefixes. About 100 bytes per entry,
 	// preallocated. Off by default: each flow's entry is cold state, read
 	// (and on a miss written) per frame, while the trie's upper nodes are
-	// shared by all flows and stay cached. Measured on the lab with 10k
-	// rules, a cache of 65536 ran at 0.46 of raw with 100k active flows and
-	// 0.79 with 10k; without it, 0.95 and 0.96. It pays only for few flows
-	// whose frames walk several prefixes.
+	// shared by all flows and stay cached, so it pays only for few flows
+	// whose frames walk several prefixes (docs/benchmarks.md, steering).
 	RuleCache int
 	// PinDir, when set, pins every map by name under PinDir (created if
 	// missing) and reuses the maps already pinned there: a restarted
