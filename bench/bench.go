@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/xnic/xnic/bpf"
 	"github.com/xnic/xnic/engine/gen"
 	"github.com/xnic/xnic/engine/lab"
 )
@@ -19,6 +20,7 @@ type bencher struct {
 	lab     *lab.Lab
 	port    lab.Port
 	genOpts gen.Options
+	genWhy  string // why the generator sends from an AF_XDP tx ring, if it does
 	pinDir  string // where libxdp's and asavie's XSKMAP is pinned
 	log     io.Writer
 }
@@ -63,6 +65,14 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	b.genOpts.Netns, b.genOpts.Iface = l.Netns, b.port.Peer
 	b.genOpts.FrameSize, b.genOpts.Flows = opts.FrameSize-FCSLen, opts.Flows
 	b.genOpts.BatchSize, b.genOpts.Repeat = opts.GenBatch, opts.GenRepeat
+	// Every round sends the same way: decide once, and say so in the report.
+	b.genOpts.Mode, b.genWhy = gen.ModeLive, ""
+	if perr := bpf.ProbeLiveFrames(); perr != nil {
+		if !errors.Is(perr, bpf.ErrLiveFramesRefused) {
+			return nil, fmt.Errorf("bench: %w", perr)
+		}
+		b.genOpts.Mode, b.genWhy = gen.ModeXSK, perr.Error()
+	}
 
 	rep = &Report{Env: b.env()}
 	fmt.Fprintf(log, "lab %s: %s (host) <-> %s (netns %s); %s\n",
@@ -136,6 +146,10 @@ func (b *bencher) env() Env {
 	e.Generator = fmt.Sprintf("xnic_gen in-kernel live frames (BPF_PROG_RUN, XDP_TX) out of the peer veth "+
 		"inside the lab netns, %d thread, kernel batch %d, %d frames per call, into the host veth's native XDP program",
 		b.genOpts.Threads, b.genOpts.BatchSize, b.genOpts.Repeat)
+	if b.genOpts.Mode == gen.ModeXSK {
+		e.Generator = "AF_XDP TX (copy mode, 1 thread) out of the peer veth inside the lab netns, into the host veth's " +
+			"native XDP program; live frames refused by this kernel (" + b.genWhy + ")"
+	}
 	return e
 }
 

@@ -147,7 +147,7 @@ loop:
 	if serr != nil {
 		return serr
 	}
-	fmt.Printf("\ngenerator sent %d frames (%.3f Mpps)\n", genRes.Packets, genRes.PPS/1e6)
+	fmt.Printf("\ngenerator sent %d frames (%.3f Mpps, %s mode)\n", genRes.Packets, genRes.PPS/1e6, genRes.Mode)
 	fmt.Printf("engine received %d (%.3f Mpps over %.1fs); xsk drops %d (ring full %d), fill ring empty %d\n",
 		st.RxPackets, float64(st.RxPackets)/elapsed.Seconds()/1e6, elapsed.Seconds(), st.Drops(), st.XSK.RxRingFull, st.XSK.RxFillRingEmptyDescs)
 	pl := st.Pipeline
