@@ -27,6 +27,10 @@ func Run(ctx context.Context, args []string) error {
 		// TCP goodput of guests against gVisor's AF_XDP endpoint and the kernel.
 		return runBenchTCP(ctx, args[1:])
 	}
+	if len(args) > 0 && args[0] == "steer-prog" {
+		// The steering program's own cost, by BPF_PROG_TEST_RUN.
+		return runBenchSteerProg(ctx, args[1:])
+	}
 	if len(args) > 0 && args[0] == "offload" {
 		// GRO and GSO on one core against the raw receive rate, in one run.
 		return runBenchOffload(ctx, args[1:])

@@ -4,14 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/xnic/xnic/bpf"
 	"github.com/xnic/xnic/engine"
-	"github.com/xnic/xnic/flows"
+	"github.com/xnic/xnic/engine/gen"
 	"github.com/xnic/xnic/internal/cli"
 	"github.com/xnic/xnic/umem"
 )
@@ -147,7 +146,7 @@ func runRx(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := installSteering(e.Ports()[0].Steer(), *nRules, *nFlows); err != nil {
+	if err := gen.InstallSteering(e.Ports()[0].Steer(), *nRules, *nFlows); err != nil {
 		e.Close()
 		return err
 	}
@@ -216,38 +215,6 @@ loop:
 	if *asJSON {
 		b, _ := json.Marshal(res)
 		fmt.Println(string(b))
-	}
-	return nil
-}
-
-// installSteering fills the rule and flow tables for the steering
-// benchmark: rules on distinct /32 prefixes, one of which matches the lab's
-// default traffic, and flows keyed as xnic gen's flows.
-func installSteering(st *bpf.Steer, nRules, nFlows int) error {
-	for i := 0; i < nRules; i++ {
-		pfx := netip.MustParsePrefix("198.18.0.1/32")
-		if i > 0 {
-			pfx = netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)}), 32)
-		}
-		if _, err := st.AddRule(bpf.Rule{Prefix: pfx, Proto: bpf.ProtoUDP}); err != nil {
-			return fmt.Errorf("install rule %d: %w", i, err)
-		}
-	}
-	if nFlows == 0 {
-		return nil
-	}
-	keys := make([]flows.Key, 0, nFlows)
-	slots := make([]bpf.Slot, 0, nFlows)
-	for i := 0; i < nFlows; i++ {
-		// Beyond the 55536 source ports of one address, vary the address.
-		src := [4]byte{198, 18, 0, 2}
-		src[2] += byte(i / 55536)
-		keys = append(keys, flows.Key{Src: flows.MapIPv4(src), Dst: flows.MapIPv4([4]byte{198, 18, 0, 1}),
-			SrcPort: uint16(10000 + i%55536), DstPort: 9, Proto: flows.ProtoUDP, Family: 4})
-		slots = append(slots, bpf.Slot{})
-	}
-	if _, err := st.InstallFlows(keys, slots); err != nil {
-		return fmt.Errorf("install %d flows: %w", nFlows, err)
 	}
 	return nil
 }
