@@ -154,7 +154,7 @@ func TestRunCancel(t *testing.T) {
 	labtest.RequireRoot(t, "builds a veth lab, loads XDP programs and runs AF_XDP receivers")
 	dir := buildBinaries(t)
 	o := shortOptions(t, dir)
-	o.Only, o.Duration = []string{bench.LibXDP}, 20*time.Second
+	o.Only, o.Duration = []string{bench.LibXDPBare}, 20*time.Second
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	time.AfterFunc(2*time.Second, cancel)

@@ -29,8 +29,12 @@ func (b *bencher) measure(ctx context.Context, name string) Result {
 		err = b.measureXnicRx(ctx, &res, "--pipeline", "--window", "1")
 	case XnicPipeW64:
 		err = b.measureXnicRx(ctx, &res, "--pipeline", "--window", "64")
-	case LibXDP, Asavie:
+	case LibXDPSteer, AsavieSteer:
 		err = b.measureXSKPeer(ctx, &res)
+	case LibXDPBare:
+		err = b.runReceiver(ctx, b.peerSpec(name, "-bare"), &res, nil)
+	case AsavieOwn:
+		err = b.runReceiver(ctx, b.peerSpec(name, "-own-prog"), &res, nil)
 	case AFPacket:
 		err = b.measureAFPacket(ctx, &res)
 	default:
@@ -106,7 +110,8 @@ func (b *bencher) measureXnicRx(ctx context.Context, res *Result, extra ...strin
 }
 
 // measureXSKPeer runs libxdp's or asavie's peer behind xnic_steer, loaded
-// here with its XSKMAP pinned for the peer.
+// here with its XSKMAP pinned for the peer. (The bare and own-program peers
+// load their own programs: runReceiver then has no XDP counter to read.)
 func (b *bencher) measureXSKPeer(ctx context.Context, res *Result) error {
 	st, err := bpf.LoadSteer(bpf.DefaultSteerOptions())
 	if err != nil {

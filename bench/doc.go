@@ -21,9 +21,15 @@
 //     the ceiling every receiver is a fraction of.
 //   - xnic-rx: `xnic rx --iface HOST --queue 0 --duration D --json --quiet
 //     --attach native`, which loads and attaches its own steering program.
-//   - libxdp, asavie: the steering program loaded here, its XSKMAP pinned in
-//     a fresh directory under /sys/fs/bpf and attached natively; the peer
-//     inserts its socket into the pinned map.
+//   - libxdp-bare, asavie-own: the AF_XDP peers as their users run them,
+//     each on the XDP program it loads itself: rxdrop_libxdp -bare attaches
+//     a program that only redirects to the queue's socket, asavie -own-prog
+//     the library's own program.
+//   - libxdp-steer, asavie-steer: the same peers behind xnic_steer, loaded
+//     here with its XSKMAP pinned in a fresh directory under /sys/fs/bpf and
+//     attached natively; the peer inserts its socket into the pinned map.
+//     Against xnic-rx they differ only in the user-space loop; against the
+//     bare and own-program runs they show what the steering program costs.
 //   - afpacket: the xnic_pass counting program attached natively, since veth
 //     drops live frames unless the receiving end runs an XDP program; the
 //     peer reads what the stack passes to its AF_PACKET ring.
@@ -37,7 +43,9 @@
 // PID (SIGTERM, then SIGKILL) on error or cancellation.
 //
 // The generator is package gen: xnic_gen run in-kernel with BPF_PROG_RUN in
-// live-frames mode from the lab's peer netns, XDP_TX out of the peer veth.
+// live-frames mode from the lab's peer netns, XDP_TX out of the peer veth;
+// on a kernel that refuses live frames, an AF_XDP tx ring on the peer veth
+// instead (the report's generator line says which).
 // On veth the receiving side's XDP program, the copy into an AF_XDP socket
 // (copy mode) or the skb and the stack for AF_PACKET all run in the softirq
 // of the CPU that sends, so the generator's CPU carries the whole kernel

@@ -15,11 +15,19 @@ import (
 
 // Contender names, as they appear in reports and in Options.Only.
 const (
-	XDPDrop  = "xdp-drop"
-	XnicRx   = "xnic-rx"
-	LibXDP   = "libxdp"
-	Asavie   = "asavie"
-	AFPacket = "afpacket"
+	XDPDrop = "xdp-drop"
+	XnicRx  = "xnic-rx"
+	// The AF_XDP peers as their users run them, each on its own XDP
+	// program: libxdp's rxdrop on a program that only redirects to the
+	// queue's socket, asavie/xdp on the program the library loads.
+	LibXDPBare = "libxdp-bare"
+	AsavieOwn  = "asavie-own"
+	// The same peers behind xnic's steering program, so that only the
+	// user-space loops differ from xnic-rx; against the bare ones they show
+	// what the steering program costs.
+	LibXDPSteer = "libxdp-steer"
+	AsavieSteer = "asavie-steer"
+	AFPacket    = "afpacket"
 	// The engine's receive pipeline (parse, lookahead, connection contexts,
 	// GRO) without and with lookahead: `xnic rx --pipeline --window 1|64`.
 	XnicPipeW1  = "xnic-pipe-w1"
@@ -28,13 +36,17 @@ const (
 
 // Peer binaries expected in Options.PeersDir, by contender.
 var peerBinaries = map[string]string{
-	LibXDP:   "rxdrop_libxdp",
-	Asavie:   "asavie",
-	AFPacket: "afpacket",
+	LibXDPBare:  "rxdrop_libxdp",
+	LibXDPSteer: "rxdrop_libxdp",
+	AsavieOwn:   "asavie",
+	AsavieSteer: "asavie",
+	AFPacket:    "afpacket",
 }
 
 // Contenders returns the default contenders in the order a round runs them.
-func Contenders() []string { return []string{XDPDrop, XnicRx, LibXDP, Asavie, AFPacket} }
+func Contenders() []string {
+	return []string{XDPDrop, XnicRx, LibXDPBare, AsavieOwn, LibXDPSteer, AsavieSteer, AFPacket}
+}
 
 // AllContenders are every contender Options.Only may name, in run order:
 // the defaults and the pipeline ones.

@@ -75,7 +75,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 	tw.Flush()
 	b.WriteString("\n")
 	for _, t := range r.Ratios {
-		fmt.Fprintf(&b, "%-18s %5s  (target >= %.2f: %s)\n", t.Name(), ratioValue(t.Value), t.Target, ratioVerdict(t.Value, t.Met()))
+		if t.Target == 0 {
+			fmt.Fprintf(&b, "%-26s %5s  (%s%s)\n", t.Name(), ratioValue(t.Value), t.Label, perPacketCost(r, t))
+			continue
+		}
+		fmt.Fprintf(&b, "%-26s %5s  (target >= %.2f: %s)\n", t.Name(), ratioValue(t.Value), t.Target, ratioVerdict(t.Value, t.Met()))
 	}
 	if w := r.noiseWarning(); w != "" {
 		b.WriteString(w + "\n")
@@ -107,6 +111,10 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 	b.WriteString("\n| ratio | value | target |\n|---|---:|---:|\n")
 	for _, t := range r.Ratios {
+		if t.Target == 0 {
+			fmt.Fprintf(&b, "| %s | %s | %s%s |\n", t.Name(), ratioValue(t.Value), t.Label, perPacketCost(r, t))
+			continue
+		}
 		fmt.Fprintf(&b, "| %s | %s | ≥ %.2f (%s) |\n", t.Name(), ratioValue(t.Value), t.Target, ratioVerdict(t.Value, t.Met()))
 	}
 	if w := r.noiseWarning(); w != "" {
@@ -117,6 +125,24 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 }
 
 func percentOf(f float64) string { return fmt.Sprintf("%.1f%%", f*100) }
+
+// perPacketCost is ", N ns per packet": the time per packet Num adds over
+// Den at their median rates, or "" when either is missing.
+func perPacketCost(r *Report, t Ratio) string {
+	var num, den float64
+	for _, s := range r.Summary {
+		switch s.Contender {
+		case t.Num:
+			num = s.Median
+		case t.Den:
+			den = s.Median
+		}
+	}
+	if num <= 0 || den <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(", %+.0f ns per packet", 1e9/num-1e9/den)
+}
 
 // noiseWarning says how many measurements other tasks disturbed, or "".
 func (r *Report) noiseWarning() string {

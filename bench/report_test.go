@@ -45,15 +45,18 @@ func slicesEqual(a, b []float64) bool {
 	return true
 }
 
-// fakeRounds: xdp-drop 20/26/24 Mpps, xnic-rx 9/10/11, libxdp 10/10/10,
-// asavie 4/5/6, afpacket failing once.
+// fakeRounds: xdp-drop 20/26/24 Mpps, xnic-rx 9/10/11, libxdp-bare
+// 10/10/10, asavie-own 4/5/6, behind steering 8/8/8 and 3/4/5, afpacket
+// failing once.
 func fakeRounds() []Round {
 	pps := map[string][]float64{
-		XDPDrop:  {20e6, 26e6, 24e6},
-		XnicRx:   {9e6, 10e6, 11e6},
-		LibXDP:   {10e6, 10e6, 10e6},
-		Asavie:   {4e6, 5e6, 6e6},
-		AFPacket: {1e6, 0, 2e6},
+		XDPDrop:     {20e6, 26e6, 24e6},
+		XnicRx:      {9e6, 10e6, 11e6},
+		LibXDPBare:  {10e6, 10e6, 10e6},
+		AsavieOwn:   {4e6, 5e6, 6e6},
+		LibXDPSteer: {8e6, 8e6, 8e6},
+		AsavieSteer: {3e6, 4e6, 5e6},
+		AFPacket:    {1e6, 0, 2e6},
 	}
 	var rounds []Round
 	for i := range 3 {
@@ -61,7 +64,7 @@ func fakeRounds() []Round {
 		for _, name := range Contenders() {
 			r := Result{Contender: name, PPS: pps[name][i], Sent: Sent{PPS: 2 * pps[name][i]},
 				Noise: Noise{Others: 0.01}}
-			if name == Asavie && i == 2 {
+			if name == AsavieOwn && i == 2 {
 				r.Noise.Others = 0.2 // a build ran meanwhile
 			}
 			if r.PPS == 0 {
@@ -77,11 +80,13 @@ func fakeRounds() []Round {
 func TestSummarize(t *testing.T) {
 	sums, ratios := summarize(Contenders(), fakeRounds())
 	want := map[string][4]float64{ // median, min, max, rounds
-		XDPDrop:  {24e6, 20e6, 26e6, 3},
-		XnicRx:   {10e6, 9e6, 11e6, 3},
-		LibXDP:   {10e6, 10e6, 10e6, 3},
-		Asavie:   {5e6, 4e6, 6e6, 3},
-		AFPacket: {1.5e6, 1e6, 2e6, 2},
+		XDPDrop:     {24e6, 20e6, 26e6, 3},
+		XnicRx:      {10e6, 9e6, 11e6, 3},
+		LibXDPBare:  {10e6, 10e6, 10e6, 3},
+		AsavieOwn:   {5e6, 4e6, 6e6, 3},
+		LibXDPSteer: {8e6, 8e6, 8e6, 3},
+		AsavieSteer: {4e6, 3e6, 5e6, 3},
+		AFPacket:    {1.5e6, 1e6, 2e6, 2},
 	}
 	if len(sums) != len(want) {
 		t.Fatalf("%d summaries, want %d", len(sums), len(want))
@@ -104,27 +109,33 @@ func TestSummarize(t *testing.T) {
 	if sums[3].MaxOthers != 0.2 || sums[1].MaxOthers != 0.01 {
 		t.Errorf("max others: asavie %v, xnic-rx %v", sums[3].MaxOthers, sums[1].MaxOthers)
 	}
-	if sums[4].Failed != 1 {
-		t.Errorf("afpacket failed %d, want 1", sums[4].Failed)
+	if sums[6].Failed != 1 {
+		t.Errorf("afpacket failed %d, want 1", sums[6].Failed)
 	}
-	if len(ratios) != 2 {
-		t.Fatalf("%d ratios, want 2", len(ratios))
+	if len(ratios) != 4 {
+		t.Fatalf("%d ratios, want 4", len(ratios))
 	}
-	if r := ratios[0]; r.Name() != "xnic-rx / asavie" || *r.Value != 2.0 || !r.Met() {
-		t.Errorf("xnic-rx / asavie: %+v value %v", r, *r.Value)
+	if r := ratios[0]; r.Name() != "xnic-rx / libxdp-bare" || *r.Value != 1.0 || !r.Met() {
+		t.Errorf("xnic-rx / libxdp-bare: %+v value %v", r, *r.Value)
 	}
-	if r := ratios[1]; r.Name() != "xnic-rx / libxdp" || *r.Value != 1.0 || !r.Met() {
-		t.Errorf("xnic-rx / libxdp: %+v value %v", r, *r.Value)
+	if r := ratios[1]; r.Name() != "xnic-rx / asavie-own" || *r.Value != 2.0 || !r.Met() {
+		t.Errorf("xnic-rx / asavie-own: %+v value %v", r, *r.Value)
+	}
+	if r := ratios[2]; r.Name() != "libxdp-steer / libxdp-bare" || *r.Value != 0.8 || r.Target != 0 {
+		t.Errorf("steering cost, libxdp: %+v value %v", r, *r.Value)
+	}
+	if r := ratios[3]; r.Name() != "asavie-steer / asavie-own" || *r.Value != 0.8 || r.Target != 0 {
+		t.Errorf("steering cost, asavie: %+v value %v", r, *r.Value)
 	}
 
-	// Without xdp-drop and asavie: no ceiling fraction, one ratio unmeasured.
-	only := []string{XnicRx, LibXDP}
+	// Without xdp-drop and asavie: no ceiling fraction, ratios unmeasured.
+	only := []string{XnicRx, LibXDPBare}
 	sums, ratios = summarize(only, fakeRounds())
 	if len(sums) != 2 || sums[0].OfDrop != nil {
 		t.Errorf("summaries without xdp-drop: %+v", sums)
 	}
-	if ratios[0].Value != nil || ratios[0].Met() || ratios[1].Value == nil {
-		t.Errorf("ratios without asavie: %+v", ratios)
+	if ratios[1].Value != nil || ratios[1].Met() || ratios[0].Value == nil || ratios[2].Value != nil {
+		t.Errorf("ratios without asavie and the steered peers: %+v", ratios)
 	}
 }
 
@@ -149,16 +160,17 @@ func TestRender(t *testing.T) {
 			t.Errorf("markdown lacks a row for %s:\n%s", name, md.String())
 		}
 	}
-	for _, s := range []string{"24.000", "xnic-rx / asavie", "2.00", "(target >= 2.00: met)",
+	for _, s := range []string{"24.000", "xnic-rx / asavie-own", "2.00", "(target >= 1.50: met)",
+		"libxdp-steer / libxdp-bare  0.80  (steering program's cost", "+25 ns per packet",
 		"round 2 afpacket: peer crashed", "2/3", "20.0%",
-		"warning: in 1 of 14 measurements other tasks used more than 5%", "64-byte UDP", "median of 3 rounds of 5s"} {
+		"warning: in 1 of 20 measurements other tasks used more than 5%", "64-byte UDP", "median of 3 rounds of 5s"} {
 		if !strings.Contains(table.String(), s) {
 			t.Errorf("table lacks %q:\n%s", s, table.String())
 		}
 	}
 	for _, s := range []string{"2025-01-02", "Linux 6.18.0", "Test CPU", "2 cores", "64-byte UDP",
-		"| xnic-rx | 10.000 | 9.000 | 11.000 | 41.7% | 20.000 |", "| xnic-rx / libxdp | 1.00 | ≥ 0.95 (met) |",
-		"|---|---:|---:|---:|---:|---:|", "warning: in 1 of 14"} {
+		"| xnic-rx | 10.000 | 9.000 | 11.000 | 41.7% | 20.000 |", "| xnic-rx / libxdp-bare | 1.00 | ≥ 0.95 (met) |",
+		"|---|---:|---:|---:|---:|---:|", "warning: in 1 of 20"} {
 		if !strings.Contains(md.String(), s) {
 			t.Errorf("markdown lacks %q:\n%s", s, md.String())
 		}
@@ -171,10 +183,10 @@ func TestRender(t *testing.T) {
 	if err := json.Unmarshal(js.Bytes(), &back); err != nil {
 		t.Fatalf("JSON does not parse back: %v", err)
 	}
-	if len(back.Rounds) != 3 || len(back.Rounds[1].Results) != 5 || back.Rounds[1].Results[4].Err != "peer crashed" {
+	if len(back.Rounds) != 3 || len(back.Rounds[1].Results) != 7 || back.Rounds[1].Results[6].Err != "peer crashed" {
 		t.Errorf("raw rounds lost in JSON: %+v", back.Rounds)
 	}
-	if *back.Ratios[0].Value != 2.0 || back.Summary[1].Median != 10e6 {
+	if *back.Ratios[1].Value != 2.0 || back.Summary[1].Median != 10e6 || back.Ratios[2].Label == "" {
 		t.Errorf("summary lost in JSON: %+v %+v", back.Summary, back.Ratios)
 	}
 }

@@ -135,7 +135,7 @@ func offloadRxOptions(fs *flag.FlagSet, o offloadbench.Options, peers string, lo
 	}
 	bo.Only = []string{bench.XnicRx}
 	if st, err := os.Stat(filepath.Join(bo.PeersDir, "rxdrop_libxdp")); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
-		bo.Only = append(bo.Only, bench.LibXDP)
+		bo.Only = append(bo.Only, bench.LibXDPSteer)
 	}
 	bo.Log = log
 	if err := bo.Validate(); err != nil {

@@ -4,13 +4,17 @@
 //
 // It receives and drops frames on one interface queue through an AF_XDP
 // socket driven by libxdp's ring helpers (xsk_ring_cons__peek and friends),
-// in batches of 64, busy polling. It never loads an XDP program: it inserts
-// its socket at key=queue into an XSKMAP that someone else pinned (-xskmap),
-// so every AF_XDP peer runs behind the same XDP program.
+// in batches of 64, busy polling. By default it loads no XDP program: it
+// inserts its socket at key=queue into an XSKMAP that someone else pinned
+// (-xskmap), so every AF_XDP peer can run behind the same XDP program. With
+// -bare it loads its own, as an AF_XDP application does: an XSKMAP and a
+// program that only does bpf_redirect_map(&xsks, ctx->rx_queue_index,
+// XDP_PASS), attached in native mode through a bpf_link (libxdp's own
+// loader and dispatcher fail on some kernels, so it is not used).
 //
 // Build: cc -O2 -Wall -o rxdrop_libxdp rxdrop_libxdp.c -lxdp -lbpf
 //
-// Usage: rxdrop_libxdp -iface IF [-queue Q] [-duration 5s] -xskmap PATH [-json]
+// Usage: rxdrop_libxdp -iface IF [-queue Q] [-duration 5s] (-xskmap PATH | -bare) [-json]
 //                      [-frame-size 4096] [-frames 4096] [-rx-size 2048] [-batch 64]
 //
 // It prints "ready" on stderr when the socket is in the map and the
@@ -33,7 +37,9 @@
 #include <unistd.h>
 
 #include <bpf/bpf.h>
+#include <linux/if_link.h>
 #include <linux/if_xdp.h>
+#include <stddef.h>
 #include <xdp/xsk.h>
 
 #define MAX_BATCH 256
@@ -44,6 +50,7 @@ struct options {
 	unsigned int queue;
 	double duration_s;
 	const char *xskmap;
+	bool bare;
 	bool json;
 	unsigned int frame_size;
 	unsigned int num_frames;
@@ -70,7 +77,7 @@ static void on_stop(int sig)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: rxdrop_libxdp -iface IF -xskmap PATH [-queue Q] [-duration D] [-json]\n"
+		"usage: rxdrop_libxdp -iface IF (-xskmap PATH | -bare) [-queue Q] [-duration D] [-json]\n"
 		"                     [-frame-size 2048|4096] [-frames N] [-rx-size N] [-batch N]\n"
 		"  D is a Go-style duration (500ms, 5s, 1m) or plain seconds.\n");
 }
@@ -172,6 +179,10 @@ static int parse_args(int argc, char **argv, struct options *o)
 			usage(stdout);
 			exit(0);
 		}
+		if (strcmp(name, "bare") == 0) {
+			o->bare = !val || strcmp(val, "true") == 0 || strcmp(val, "1") == 0;
+			continue;
+		}
 		if (strcmp(name, "json") == 0) {
 			o->json = !val || strcmp(val, "true") == 0 || strcmp(val, "1") == 0;
 			continue;
@@ -216,8 +227,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 		}
 	}
 
-	if (!o->iface || !o->xskmap) {
-		fprintf(stderr, "parse flags: -iface and -xskmap are required\n");
+	if (!o->iface || (!o->xskmap == !o->bare)) {
+		fprintf(stderr, "parse flags: -iface and one of -xskmap or -bare are required\n");
 		return -1;
 	}
 	if (o->frame_size != 2048 && o->frame_size != 4096) {
@@ -288,6 +299,46 @@ static void rx_loop(struct xsk_socket *xsk, struct xsk_ring_cons *rx,
 	}
 }
 
+// load_bare creates an XSKMAP and the bare redirect program and attaches it
+// to o->iface in native mode through a bpf_link, which goes away with the
+// process. It returns the map's fd, or -1 after printing why.
+static int load_bare(const struct options *o, int *prog_fd, int *link_fd)
+{
+	int map_fd = bpf_map_create(BPF_MAP_TYPE_XSKMAP, "xsks", 4, 4, 64, NULL);
+	if (map_fd < 0) {
+		fprintf(stderr, "create xskmap: %s\n", strerror(errno));
+		return -1;
+	}
+	struct bpf_insn insns[] = {
+		// r2 = ctx->rx_queue_index
+		{ .code = BPF_LDX | BPF_MEM | BPF_W, .dst_reg = BPF_REG_2, .src_reg = BPF_REG_1,
+		  .off = offsetof(struct xdp_md, rx_queue_index) },
+		// r1 = &xsks
+		{ .code = BPF_LD | BPF_DW | BPF_IMM, .dst_reg = BPF_REG_1, .src_reg = BPF_PSEUDO_MAP_FD, .imm = map_fd },
+		{ 0 },
+		// r3 = XDP_PASS: where no socket is registered
+		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_3, .imm = XDP_PASS },
+		{ .code = BPF_JMP | BPF_CALL, .imm = BPF_FUNC_redirect_map },
+		{ .code = BPF_JMP | BPF_EXIT },
+	};
+	*prog_fd = bpf_prog_load(BPF_PROG_TYPE_XDP, "xsk_bare", "GPL", insns,
+				 sizeof(insns) / sizeof(insns[0]), NULL);
+	if (*prog_fd < 0) {
+		fprintf(stderr, "load bare redirect program: %s\n", strerror(errno));
+		close(map_fd);
+		return -1;
+	}
+	unsigned int ifindex = if_nametoindex(o->iface);
+	LIBBPF_OPTS(bpf_link_create_opts, lo, .flags = XDP_FLAGS_DRV_MODE);
+	*link_fd = bpf_link_create(*prog_fd, ifindex, BPF_XDP, &lo);
+	if (*link_fd < 0) {
+		fprintf(stderr, "attach bare redirect program to %s (native): %s\n", o->iface, strerror(errno));
+		close(map_fd);
+		return -1;
+	}
+	return map_fd;
+}
+
 int main(int argc, char **argv)
 {
 	struct options o = {
@@ -311,7 +362,7 @@ int main(int argc, char **argv)
 	struct sigaction sa = { 0 };
 	void *area = MAP_FAILED;
 	size_t area_len;
-	int map_fd = -1, xsk_fd, err, rc = 1;
+	int map_fd = -1, prog_fd = -1, link_fd = -1, xsk_fd, err, rc = 1;
 	bool in_map = false;
 	__u32 idx = 0, key = 0;
 	double start, elapsed, pps;
@@ -411,14 +462,20 @@ int main(int argc, char **argv)
 		xsk_ring_prod__submit(&fq, got);
 	}
 
-	map_fd = bpf_obj_get(o.xskmap);
-	if (map_fd < 0) {
-		fprintf(stderr, "open pinned xskmap %s: %s\n", o.xskmap, strerror(errno));
-		goto out;
+	if (o.bare) {
+		map_fd = load_bare(&o, &prog_fd, &link_fd);
+		if (map_fd < 0)
+			goto out;
+	} else {
+		map_fd = bpf_obj_get(o.xskmap);
+		if (map_fd < 0) {
+			fprintf(stderr, "open pinned xskmap %s: %s\n", o.xskmap, strerror(errno));
+			goto out;
+		}
 	}
 	key = o.queue;
 	if (bpf_map_update_elem(map_fd, &key, &xsk_fd, BPF_ANY) != 0) {
-		fprintf(stderr, "insert xsk into %s at key %u: %s\n", o.xskmap, key, strerror(errno));
+		fprintf(stderr, "insert xsk into %s at key %u: %s\n", o.bare ? "own xskmap" : o.xskmap, key, strerror(errno));
 		goto out;
 	}
 	in_map = true;
@@ -477,9 +534,13 @@ int main(int argc, char **argv)
 
 out:
 	if (in_map && bpf_map_delete_elem(map_fd, &key) != 0 && errno != ENOENT) {
-		fprintf(stderr, "remove xsk from %s at key %u: %s\n", o.xskmap, key, strerror(errno));
+		fprintf(stderr, "remove xsk from %s at key %u: %s\n", o.bare ? "own xskmap" : o.xskmap, key, strerror(errno));
 		rc = 1;
 	}
+	if (link_fd >= 0)
+		close(link_fd); // detaches the bare program
+	if (prog_fd >= 0)
+		close(prog_fd);
 	if (map_fd >= 0)
 		close(map_fd);
 	if (xsk)

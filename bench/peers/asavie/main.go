@@ -2,14 +2,18 @@
 // receive-and-drop loop of github.com/asavie/xdp v0.3.3, written the way the
 // library documents it (Fill(GetDescs(NumFreeFillSlots())), Poll, Receive).
 //
-// It loads no XDP program. It creates the library's socket and inserts its fd
-// at key=queue into an XSKMAP pinned by someone else (-xskmap), removing it
-// on exit, so it runs behind the same XDP program as the other AF_XDP peers.
+// By default it loads no XDP program: it creates the library's socket and
+// inserts its fd at key=queue into an XSKMAP pinned by someone else
+// (-xskmap), removing it on exit, so it runs behind the same XDP program as
+// the other AF_XDP peers. With -own-prog it runs as the library's users run
+// it: the library's own program (xdp.NewProgram), attached to the interface,
+// with the socket registered in it.
 //
-// Usage: asavie -iface IF -xskmap PATH [-queue Q] [-duration 5s] [-json] [-busy]
+// Usage: asavie -iface IF (-xskmap PATH | -own-prog) [-queue Q] [-duration 5s] [-json] [-busy]
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -63,7 +67,8 @@ func run() error {
 			RxRingNumDescs:         2048,
 			TxRingNumDescs:         0,
 		}
-		busy bool
+		busy    bool
+		ownProg bool
 	)
 	fs := flag.NewFlagSet("asavie", flag.ContinueOnError)
 	f.Register(fs, true)
@@ -72,10 +77,14 @@ func run() error {
 	fs.IntVar(&opts.RxRingNumDescs, "rx-size", opts.RxRingNumDescs, "rx ring entries")
 	fs.IntVar(&opts.FillRingNumDescs, "fill-size", opts.FillRingNumDescs, "fill ring entries")
 	fs.BoolVar(&busy, "busy", false, "spin on NumReceived instead of Poll (not the documented pattern)")
+	fs.BoolVar(&ownProg, "own-prog", false, "load and attach the library's own XDP program instead of using -xskmap")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return fmt.Errorf("parse flags: %w", err)
 	}
-	if err := f.Validate(true); err != nil {
+	if ownProg && f.XSKMap != "" {
+		return fmt.Errorf("parse flags: -own-prog and -xskmap exclude each other")
+	}
+	if err := f.Validate(!ownProg); err != nil {
 		return err
 	}
 	ifc, err := net.InterfaceByName(f.Iface)
@@ -95,8 +104,12 @@ func run() error {
 	// Give the kernel frames before XDP can redirect here; the loop below
 	// tops the fill ring up at the start of every round, as documented.
 	xsk.Fill(xsk.GetDescs(xsk.NumFreeFillSlots()))
-	entry, err := peer.InsertXSK(f.XSKMap, f.Queue, xsk.FD())
-	if err != nil {
+	var entry interface{ Remove() error }
+	if ownProg {
+		if entry, err = attachOwnProgram(ifc.Index, f.Queue, xsk.FD()); err != nil {
+			return err
+		}
+	} else if entry, err = peer.InsertXSK(f.XSKMap, f.Queue, xsk.FD()); err != nil {
 		return err
 	}
 
@@ -148,4 +161,37 @@ func run() error {
 		},
 	}
 	return r.Write(os.Stdout, f.JSON)
+}
+
+// ownProgram is the library's XDP program on an interface with our socket
+// registered; Remove undoes all of it.
+type ownProgram struct {
+	prog    *xdp.Program
+	ifindex int
+}
+
+// attachOwnProgram loads the library's program, attaches it to ifindex and
+// registers fd for queue, as the library's examples do.
+func attachOwnProgram(ifindex, queue, fd int) (*ownProgram, error) {
+	prog, err := xdp.NewProgram(queue + 1)
+	if err != nil {
+		return nil, fmt.Errorf("load the library's xdp program: %w", err)
+	}
+	if err := prog.Attach(ifindex); err != nil {
+		prog.Close()
+		return nil, fmt.Errorf("attach the library's xdp program: %w", err)
+	}
+	if err := prog.Register(queue, fd); err != nil {
+		prog.Detach(ifindex)
+		prog.Close()
+		return nil, fmt.Errorf("register xsk in the library's program: %w", err)
+	}
+	return &ownProgram{prog: prog, ifindex: ifindex}, nil
+}
+
+// Remove detaches and frees the program. It does not call the library's
+// Unregister, which deletes from an array map and so always fails with
+// EINVAL; closing the program frees its maps with the socket's entry.
+func (o *ownProgram) Remove() error {
+	return errors.Join(o.prog.Detach(o.ifindex), o.prog.Close())
 }

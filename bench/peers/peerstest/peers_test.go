@@ -22,6 +22,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -412,4 +413,33 @@ func (r *redirect) hits(t *testing.T) [2]uint64 {
 		}
 	}
 	return out
+}
+
+// TestPeersOwnProgram runs the AF_XDP peers as their users run them, each on
+// the XDP program it loads itself (rxdrop_libxdp -bare, asavie -own-prog):
+// every frame sent reaches the peer, and the program is gone once it exits.
+func TestPeersOwnProgram(t *testing.T) {
+	labtest.RequireRoot(t, "creates a netns, a veth pair and AF_XDP sockets; the peers load XDP programs")
+	bin := t.TempDir()
+	buildPeers(t, bin)
+	for _, p := range []struct{ name, bin, flag string }{
+		{"libxdp", "rxdrop_libxdp", "-bare"},
+		{"asavie", "asavie", "-own-prog"},
+	} {
+		t.Run(p.name, func(t *testing.T) {
+			lab := newVethLab(t)
+			args := []string{p.flag, "-iface", lab.host, "-queue", "0", "-duration", peerDuration.String(), "-json"}
+			res := runPeer(t, filepath.Join(bin, p.bin), args, func() int { return lab.send(t, framesToSend) })
+			if packets, _ := res["packets"].(float64); packets != framesToSend {
+				t.Errorf("packets = %v, want exactly %d: the peer's own program did not steer every frame to it", res["packets"], framesToSend)
+			}
+			link, err := netlink.LinkByName(lab.host)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if x := link.Attrs().Xdp; x != nil && x.Attached {
+				t.Errorf("an XDP program is still attached to %s after %s exited", lab.host, p.bin)
+			}
+		})
+	}
 }
