@@ -114,12 +114,12 @@ type Summary struct {
 // Ratio is one of the project's targets, Num's median over Den's, or with
 // Target 0 a figure the report shows without a target.
 type Ratio struct {
-	Num    string   `json:"num"`
-	Den    string   `json:"den"`
-	Target float64  `json:"target"` // 0: no target
+	Num    string  `json:"num"`
+	Den    string  `json:"den"`
+	Target float64 `json:"target"` // 0: no target
 	// What the ratio shows, for lines that are not targets.
-	Label string `json:"label,omitempty"`
-	Value  *float64 `json:"value,omitempty"` // nil when either side is missing
+	Label string   `json:"label,omitempty"`
+	Value *float64 `json:"value,omitempty"` // nil when either side is missing
 }
 
 // Met reports whether the ratio was measured and reaches its target.
