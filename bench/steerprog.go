@@ -22,14 +22,14 @@ import (
 
 // The cases of `xnic bench steer-prog`, in report order.
 const (
-	SteerBare       = "bare"                  // bpf_redirect_map(&xsks, rx_queue_index, XDP_PASS) and nothing else
-	SteerCatchAll   = "catch-all"             // xnic_steer, the two catch-all rules only
-	SteerRule1      = "1 rule"                // one /32 UDP rule on the frame's destination
-	SteerRules100   = "100 rules"             //
-	SteerRules10k   = "10k rules"             //
-	SteerFlows100k  = "10k rules, 100k flows" // and 100k installed exact flows, the frame's among them
-	SteerIPv6       = "1 rule, IPv6"          // one /128 rule, an IPv6 frame
-	SteerVLAN       = "1 rule, VLAN"          // one rule, the frame 802.1Q-tagged
+	SteerBare       = "bare"                 // bpf_redirect_map(&xsks, rx_queue_index, XDP_PASS) and nothing else
+	SteerCatchAll   = "catch-all"            // xnic_steer, the two catch-all rules only
+	SteerRule1      = "rules-1"              // one /32 UDP rule on the frame's destination
+	SteerRules100   = "rules-100"            //
+	SteerRules10k   = "rules-10k"            //
+	SteerFlows100k  = "rules-10k-flows-100k" // and 100k installed exact flows, the frame's among them
+	SteerIPv6       = "ipv6-rules-1"         // one /128 rule, an IPv6 frame
+	SteerVLAN       = "vlan-rules-1"         // one rule, the frame 802.1Q-tagged
 	steerProgFlows  = 100_000
 	steerProgRules  = 10_000
 	steerProgMedium = 100

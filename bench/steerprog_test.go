@@ -38,7 +38,7 @@ func TestSteerProg(t *testing.T) {
 		}
 	}
 	var tbl, js bytes.Buffer
-	if err := rep.WriteTable(&tbl); err != nil || !strings.Contains(tbl.String(), "10k rules, 100k flows") {
+	if err := rep.WriteTable(&tbl); err != nil || !strings.Contains(tbl.String(), "rules-10k-flows-100k") {
 		t.Errorf("table: %v\n%s", err, tbl.String())
 	}
 	var back SteerProgReport
