@@ -2,8 +2,8 @@
 // gives typed access to their maps.
 //
 // The programs are written in C (steer.bpf.c, drop.bpf.c, gen.bpf.c,
-// testprogs.bpf.c, sharing include/parse.h) and compiled by bpf2go (see
-// gen.go); the generated *_bpfel.go and *_bpfel.o files are committed.
+// sharing include/parse.h) and compiled by bpf2go (see gen.go); the
+// generated *_bpfel.go and *_bpfel.o files are committed.
 //
 //   - [Steer] (xnic_steer, version 2) is the receive steering program. It
 //     parses every frame once (include/parse.h, the C twin of flows.Parse,
@@ -25,8 +25,10 @@
 //     veth deliver live-frames traffic to kernel sockets.
 //   - [Gen] (xnic_gen) is the live-frames traffic generator, run through
 //     BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES by a [LiveRunner].
-//   - testprogs.bpf.c holds programs for the tests and benchmarks only: the
-//     parser writing its result into a map, and steer version 1's raw path.
+//
+// Programs for the tests and benchmarks only (the parser writing its result
+// into a map, steer version 1's raw path) live apart, in package
+// bpf/bpftest, built from the same include/parse.h.
 //
 // Lifecycle: Load* creates the maps and programs, Attach links a program to
 // an interface through a bpf_link (so a crashed process never leaves it

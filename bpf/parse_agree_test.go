@@ -7,12 +7,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/xnic/xnic/bpf/bpftest"
 	"github.com/xnic/xnic/flows"
 )
 
 // parseDiff compares the C parser's result with flows.Parse's and describes
 // every difference ("" when they agree).
-func parseDiff(frame []byte, c testprogsXnicPkt, p *flows.Packet) string {
+func parseDiff(frame []byte, c bpftest.TestprogsXnicPkt, p *flows.Packet) string {
 	var d []string
 	diff := func(field string, got, want any) {
 		if fmt.Sprint(got) != fmt.Sprint(want) {

@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/xnic/xnic/bpf/bpftest"
 	"github.com/xnic/xnic/engine/lab/labtest"
 	"github.com/xnic/xnic/flows"
 )
@@ -163,13 +164,14 @@ func asU64s[T any](p *T) []uint64 {
 	return unsafe.Slice((*uint64)(unsafe.Pointer(p)), unsafe.Sizeof(*p)/8)
 }
 
-// testprogs loads testprogs.bpf.c (xnic_parse_check and xnic_raw).
-func loadTestprogsT(t testing.TB) *testprogsObjects {
+// loadTestprogsT loads bpftest's testprogs.bpf.c (xnic_parse_check and
+// xnic_raw).
+func loadTestprogsT(t testing.TB) *bpftest.TestprogsObjects {
 	t.Helper()
 	labtest.RequireRoot(t, "load the test programs")
 	removeMemlock()
-	var objs testprogsObjects
-	if err := loadTestprogsObjects(&objs, nil); err != nil {
+	var objs bpftest.TestprogsObjects
+	if err := bpftest.LoadTestprogsObjects(&objs, nil); err != nil {
 		t.Fatalf("load testprogs: %+v", err)
 	}
 	t.Cleanup(func() { objs.Close() })
@@ -178,12 +180,12 @@ func loadTestprogsT(t testing.TB) *testprogsObjects {
 
 // cParse runs xnic_parse_check over frame and returns what the C parser
 // found.
-func cParse(t testing.TB, objs *testprogsObjects, frame []byte) testprogsXnicPkt {
+func cParse(t testing.TB, objs *bpftest.TestprogsObjects, frame []byte) bpftest.TestprogsXnicPkt {
 	t.Helper()
 	if ret := runProg(t, objs.XnicParseCheck, frame); ret != xdpPass {
 		t.Fatalf("xnic_parse_check returned %d", ret)
 	}
-	var out testprogsXnicPkt
+	var out bpftest.TestprogsXnicPkt
 	if err := objs.ParseResult.Lookup(uint32(0), &out); err != nil {
 		t.Fatalf("read parse_result: %v", err)
 	}

@@ -3,16 +3,16 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * testprogs.bpf.c: programs for the bpf package's tests and benchmarks,
- * built from the same include/parse.h as xnic_steer.
+ * built from the same bpf/include/parse.h as xnic_steer.
  *
  *   xnic_parse_check parses the frame and stores the struct xnic_pkt in
  *                    parse_result[0], then returns XDP_PASS: the tests
  *                    compare it with flows.Parse, field by field.
  *   xnic_raw         is steer version 1's data path on the v2 parser: every
- *                    well-formed IP frame goes to xsks[rx queue], without a
+ *                    well-formed IP frame goes to raw_xsks[rx queue], without a
  *                    flow or rule lookup. The benchmarks' baseline.
  */
-#include "include/parse.h"
+#include "../include/parse.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
