@@ -55,6 +55,7 @@ bench: need build
 	bench/steering.sh $(XNIC) 3 4
 	for n in 16 1000 100000 1000000; do $(XNIC) bench --only xnic-rx,xnic-pipe-w1,xnic-pipe-w64 --rounds 3 --duration 3s --flows $$n --pipe-cache 64 --peers $(BIN) || exit 1; done
 	$(XNIC) bench conns --svg $(BIN)/conns.svg --markdown
+	$(XNIC) bench steer-prog --rounds 5
 	$(XNIC) bench offload --rounds 5 --duration 2s --peers $(BIN) --markdown
 	$(XNIC) bench tcp --rounds 3 --duration 5s --markdown
 
