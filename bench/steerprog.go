@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -67,20 +68,11 @@ func (o SteerProgOptions) Validate() error {
 		return &OptionError{Field: "repeat", Msg: fmt.Sprintf("must be 1..%d, got %d", 1<<30, o.Repeat)}
 	}
 	for _, n := range o.Only {
-		if !contains(SteerProgCases(), n) {
+		if !slices.Contains(SteerProgCases(), n) {
 			return &OptionError{Field: "only", Msg: fmt.Sprintf("no case %q (cases: %s)", n, strings.Join(SteerProgCases(), ", "))}
 		}
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // SteerProgRow is one case over its rounds.
@@ -189,7 +181,7 @@ func steerProgCase(name string, o SteerProgOptions, sock int) (SteerProgRow, err
 		if ret != 4 { // XDP_REDIRECT: every case must take the redirect path it claims to measure
 			return row, fmt.Errorf("the program returned %s, not XDP_REDIRECT: the case does not measure a steered frame", row.Verdict)
 		}
-		row.Rounds = append(row.Rounds, float64(per.Nanoseconds())+float64(per%time.Nanosecond))
+		row.Rounds = append(row.Rounds, float64(per.Nanoseconds())) // the kernel reports whole ns per run
 	}
 	row.Median = stat.Median(row.Rounds)
 	row.Min, row.Max = row.Rounds[0], row.Rounds[0]
