@@ -7,7 +7,7 @@
 //
 //   - [Steer] (xnic_steer, version 2) is the receive steering program. It
 //     parses every frame once (include/parse.h, the C twin of flows.Parse,
-//     checked against it over flows.Corpus), drops malformed frames counted
+//     checked against it over corpus.Frames), drops malformed frames counted
 //     by reason, and matches the rest to a [Slot] (guest, class): first the
 //     exact flow table ([Steer.InstallFlow]; IPv4 flows in a lock-free
 //     array of cache-line buckets written through mmap, see fastflows.go,

@@ -9,6 +9,7 @@ import (
 
 	"github.com/xnic/xnic/bpf/bpftest"
 	"github.com/xnic/xnic/flows"
+	"github.com/xnic/xnic/flows/corpus"
 )
 
 // parseDiff compares the C parser's result with flows.Parse's and describes
@@ -59,18 +60,18 @@ func parseDiff(frame []byte, c bpftest.TestprogsXnicPkt, p *flows.Packet) string
 	return strings.Join(d, "; ")
 }
 
-// TestParseAgreesWithGo runs every frame of flows.Corpus() through the C
+// TestParseAgreesWithGo runs every frame of corpus.Frames() through the C
 // parser (xnic_parse_check, built from include/parse.h like xnic_steer)
 // and through flows.Parse, and requires the same reason, family, protocol,
 // ports, VLAN, addresses and offsets.
 func TestParseAgreesWithGo(t *testing.T) {
 	objs := loadTestprogsT(t)
-	corpus := flows.Corpus()
-	if len(corpus) < 40 {
-		t.Fatalf("flows.Corpus() has %d frames, want at least 40", len(corpus))
+	frames := corpus.Frames()
+	if len(frames) < 40 {
+		t.Fatalf("corpus.Frames() has %d frames, want at least 40", len(frames))
 	}
 	reasons := map[flows.Reason]int{}
-	for _, cf := range corpus {
+	for _, cf := range frames {
 		var p flows.Packet
 		flows.Parse(cf.Frame, &p)
 		if p.Reason != cf.Reason || p.Key.Family != cf.Family || p.Key.Proto != cf.Proto ||
@@ -99,7 +100,7 @@ func TestParseAgreesWithGo(t *testing.T) {
 // differential fuzz (FuzzParseAgreement explores further).
 func TestParseAgreesOnMutations(t *testing.T) {
 	objs := loadTestprogsT(t)
-	corpus := flows.Corpus()
+	frames := corpus.Frames()
 	rng := rand.New(rand.NewPCG(1, 2))
 	n := 20000
 	if testing.Short() {
@@ -107,7 +108,7 @@ func TestParseAgreesOnMutations(t *testing.T) {
 	}
 	fails := 0
 	for i := 0; i < n && fails < 10; i++ {
-		frame := mutate(rng, corpus[rng.IntN(len(corpus))].Frame)
+		frame := mutate(rng, frames[rng.IntN(len(frames))].Frame)
 		if len(frame) < flows.EthernetLen {
 			continue
 		}
@@ -147,9 +148,9 @@ func mutate(rng *rand.Rand, frame []byte) []byte {
 }
 
 // FuzzParseAgreement: the C parser (through BPF_PROG_RUN) and flows.Parse
-// agree on any frame. Needs root; the seed corpus is flows.Corpus().
+// agree on any frame. Needs root; the seed corpus is corpus.Frames().
 func FuzzParseAgreement(f *testing.F) {
-	for _, cf := range flows.Corpus() {
+	for _, cf := range corpus.Frames() {
 		f.Add(cf.Frame)
 	}
 	objs := loadTestprogsT(f)
@@ -176,7 +177,7 @@ func TestSteerCorpus(t *testing.T) {
 	if _, err := s.AddCatchAll(0, 0); err != nil {
 		t.Fatal(err)
 	}
-	for _, cf := range flows.Corpus() {
+	for _, cf := range corpus.Frames() {
 		if len(cf.Frame) < flows.EthernetLen {
 			continue
 		}

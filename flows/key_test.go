@@ -1,25 +1,28 @@
-package flows
+package flows_test
 
 import (
 	"math/rand/v2"
 	"net/netip"
 	"testing"
+
+	"github.com/xnic/xnic/flows"
+	"github.com/xnic/xnic/flows/corpus"
 )
 
 // randomKey is a random IPv4 or IPv6 TCP/UDP key, drawn from r.
-func randomKey(r *rand.Rand) Key {
-	var k Key
+func randomKey(r *rand.Rand) flows.Key {
+	var k flows.Key
 	if r.IntN(2) == 0 {
 		k.Family = 4
-		k.Src = MapIPv4([4]byte{198, 18 + byte(r.IntN(2)), byte(r.Uint32()), byte(r.Uint32())})
-		k.Dst = MapIPv4([4]byte{198, 18 + byte(r.IntN(2)), byte(r.Uint32()), byte(r.Uint32())})
+		k.Src = flows.MapIPv4([4]byte{198, 18 + byte(r.IntN(2)), byte(r.Uint32()), byte(r.Uint32())})
+		k.Dst = flows.MapIPv4([4]byte{198, 18 + byte(r.IntN(2)), byte(r.Uint32()), byte(r.Uint32())})
 	} else {
 		k.Family = 6
 		for i := range k.Src {
 			k.Src[i], k.Dst[i] = byte(r.Uint32()), byte(r.Uint32())
 		}
 	}
-	k.Proto = []uint8{ProtoTCP, ProtoUDP}[r.IntN(2)]
+	k.Proto = []uint8{flows.ProtoTCP, flows.ProtoUDP}[r.IntN(2)]
 	k.SrcPort, k.DstPort = uint16(r.Uint32()), uint16(r.Uint32())
 	if r.IntN(4) == 0 {
 		k.VLAN = uint16(r.IntN(4095) + 1)
@@ -28,12 +31,12 @@ func randomKey(r *rand.Rand) Key {
 }
 
 func TestKeyReverse(t *testing.T) {
-	k := Key{
-		Src: MapIPv4([4]byte{198, 18, 0, 1}), Dst: MapIPv4([4]byte{198, 18, 0, 2}),
-		SrcPort: 1234, DstPort: 80, Proto: ProtoTCP, Family: 4, VLAN: 7,
+	k := flows.Key{
+		Src: flows.MapIPv4([4]byte{198, 18, 0, 1}), Dst: flows.MapIPv4([4]byte{198, 18, 0, 2}),
+		SrcPort: 1234, DstPort: 80, Proto: flows.ProtoTCP, Family: 4, VLAN: 7,
 	}
 	r := k.Reverse()
-	want := Key{Src: k.Dst, Dst: k.Src, SrcPort: 80, DstPort: 1234, Proto: ProtoTCP, Family: 4, VLAN: 7}
+	want := flows.Key{Src: k.Dst, Dst: k.Src, SrcPort: 80, DstPort: 1234, Proto: flows.ProtoTCP, Family: 4, VLAN: 7}
 	if r != want {
 		t.Errorf("Reverse = %+v, want %+v", r, want)
 	}
@@ -43,18 +46,18 @@ func TestKeyReverse(t *testing.T) {
 }
 
 // TestKeyFromParse checks that the two directions of one flow, as parsed
-// from frames, give reversed keys and one symmetric hash.
+// from the corpus, give reversed keys and one symmetric hash.
 func TestKeyFromParse(t *testing.T) {
-	fwd := cV4{proto: ProtoTCP}.bytes(cTCP(40000, 443, TCPFlagSYN, nil, nil))
+	fwd := corpus.V4{Proto: flows.ProtoTCP}.Bytes(corpus.TCP(40000, 443, flows.TCPFlagSYN, nil, nil))
 	rev := append([]byte(nil), fwd...)
 	copy(rev[12:16], fwd[16:20])
 	copy(rev[16:20], fwd[12:16])
 	copy(rev[20:22], fwd[22:24])
 	copy(rev[22:24], fwd[20:22])
-	var a, b Packet
-	Parse(append(cEth(EtherTypeIPv4), fwd...), &a)
-	Parse(append(cEth(EtherTypeIPv4), rev...), &b)
-	if a.Reason != ReasonOK || b.Reason != ReasonOK {
+	var a, b flows.Packet
+	flows.Parse(append(corpus.Eth(flows.EtherTypeIPv4), fwd...), &a)
+	flows.Parse(append(corpus.Eth(flows.EtherTypeIPv4), rev...), &b)
+	if a.Reason != flows.ReasonOK || b.Reason != flows.ReasonOK {
 		t.Fatalf("reasons %s, %s", a.Reason, b.Reason)
 	}
 	if a.Key.Reverse() != b.Key {
@@ -98,15 +101,15 @@ func TestKeyHashes(t *testing.T) {
 
 	// Every field feeds both hashes.
 	base := randomKey(r)
-	for name, mut := range map[string]func(*Key){
-		"src":     func(k *Key) { k.Src[3] ^= 1 },
-		"dst":     func(k *Key) { k.Dst[15] ^= 0x80 },
-		"sport":   func(k *Key) { k.SrcPort ^= 1 },
-		"dport":   func(k *Key) { k.DstPort ^= 0x100 },
-		"proto":   func(k *Key) { k.Proto ^= 1 },
-		"family":  func(k *Key) { k.Family ^= 2 },
-		"vlan":    func(k *Key) { k.VLAN ^= 1 },
-		"swapped": func(k *Key) { k.SrcPort, k.DstPort = k.DstPort, k.SrcPort },
+	for name, mut := range map[string]func(*flows.Key){
+		"src":     func(k *flows.Key) { k.Src[3] ^= 1 },
+		"dst":     func(k *flows.Key) { k.Dst[15] ^= 0x80 },
+		"sport":   func(k *flows.Key) { k.SrcPort ^= 1 },
+		"dport":   func(k *flows.Key) { k.DstPort ^= 0x100 },
+		"proto":   func(k *flows.Key) { k.Proto ^= 1 },
+		"family":  func(k *flows.Key) { k.Family ^= 2 },
+		"vlan":    func(k *flows.Key) { k.VLAN ^= 1 },
+		"swapped": func(k *flows.Key) { k.SrcPort, k.DstPort = k.DstPort, k.SrcPort },
 	} {
 		m := base
 		mut(&m)
@@ -131,15 +134,15 @@ func TestKeyHashDistribution(t *testing.T) {
 		minLoad = mean / 2
 	)
 	r := rand.New(rand.NewPCG(3, 4))
-	random := func(i int) Key { return randomKey(r) }
-	structured := func(i int) Key {
-		return Key{
-			Src: MapIPv4([4]byte{198, 18, 1, byte(i >> 16)}), Dst: MapIPv4([4]byte{198, 18, 0, 1}),
-			SrcPort: uint16(i), DstPort: 5201, Proto: ProtoUDP, Family: 4,
+	random := func(i int) flows.Key { return randomKey(r) }
+	structured := func(i int) flows.Key {
+		return flows.Key{
+			Src: flows.MapIPv4([4]byte{198, 18, 1, byte(i >> 16)}), Dst: flows.MapIPv4([4]byte{198, 18, 0, 1}),
+			SrcPort: uint16(i), DstPort: 5201, Proto: flows.ProtoUDP, Family: 4,
 		}
 	}
-	structured6 := func(i int) Key {
-		k := Key{SrcPort: 443, DstPort: uint16(i), Proto: ProtoTCP, Family: 6}
+	structured6 := func(i int) flows.Key {
+		k := flows.Key{SrcPort: 443, DstPort: uint16(i), Proto: flows.ProtoTCP, Family: 6}
 		k.Src = netip.MustParseAddr("2001:2::1").As16()
 		k.Dst = netip.MustParseAddr("2001:2::2").As16()
 		k.Dst[14] = byte(i >> 16)
@@ -147,12 +150,12 @@ func TestKeyHashDistribution(t *testing.T) {
 	}
 	for _, gen := range []struct {
 		name string
-		key  func(int) Key
+		key  func(int) flows.Key
 	}{{"random", random}, {"ipv4-ports", structured}, {"ipv6-ports", structured6}} {
 		for _, h := range []struct {
 			name string
-			hash func(*Key) uint64
-		}{{"Hash", (*Key).Hash}, {"SymmetricHash", (*Key).SymmetricHash}} {
+			hash func(*flows.Key) uint64
+		}{{"Hash", (*flows.Key).Hash}, {"SymmetricHash", (*flows.Key).SymmetricHash}} {
 			var low, high [buckets]int
 			for i := range n {
 				k := gen.key(i)
@@ -178,8 +181,8 @@ func TestKeyHashDistribution(t *testing.T) {
 
 func TestKeyAsMapKey(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
-	m := map[Key]int{}
-	keys := make([]Key, 1000)
+	m := map[flows.Key]int{}
+	keys := make([]flows.Key, 1000)
 	for i := range keys {
 		keys[i] = randomKey(r)
 		m[keys[i]] = i
@@ -194,10 +197,10 @@ func TestKeyAsMapKey(t *testing.T) {
 		}
 	}
 	// Keys parsed from two copies of one frame are the same map key.
-	var a, b Packet
-	Parse(corpusFrame(t, "qinq-9100-ipv6-udp"), &a)
-	Parse(corpusFrame(t, "qinq-9100-ipv6-udp"), &b)
-	m2 := map[Key]bool{a.Key: true}
+	var a, b flows.Packet
+	flows.Parse(corpusFrame(t, "qinq-9100-ipv6-udp"), &a)
+	flows.Parse(corpusFrame(t, "qinq-9100-ipv6-udp"), &b)
+	m2 := map[flows.Key]bool{a.Key: true}
 	if !m2[b.Key] {
 		t.Error("parsed keys of the same frame differ as map keys")
 	}
@@ -216,8 +219,8 @@ func TestKeyString(t *testing.T) {
 		{"ipv4-gre", "proto 47 198.18.0.2:0 -> 198.18.0.1:0"},
 	}
 	for _, tt := range tests {
-		var p Packet
-		Parse(corpusFrame(t, tt.frame), &p)
+		var p flows.Packet
+		flows.Parse(corpusFrame(t, tt.frame), &p)
 		if got := p.Key.String(); got != tt.want {
 			t.Errorf("%s: String() = %q, want %q", tt.frame, got, tt.want)
 		}
@@ -225,12 +228,12 @@ func TestKeyString(t *testing.T) {
 }
 
 func TestKeyAddrs(t *testing.T) {
-	var p Packet
-	Parse(corpusFrame(t, "ipv4-udp"), &p)
+	var p flows.Packet
+	flows.Parse(corpusFrame(t, "ipv4-udp"), &p)
 	if p.Key.SrcAddr() != netip.MustParseAddr("198.18.0.2") || !p.Key.DstAddr().Is4() {
 		t.Errorf("ipv4 addrs %s -> %s", p.Key.SrcAddr(), p.Key.DstAddr())
 	}
-	Parse(corpusFrame(t, "ipv6-udp"), &p)
+	flows.Parse(corpusFrame(t, "ipv6-udp"), &p)
 	if p.Key.DstAddr() != netip.MustParseAddr("2001:2::1") {
 		t.Errorf("ipv6 dst %s", p.Key.DstAddr())
 	}

@@ -1,6 +1,11 @@
-package flows
+package flows_test
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/xnic/xnic/flows"
+	"github.com/xnic/xnic/flows/corpus"
+)
 
 // BenchmarkParse parses one frame kind per sub-benchmark; ns/op is ns per
 // packet.
@@ -17,13 +22,13 @@ func BenchmarkParse(b *testing.B) {
 	}
 	for _, f := range frames {
 		b.Run(f.name, func(b *testing.B) {
-			var p Packet
+			var p flows.Packet
 			b.ReportAllocs()
 			b.SetBytes(int64(len(f.frame)))
 			for b.Loop() {
-				Parse(f.frame, &p)
+				flows.Parse(f.frame, &p)
 			}
-			if p.Reason != ReasonOK {
+			if p.Reason != flows.ReasonOK {
 				b.Fatalf("reason %s", p.Reason)
 			}
 		})
@@ -33,13 +38,13 @@ func BenchmarkParse(b *testing.B) {
 // BenchmarkParseMix parses the whole corpus round robin, so the branch
 // predictor sees every kind of frame.
 func BenchmarkParseMix(b *testing.B) {
-	corpus := Corpus()
-	var p Packet
+	frames := corpus.Frames()
+	var p flows.Packet
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		Parse(corpus[i].Frame, &p)
-		if i++; i == len(corpus) {
+		flows.Parse(frames[i].Frame, &p)
+		if i++; i == len(frames) {
 			i = 0
 		}
 	}
@@ -49,11 +54,11 @@ func BenchmarkParseMix(b *testing.B) {
 // symmetric flow hash.
 func BenchmarkParseHash(b *testing.B) {
 	frame := corpusFrame(b, "ipv4-udp")
-	var p Packet
+	var p flows.Packet
 	var sink uint64
 	b.ReportAllocs()
 	for b.Loop() {
-		Parse(frame, &p)
+		flows.Parse(frame, &p)
 		sink += p.Key.SymmetricHash()
 	}
 	_ = sink

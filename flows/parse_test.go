@@ -1,15 +1,18 @@
-package flows
+package flows_test
 
 import (
 	"bytes"
 	"encoding/binary"
 	"testing"
+
+	"github.com/xnic/xnic/flows"
+	"github.com/xnic/xnic/flows/corpus"
 )
 
 // corpusFrame returns the corpus frame with the given name.
 func corpusFrame(t testing.TB, name string) []byte {
 	t.Helper()
-	for _, c := range Corpus() {
+	for _, c := range corpus.Frames() {
 		if c.Name == name {
 			return c.Frame
 		}
@@ -19,45 +22,45 @@ func corpusFrame(t testing.TB, name string) []byte {
 }
 
 func TestCorpusShape(t *testing.T) {
-	corpus := Corpus()
-	if len(corpus) < 40 {
-		t.Errorf("corpus has %d frames, want at least 40", len(corpus))
+	frames := corpus.Frames()
+	if len(frames) < 40 {
+		t.Errorf("corpus has %d frames, want at least 40", len(frames))
 	}
 	names := map[string]bool{}
-	var reasons [NumReasons]int
-	for _, c := range corpus {
+	var reasons [flows.NumReasons]int
+	for _, c := range frames {
 		if names[c.Name] {
 			t.Errorf("duplicate corpus name %q", c.Name)
 		}
 		names[c.Name] = true
 		reasons[c.Reason]++
-		if len(c.Frame) > 1500+EthernetLen+2*VLANLen {
+		if len(c.Frame) > 1500+flows.EthernetLen+2*flows.VLANLen {
 			t.Errorf("%s: %d bytes, longer than an MTU frame", c.Name, len(c.Frame))
 		}
 	}
 	for r, n := range reasons {
 		if n == 0 {
-			t.Errorf("no corpus frame for reason %s", Reason(r))
+			t.Errorf("no corpus frame for reason %s", flows.Reason(r))
 		}
 	}
 	// Deterministic: two calls give the same bytes, and fresh slices.
-	again := Corpus()
-	for i := range corpus {
-		if !bytes.Equal(corpus[i].Frame, again[i].Frame) {
-			t.Errorf("%s: frame differs between calls", corpus[i].Name)
+	again := corpus.Frames()
+	for i := range frames {
+		if !bytes.Equal(frames[i].Frame, again[i].Frame) {
+			t.Errorf("%s: frame differs between calls", frames[i].Name)
 		}
 	}
-	corpus[0].Frame[0] ^= 0xff
-	if corpus[0].Frame[0] == again[0].Frame[0] {
+	frames[0].Frame[0] ^= 0xff
+	if frames[0].Frame[0] == again[0].Frame[0] {
 		t.Error("Corpus shares frame memory between calls")
 	}
 }
 
 func TestParseCorpus(t *testing.T) {
-	for _, c := range Corpus() {
+	for _, c := range corpus.Frames() {
 		t.Run(c.Name, func(t *testing.T) {
-			var p Packet
-			Parse(c.Frame, &p)
+			var p flows.Packet
+			flows.Parse(c.Frame, &p)
 			checkInvariants(t, c.Frame, &p)
 			if p.Reason != c.Reason {
 				t.Errorf("reason %s, want %s", p.Reason, c.Reason)
@@ -98,66 +101,66 @@ func TestParseDetails(t *testing.T) {
 		payOff, payLen        uint16
 		tcpFlags              uint8
 	}
-	const e = EthernetLen
+	const e = flows.EthernetLen
 	udpPay := uint16(len("xnic corpus udp payload"))
 	tcpPay := uint16(len("xnic corpus tcp payload, a bit longer than the udp one"))
 	tests := []struct {
 		name string
 		w    want
 	}{
-		{"ipv4-udp", want{etherType: EtherTypeIPv4, l3Off: e, l3Len: 20, ipLen: 20 + 8 + udpPay, ttl: 64,
+		{"ipv4-udp", want{etherType: flows.EtherTypeIPv4, l3Off: e, l3Len: 20, ipLen: 20 + 8 + udpPay, ttl: 64,
 			l4Off: e + 20, l4Len: 8, payOff: e + 28, payLen: udpPay}},
-		{"ipv4-tcp-syn-opts", want{etherType: EtherTypeIPv4, l3Off: e, l3Len: 20, ipLen: 20 + 40, ttl: 64,
-			l4Off: e + 20, l4Len: 40, payOff: e + 60, payLen: 0, tcpFlags: TCPFlagSYN}},
-		{"ipv4-tcp-ack-payload", want{etherType: EtherTypeIPv4, l3Off: e, l3Len: 20, ipLen: 40 + tcpPay, ttl: 64,
-			l4Off: e + 20, l4Len: 20, payOff: e + 40, payLen: tcpPay, tcpFlags: TCPFlagACK | TCPFlagPSH}},
-		{"ipv4-icmp-echo", want{etherType: EtherTypeIPv4, l3Off: e, l3Len: 20, ipLen: 28 + udpPay, ttl: 64,
+		{"ipv4-tcp-syn-opts", want{etherType: flows.EtherTypeIPv4, l3Off: e, l3Len: 20, ipLen: 20 + 40, ttl: 64,
+			l4Off: e + 20, l4Len: 40, payOff: e + 60, payLen: 0, tcpFlags: flows.TCPFlagSYN}},
+		{"ipv4-tcp-ack-payload", want{etherType: flows.EtherTypeIPv4, l3Off: e, l3Len: 20, ipLen: 40 + tcpPay, ttl: 64,
+			l4Off: e + 20, l4Len: 20, payOff: e + 40, payLen: tcpPay, tcpFlags: flows.TCPFlagACK | flows.TCPFlagPSH}},
+		{"ipv4-icmp-echo", want{etherType: flows.EtherTypeIPv4, l3Off: e, l3Len: 20, ipLen: 28 + udpPay, ttl: 64,
 			l4Off: e + 20, l4Len: 8, payOff: e + 28, payLen: udpPay}},
-		{"ipv4-options-udp", want{etherType: EtherTypeIPv4, l3Off: e, l3Len: 24, ipLen: 24 + 8 + udpPay, ttl: 64, opts: true,
+		{"ipv4-options-udp", want{etherType: flows.EtherTypeIPv4, l3Off: e, l3Len: 24, ipLen: 24 + 8 + udpPay, ttl: 64, opts: true,
 			l4Off: e + 24, l4Len: 8, payOff: e + 32, payLen: udpPay}},
-		{"ipv4-options-max-tcp", want{etherType: EtherTypeIPv4, l3Off: e, l3Len: 60, ipLen: 80 + tcpPay, ttl: 64, opts: true,
-			l4Off: e + 60, l4Len: 20, payOff: e + 80, payLen: tcpPay, tcpFlags: TCPFlagACK}},
-		{"ipv4-udp-padded", want{etherType: EtherTypeIPv4, l3Off: e, l3Len: 20, ipLen: 30, ttl: 64,
+		{"ipv4-options-max-tcp", want{etherType: flows.EtherTypeIPv4, l3Off: e, l3Len: 60, ipLen: 80 + tcpPay, ttl: 64, opts: true,
+			l4Off: e + 60, l4Len: 20, payOff: e + 80, payLen: tcpPay, tcpFlags: flows.TCPFlagACK}},
+		{"ipv4-udp-padded", want{etherType: flows.EtherTypeIPv4, l3Off: e, l3Len: 20, ipLen: 30, ttl: 64,
 			l4Off: e + 20, l4Len: 8, payOff: e + 28, payLen: 2}},
-		{"ipv4-dscp-ecn-udp", want{etherType: EtherTypeIPv4, l3Off: e, l3Len: 20, ipLen: 28 + udpPay, tos: 46<<2 | 1, ttl: 64,
+		{"ipv4-dscp-ecn-udp", want{etherType: flows.EtherTypeIPv4, l3Off: e, l3Len: 20, ipLen: 28 + udpPay, tos: 46<<2 | 1, ttl: 64,
 			l4Off: e + 20, l4Len: 8, payOff: e + 28, payLen: udpPay}},
-		{"ipv4-frag-first-udp", want{etherType: EtherTypeIPv4, l3Off: e, l3Len: 20, ipLen: 28 + udpPay, ttl: 64, fragment: true, first: true,
+		{"ipv4-frag-first-udp", want{etherType: flows.EtherTypeIPv4, l3Off: e, l3Len: 20, ipLen: 28 + udpPay, ttl: 64, fragment: true, first: true,
 			l4Off: e + 20, l4Len: 8, payOff: e + 28, payLen: udpPay}},
-		{"ipv4-frag-middle", want{etherType: EtherTypeIPv4, l3Off: e, l3Len: 20, ipLen: 20 + udpPay, ttl: 64, fragment: true,
+		{"ipv4-frag-middle", want{etherType: flows.EtherTypeIPv4, l3Off: e, l3Len: 20, ipLen: 20 + udpPay, ttl: 64, fragment: true,
 			payOff: e + 20, payLen: udpPay}},
-		{"ipv4-frag-last", want{etherType: EtherTypeIPv4, l3Off: e, l3Len: 20, ipLen: 20 + tcpPay, ttl: 64, fragment: true,
+		{"ipv4-frag-last", want{etherType: flows.EtherTypeIPv4, l3Off: e, l3Len: 20, ipLen: 20 + tcpPay, ttl: 64, fragment: true,
 			payOff: e + 20, payLen: tcpPay}},
-		{"ipv4-gre", want{etherType: EtherTypeIPv4, l3Off: e, l3Len: 20, ipLen: 44, ttl: 64,
+		{"ipv4-gre", want{etherType: flows.EtherTypeIPv4, l3Off: e, l3Len: 20, ipLen: 44, ttl: 64,
 			l4Off: e + 20, payOff: e + 20, payLen: 24}},
-		{"qinq-88a8-ipv4-tcp", want{etherType: EtherTypeIPv4, vlans: [2]uint16{200, 300}, numVLANs: 2, l3Off: e + 8, l3Len: 20,
-			ipLen: 40 + tcpPay, ttl: 64, l4Off: e + 28, l4Len: 20, payOff: e + 48, payLen: tcpPay, tcpFlags: TCPFlagACK}},
-		{"vlan-pcp-ipv4-udp", want{etherType: EtherTypeIPv4, vlans: [2]uint16{4094}, numVLANs: 1, l3Off: e + 4, l3Len: 20,
+		{"qinq-88a8-ipv4-tcp", want{etherType: flows.EtherTypeIPv4, vlans: [2]uint16{200, 300}, numVLANs: 2, l3Off: e + 8, l3Len: 20,
+			ipLen: 40 + tcpPay, ttl: 64, l4Off: e + 28, l4Len: 20, payOff: e + 48, payLen: tcpPay, tcpFlags: flows.TCPFlagACK}},
+		{"vlan-pcp-ipv4-udp", want{etherType: flows.EtherTypeIPv4, vlans: [2]uint16{4094}, numVLANs: 1, l3Off: e + 4, l3Len: 20,
 			ipLen: 28 + udpPay, ttl: 64, l4Off: e + 24, l4Len: 8, payOff: e + 32, payLen: udpPay}},
-		{"vlan-3-tags", want{etherType: EtherTypeVLAN, vlans: [2]uint16{1, 2}, numVLANs: 2}},
-		{"trunc-vlan-inner", want{etherType: EtherTypeVLAN, vlans: [2]uint16{5}, numVLANs: 1}},
-		{"vlan-arp", want{etherType: EtherTypeARP, vlans: [2]uint16{42}, numVLANs: 1, l3Off: e + 4}},
-		{"ipv6-udp", want{etherType: EtherTypeIPv6, l3Off: e, l3Len: 40, ipLen: 48 + udpPay, ttl: 64,
+		{"vlan-3-tags", want{etherType: flows.EtherTypeVLAN, vlans: [2]uint16{1, 2}, numVLANs: 2}},
+		{"trunc-vlan-inner", want{etherType: flows.EtherTypeVLAN, vlans: [2]uint16{5}, numVLANs: 1}},
+		{"vlan-arp", want{etherType: flows.EtherTypeARP, vlans: [2]uint16{42}, numVLANs: 1, l3Off: e + 4}},
+		{"ipv6-udp", want{etherType: flows.EtherTypeIPv6, l3Off: e, l3Len: 40, ipLen: 48 + udpPay, ttl: 64,
 			l4Off: e + 40, l4Len: 8, payOff: e + 48, payLen: udpPay}},
-		{"ipv6-chain-tcp", want{etherType: EtherTypeIPv6, l3Off: e, l3Len: 40 + 8 + 24 + 16 + 8, ipLen: 96 + 20 + tcpPay, ttl: 64,
-			fragment: true, first: true, ext: 4, l4Off: e + 96, l4Len: 20, payOff: e + 116, payLen: tcpPay, tcpFlags: TCPFlagACK}},
-		{"ipv6-chain-frag-last", want{etherType: EtherTypeIPv6, l3Off: e, l3Len: 40 + 8 + 16 + 8, ipLen: 72 + tcpPay, ttl: 64,
+		{"ipv6-chain-tcp", want{etherType: flows.EtherTypeIPv6, l3Off: e, l3Len: 40 + 8 + 24 + 16 + 8, ipLen: 96 + 20 + tcpPay, ttl: 64,
+			fragment: true, first: true, ext: 4, l4Off: e + 96, l4Len: 20, payOff: e + 116, payLen: tcpPay, tcpFlags: flows.TCPFlagACK}},
+		{"ipv6-chain-frag-last", want{etherType: flows.EtherTypeIPv6, l3Off: e, l3Len: 40 + 8 + 16 + 8, ipLen: 72 + tcpPay, ttl: 64,
 			fragment: true, ext: 3, payOff: e + 72, payLen: tcpPay}},
-		{"ipv6-8-ext-udp", want{etherType: EtherTypeIPv6, l3Off: e, l3Len: 40 + 64, ipLen: 112 + udpPay, ttl: 64, ext: 8,
+		{"ipv6-8-ext-udp", want{etherType: flows.EtherTypeIPv6, l3Off: e, l3Len: 40 + 64, ipLen: 112 + udpPay, ttl: 64, ext: 8,
 			l4Off: e + 104, l4Len: 8, payOff: e + 112, payLen: udpPay}},
-		{"ipv6-9-ext", want{etherType: EtherTypeIPv6, l3Off: e, l3Len: 40 + 64, ipLen: 120 + udpPay, ttl: 64, ext: 8}},
-		{"ipv6-trunc-ext", want{etherType: EtherTypeIPv6, l3Off: e, l3Len: 40, ipLen: 48, ttl: 64}},
-		{"ipv6-no-next", want{etherType: EtherTypeIPv6, l3Off: e, l3Len: 56, ipLen: 56, ttl: 64, ext: 1, l4Off: e + 56, payOff: e + 56}},
-		{"trunc-ipv4-options", want{etherType: EtherTypeIPv4, l3Off: e, ttl: 64, opts: true}},
-		{"ipv4-ip-length", want{etherType: EtherTypeIPv4, l3Off: e, l3Len: 20, ttl: 64}},
-		{"ipv4-trunc-udp-in-padding", want{etherType: EtherTypeIPv4, l3Off: e, l3Len: 20, ipLen: 24, ttl: 64, l4Off: e + 20}},
-		{"ipv4-tcp-offset-short", want{etherType: EtherTypeIPv4, l3Off: e, l3Len: 20, ipLen: 40 + tcpPay, ttl: 64, l4Off: e + 20}},
+		{"ipv6-9-ext", want{etherType: flows.EtherTypeIPv6, l3Off: e, l3Len: 40 + 64, ipLen: 120 + udpPay, ttl: 64, ext: 8}},
+		{"ipv6-trunc-ext", want{etherType: flows.EtherTypeIPv6, l3Off: e, l3Len: 40, ipLen: 48, ttl: 64}},
+		{"ipv6-no-next", want{etherType: flows.EtherTypeIPv6, l3Off: e, l3Len: 56, ipLen: 56, ttl: 64, ext: 1, l4Off: e + 56, payOff: e + 56}},
+		{"trunc-ipv4-options", want{etherType: flows.EtherTypeIPv4, l3Off: e, ttl: 64, opts: true}},
+		{"ipv4-ip-length", want{etherType: flows.EtherTypeIPv4, l3Off: e, l3Len: 20, ttl: 64}},
+		{"ipv4-trunc-udp-in-padding", want{etherType: flows.EtherTypeIPv4, l3Off: e, l3Len: 20, ipLen: 24, ttl: 64, l4Off: e + 20}},
+		{"ipv4-tcp-offset-short", want{etherType: flows.EtherTypeIPv4, l3Off: e, l3Len: 20, ipLen: 40 + tcpPay, ttl: 64, l4Off: e + 20}},
 		{"trunc-ethernet", want{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			frame := corpusFrame(t, tt.name)
-			var p Packet
-			Parse(frame, &p)
+			var p flows.Packet
+			flows.Parse(frame, &p)
 			got := want{p.EtherType, p.VLANs, p.NumVLANs, p.L3Off, p.L3Len, p.IPLen, p.TOS, p.TTL,
 				p.Fragment, p.FirstFrag, p.IPOptions, p.ExtHeaders, p.L4Off, p.L4Len, p.PayloadOff, p.PayloadLen, p.TCPFlags}
 			if got != tt.w {
@@ -170,16 +173,16 @@ func TestParseDetails(t *testing.T) {
 // TestParseViews reads ports, payload and addresses back through the header
 // views for every frame that parses whole.
 func TestParseViews(t *testing.T) {
-	for _, c := range Corpus() {
-		var p Packet
-		Parse(c.Frame, &p)
-		if p.Reason != ReasonOK {
+	for _, c := range corpus.Frames() {
+		var p flows.Packet
+		flows.Parse(c.Frame, &p)
+		if p.Reason != flows.ReasonOK {
 			continue
 		}
 		switch p.Family {
 		case 4:
 			h := p.IPv4(c.Frame)
-			if h.Version() != 4 || h.HeaderLen() != int(p.L3Len) || MapIPv4(h.Src()) != p.Key.Src || h.TOS() != p.TOS {
+			if h.Version() != 4 || h.HeaderLen() != int(p.L3Len) || flows.MapIPv4(h.Src()) != p.Key.Src || h.TOS() != p.TOS {
 				t.Errorf("%s: ipv4 view disagrees", c.Name)
 			}
 		case 6:
@@ -189,14 +192,14 @@ func TestParseViews(t *testing.T) {
 			}
 		}
 		switch p.Proto {
-		case ProtoTCP:
+		case flows.ProtoTCP:
 			h := p.TCP(c.Frame)
 			if h.SrcPort() != p.Key.SrcPort || h.DstPort() != p.Key.DstPort || h.Flags() != p.TCPFlags || h.DataOffset() != len(h) {
 				t.Errorf("%s: tcp view disagrees", c.Name)
 			}
-		case ProtoUDP:
+		case flows.ProtoUDP:
 			h := p.UDP(c.Frame)
-			if h.SrcPort() != p.Key.SrcPort || h.DstPort() != p.Key.DstPort || int(h.Length()) != UDPLen+int(p.PayloadLen) {
+			if h.SrcPort() != p.Key.SrcPort || h.DstPort() != p.Key.DstPort || int(h.Length()) != flows.UDPLen+int(p.PayloadLen) {
 				t.Errorf("%s: udp view disagrees (length %d, payload %d)", c.Name, h.Length(), p.PayloadLen)
 			}
 		}
@@ -214,9 +217,9 @@ func TestParsePaddingExcluded(t *testing.T) {
 	}
 	for _, pad := range []int{0, 1, 16, 200} {
 		f := append(frame[:len(frame):len(frame)], make([]byte, pad)...)
-		var p Packet
-		Parse(f, &p)
-		if p.Reason != ReasonOK || p.PayloadLen != 2 || string(p.Payload(f)) != "hi" {
+		var p flows.Packet
+		flows.Parse(f, &p)
+		if p.Reason != flows.ReasonOK || p.PayloadLen != 2 || string(p.Payload(f)) != "hi" {
 			t.Errorf("pad %d: reason %s, payload %q", pad, p.Reason, p.Payload(f))
 		}
 	}
@@ -226,9 +229,9 @@ func TestParsePaddingExcluded(t *testing.T) {
 // chain, TCP options and a payload.
 func fullIPv6TCP() []byte {
 	opts := []byte{2, 4, 0x05, 0xb4, 1, 1, 4, 2}
-	seg := cTCP(443, 50000, TCPFlagACK|TCPFlagPSH, opts, []byte("hello, parser"))
-	ip := cV6{exts: []cExt{cOpts(ProtoHopByHop, 8), cRouting(corpusIPv6Dst), cOpts(ProtoDestOpts, 16)}, proto: ProtoTCP}.bytes(seg)
-	return append(cEth(EtherTypeIPv6, cTag{EtherTypeVLAN, 77}), ip...)
+	seg := corpus.TCP(443, 50000, flows.TCPFlagACK|flows.TCPFlagPSH, opts, []byte("hello, parser"))
+	ip := corpus.V6{Exts: []corpus.Ext{corpus.Opts(flows.ProtoHopByHop, 8), corpus.Routing(corpus.IPv6Dst), corpus.Opts(flows.ProtoDestOpts, 16)}, Proto: flows.ProtoTCP}.Bytes(seg)
+	return append(corpus.Eth(flows.EtherTypeIPv6, corpus.Tag{TPID: flows.EtherTypeVLAN, TCI: 77}), ip...)
 }
 
 // TestParseEveryPrefix cuts a full frame at every length. Cut as a wire
@@ -236,54 +239,54 @@ func fullIPv6TCP() []byte {
 // length adjusted, every layer's own truncation shows.
 func TestParseEveryPrefix(t *testing.T) {
 	full := fullIPv6TCP()
-	var p Packet
-	Parse(full, &p)
-	if p.Reason != ReasonOK || p.ExtHeaders != 3 || p.L4Len != 28 || p.Key.DstPort != 50000 || p.Key.VLAN != 77 {
+	var p flows.Packet
+	flows.Parse(full, &p)
+	if p.Reason != flows.ReasonOK || p.ExtHeaders != 3 || p.L4Len != 28 || p.Key.DstPort != 50000 || p.Key.VLAN != 77 {
 		t.Fatalf("full frame: %+v", p)
 	}
-	const l3 = EthernetLen + VLANLen
+	const l3 = flows.EthernetLen + flows.VLANLen
 	payloadOff := int(p.PayloadOff)
 	for n := 0; n < len(full); n++ {
 		frame := full[:n:n]
-		Parse(frame, &p)
+		flows.Parse(frame, &p)
 		checkInvariants(t, frame, &p)
-		var want Reason
+		var want flows.Reason
 		switch {
-		case n < EthernetLen:
-			want = ReasonTruncEthernet
+		case n < flows.EthernetLen:
+			want = flows.ReasonTruncEthernet
 		case n < l3:
-			want = ReasonTruncVLAN
-		case n < l3+IPv6Len:
-			want = ReasonTruncIPv6
+			want = flows.ReasonTruncVLAN
+		case n < l3+flows.IPv6Len:
+			want = flows.ReasonTruncIPv6
 		default:
-			want = ReasonIPLength
+			want = flows.ReasonIPLength
 		}
 		if p.Reason != want {
 			t.Errorf("cut at %d: reason %s, want %s", n, p.Reason, want)
 		}
 
-		if n < l3+IPv6Len {
+		if n < l3+flows.IPv6Len {
 			continue
 		}
 		// The same cut, with a payload length that agrees with it.
 		fixed := append([]byte(nil), frame...)
-		binary.BigEndian.PutUint16(fixed[l3+4:], uint16(n-l3-IPv6Len))
-		Parse(fixed, &p)
+		binary.BigEndian.PutUint16(fixed[l3+4:], uint16(n-l3-flows.IPv6Len))
+		flows.Parse(fixed, &p)
 		checkInvariants(t, fixed, &p)
 		switch {
-		case n < l3+IPv6Len+8+24+16:
-			want = ReasonTruncExtHeader
-		case n < l3+IPv6Len+48+TCPMinLen:
-			want = ReasonTruncL4
+		case n < l3+flows.IPv6Len+8+24+16:
+			want = flows.ReasonTruncExtHeader
+		case n < l3+flows.IPv6Len+48+flows.TCPMinLen:
+			want = flows.ReasonTruncL4
 		case n < payloadOff:
-			want = ReasonBadTCPOffset // options cut off: the offset points past the segment
+			want = flows.ReasonBadTCPOffset // options cut off: the offset points past the segment
 		default:
-			want = ReasonOK
+			want = flows.ReasonOK
 		}
 		if p.Reason != want {
 			t.Errorf("cut at %d, length fixed: reason %s, want %s", n, p.Reason, want)
 		}
-		if want == ReasonOK && p.PayloadLen != uint16(n-payloadOff) {
+		if want == flows.ReasonOK && p.PayloadLen != uint16(n-payloadOff) {
 			t.Errorf("cut at %d, length fixed: payload %d, want %d", n, p.PayloadLen, n-payloadOff)
 		}
 	}
@@ -291,14 +294,14 @@ func TestParseEveryPrefix(t *testing.T) {
 
 // TestParseResets parses into a Packet already full of another frame.
 func TestParseResets(t *testing.T) {
-	corpus := Corpus()
-	for _, a := range corpus {
-		var dirty Packet
-		Parse(fullIPv6TCP(), &dirty)
+	frames := corpus.Frames()
+	for _, a := range frames {
+		var dirty flows.Packet
+		flows.Parse(fullIPv6TCP(), &dirty)
 		dirty.Fragment, dirty.FirstFrag, dirty.IPOptions = true, true, true
-		Parse(a.Frame, &dirty)
-		var clean Packet
-		Parse(a.Frame, &clean)
+		flows.Parse(a.Frame, &dirty)
+		var clean flows.Packet
+		flows.Parse(a.Frame, &clean)
 		if dirty != clean {
 			t.Errorf("%s: parse into a used Packet differs:\n%+v\n%+v", a.Name, dirty, clean)
 		}
@@ -306,37 +309,37 @@ func TestParseResets(t *testing.T) {
 }
 
 func TestParseOddInputs(t *testing.T) {
-	Parse(corpusFrame(t, "ipv4-udp"), nil) // must not panic
+	flows.Parse(corpusFrame(t, "ipv4-udp"), nil) // must not panic
 
-	var p Packet
-	Parse(nil, &p)
-	if p.Reason != ReasonTruncEthernet {
+	var p flows.Packet
+	flows.Parse(nil, &p)
+	if p.Reason != flows.ReasonTruncEthernet {
 		t.Errorf("nil frame: reason %s", p.Reason)
 	}
 
 	// A frame longer than MaxFrameLen is parsed as if cut there.
-	big := make([]byte, MaxFrameLen+100)
-	ip := cV4{proto: ProtoUDP}.bytes(cUDP(1, 2, make([]byte, 60000)))
-	copy(big, cEth(EtherTypeIPv4))
-	copy(big[EthernetLen:], ip)
-	Parse(big, &p)
+	big := make([]byte, flows.MaxFrameLen+100)
+	ip := corpus.V4{Proto: flows.ProtoUDP}.Bytes(corpus.UDP(1, 2, make([]byte, 60000)))
+	copy(big, corpus.Eth(flows.EtherTypeIPv4))
+	copy(big[flows.EthernetLen:], ip)
+	flows.Parse(big, &p)
 	checkInvariants(t, big, &p)
-	if p.Reason != ReasonOK || p.PayloadLen != 60000 {
+	if p.Reason != flows.ReasonOK || p.PayloadLen != 60000 {
 		t.Errorf("jumbo frame: reason %s, payload %d", p.Reason, p.PayloadLen)
 	}
-	binary.BigEndian.PutUint16(big[EthernetLen+2:], 0xffff)
-	Parse(big, &p)
+	binary.BigEndian.PutUint16(big[flows.EthernetLen+2:], 0xffff)
+	flows.Parse(big, &p)
 	checkInvariants(t, big, &p)
-	if p.Reason != ReasonIPLength {
-		t.Errorf("ip length 65535 at offset 14: reason %s, want %s", p.Reason, ReasonIPLength)
+	if p.Reason != flows.ReasonIPLength {
+		t.Errorf("ip length 65535 at offset 14: reason %s, want %s", p.Reason, flows.ReasonIPLength)
 	}
 }
 
 func TestParseAllocs(t *testing.T) {
-	var p Packet
-	for _, c := range Corpus() {
+	var p flows.Packet
+	for _, c := range corpus.Frames() {
 		frame := c.Frame
-		if n := testing.AllocsPerRun(100, func() { Parse(frame, &p) }); n != 0 {
+		if n := testing.AllocsPerRun(100, func() { flows.Parse(frame, &p) }); n != 0 {
 			t.Errorf("%s: %v allocs per Parse, want 0", c.Name, n)
 		}
 	}
@@ -344,22 +347,22 @@ func TestParseAllocs(t *testing.T) {
 
 func TestReasonStrings(t *testing.T) {
 	seen := map[string]bool{}
-	for r := Reason(0); r < numReasons; r++ {
+	for r := flows.Reason(0); int(r) < flows.NumReasons; r++ {
 		s := r.String()
 		if s == "" || s == "reason(?)" || seen[s] {
 			t.Errorf("reason %d: name %q", r, s)
 		}
 		seen[s] = true
 	}
-	if Reason(numReasons).String() != "reason(?)" {
-		t.Errorf("out of range reason: %q", Reason(numReasons).String())
+	if flows.Reason(flows.NumReasons).String() != "reason(?)" {
+		t.Errorf("out of range reason: %q", flows.Reason(flows.NumReasons).String())
 	}
-	for _, r := range []Reason{ReasonOK, ReasonNonIP, ReasonUnknownL4, ReasonFragment} {
+	for _, r := range []flows.Reason{flows.ReasonOK, flows.ReasonNonIP, flows.ReasonUnknownL4, flows.ReasonFragment} {
 		if r.Malformed() {
 			t.Errorf("%s counted as malformed", r)
 		}
 	}
-	for _, r := range []Reason{ReasonTruncEthernet, ReasonTooManyVLANs, ReasonIPLength, ReasonBadTCPOffset, ReasonTooManyExtHeaders} {
+	for _, r := range []flows.Reason{flows.ReasonTruncEthernet, flows.ReasonTooManyVLANs, flows.ReasonIPLength, flows.ReasonBadTCPOffset, flows.ReasonTooManyExtHeaders} {
 		if !r.Malformed() {
 			t.Errorf("%s not counted as malformed", r)
 		}
@@ -369,34 +372,34 @@ func TestReasonStrings(t *testing.T) {
 // TestParseEveryPrefixIPv4 cuts a QinQ IPv4/TCP frame with IP options at
 // every length.
 func TestParseEveryPrefixIPv4(t *testing.T) {
-	seg := cTCP(1, 2, TCPFlagSYN, []byte{2, 4, 0x05, 0xb4}, []byte("payload"))
-	ip := cV4{proto: ProtoTCP, opts: cRecordRoute(11)}.bytes(seg)
-	full := append(cEth(EtherTypeIPv4, cTag{EtherTypeQinQ, 1}, cTag{EtherTypeVLAN, 2}), ip...)
-	const l3 = EthernetLen + 2*VLANLen
-	var p Packet
-	Parse(full, &p)
-	if p.Reason != ReasonOK || p.L3Len != 32 || !p.IPOptions || p.L4Len != 24 {
+	seg := corpus.TCP(1, 2, flows.TCPFlagSYN, []byte{2, 4, 0x05, 0xb4}, []byte("payload"))
+	ip := corpus.V4{Proto: flows.ProtoTCP, Opts: corpus.RecordRoute(11)}.Bytes(seg)
+	full := append(corpus.Eth(flows.EtherTypeIPv4, corpus.Tag{TPID: flows.EtherTypeQinQ, TCI: 1}, corpus.Tag{TPID: flows.EtherTypeVLAN, TCI: 2}), ip...)
+	const l3 = flows.EthernetLen + 2*flows.VLANLen
+	var p flows.Packet
+	flows.Parse(full, &p)
+	if p.Reason != flows.ReasonOK || p.L3Len != 32 || !p.IPOptions || p.L4Len != 24 {
 		t.Fatalf("full frame: %+v", p)
 	}
 	for n := 0; n < len(full); n++ {
 		frame := full[:n:n]
-		Parse(frame, &p)
+		flows.Parse(frame, &p)
 		checkInvariants(t, frame, &p)
-		var want Reason
+		var want flows.Reason
 		switch {
-		case n < EthernetLen:
-			want = ReasonTruncEthernet
+		case n < flows.EthernetLen:
+			want = flows.ReasonTruncEthernet
 		case n < l3:
-			want = ReasonTruncVLAN
+			want = flows.ReasonTruncVLAN
 		case n < l3+32:
-			want = ReasonTruncIPv4
+			want = flows.ReasonTruncIPv4
 		default:
-			want = ReasonIPLength
+			want = flows.ReasonIPLength
 		}
 		if p.Reason != want {
 			t.Errorf("cut at %d: reason %s, want %s", n, p.Reason, want)
 		}
-		if want == ReasonTruncIPv4 && n >= l3+IPv4MinLen && (p.Family != 4 || !p.IPOptions || p.L3Len != 0) {
+		if want == flows.ReasonTruncIPv4 && n >= l3+flows.IPv4MinLen && (p.Family != 4 || !p.IPOptions || p.L3Len != 0) {
 			t.Errorf("cut at %d in the options: %+v", n, p)
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/xnic/xnic/flows"
+	"github.com/xnic/xnic/flows/corpus"
 	"github.com/xnic/xnic/flows/offload"
 )
 
@@ -489,7 +490,7 @@ func TestAllocs(t *testing.T) {
 // FuzzDeliverFrame feeds arbitrary frames to a live stack: nothing may
 // panic, and every frame is either delivered or dropped under a reason.
 func FuzzDeliverFrame(f *testing.F) {
-	for _, c := range flows.Corpus() {
+	for _, c := range corpus.Frames() {
 		f.Add(c.Frame, false)
 		f.Add(c.Frame, true)
 	}
