@@ -3,10 +3,12 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -52,6 +54,9 @@ type Options struct {
 	Pipeline *PipelineOptions
 	// RawSink takes the pipeline's output for the raw (guestless) sockets.
 	RawSink Sink
+	// Logger gets the engine's events: migrations, links going down or
+	// away. nil: slog.Default().
+	Logger *slog.Logger
 }
 
 // DefaultPinDir is where the engine pins its maps: one directory per port.
@@ -115,6 +120,10 @@ type Port struct {
 	MTU     int // the interface's MTU: sends are segmented to fit it
 	steer   *bpf.Steer
 	attach  *bpf.Attachment
+	// gone is set once the interface has been deleted: its sockets are
+	// dead, and the workers stop polling them.
+	gone atomic.Bool
+	up   atomic.Bool // last link state seen: up with a carrier
 }
 
 // Steer is the port's steering program, for its maps and counters.
@@ -137,6 +146,10 @@ type Engine struct {
 	mu     sync.Mutex
 	guests []*Guest // by id, Options.Steer.Guests of them; 0 is the raw socket's
 	closed bool
+
+	// The link watcher (links.go).
+	linksDone chan struct{}
+	linksWG   sync.WaitGroup
 }
 
 // New attaches the steering program to every port, makes a UMEM per queue id
@@ -218,6 +231,9 @@ func New(opts Options, fn RxFunc) (_ *Engine, err error) {
 			}
 		}
 	}
+	if err := e.watchLinks(); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 
@@ -255,6 +271,7 @@ func (e *Engine) Stop() {
 // them (every frame returns to its UMEM), audits every UMEM, then detaches
 // the programs. The audit's error, if any, is returned.
 func (e *Engine) Close() error {
+	e.stopWatchingLinks()
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -274,6 +291,7 @@ func (e *Engine) Close() error {
 }
 
 func (e *Engine) teardown() error {
+	e.stopWatchingLinks()
 	var errs []error
 	for _, w := range e.workers {
 		w.Close()
@@ -322,9 +340,19 @@ func (e *Engine) teardown() error {
 
 func (e *Engine) endpointsOf(i int) []*Endpoint {
 	if i < len(e.workers) {
-		return append([]*Endpoint(nil), e.workers[i].eps...)
+		w := e.workers[i]
+		return append(append([]*Endpoint(nil), w.eps...), w.retired...)
 	}
 	return nil
+}
+
+// logf reports an engine event.
+func (e *Engine) logf(format string, args ...any) {
+	l := e.opts.Logger
+	if l == nil {
+		l = slog.Default()
+	}
+	l.Info(fmt.Sprintf(format, args...), "component", "engine")
 }
 
 // Options are the options the engine was made with.

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -14,28 +15,63 @@ import (
 // they go back to the fill ring when it returns.
 type GuestHandler func(g *Guest, ep *Endpoint, descs []umem.Desc)
 
-// Guest is a tenant with its own sockets (one per queue of its port, on the
-// queue's shared UMEM), its own steering rules and its own counters. The
-// engine holds all of it.
+// Guest is a tenant with its own sockets (one per queue on each of its
+// ports, on the queue's shared UMEM), its own steering rules, its send
+// queues and its counters. The engine holds all of it, so the guest can
+// move from port to port (MigrateGuest) without its stack noticing.
 type Guest struct {
 	ID      int
 	Spec    GuestSpec
-	port    *Port
 	handler GuestHandler
 	sink    Sink
-	eps     []*Endpoint // one per worker, in worker order
-	// sendEps is eps for Send, which may run on any goroutine: set once
+
+	// Guarded by the engine's mu.
+	ports  []*guestPort // Spec.Ports(), in that order
+	active int          // index into ports
+	txqs   []*txQueue   // one per worker, served through the active port's endpoints
+
+	// Read by any goroutine.
+	activePort atomic.Pointer[Port]
+	// sendQs is txqs for Send, which may run on any goroutine: set once
 	// the guest is attached, cleared first thing on detach.
-	sendEps atomic.Pointer[[]*Endpoint]
-	rules   []bpf.RuleID
+	sendQs atomic.Pointer[[]*txQueue]
 
 	// Updated by the workers once per batch.
 	RxPackets atomic.Uint64
 	RxBytes   atomic.Uint64
+	lastRx    atomic.Int64 // monotime of the guest's last received batch
+	// gapFrom is, while a migration waits for the guest's first frame on
+	// its new port, the time of its last frame before the move; else 0.
+	gapFrom atomic.Int64
+	gapPort atomic.Int32 // the engine port index that ends the gap
+
+	migMu sync.Mutex // guards mig
+	mig   MigrationStats
 }
 
-// Port is the port the guest is attached to.
-func (g *Guest) Port() *Port { return g.port }
+// guestPort is a guest's presence on one port: its sockets there, and its
+// rules while the port is active (both ports' during a move).
+type guestPort struct {
+	port  *Port
+	pi    int         // index into the engine's ports
+	eps   []*Endpoint // one per worker, in worker order
+	rules []bpf.RuleID
+}
+
+// Port is the guest's active port.
+func (g *Guest) Port() *Port { return g.activePort.Load() }
+
+// StandbyPorts are the guest's other ports, in order of preference.
+func (g *Guest) StandbyPorts() []*Port {
+	a := g.activePort.Load()
+	var out []*Port
+	for _, gp := range g.ports {
+		if gp.port != a {
+			out = append(out, gp.port)
+		}
+	}
+	return out
+}
 
 // detachGrace is how long a detach waits between taking a guest's sockets
 // out of the XSKMAP and draining them: longer than any XDP redirect batch in
@@ -67,15 +103,18 @@ func (e *Engine) AttachGuestWith(spec GuestSpec, o GuestOptions) (_ *Guest, err 
 	if e.closed {
 		return nil, errors.New("engine: attach guest: engine closed")
 	}
-	var port *Port
-	pi := -1
-	for i, p := range e.ports {
-		if p.Name == spec.Port {
-			port, pi = p, i
+	var gps []*guestPort
+	for _, name := range spec.Ports() {
+		pi := e.portIndex(name)
+		if pi < 0 {
+			return nil, fmt.Errorf("engine: attach guest %s: no port %q", spec.Name, name)
 		}
-	}
-	if port == nil {
-		return nil, fmt.Errorf("engine: attach guest %s: no port %q", spec.Name, spec.Port)
+		for _, gp := range gps {
+			if gp.pi == pi {
+				return nil, fmt.Errorf("engine: attach guest %s: port %q listed twice", spec.Name, name)
+			}
+		}
+		gps = append(gps, &guestPort{port: e.ports[pi], pi: pi})
 	}
 	for _, g := range e.guests {
 		if g != nil && g.Spec.Name == spec.Name {
@@ -92,43 +131,85 @@ func (e *Engine) AttachGuestWith(spec GuestSpec, o GuestOptions) (_ *Guest, err 
 	if id == 0 {
 		return nil, fmt.Errorf("engine: attach guest %s: all %d guest ids in use", spec.Name, len(e.guests)-1)
 	}
-	g := &Guest{ID: id, Spec: spec, port: port, handler: o.Frames, sink: o.Aggregates}
+	g := &Guest{ID: id, Spec: spec, handler: o.Frames, sink: o.Aggregates, ports: gps}
+	g.activePort.Store(gps[0].port)
 	defer func() {
 		if err != nil {
 			e.detachLocked(g)
 		}
 	}()
-	for wi, w := range e.workers {
-		q := e.opts.Queues[wi]
-		// The port's raw socket on this queue owns the fill ring; the
-		// guest's socket shares it and the worker's UMEM.
-		s, err := umem.NewSocket(w.UMEM(), port.Ifindex, q, e.opts.Socket)
-		if err != nil {
-			return nil, fmt.Errorf("engine: attach guest %s: %w", spec.Name, err)
-		}
-		ep := &Endpoint{Sock: s, Port: pi, Guest: id, Owner: g}
+	// Sockets on every port of the guest, standby ports included, so a
+	// later move binds nothing. The guest's send queue on each worker is
+	// served through its active port's endpoint.
+	for _, w := range e.workers {
 		if e.opts.Pipeline != nil {
-			ep.tx = newTxQueue(&w.tid, w.idle)
-			ep.mtu = port.MTU
-		}
-		g.eps = append(g.eps, ep)
-		w.AddEndpoint(ep)
-		if err := port.steer.RegisterSlot(q, id, 0, s.FD()); err != nil {
-			return nil, fmt.Errorf("engine: attach guest %s: %w", spec.Name, err)
+			g.txqs = append(g.txqs, newTxQueue(&w.tid, w.idle))
 		}
 	}
-	for _, r := range spec.Rules {
-		rid, err := port.steer.AddRule(bpf.Rule{Prefix: r.Dst, Proto: bpf.Proto(r.Proto), PortLo: r.PortLo, PortHi: r.PortHi,
-			Guest: id, Class: int(r.Class), ClassFromDSCP: r.ClassFromDSCP})
-		if err != nil {
-			return nil, fmt.Errorf("engine: attach guest %s: rule %s: %w", spec.Name, r.Dst, err)
+	for i, gp := range gps {
+		for wi, w := range e.workers {
+			q := e.opts.Queues[wi]
+			// The port's raw socket on this queue owns the fill ring; the
+			// guest's socket shares it and the worker's UMEM.
+			s, err := umem.NewSocket(w.UMEM(), gp.port.Ifindex, q, e.opts.Socket)
+			if err != nil {
+				return nil, fmt.Errorf("engine: attach guest %s: port %s: %w", spec.Name, gp.port.Name, err)
+			}
+			ep := &Endpoint{Sock: s, Port: gp.pi, Guest: id, Owner: g, mtu: gp.port.MTU}
+			if i == 0 && g.txqs != nil {
+				ep.tx = g.txqs[wi]
+			}
+			gp.eps = append(gp.eps, ep)
+			w.AddEndpoint(ep)
+			if err := gp.port.steer.RegisterSlot(q, id, 0, s.FD()); err != nil {
+				return nil, fmt.Errorf("engine: attach guest %s: port %s: %w", spec.Name, gp.port.Name, err)
+			}
 		}
-		g.rules = append(g.rules, rid)
+	}
+	if err := e.addRules(g, gps[0]); err != nil {
+		return nil, err
 	}
 	e.guests[id] = g
-	eps := g.eps
-	g.sendEps.Store(&eps)
+	qs := g.txqs
+	g.sendQs.Store(&qs)
 	return g, nil
+}
+
+// addRules puts the guest's rules on gp's port. On error it takes out the
+// ones it put.
+func (e *Engine) addRules(g *Guest, gp *guestPort) error {
+	for _, r := range g.Spec.Rules {
+		rid, err := gp.port.steer.AddRule(bpf.Rule{Prefix: r.Dst, Proto: bpf.Proto(r.Proto), PortLo: r.PortLo, PortHi: r.PortHi,
+			Guest: g.ID, Class: int(r.Class), ClassFromDSCP: r.ClassFromDSCP})
+		if err != nil {
+			err = fmt.Errorf("engine: guest %s: port %s: rule %s: %w", g.Spec.Name, gp.port.Name, r.Dst, err)
+			return errors.Join(err, e.deleteRules(g, gp))
+		}
+		gp.rules = append(gp.rules, rid)
+	}
+	return nil
+}
+
+// deleteRules takes the guest's rules out of gp's port.
+func (e *Engine) deleteRules(g *Guest, gp *guestPort) error {
+	var errs []error
+	for _, id := range gp.rules {
+		if err := gp.port.steer.DeleteRule(id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	gp.rules = nil
+	return errors.Join(errs...)
+}
+
+// portIndex is the index of the port named name, or -1.
+func (e *Engine) portIndex(name string) int {
+	for i, p := range e.ports {
+		if p.Name == name {
+			return i
+		}
+	}
+	return -1
 }
 
 // DetachGuest removes a guest in the reverse order: rules first, so nothing
@@ -147,33 +228,36 @@ func (e *Engine) DetachGuest(g *Guest) error {
 }
 
 func (e *Engine) detachLocked(g *Guest) error {
-	g.sendEps.Store(nil)
+	g.sendQs.Store(nil)
 	var errs []error
-	for _, id := range g.rules {
-		if err := g.port.steer.DeleteRule(id); err != nil {
+	for _, gp := range g.ports {
+		if err := e.deleteRules(g, gp); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	g.rules = nil
-	for wi := range g.eps {
-		if err := g.port.steer.UnregisterSlot(e.opts.Queues[wi], g.ID, 0); err != nil {
-			errs = append(errs, err)
+	for _, gp := range g.ports {
+		for wi := range gp.eps {
+			if err := gp.port.steer.UnregisterSlot(e.opts.Queues[wi], g.ID, 0); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
-	if len(g.eps) > 0 {
+	if len(g.ports) > 0 && len(g.ports[0].eps) > 0 {
 		time.Sleep(detachGrace)
 	}
-	for wi, ep := range g.eps {
-		if ep.tx != nil {
-			ep.tx.shut.Store(true)
-			ep.tx.freed() // a producer waiting for room sees shut at once
-		}
-		e.workers[wi].RemoveEndpoint(ep)
-		if err := ep.Sock.Close(); err != nil {
-			errs = append(errs, err)
-		}
+	for _, q := range g.txqs {
+		q.shut.Store(true)
+		q.freed() // a producer waiting for room sees shut at once
 	}
-	g.eps = nil
+	for _, gp := range g.ports {
+		for wi, ep := range gp.eps {
+			e.workers[wi].RemoveEndpoint(ep)
+			if err := ep.Sock.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		gp.eps = nil
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("engine: detach guest %s: %w", g.Spec.Name, errors.Join(errs...))
 	}

@@ -8,16 +8,36 @@ import (
 )
 
 // GuestSpec is what the data path needs to know of a guest: its name, the
-// port it is attached to, its MAC and addresses, and the steering rules
-// that bring its traffic to its sockets. Package engine/config builds it
-// from a YAML file; a Go program builds it directly.
+// port it is attached to and the ports it may move to, its MAC and
+// addresses, and the steering rules that bring its traffic to its sockets.
+// Package engine/config builds it from a YAML file; a Go program builds it
+// directly.
 type GuestSpec struct {
-	Name  string
-	Port  string
-	MAC   net.HardwareAddr
-	Addrs []netip.Prefix // the guest's own addresses with their subnets
-	Rules []RuleSpec
+	Name string
+	// Port is the guest's first port: active once attached.
+	Port string
+	// Standby are the ports the guest may migrate to, in order of
+	// preference. The guest has sockets on each of them from the start,
+	// so a move waits for no bind; rules go only on the active port.
+	Standby []string
+	// Failover says when the engine moves the guest by itself.
+	Failover FailoverPolicy
+	MAC      net.HardwareAddr
+	Addrs    []netip.Prefix // the guest's own addresses with their subnets
+	Rules    []RuleSpec
 }
+
+// FailoverPolicy says when the engine migrates a guest without being told.
+type FailoverPolicy struct {
+	// LinkDown moves the guest to its first standby port that is up when
+	// its active port goes down or is deleted.
+	LinkDown bool
+	// Failback moves it back to its first port once that port is up again.
+	Failback bool
+}
+
+// Ports are the guest's ports: Port, then Standby.
+func (s GuestSpec) Ports() []string { return append([]string{s.Port}, s.Standby...) }
 
 // RuleSpec is one steering rule: traffic to Dst (with Proto and a
 // destination port range) goes to the guest, in Class or in the class its

@@ -38,24 +38,25 @@ var (
 // IP packet plus its link header.
 const MaxWorkRequest = 65535 + 64
 
-// Send queues a work request of the guest for transmission on its port.
+// Send queues a work request of the guest for transmission on its active
+// port.
 // It copies the packet before it returns, so the caller may reuse wr's
 // buffers. It is safe to call from any goroutine. A connection's requests
 // always go through the same queue, so they leave in order.
 func (g *Guest) Send(wr *WorkRequest) error {
-	ep0 := g.sendEps.Load()
-	if ep0 == nil || len(*ep0) == 0 {
+	q0 := g.sendQs.Load()
+	if q0 == nil {
 		return fmt.Errorf("guest %s: %w", g.Spec.Name, ErrTxDetached)
 	}
-	eps := *ep0
-	ep := eps[0]
-	if ep.tx == nil {
+	qs := *q0
+	if len(qs) == 0 {
 		return fmt.Errorf("guest %s: send: the engine runs no pipeline (Options.Pipeline)", g.Spec.Name)
 	}
-	if len(eps) > 1 {
-		ep = eps[flowHash(wr.Head)%uint64(len(eps))]
+	q := qs[0]
+	if len(qs) > 1 {
+		q = qs[flowHash(wr.Head)%uint64(len(qs))]
 	}
-	if err := ep.tx.put(wr); err != nil {
+	if err := q.put(wr); err != nil {
 		return fmt.Errorf("guest %s: %w", g.Spec.Name, err)
 	}
 	return nil

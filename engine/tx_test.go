@@ -31,8 +31,9 @@ func newTxWorkerPoll(t testing.TB, pollMs int) (*Worker, *Guest, *umem.UMEM, *um
 	}
 	g := &Guest{ID: 1, Spec: GuestSpec{Name: "g"}}
 	ep := &Endpoint{Sock: s, Guest: 1, Owner: g, tx: newTxQueue(nil, nil)}
-	g.eps = []*Endpoint{ep}
-	g.sendEps.Store(&g.eps)
+	g.ports = []*guestPort{{eps: []*Endpoint{ep}}}
+	g.txqs = []*txQueue{ep.tx}
+	g.sendQs.Store(&g.txqs)
 	w := NewWorker(u, []*Endpoint{ep}, 64, pollMs, nil)
 	ep.tx.wake = w.idle
 	po := DefaultPipelineOptions()
@@ -161,10 +162,10 @@ func TestSendWaitsForRoom(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	g.eps[0].tx.maxWait = time.Minute // so that only the worker's signal ends the wait in time
+	g.txqs[0].maxWait = time.Minute // so that only the worker's signal ends the wait in time
 	done := make(chan error, 1)
 	go func() { done <- g.Send(&WorkRequest{Head: f}) }()
-	for !g.eps[0].tx.waiting.Load() {
+	for !g.txqs[0].waiting.Load() {
 		time.Sleep(100 * time.Microsecond)
 	}
 	select {
@@ -228,7 +229,7 @@ func BenchmarkSendGSO(b *testing.B) {
 func TestSendAfterDetach(t *testing.T) {
 	_, g, u, _ := newTxWorker(t)
 	defer u.Close()
-	g.sendEps.Store(nil) // what detachLocked does first
+	g.sendQs.Store(nil) // what detachLocked does first
 	if err := g.Send(&WorkRequest{Head: udpFrame(7, 100)}); !errors.Is(err, ErrTxDetached) {
 		t.Fatalf("send after detach: %v, want ErrTxDetached", err)
 	}

@@ -29,8 +29,9 @@ type Endpoint struct {
 	Class int
 	Owner *Guest // nil for the raw socket
 
-	tx  *txQueue // the guest's send queue on this worker; nil for the raw socket
-	mtu int      // the port's MTU, for the send path; 0: no limit but the frame
+	tx   *txQueue // the guest's send queue on this worker, on its active port; else nil
+	mtu  int      // the port's MTU, for the send path; 0: no limit but the frame
+	dead bool     // the port was deleted: the socket is unbound (set on the worker)
 }
 
 // WorkerCounters are a worker's published counters. The worker stores them
@@ -49,14 +50,16 @@ type WorkerCounters struct {
 // goroutine running Run, except the counters and the stop flag.
 type Worker struct {
 	// Set at construction; the sockets all live on u.
-	u      *umem.UMEM
-	eps    []*Endpoint
-	raw    RxFunc // the raw sockets' batches; nil drops them
-	descs  []umem.Desc
-	pollMs int // when > 0, sleep in poll(2) up to this long after an empty pass
-	pfds   []unix.PollFd
-	pipe   *rxPipeline // nil when the engine runs no pipeline
-	txp    *txPath     // guests' sends
+	u   *umem.UMEM
+	eps []*Endpoint
+	// retired are the raw endpoints of deleted ports, kept for Close.
+	retired []*Endpoint
+	raw     RxFunc // the raw sockets' batches; nil drops them
+	descs   []umem.Desc
+	pollMs  int // when > 0, sleep in poll(2) up to this long after an empty pass
+	pfds    []unix.PollFd
+	pipe    *rxPipeline // nil when the engine runs no pipeline
+	txp     *txPath     // guests' sends
 	// txReserve frames stay on the free list for the send path instead of
 	// going to the fill rings.
 	txReserve int
@@ -159,17 +162,46 @@ func (w *Worker) RemoveEndpoint(ep *Endpoint) {
 			if e != ep {
 				continue
 			}
-			for {
-				n := ep.Sock.Receive(w.descs)
-				if n == 0 {
-					break
-				}
-				w.deliver(ep, w.descs[:n], batchBytes(w.descs[:n]))
-			}
+			w.drain(ep)
 			w.eps = append(w.eps[:i], w.eps[i+1:]...)
 			w.rebuildPoll()
 			return
 		}
+	})
+}
+
+// drain takes what ep's rx ring holds through the pipeline. Run it on the
+// worker (Do).
+func (w *Worker) drain(ep *Endpoint) {
+	for {
+		n := ep.Sock.Receive(w.descs)
+		if n == 0 {
+			return
+		}
+		w.deliver(ep, w.descs[:n], batchBytes(w.descs[:n]))
+	}
+}
+
+// retirePort stops polling the sockets of port pi, deleted: it drains
+// their rx rings and takes them out of the poll set. The raw sockets stay
+// in retired until the engine closes them; a guest's go when it detaches.
+func (w *Worker) retirePort(pi int) {
+	w.Do(func() {
+		keep := w.eps[:0]
+		for _, ep := range w.eps {
+			if ep.Port != pi {
+				keep = append(keep, ep)
+				continue
+			}
+			ep.dead = true
+			w.drain(ep)
+			if ep.Owner == nil {
+				w.retired = append(w.retired, ep)
+			}
+		}
+		clear(w.eps[len(keep):])
+		w.eps = keep
+		w.rebuildPoll()
 	})
 }
 
@@ -273,6 +305,7 @@ func (w *Worker) deliver(ep *Endpoint, batch []umem.Desc, bytes uint64) {
 	if g := ep.Owner; g != nil {
 		g.RxPackets.Add(uint64(len(batch)))
 		g.RxBytes.Add(bytes)
+		g.noteRx(ep, w.clock())
 		if g.handler != nil {
 			g.handler(g, ep, batch)
 		}
@@ -308,15 +341,14 @@ func (w *Worker) serveTx() int {
 	}
 	n := 0
 	for _, ep := range w.eps {
-		if ep.tx != nil {
-			if ep.tx.pending() {
-				n += w.txp.serve(ep, w.clock())
-			}
-			// Copy mode sends only inside a kick, a few dozen frames at
-			// a time: keep kicking while frames wait in the tx ring.
-			if ep.Sock.TxPending() {
-				ep.Sock.KickTx()
-			}
+		if ep.tx != nil && ep.tx.pending() {
+			n += w.txp.serve(ep, w.clock())
+		}
+		// Copy mode sends only inside a kick, a few dozen frames at a
+		// time: keep kicking while frames wait in the tx ring, also on
+		// the port a guest has just left.
+		if ep.Owner != nil && !ep.dead && ep.Sock.TxPending() {
+			ep.Sock.KickTx()
 		}
 		if ep.Sock.OwnsRings() {
 			w.txp.complete(ep.Sock)
@@ -414,7 +446,7 @@ func (w *Worker) hasWork() bool {
 		return true
 	}
 	for _, ep := range w.eps {
-		if ep.tx != nil && (ep.tx.pending() || ep.Sock.TxPending()) {
+		if ep.tx != nil && ep.tx.pending() || ep.Owner != nil && !ep.dead && ep.Sock.TxPending() {
 			return true
 		}
 	}

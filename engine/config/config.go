@@ -29,11 +29,14 @@ import (
 //	ports:
 //	  - iface: xnic0
 //	    queues: [0]
+//	  - iface: xnic1
+//	    queues: [0]
 //	classes:
 //	  - {name: storage, id: 1, dscp: [10, 12]}
 //	guests:
 //	  - name: web
-//	    port: xnic0
+//	    ports: [xnic0, xnic1]   # active, then standby
+//	    failover: {link_down: true, failback: false}
 //	    mac: 02:00:00:00:00:01
 //	    ipv4: [198.18.0.10/24]
 //	    rules:
@@ -92,8 +95,12 @@ type ClassConfig struct {
 
 // GuestConfig is a tenant: its addresses, its port and its rules.
 type GuestConfig struct {
-	Name  Scalar       `yaml:"name"`
-	Port  Scalar       `yaml:"port"`
+	Name Scalar `yaml:"name"`
+	Port Scalar `yaml:"port"`
+	// Ports lists the guest's ports: the first is active, the rest are
+	// standby ports it may migrate to. Give port or ports, not both.
+	Ports    []Scalar        `yaml:"ports"`
+	Failover *FailoverConfig `yaml:"failover"`
 	MAC   Scalar       `yaml:"mac"`
 	IPv4  []Scalar     `yaml:"ipv4"`
 	IPv6  []Scalar     `yaml:"ipv6"`
@@ -101,6 +108,25 @@ type GuestConfig struct {
 	// Services are run on the guest's own stack by `xnic serve`.
 	Services []ServiceConfig `yaml:"services"`
 	Line     int             `yaml:"-"`
+}
+
+// FailoverConfig says when the engine moves a guest by itself:
+// link_down moves it to its first standby port that is up when its active
+// port goes down; failback moves it back when its first port is up again.
+type FailoverConfig struct {
+	LinkDown Scalar `yaml:"link_down"`
+	Failback Scalar `yaml:"failback"`
+	Line     int    `yaml:"-"`
+}
+
+// UnmarshalYAML refuses unknown keys and records the mapping's line.
+func (f *FailoverConfig) UnmarshalYAML(n *yaml.Node) error {
+	type plain FailoverConfig
+	if err := decodeStrict(n, (*plain)(f)); err != nil {
+		return err
+	}
+	f.Line = n.Line
+	return nil
 }
 
 // ServiceConfig is a built-in service on a guest (see package
@@ -488,13 +514,49 @@ func (c *Config) resolveGuest(i int, g GuestConfig, r *Resolved, ifaces map[stri
 	if s.Name == "" {
 		return s, c.errf(g.Line, f+".name", "required")
 	}
+	if g.Port.Set && len(g.Ports) > 0 {
+		return s, c.errf(g.Port.Line, f+".port", "give port or ports, not both")
+	}
+	for j, pn := range g.Ports {
+		fj := fmt.Sprintf("%s.ports[%d]", f, j)
+		if !ifaces[pn.Value] {
+			return s, c.errf(pn.Line, fj, "no port %q in ports", pn.Value)
+		}
+		if j == 0 {
+			s.Port = pn.Value
+			continue
+		}
+		if pn.Value == s.Port || slices.Contains(s.Standby, pn.Value) {
+			return s, c.errf(pn.Line, fj, "port %q listed twice", pn.Value)
+		}
+		s.Standby = append(s.Standby, pn.Value)
+	}
 	if s.Port == "" {
 		if len(c.Ports) != 1 {
-			return s, c.errf(g.Line, f+".port", "required when there is more than one port")
+			return s, c.errf(g.Line, f+".port", "required when there is more than one port (or ports: [active, standby...])")
 		}
 		s.Port = c.Ports[0].Iface.Value
 	} else if !ifaces[s.Port] {
 		return s, c.errf(g.Port.Line, f+".port", "no port %q in ports", s.Port)
+	}
+	if fo := g.Failover; fo != nil {
+		for _, b := range []struct {
+			name string
+			v    Scalar
+			dst  *bool
+		}{{"link_down", fo.LinkDown, &s.Failover.LinkDown}, {"failback", fo.Failback, &s.Failover.Failback}} {
+			if !b.v.Set {
+				continue
+			}
+			v, err := strconv.ParseBool(b.v.Value)
+			if err != nil {
+				return s, c.errf(b.v.Line, f+".failover."+b.name, "want true or false, got %q", b.v.Value)
+			}
+			*b.dst = v
+		}
+		if (s.Failover.LinkDown || s.Failover.Failback) && len(s.Standby) == 0 {
+			return s, c.errf(fo.Line, f+".failover", "needs a standby port: list the guest's ports (ports: [active, standby])")
+		}
 	}
 	if g.MAC.Set {
 		m, err := net.ParseMAC(g.MAC.Value)

@@ -117,3 +117,52 @@ func TestErrorsNameLineAndField(t *testing.T) {
 		t.Errorf("empty file: %v", err)
 	}
 }
+
+// twoPortConfig is a guest with an active and a standby port.
+const twoPortConfig = `
+ports:
+  - iface: xnic0
+  - iface: xnic1
+guests:
+  - name: web
+    ports: [xnic1, xnic0]
+    failover: {link_down: true, failback: true}
+    mac: 02:00:00:00:00:01
+    ipv4: [198.18.0.10/24]
+`
+
+// TestGuestPorts: ports lists the active port first, then the standby
+// ones; failover is read; mistakes name their field.
+func TestGuestPorts(t *testing.T) {
+	c, err := Parse("two.yaml", []byte(twoPortConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := r.Guests[0]
+	if g.Port != "xnic1" || len(g.Standby) != 1 || g.Standby[0] != "xnic0" || !g.Failover.LinkDown || !g.Failover.Failback {
+		t.Fatalf("web: port %q standby %v failover %+v", g.Port, g.Standby, g.Failover)
+	}
+	cases := []struct{ name, find, replace, want string }{
+		{"unknown port", `[xnic1, xnic0]`, `[xnic1, eth9]`, `two.yaml:7: guests[0].ports[1]`},
+		{"port twice", `[xnic1, xnic0]`, `[xnic1, xnic1]`, `two.yaml:7: guests[0].ports[1]`},
+		{"port and ports", `ports: [xnic1, xnic0]`, "port: xnic0\n    ports: [xnic1, xnic0]", `two.yaml:7: guests[0].port:`},
+		{"bad bool", `link_down: true`, `link_down: often`, `two.yaml:8: guests[0].failover.link_down`},
+		{"failover alone", `[xnic1, xnic0]`, `[xnic1]`, `two.yaml:8: guests[0].failover`},
+		{"misspelt failover key", `failback: true`, `fallback: true`, `unknown field "fallback"`},
+		{"no port with two ports", `ports: [xnic1, xnic0]`, `ipv6: []`, `guests[0].port`},
+	}
+	for _, c := range cases {
+		src := strings.Replace(twoPortConfig, c.find, c.replace, 1)
+		if src == twoPortConfig {
+			t.Fatalf("%s: the replacement did not apply", c.name)
+		}
+		_, err := Parse("two.yaml", []byte(src))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.want)
+		}
+	}
+}
