@@ -18,10 +18,14 @@ const DefaultControlPath = "/run/xnic/engine.sock"
 
 // ControlRequest is one request on the control socket, a JSON line.
 type ControlRequest struct {
-	// Op is "stats" (Stats) or "conns" (TopConns).
+	// Op is "stats" (Stats), "conns" (TopConns), "guests" (GuestStats) or
+	// "migrate" (MigrateGuest).
 	Op string `json:"op"`
 	// N is how many connections "conns" returns.
 	N int `json:"n,omitempty"`
+	// Guest and To name the guest "migrate" moves and its new port.
+	Guest string `json:"guest,omitempty"`
+	To    string `json:"to,omitempty"`
 }
 
 // ControlReply is the answer, a JSON line.
@@ -29,6 +33,9 @@ type ControlReply struct {
 	Error string     `json:"error,omitempty"`
 	Stats *Stats     `json:"stats,omitempty"`
 	Conns []ConnStat `json:"conns,omitempty"`
+	// Guests answers "guests"; Migration answers "migrate".
+	Guests    []GuestStats `json:"guests,omitempty"`
+	Migration *Migration   `json:"migration,omitempty"`
 }
 
 // MaxTopConns bounds ControlRequest.N.
@@ -110,8 +117,19 @@ func (s *ControlServer) answer(req ControlRequest) ControlReply {
 			return ControlReply{Error: "this engine runs no pipeline, so it keeps no connections"}
 		}
 		return ControlReply{Conns: s.e.TopConns(req.N)}
+	case "guests":
+		return ControlReply{Guests: s.e.GuestStats()}
+	case "migrate":
+		if req.Guest == "" || req.To == "" {
+			return ControlReply{Error: "migrate: guest and to are required"}
+		}
+		m, err := s.e.MigrateGuest(req.Guest, req.To)
+		if err != nil {
+			return ControlReply{Error: err.Error()}
+		}
+		return ControlReply{Migration: &m}
 	default:
-		return ControlReply{Error: fmt.Sprintf("op: unknown %q (want stats or conns)", req.Op)}
+		return ControlReply{Error: fmt.Sprintf("op: unknown %q (want stats, conns, guests or migrate)", req.Op)}
 	}
 }
 

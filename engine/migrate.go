@@ -57,6 +57,32 @@ type MigrationStats struct {
 	LastGap time.Duration `json:"last_gap_ns"`
 }
 
+// GuestStats is what `xnic stats --guests` shows of a guest.
+type GuestStats struct {
+	Name       string         `json:"name"`
+	ID         int            `json:"id"`
+	Port       string         `json:"port"`    // active
+	Standby    []string       `json:"standby"` // in order of preference
+	Failover   FailoverPolicy `json:"failover"`
+	RxPackets  uint64         `json:"rx_packets"`
+	RxBytes    uint64         `json:"rx_bytes"`
+	Migrations MigrationStats `json:"migrations"`
+}
+
+// GuestStats describes every attached guest.
+func (e *Engine) GuestStats() []GuestStats {
+	out := []GuestStats{}
+	for _, g := range e.Guests() {
+		st := GuestStats{Name: g.Spec.Name, ID: g.ID, Port: g.Port().Name, Standby: []string{}, Failover: g.Spec.Failover,
+			RxPackets: g.RxPackets.Load(), RxBytes: g.RxBytes.Load(), Migrations: g.Migrations()}
+		for _, p := range g.StandbyPorts() {
+			st.Standby = append(st.Standby, p.Name)
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
 // Migrations are the guest's migrations so far.
 func (g *Guest) Migrations() MigrationStats {
 	g.migMu.Lock()

@@ -31,9 +31,9 @@ type GuestSpec struct {
 type FailoverPolicy struct {
 	// LinkDown moves the guest to its first standby port that is up when
 	// its active port goes down or is deleted.
-	LinkDown bool
+	LinkDown bool `json:"link_down"`
 	// Failback moves it back to its first port once that port is up again.
-	Failback bool
+	Failback bool `json:"failback"`
 }
 
 // Ports are the guest's ports: Port, then Standby.

@@ -12,6 +12,8 @@
 //	xnic maps                 list the pinned maps of a running engine
 //	xnic stats                its steering counters, human or --json
 //	xnic serve --config F     guests with their own TCP/IP stacks and services
+//	xnic migrate --guest G --to IFACE   move a guest to another of its ports
+//	xnic stats --guests       each guest's ports and migrations
 //	xnic replay --stage S     a capture through gro, gso or csum offload, into a pcap
 //
 // Run `xnic COMMAND -h` for a command's flags.
@@ -47,6 +49,7 @@ func init() {
 		{"run", "run the engine with the ports, classes and guests of a YAML config", runRun},
 		{"maps", "list the maps a running engine pinned (for bpftool)", runMaps},
 		{"stats", "print a running engine's steering counters from its pinned maps", runStats},
+		{"migrate", "move a running engine's guest to another of its ports (make before break)", runMigrate},
 		{"serve", "run guests with their own TCP/IP stacks and built-in services (http, echo, discard)", runServe},
 		{"replay", "run a pcap through GRO, GSO or checksum offload into a pcap", runReplay},
 	}

@@ -45,17 +45,24 @@ func runMaps(ctx context.Context, args []string) error {
 }
 
 func runStats(ctx context.Context, args []string) error {
-	fs := cli.NewFlags("stats", "[--port IFACE] [--pin-dir DIR] [--json] | --conns N [--ctl SOCKET] [--json]")
+	fs := cli.NewFlags("stats", "[--port IFACE] [--pin-dir DIR] [--json] | --conns N | --guests [--ctl SOCKET] [--json]")
 	root := fs.String("pin-dir", engine.DefaultPinDir, "where the engine pins its maps, one directory per port")
 	port := fs.String("port", "", "only this port (default: every pinned port)")
 	asJSON := fs.Bool("json", false, "JSON output")
 	conns := fs.Int("conns", 0, "print the top N connections by bytes and the pipeline counters, from the engine's control socket")
-	ctl := fs.String("ctl", engine.DefaultControlPath, "the engine's control socket (with --conns)")
+	guests := fs.Bool("guests", false, "print each guest's active and standby ports and its migrations, from the engine's control socket")
+	ctl := fs.String("ctl", engine.DefaultControlPath, "the engine's control socket (with --conns or --guests)")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return cli.FlagError("conns", "unexpected argument %q", fs.Arg(0))
+	}
+	if *guests {
+		if *conns != 0 {
+			return cli.FlagError("guests", "give --guests or --conns, not both")
+		}
+		return printGuests(ctx, *ctl, *asJSON)
 	}
 	if *conns != 0 {
 		if *conns < 0 || *conns > engine.MaxTopConns {
