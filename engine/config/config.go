@@ -101,10 +101,10 @@ type GuestConfig struct {
 	// standby ports it may migrate to. Give port or ports, not both.
 	Ports    []Scalar        `yaml:"ports"`
 	Failover *FailoverConfig `yaml:"failover"`
-	MAC   Scalar       `yaml:"mac"`
-	IPv4  []Scalar     `yaml:"ipv4"`
-	IPv6  []Scalar     `yaml:"ipv6"`
-	Rules []RuleConfig `yaml:"rules"`
+	MAC      Scalar          `yaml:"mac"`
+	IPv4     []Scalar        `yaml:"ipv4"`
+	IPv6     []Scalar        `yaml:"ipv6"`
+	Rules    []RuleConfig    `yaml:"rules"`
 	// Services are run on the guest's own stack by `xnic serve`.
 	Services []ServiceConfig `yaml:"services"`
 	Line     int             `yaml:"-"`
