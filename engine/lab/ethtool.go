@@ -36,13 +36,14 @@ var offloadGroups = []struct {
 	{"large-receive-offload", []string{"rx-lro"}, func(o *Offloads) *bool { return &o.LRO }},
 }
 
-func (o Offloads) String() string {
-	onOff := func(b bool) string {
-		if b {
-			return "on"
-		}
-		return "off"
+func onOff(b bool) string {
+	if b {
+		return "on"
 	}
+	return "off"
+}
+
+func (o Offloads) String() string {
 	return fmt.Sprintf("tx-csum %s, tso %s, uso %s, gso %s, gro %s, lro %s",
 		onOff(o.TxChecksum), onOff(o.TSO), onOff(o.USO), onOff(o.GSO), onOff(o.GRO), onOff(o.LRO))
 }

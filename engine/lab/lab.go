@@ -8,17 +8,20 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
-// Lab is a built lab: a peer netns and one veth pair per port.
+// Lab is a built lab: a peer netns and one veth pair per port, and in a
+// bridged lab the peer's bridge over the peer ends.
 type Lab struct {
-	Name  string // the lab's name, prefix of every object below
-	Netns string // the peer netns, NAME-peer
-	Ports []Port // by index
+	Name   string  // the lab's name, prefix of every object below
+	Netns  string  // the peer netns, NAME-peer
+	Bridge *Bridge // the peer's bridge; nil unless built with Options.PeerBridge
+	Ports  []Port  // by index
 }
 
 // Port is one veth pair of a lab.
@@ -32,9 +35,31 @@ type Port struct {
 	HostMAC, PeerMAC         net.HardwareAddr
 
 	// Addresses, with prefix lengths PrefixLenIPv4 and PrefixLenIPv6. The
-	// IPv6 ones are the zero Addr in a lab without IPv6.
+	// IPv6 ones are the zero Addr in a lab without IPv6. In a bridged lab
+	// PeerIPv4 and PeerIPv6 are the bridge's, the same on every port, and
+	// only port 0's host end has addresses: HostIPv4 and HostIPv6 of the
+	// other ports are the zero Addr.
 	HostIPv4, PeerIPv4 netip.Addr
 	HostIPv6, PeerIPv6 netip.Addr
+}
+
+// AddrIPv4 returns the address .host in port p's IPv4 subnet: 198.18.<i>.host,
+// or 198.18.0.host on every port of a bridged lab. Tests put guests there.
+func (p Port) AddrIPv4(host byte) netip.Addr {
+	a := p.PeerIPv4.As4()
+	a[3] = host
+	return netip.AddrFrom4(a)
+}
+
+// AddrIPv6 returns the address ::host in port p's IPv6 subnet (2001:2:0:<i>::host,
+// or 2001:2::host in a bridged lab), or the zero Addr in a lab without IPv6.
+func (p Port) AddrIPv6(host byte) netip.Addr {
+	if !p.PeerIPv6.IsValid() {
+		return netip.Addr{}
+	}
+	a := p.PeerIPv6.As16()
+	a[15] = host
+	return netip.AddrFrom16(a)
 }
 
 // existsError is the refusal of Up to build over an existing lab.
@@ -58,7 +83,7 @@ func Up(opts Options) (*Lab, error) {
 		return nil, err
 	}
 	l := &Lab{Name: opts.Name, Netns: NetnsName(opts.Name)}
-	if err := l.checkFree(opts.Ports); err != nil {
+	if err := l.checkFree(opts); err != nil {
 		return nil, err
 	}
 	if err := createNetns(l.Netns); err != nil {
@@ -76,9 +101,9 @@ func Up(opts Options) (*Lab, error) {
 	return l, nil
 }
 
-// checkFree fails with ErrExists if the netns or a link of a ports-port lab
-// exists already.
-func (l *Lab) checkFree(ports int) error {
+// checkFree fails with ErrExists if the netns or a link of the lab exists
+// already.
+func (l *Lab) checkFree(opts Options) error {
 	ok, err := netnsExists(l.Netns)
 	if err != nil {
 		return fmt.Errorf("lab %s: up: check netns: %w", l.Name, err)
@@ -86,10 +111,10 @@ func (l *Lab) checkFree(ports int) error {
 	if ok {
 		return &existsError{name: l.Name, what: "netns " + l.Netns}
 	}
-	if err := l.checkSubnets(ports); err != nil {
+	if err := l.checkSubnets(opts); err != nil {
 		return err
 	}
-	for i := range ports {
+	for i := range opts.Ports {
 		name := HostLinkName(l.Name, i)
 		_, err := netlink.LinkByName(name)
 		if err == nil {
@@ -103,8 +128,9 @@ func (l *Lab) checkFree(ports int) error {
 }
 
 // checkSubnets fails with ErrAddrInUse if an address of the caller's netns
-// lies in one of the lab's subnets.
-func (l *Lab) checkSubnets(ports int) error {
+// lies in one of the lab's subnets: those of each port, or only port 0's in
+// a bridged lab.
+func (l *Lab) checkSubnets(opts Options) error {
 	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
 	for try := 0; errors.Is(err, netlink.ErrDumpInterrupted) && try < 3; try++ {
 		addrs, err = netlink.AddrList(nil, netlink.FAMILY_ALL) // changed mid-dump
@@ -112,13 +138,17 @@ func (l *Lab) checkSubnets(ports int) error {
 	if err != nil {
 		return fmt.Errorf("lab %s: up: list addresses: %w", l.Name, err)
 	}
+	subnets := opts.Ports
+	if opts.PeerBridge {
+		subnets = 1
+	}
 	for _, a := range addrs {
 		ip, ok := netip.AddrFromSlice(a.IP)
 		if !ok {
 			continue
 		}
 		ip = ip.Unmap()
-		for i := range ports {
+		for i := range subnets {
 			if SubnetIPv4(i).Contains(ip) || SubnetIPv6(i).Contains(ip) {
 				where := fmt.Sprintf("ifindex %d", a.LinkIndex)
 				if link, err := netlink.LinkByIndex(a.LinkIndex); err == nil {
@@ -182,6 +212,11 @@ func (l *Lab) build(opts Options) error {
 		}
 		defer peerEth.Close()
 	}
+	if opts.PeerBridge {
+		if err := l.buildBridge(opts, ns, peer, peerEth); err != nil {
+			return fmt.Errorf("bridge: %w", err)
+		}
+	}
 	for i := range opts.Ports {
 		p, err := l.buildPort(opts, i, ns, host, peer, hostEth, peerEth)
 		if err != nil {
@@ -198,7 +233,8 @@ func (l *Lab) build(opts Options) error {
 }
 
 // buildPort creates port i: the veth pair, with its peer end born in the netns,
-// then addresses, offloads and link state on both ends.
+// then addresses, offloads and link state on both ends. In a bridged lab the
+// peer end joins the bridge instead of taking addresses.
 func (l *Lab) buildPort(opts Options, i int, ns netns.NsHandle, host, peer *netlink.Handle,
 	hostEth, peerEth *ethtoolSocket) (Port, error) {
 	p := Port{
@@ -210,6 +246,10 @@ func (l *Lab) buildPort(opts Options, i int, ns netns.NsHandle, host, peer *netl
 	}
 	if opts.IPv6 {
 		p.HostIPv6, p.PeerIPv6 = HostIPv6(i), PeerIPv6(i)
+	}
+	if l.Bridge != nil {
+		p.HostIPv4, p.HostIPv6 = bridgedHostAddrs(i, opts.IPv6)
+		p.PeerIPv4, p.PeerIPv6 = l.Bridge.IPv4, l.Bridge.IPv6
 	}
 
 	attrs := netlink.NewLinkAttrs()
@@ -244,29 +284,75 @@ func (l *Lab) buildPort(opts Options, i int, ns netns.NsHandle, host, peer *netl
 	p.HostIfindex, p.HostMAC = hl.Attrs().Index, hl.Attrs().HardwareAddr
 	p.PeerIfindex, p.PeerMAC = pl.Attrs().Index, pl.Attrs().HardwareAddr
 
+	// While both ends are down, so that they never send an IPv6 packet. A
+	// bridge port has no addresses of its own: IPv6 is off on it always.
 	if !opts.IPv6 {
-		// While both ends are down, so that they never send an IPv6 packet.
 		if err := disableIPv6(p.Host); err != nil {
 			return p, err
 		}
+	}
+	if !opts.IPv6 || l.Bridge != nil {
 		if err := runInNetns(ns, func() error { return disableIPv6(p.Peer) }); err != nil {
 			return p, fmt.Errorf("in netns %s: %w", l.Netns, err)
+		}
+	}
+	if l.Bridge != nil {
+		if err := strictARP(p.Host); err != nil {
+			return p, err
+		}
+		if err := peer.LinkSetMasterByIndex(pl, l.Bridge.Ifindex); err != nil {
+			return p, fmt.Errorf("in netns %s: add %s to bridge %s: %w", l.Netns, p.Peer, l.Bridge.Name, err)
 		}
 	}
 	if err := configureEnd(host, hl, p.HostIPv4, p.HostIPv6, hostEth); err != nil {
 		return p, err
 	}
-	if err := configureEnd(peer, pl, p.PeerIPv4, p.PeerIPv6, peerEth); err != nil {
+	peerV4, peerV6 := p.PeerIPv4, p.PeerIPv6
+	if l.Bridge != nil {
+		peerV4, peerV6 = netip.Addr{}, netip.Addr{} // they live on the bridge
+	}
+	if err := configureEnd(peer, pl, peerV4, peerV6, peerEth); err != nil {
 		return p, fmt.Errorf("in netns %s: %w", l.Netns, err)
 	}
 	return p, nil
 }
 
-// configureEnd adds the addresses of one veth end, turns its offloads off when
-// eth is set, and brings it up.
+// bridgedHostAddrs returns the host end's addresses of port i in a bridged
+// lab: port 0's, 198.18.0.1 and 2001:2::1, on port 0 and none on the others.
+func bridgedHostAddrs(i int, withIPv6 bool) (v4, v6 netip.Addr) {
+	if i != 0 {
+		return netip.Addr{}, netip.Addr{}
+	}
+	if withIPv6 {
+		v6 = HostIPv6(0)
+	}
+	return HostIPv4(0), v6
+}
+
+// strictARP makes the host end ifname answer ARP only for addresses on
+// ifname itself (arp_ignore 1) and take the source of its own ARP requests
+// from ifname (arp_announce 2). The host ends of a bridged lab share a
+// subnet, and by default Linux answers for any of its addresses on every
+// link: 198.18.0.1 would then be claimed from port 1's MAC too. IPv6 needs
+// no such setting: the kernel answers a neighbour solicitation only for an
+// address of the link it came in on.
+func strictARP(ifname string) error {
+	for _, s := range []struct{ key, value string }{{"arp_ignore", "1"}, {"arp_announce", "2"}} {
+		if err := setSysctl("net/ipv4/conf/"+ifname+"/"+s.key, s.value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// configureEnd adds the addresses of one link (v4 and v6 when valid), turns
+// its offloads off when eth is set, and brings it up.
 func configureEnd(h *netlink.Handle, link netlink.Link, v4, v6 netip.Addr, eth *ethtoolSocket) error {
 	name := link.Attrs().Name
-	addrs := []*netlink.Addr{{IPNet: prefixNet(v4, PrefixLenIPv4)}}
+	var addrs []*netlink.Addr
+	if v4.IsValid() {
+		addrs = append(addrs, &netlink.Addr{IPNet: prefixNet(v4, PrefixLenIPv4)})
+	}
 	if v6.IsValid() {
 		// NODAD: usable at once instead of tentative for a second or more.
 		addrs = append(addrs, &netlink.Addr{IPNet: prefixNet(v6, PrefixLenIPv6), Flags: unix.IFA_F_NODAD})
@@ -289,6 +375,14 @@ func configureEnd(h *netlink.Handle, link netlink.Link, v4, v6 netip.Addr, eth *
 
 func prefixNet(a netip.Addr, bits int) *net.IPNet {
 	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(bits, a.BitLen())}
+}
+
+// setSysctl writes value to /proc/sys/KEY in the calling thread's netns.
+func setSysctl(key, value string) error {
+	if err := os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0); err != nil {
+		return fmt.Errorf("set sysctl %s: %w", strings.ReplaceAll(key, "/", "."), err)
+	}
+	return nil
 }
 
 // disableIPv6 sets net.ipv6.conf.IFNAME.disable_ipv6 in the calling thread's

@@ -11,10 +11,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Open finds the lab called name on the system: its netns and the veth pairs
-// that follow the naming convention. It lets a process other than the one that
-// ran Up show or tear down the lab. It fails with ErrNotFound if the netns or
-// every port is missing.
+// Open finds the lab called name on the system: its netns, the veth pairs
+// that follow the naming convention and, in a bridged lab, the bridge NAMEbr
+// in the netns, whose presence is what makes the lab bridged. It lets a
+// process other than the one that ran Up show or tear down the lab. It fails
+// with ErrNotFound if the netns or every port is missing.
 func Open(name string) (*Lab, error) {
 	if err := validateName(name, 1); err != nil {
 		return nil, err
@@ -35,6 +36,21 @@ func Open(name string) (*Lab, error) {
 	defer host.Close()
 	defer peer.Close()
 
+	br, err := findBridge(peer, name)
+	if err != nil {
+		return nil, fmt.Errorf("open lab %s: %w", name, err)
+	}
+	if br != nil {
+		b := &Bridge{Name: br.Attrs().Name, Ifindex: br.Attrs().Index, MAC: br.Attrs().HardwareAddr, IPv4: PeerIPv4(0)}
+		hasV6, err := hasAddr(peer, br, PeerIPv6(0))
+		if err != nil {
+			return nil, fmt.Errorf("open lab %s: %w", name, err)
+		}
+		if hasV6 {
+			b.IPv6 = PeerIPv6(0)
+		}
+		l.Bridge = b
+	}
 	for i := range MaxPorts {
 		hl, pl, err := findPair(host, peer, name, i)
 		if err != nil {
@@ -57,12 +73,17 @@ func Open(name string) (*Lab, error) {
 			HostIPv4:    HostIPv4(i),
 			PeerIPv4:    PeerIPv4(i),
 		}
-		hasV6, err := hasAddr(host, hl, HostIPv6(i))
-		if err != nil {
-			return nil, fmt.Errorf("open lab %s: port %d: %w", name, i, err)
-		}
-		if hasV6 {
-			p.HostIPv6, p.PeerIPv6 = HostIPv6(i), PeerIPv6(i)
+		if b := l.Bridge; b != nil {
+			p.HostIPv4, p.HostIPv6 = bridgedHostAddrs(i, b.IPv6.IsValid())
+			p.PeerIPv4, p.PeerIPv6 = b.IPv4, b.IPv6
+		} else {
+			hasV6, err := hasAddr(host, hl, HostIPv6(i))
+			if err != nil {
+				return nil, fmt.Errorf("open lab %s: port %d: %w", name, i, err)
+			}
+			if hasV6 {
+				p.HostIPv6, p.PeerIPv6 = HostIPv6(i), PeerIPv6(i)
+			}
 		}
 		l.Ports = append(l.Ports, p)
 	}
@@ -73,9 +94,11 @@ func Open(name string) (*Lab, error) {
 }
 
 // Down tears the lab down: it deletes each host link NAME<i> whose veth peer
-// is NAMEp<i> in the lab's netns, which deletes the peer too, then removes the
-// netns. Links that do not match this lab are never touched. Down of a lab
-// that is gone is a no-op, so it can run more than once.
+// is NAMEp<i> in the lab's netns, which deletes the peer too, then the bridge
+// NAMEbr in the netns if there is one, then removes the netns. Links that do
+// not match this lab are never touched. It needs only l.Name and l.Netns, so
+// it also clears a lab that Open cannot read. Down of a lab that is gone is a
+// no-op, so it can run more than once.
 func (l *Lab) Down() error {
 	ns, err := openNetns(l.Netns)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -105,7 +128,9 @@ func (l *Lab) Down() error {
 	return nil
 }
 
-// deleteLinks deletes the lab's veth pairs from the host side.
+// deleteLinks deletes the lab's veth pairs from the host side, then its
+// bridge. The bridge goes explicitly: a socket left open in the netns keeps
+// the netns, and whatever is in it, alive after its mount is gone.
 func (l *Lab) deleteLinks(ns netns.NsHandle) error {
 	host, peer, err := handles(ns, l.Netns)
 	if err != nil {
@@ -126,6 +151,9 @@ func (l *Lab) deleteLinks(ns netns.NsHandle) error {
 		if err := host.LinkDel(hl); err != nil && !isLinkNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete %s: %w", hl.Attrs().Name, err))
 		}
+	}
+	if err := l.deleteBridge(peer); err != nil {
+		errs = append(errs, fmt.Errorf("in netns %s: %w", l.Netns, err))
 	}
 	return errors.Join(errs...)
 }

@@ -29,6 +29,9 @@ var (
 	ErrExists = errors.New("lab already exists")
 	// ErrNotFound means Open found no lab of that name.
 	ErrNotFound = errors.New("lab not found")
+	// ErrNotBridged means a call that needs the peer bridge was made on a
+	// lab built without Options.PeerBridge.
+	ErrNotBridged = errors.New("lab has no peer bridge")
 	// ErrAddrInUse means an address of the caller's netns lies in a subnet
 	// of the lab, 198.18.<i>.0/24 or 2001:2:0:<i>::/64: most likely another
 	// lab is up. Two labs in one netns would share those subnets and their
@@ -56,6 +59,13 @@ type Options struct {
 	// IPv6 adds the 2001:2:0:<i>::/64 addresses. Without it IPv6 is disabled
 	// on the lab's links (no addresses, no router or neighbour solicitations).
 	IPv6 bool
+	// PeerBridge joins the peer ends under one Linux bridge, NAME+"br" in the
+	// peer netns, which holds the peer's addresses 198.18.0.2/24 and
+	// 2001:2::2/64: a server's NIC ports cabled into one switch. Every port
+	// then shares the subnets of port 0, and only port 0's host end has
+	// addresses (see the package doc). It is allowed with one port too: the
+	// same switch with one cable in it.
+	PeerBridge bool
 
 	// hookPortDone, when set, runs after port i is complete. Tests use it to
 	// fail Up halfway and check the unwinding.
@@ -144,6 +154,10 @@ func NetnsName(name string) string { return name + "-peer" }
 
 // HostLinkName returns the name of port i's veth in the caller's netns: NAME<i>.
 func HostLinkName(name string, i int) string { return name + strconv.Itoa(i) }
+
+// BridgeName returns the name of the peer bridge of lab name, in its netns:
+// NAMEbr. It is never longer than PeerLinkName(name, 0).
+func BridgeName(name string) string { return name + "br" }
 
 // PeerLinkName returns the name of port i's veth in the peer netns: NAMEp<i>.
 func PeerLinkName(name string, i int) string { return name + "p" + strconv.Itoa(i) }

@@ -63,6 +63,14 @@ func TestValidateAccepts(t *testing.T) {
 	if err := o.Validate(); err != nil {
 		t.Errorf("random name, %d ports, ipv4-only MTU 576: %v", lab.MaxPorts, err)
 	}
+	// A bridge over one port is a switch with one server port cabled in.
+	for _, ports := range []int{1, 2, lab.MaxPorts} {
+		o := lab.DefaultOptions()
+		o.Ports, o.PeerBridge = ports, true
+		if err := o.Validate(); err != nil {
+			t.Errorf("peer bridge with %d ports: %v", ports, err)
+		}
+	}
 }
 
 func TestRandomName(t *testing.T) {
@@ -89,6 +97,9 @@ func TestNaming(t *testing.T) {
 	}
 	if got := lab.PeerLinkName("xnic", 12); got != "xnicp12" {
 		t.Errorf("PeerLinkName = %q", got)
+	}
+	if got := lab.BridgeName("xnic"); got != "xnicbr" || len(got) > len(lab.PeerLinkName("xnic", 0)) {
+		t.Errorf("BridgeName = %q", got)
 	}
 	for _, tc := range []struct {
 		got  netip.Addr

@@ -5,16 +5,30 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 )
 
 // Status is a snapshot of a lab, read from the system. Its String method
 // prints it for `xnic lab status`.
 type Status struct {
 	Name, Netns string
+	Bridge      *BridgeStatus `json:",omitempty"` // nil in a lab without a peer bridge
 	Ports       []PortStatus
+}
+
+// BridgeStatus is the state of the peer bridge: the link itself, as for a veth
+// end, its members and its switching settings.
+type BridgeStatus struct {
+	EndStatus
+	Members           []string // the links enslaved to it, sorted
+	STP               bool
+	ForwardDelay      time.Duration
+	AgeingTime        time.Duration
+	MulticastSnooping bool
 }
 
 // PortStatus is the state of both ends of one port.
@@ -33,6 +47,8 @@ type EndStatus struct {
 	Addrs     []netip.Prefix
 	Queues    Queues
 	Offloads  Offloads
+	// Master is the bridge the link is a port of, if any.
+	Master string `json:",omitempty"`
 
 	// Counters from the link's statistics (IFLA_STATS64).
 	RxPackets, TxPackets uint64
@@ -83,6 +99,11 @@ func (l *Lab) Status() (*Status, error) {
 	defer peerEth.Close()
 
 	s := &Status{Name: l.Name, Netns: l.Netns}
+	if l.Bridge != nil {
+		if s.Bridge, err = bridgeStatus(ns, peer, peerEth, l.Bridge.Name); err != nil {
+			return nil, fmt.Errorf("lab %s: status: in netns %s: %w", l.Name, l.Netns, err)
+		}
+	}
 	for _, p := range l.Ports {
 		ps := PortStatus{Index: p.Index}
 		if ps.Host, err = endStatus(host, hostEth, p.Host); err != nil {
@@ -94,6 +115,29 @@ func (l *Lab) Status() (*Status, error) {
 		s.Ports = append(s.Ports, ps)
 	}
 	return s, nil
+}
+
+// bridgeStatus reads the bridge name in netns ns.
+func bridgeStatus(ns netns.NsHandle, h *netlink.Handle, eth *ethtoolSocket, name string) (*BridgeStatus, error) {
+	e, err := endStatus(h, eth, name)
+	if err != nil {
+		return nil, err
+	}
+	b := &BridgeStatus{EndStatus: e}
+	if b.Members, err = bridgeMembers(h, e.Ifindex); err != nil {
+		return nil, err
+	}
+	var c bridgeConfig
+	err = runInNetns(ns, func() error {
+		var err error
+		c, err = readBridgeConfig(e.Ifindex)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.STP, b.ForwardDelay, b.AgeingTime, b.MulticastSnooping = c.STP, c.ForwardDelay, c.AgeingTime, c.MulticastSnooping
+	return b, nil
 }
 
 func endStatus(h *netlink.Handle, eth *ethtoolSocket, name string) (EndStatus, error) {
@@ -114,6 +158,13 @@ func endStatus(h *netlink.Handle, eth *ethtoolSocket, name string) (EndStatus, e
 		e.RxPackets, e.TxPackets = st.RxPackets, st.TxPackets
 		e.RxBytes, e.TxBytes = st.RxBytes, st.TxBytes
 		e.RxDropped, e.TxDropped = st.RxDropped, st.TxDropped
+	}
+	if a.MasterIndex != 0 {
+		m, err := h.LinkByIndex(a.MasterIndex)
+		if err != nil {
+			return e, fmt.Errorf("find master %d of %s: %w", a.MasterIndex, name, err)
+		}
+		e.Master = m.Attrs().Name
 	}
 	if x := a.Xdp; x != nil && x.Attached {
 		e.XDP = XDPStatus{Attached: true, ProgID: x.ProgId, Mode: xdpMode(x.AttachMode)}
@@ -154,10 +205,16 @@ func xdpMode(m uint32) string {
 	return fmt.Sprintf("mode%d", m)
 }
 
-// String prints the status, one block per port and one line per end.
+// String prints the status: the bridge if there is one, then one block per
+// port and one line per end.
 func (s *Status) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "lab %s (netns %s), %d port(s)\n", s.Name, s.Netns, len(s.Ports))
+	if br := s.Bridge; br != nil {
+		fmt.Fprintf(&b, "bridge %s (peer), members %s, stp %s, forward delay %s, ageing %s, multicast snooping %s\n",
+			br.Name, strings.Join(br.Members, " "), onOff(br.STP), br.ForwardDelay, br.AgeingTime, onOff(br.MulticastSnooping))
+		br.write(&b, "peer")
+	}
 	for _, p := range s.Ports {
 		fmt.Fprintf(&b, "port %d\n", p.Index)
 		p.Host.write(&b, "host")
@@ -175,8 +232,12 @@ func (e *EndStatus) write(b *strings.Builder, side string) {
 	for i, a := range e.Addrs {
 		addrs[i] = a.String()
 	}
-	fmt.Fprintf(b, "  %s %-8s ifindex %d mac %s mtu %d %s queues rx %d tx %d\n",
-		side, e.Name, e.Ifindex, e.MAC, e.MTU, e.OperState, e.Queues.Rx, e.Queues.Tx)
+	master := ""
+	if e.Master != "" {
+		master = " master " + e.Master
+	}
+	fmt.Fprintf(b, "  %s %-8s ifindex %d mac %s mtu %d %s queues rx %d tx %d%s\n",
+		side, e.Name, e.Ifindex, e.MAC, e.MTU, e.OperState, e.Queues.Rx, e.Queues.Tx, master)
 	fmt.Fprintf(b, "       addrs %s\n", strings.Join(addrs, " "))
 	fmt.Fprintf(b, "       rx %d pkts %d bytes %d dropped | tx %d pkts %d bytes %d dropped\n",
 		e.RxPackets, e.RxBytes, e.RxDropped, e.TxPackets, e.TxBytes, e.TxDropped)
