@@ -38,8 +38,8 @@ func sysctl(t *testing.T, key string) string {
 	return strings.TrimSpace(string(b))
 }
 
-// hasGlobalAddr reports whether link carries an address outside fe80::/10.
-func hasGlobalAddr(t *testing.T, h *netlink.Handle, link netlink.Link) []netlink.Addr {
+// globalAddrs returns the addresses of link outside fe80::/10.
+func globalAddrs(t *testing.T, h *netlink.Handle, link netlink.Link) []netlink.Addr {
 	t.Helper()
 	addrs, err := h.AddrList(link, netlink.FAMILY_ALL)
 	if err != nil {
@@ -96,7 +96,7 @@ func TestBridgeUpStatusDown(t *testing.T) {
 		if pl.Attrs().MasterIndex != br.Ifindex {
 			t.Errorf("peer end %s: master %d, want bridge %d", p.Peer, pl.Attrs().MasterIndex, br.Ifindex)
 		}
-		if g := hasGlobalAddr(t, peer, pl); len(g) != 0 {
+		if g := globalAddrs(t, peer, pl); len(g) != 0 {
 			t.Errorf("peer end %s carries %v; the addresses belong on the bridge", p.Peer, g)
 		}
 		if v := sysctl(t, "net/ipv4/conf/"+p.Host+"/arp_ignore"); v != "1" {
@@ -110,7 +110,7 @@ func TestBridgeUpStatusDown(t *testing.T) {
 			if p.HostIPv4 != lab.HostIPv4(0) || p.HostIPv6 != lab.HostIPv6(0) {
 				t.Errorf("port 0 host addresses %s %s", p.HostIPv4, p.HostIPv6)
 			}
-		} else if g := hasGlobalAddr(t, host, hl); len(g) != 0 || p.HostIPv4.IsValid() || p.HostIPv6.IsValid() {
+		} else if g := globalAddrs(t, host, hl); len(g) != 0 || p.HostIPv4.IsValid() || p.HostIPv6.IsValid() {
 			t.Errorf("host end %s: addresses %v (port %+v), want none beyond port 0", p.Host, g, p)
 		}
 	}

@@ -96,13 +96,15 @@ func (e endRef) set(up bool) error {
 	if err != nil {
 		return err
 	}
+	verb := "down"
 	if up {
+		verb = "up"
 		err = e.h.LinkSetUp(link)
 	} else {
 		err = e.h.LinkSetDown(link)
 	}
 	if err != nil {
-		return fmt.Errorf("set %s up=%v: %w", e.name, up, err)
+		return fmt.Errorf("set %s %s: %w", e.name, verb, err)
 	}
 	return nil
 }
