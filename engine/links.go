@@ -21,7 +21,13 @@ func (e *Engine) watchLinks() error {
 	ch := make(chan netlink.LinkUpdate, 64)
 	done := make(chan struct{})
 	err := netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{
-		ErrorCallback: func(err error) { e.logf("link events: %v", err) },
+		ErrorCallback: func(err error) {
+			select {
+			case <-done: // the subscription's socket closing under Close
+			default:
+				e.logf("link events: %v: link failover no longer works", err)
+			}
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("engine: watch links: %w", err)

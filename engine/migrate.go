@@ -52,9 +52,11 @@ type MigrationStats struct {
 	Count uint64     `json:"count"`
 	Last  *Migration `json:"last,omitempty"`
 	// LastGap is how long the guest received nothing around its last move:
-	// from its last frame on the old port to its first on the new one. 0
-	// until a frame arrives on the new port.
+	// from its last frame on the old port to its first on the new one, to
+	// the resolution of a worker's pass (0: both in one pass). GapSeen says
+	// whether a frame has arrived on the new port yet.
 	LastGap time.Duration `json:"last_gap_ns"`
+	GapSeen bool          `json:"gap_seen"`
 }
 
 // GuestStats is what `xnic stats --guests` shows of a guest.
@@ -110,6 +112,7 @@ func (g *Guest) noteRx(ep *Endpoint, now int64) {
 	if g.gapFrom.CompareAndSwap(from, 0) {
 		g.migMu.Lock()
 		g.mig.LastGap = time.Duration(max(now-from, 0))
+		g.mig.GapSeen = true
 		g.migMu.Unlock()
 	}
 }
@@ -176,11 +179,14 @@ func (e *Engine) moveLocked(g *Guest, ti int, reason string) (Migration, error) 
 	if err := e.addRules(g, np); err != nil {
 		return m, fmt.Errorf("engine: migrate guest %s to %s: %w", g.Spec.Name, np.port.Name, err)
 	}
+	g.migMu.Lock()
+	g.mig.LastGap, g.mig.GapSeen = 0, false
+	g.migMu.Unlock()
 	g.gapPort.Store(int32(np.pi))
 	g.gapFrom.Store(max(g.lastRx.Load(), 1))
 	// Sends leave from the new port from each worker's next pass. The
-	// old endpoints keep being polled (their tx rings empty, their
-	// completions come back through the port's ring owner).
+	// old endpoints keep being polled (their completions come back
+	// through the port's ring owner).
 	for wi, w := range e.workers {
 		if g.txqs == nil {
 			break
@@ -193,6 +199,15 @@ func (e *Engine) moveLocked(g *Guest, ti int, reason string) (Migration, error) 
 	}
 	g.active = ti
 	g.activePort.Store(np.port)
+	// The switch learns where the guest's MAC is from the last frame it
+	// sent: let the old port's tx rings empty, then announce from the new
+	// port, and let the announcements leave, before the old rules go.
+	// Until then, frames the switch still sends to the old port are
+	// steered to the guest there.
+	e.waitTxEmpty(op, g, false)
+	m.Announced = e.announce(g)
+	e.waitTxEmpty(np, g, true)
+	time.Sleep(detachGrace)
 	// Break: nothing more is steered to the old port's sockets.
 	var errs []error
 	if err := e.deleteRules(g, op); err != nil {
@@ -205,18 +220,38 @@ func (e *Engine) moveLocked(g *Guest, ti int, reason string) (Migration, error) 
 		ep := op.eps[wi]
 		w.Do(func() { w.drain(ep) })
 	}
-	m.Announced = e.announce(g)
 	m.Took = time.Since(start)
 	g.migMu.Lock()
 	g.mig.Count++
 	g.mig.Last = &m
-	g.mig.LastGap = 0
 	g.migMu.Unlock()
 	e.logf("guest %s migrated from %s to %s (%s) in %s, %d announcements", m.Guest, m.From, m.To, reason, m.Took.Round(time.Microsecond), m.Announced)
 	if len(errs) > 0 {
 		return m, fmt.Errorf("engine: migrate guest %s: %w", g.Spec.Name, errors.Join(errs...))
 	}
 	return m, nil
+}
+
+// txDrainWait bounds how long a move waits for a tx ring to empty: a port
+// without carrier may never take its frames.
+const txDrainWait = 50 * time.Millisecond
+
+// waitTxEmpty waits, up to txDrainWait, until the guest's tx rings on gp
+// hold no frame (and, with queues, its send queues hold no request).
+func (e *Engine) waitTxEmpty(gp *guestPort, g *Guest, queues bool) {
+	if g.txqs == nil || gp.port.gone.Load() {
+		return
+	}
+	for end := time.Now().Add(txDrainWait); time.Now().Before(end); time.Sleep(200 * time.Microsecond) {
+		busy := false
+		for wi, w := range e.workers {
+			ep, q := gp.eps[wi], g.txqs[wi]
+			w.Do(func() { busy = busy || ep.Sock.TxPending() || queues && q.pending() })
+		}
+		if !busy {
+			return
+		}
+	}
 }
 
 // portUp reports whether p is administratively up with a carrier.

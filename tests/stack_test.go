@@ -196,13 +196,10 @@ func bulk(t *testing.T, ctx context.Context, l *lab.Lab, g *stack.Guest, addr ne
 // Each call takes its own port: a closed connection keeps its port busy in
 // TIME_WAIT for a while.
 func bulkErr(ctx context.Context, l *lab.Lab, g *stack.Guest, addr netip.Addr, port uint16, up, down int64) error {
-	sum := func(seed byte, n int64) (s [32]byte) {
-		h := sha256.New()
-		io.Copy(h, io.LimitReader(newRand(seed), n))
-		copy(s[:], h.Sum(nil))
-		return s
-	}
-	wantUp, wantDown := sum(1, up), sum(2, down)
+	// Each sender hashes what it sends as it sends it: computing the sums
+	// first would cost as much CPU again as the transfer.
+	var wantUp, wantDown [32]byte
+	sentUp, sentDown := sha256.New(), sha256.New()
 	ln, err := g.Listen("tcp", net.JoinHostPort(addr.String(), strconv.Itoa(int(port))))
 	if err != nil {
 		return err
@@ -231,8 +228,9 @@ func bulkErr(ctx context.Context, l *lab.Lab, g *stack.Guest, addr netip.Addr, p
 		defer c.Close()
 		sent := make(chan error, 1)
 		go func() {
-			_, err := io.Copy(c, io.LimitReader(newRand(2), down))
+			_, err := io.Copy(c, io.TeeReader(io.LimitReader(newRand(2), down), sentDown))
 			c.(interface{ CloseWrite() error }).CloseWrite()
+			copy(wantDown[:], sentDown.Sum(nil))
 			sent <- err
 		}()
 		r := drain(c)
@@ -247,20 +245,24 @@ func bulkErr(ctx context.Context, l *lab.Lab, g *stack.Guest, addr netip.Addr, p
 	}
 	defer c.Close()
 	go func() { fromGuest <- drain(c) }()
-	if _, err := io.Copy(c, io.LimitReader(newRand(1), up)); err != nil {
+	if _, err := io.Copy(c, io.TeeReader(io.LimitReader(newRand(1), up), sentUp)); err != nil {
 		return fmt.Errorf("peer send: %w", err)
 	}
 	c.(*net.TCPConn).CloseWrite()
+	copy(wantUp[:], sentUp.Sum(nil))
 	for _, w := range []struct {
 		name string
 		ch   chan result
 		n    int64
-		want [32]byte
-	}{{"peer -> guest", fromPeer, up, wantUp}, {"guest -> peer", fromGuest, down, wantDown}} {
+		want *[32]byte
+	}{{"peer -> guest", fromPeer, up, &wantUp}, {"guest -> peer", fromGuest, down, &wantDown}} {
 		select {
 		case r := <-w.ch:
-			if r.err != nil || r.n != w.n || r.sum != w.want {
-				return fmt.Errorf("%s %s: got %d bytes (err %v), sha256 match %v; sent %d", addr, w.name, r.n, r.err, r.sum == w.want, w.n)
+			// Each result comes after its sender finished and summed:
+			// the guest's after its send returned, the peer's after EOF,
+			// which follows the guest's CloseWrite.
+			if r.err != nil || r.n != w.n || r.sum != *w.want {
+				return fmt.Errorf("%s %s: got %d bytes (err %v), sha256 match %v; sent %d", addr, w.name, r.n, r.err, r.sum == *w.want, w.n)
 			}
 		case <-ctx.Done():
 			return fmt.Errorf("%s %s: timed out", addr, w.name)

@@ -195,7 +195,13 @@ func (s *Socket) open(opts SocketOptions) error {
 		if err != nil {
 			return fmt.Errorf("create AF_XDP socket: %w", err)
 		}
+		// A socket that shares its (interface, queue)'s fill and
+		// completion rings must name the socket that owns them; one with
+		// rings of its own may name any socket of the UMEM.
 		s.fd, shareFD = fd, u.sockets[0].fd
+		if s.ringHost != s {
+			shareFD = s.ringHost.fd
+		}
 	default:
 		// Every earlier socket is closed: register the UMEM anew.
 		if err := u.register(); err != nil {

@@ -77,7 +77,7 @@ func printGuests(ctx context.Context, path string, asJSON bool) error {
 		last := "-"
 		if m := g.Migrations.Last; m != nil {
 			gap := "gap not seen yet"
-			if g.Migrations.LastGap > 0 {
+			if g.Migrations.GapSeen {
 				gap = "traffic stopped " + g.Migrations.LastGap.Round(time.Microsecond).String()
 			}
 			last = fmt.Sprintf("%s -> %s (%s) at %s, took %s, %s", m.From, m.To, m.Reason,
