@@ -73,7 +73,7 @@ func (o PipelineOptions) Validate() error {
 		return fmt.Errorf("engine: pipeline table capacity: must be a power of two up to 1<<30, got %d", o.Table.Capacity)
 	}
 	if o.GRO {
-		if _, err := offload.NewGRO(o.GROOptions, func(*offload.Aggregate) {}); err != nil {
+		if _, err := offload.NewGRO(o.GROOptions); err != nil {
 			return fmt.Errorf("engine: pipeline: %w", err)
 		}
 	}
@@ -154,7 +154,7 @@ func newRxPipeline(u *umem.UMEM, batch int, o PipelineOptions, raw Sink, c *Pipe
 	}
 	p.single.Handles = make([]uint64, 0, 1)
 	if o.GRO {
-		if p.gro, err = offload.NewGRO(o.GROOptions, p.deliver); err != nil {
+		if p.gro, err = offload.NewGRO(o.GROOptions); err != nil {
 			return nil, fmt.Errorf("engine: pipeline: %w", err)
 		}
 	}
@@ -184,16 +184,19 @@ func (p *rxPipeline) run(ep *Endpoint, descs []umem.Desc, now int64) {
 		}
 		p.receive(idx)
 	}
-	if p.gro != nil {
-		p.gro.Flush()
+	if g := p.gro; g != nil {
+		g.Flush()
+		for a := g.Next(); a != nil; a = g.Next() {
+			p.deliver(a)
+		}
 	}
 	clear(frames)
 	p.ep = nil
 }
 
 // receive takes one connection's frames (idx indexes the batch), in order,
-// into GRO, or delivers each alone with GRO off. Malformed frames are
-// counted and dropped.
+// into GRO, delivering what each one completes, or delivers each alone
+// with GRO off. Malformed frames are counted and dropped.
 func (p *rxPipeline) receive(idx []int32) {
 	for _, i := range idx {
 		pk := &p.pkts[i]
@@ -201,8 +204,11 @@ func (p *rxPipeline) receive(idx []int32) {
 			p.malformed++
 			continue
 		}
-		if p.gro != nil {
-			p.gro.Receive(p.frames[i], uint64(i), pk)
+		if g := p.gro; g != nil {
+			g.Receive(p.frames[i], uint64(i), pk)
+			for a := g.Next(); a != nil; a = g.Next() {
+				p.deliver(a)
+			}
 			continue
 		}
 		a := &p.single
@@ -215,9 +221,8 @@ func (p *rxPipeline) receive(idx []int32) {
 	}
 }
 
-// deliver hands an aggregate to the endpoint's guest or the raw sink; GRO
-// calls it for each of its aggregates. Aggregates with a bad checksum are
-// counted and dropped.
+// deliver hands an aggregate to the endpoint's guest or the raw sink: the
+// guest boundary. Aggregates with a bad checksum are counted and dropped.
 func (p *rxPipeline) deliver(a *offload.Aggregate) {
 	if a.Flags&offload.AggCsumBad != 0 {
 		p.csumBad++
