@@ -4,6 +4,7 @@
 // One worker owns one UMEM and every socket on it: the sockets of all ports
 // for one queue index. It polls them in turn, hands each received batch to
 // the pipeline, and posts the frames back to the fill ring. The worker's hot
-// loop takes no locks and makes no allocations; it publishes its counters
-// with atomic stores once per batch, and the control plane reads only those.
+// loop takes no locks and makes no allocations. It counts in plain fields,
+// and once per pass publishes them in one snapshot (WorkerStats, through a
+// seqlock) that the control plane copies (Worker.Stats, Engine.Stats).
 package engine

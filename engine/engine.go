@@ -211,7 +211,7 @@ func New(opts Options, fn RxFunc) (_ *Engine, err error) {
 		}
 		w := NewWorker(u, eps, opts.Batch, opts.PollMs, fn)
 		if opts.Pipeline != nil {
-			if w.pipe, err = newRxPipeline(u, len(w.descs), *opts.Pipeline, opts.RawSink, &w.Pipeline); err != nil {
+			if w.pipe, err = newRxPipeline(u, len(w.descs), *opts.Pipeline, opts.RawSink); err != nil {
 				return nil, err
 			}
 			// The guests' send path shares the context cache, so a

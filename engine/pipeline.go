@@ -2,7 +2,6 @@ package engine
 
 import (
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/xnic/xnic/flows"
@@ -73,7 +72,7 @@ func (o PipelineOptions) Validate() error {
 		return fmt.Errorf("engine: pipeline table capacity: must be a power of two up to 1<<30, got %d", o.Table.Capacity)
 	}
 	if o.GRO {
-		if _, err := offload.NewGRO(o.GROOptions, func(*offload.Aggregate) {}); err != nil {
+		if _, err := offload.NewGRO(o.GROOptions); err != nil {
 			return fmt.Errorf("engine: pipeline: %w", err)
 		}
 	}
@@ -87,31 +86,8 @@ func (o PipelineOptions) Validate() error {
 // go back to the fill ring when the batch is done.
 type Sink func(ep *Endpoint, a *offload.Aggregate)
 
-// PipelineCounters are a worker's pipeline counters, published once per
-// batch; anyone may load them.
-type PipelineCounters struct {
-	Packets     atomic.Uint64 // frames through the pipeline
-	Malformed   atomic.Uint64 // frames the parser rejected: counted and dropped
-	Groups      atomic.Uint64 // connection groups: one context load each
-	NoConn      atomic.Uint64 // frames without a connection (non-IP, fragments)
-	TableFull   atomic.Uint64 // frames of new connections a full table refused
-	CacheHits   atomic.Uint64
-	CacheLoads  atomic.Uint64 // misses and creations: contexts loaded from the table
-	Evictions   atomic.Uint64 // contexts written back to make room
-	Conns       atomic.Uint64 // live connections in the table
-	AgedOut     atomic.Uint64
-	Aggregates  atomic.Uint64 // deliveries to guests and the raw sink
-	GROSegments atomic.Uint64 // TCP segments through the merge rules
-	GROMerged   atomic.Uint64
-	GROAcks     atomic.Uint64 // pure ACKs coalesced into a later one (GROOptions.CoalesceAcks)
-	CsumBad     atomic.Uint64 // frames dropped for a bad checksum
-	GROFlush    [offload.NumFlushReasons]atomic.Uint64
-	// SegsHist counts TCP aggregates by frame count: [1], [2,3], [4,7], ...
-	SegsHist [9]atomic.Uint64
-}
-
 // rxPipeline is one worker's receive pipeline. Everything in it belongs to
-// the worker's goroutine except the published counters.
+// the worker's goroutine; the worker publishes its counters (fill).
 type rxPipeline struct {
 	u    *umem.UMEM
 	proc *conn.Processor
@@ -124,15 +100,17 @@ type rxPipeline struct {
 	ep     *Endpoint
 	single offload.Aggregate // a frame delivered alone (GRO off)
 
-	idle      int64
+	idle int64
+
+	// The counters the pipeline owns; the processor, the cache and GRO
+	// keep their own.
 	aged      uint64
 	malformed uint64
 	aggs      uint64
 	csumBad   uint64
-	counters  *PipelineCounters
 }
 
-func newRxPipeline(u *umem.UMEM, batch int, o PipelineOptions, raw Sink, c *PipelineCounters) (*rxPipeline, error) {
+func newRxPipeline(u *umem.UMEM, batch int, o PipelineOptions, raw Sink) (*rxPipeline, error) {
 	t, err := conn.NewTable(o.Table)
 	if err != nil {
 		return nil, fmt.Errorf("engine: pipeline: %w", err)
@@ -142,7 +120,7 @@ func newRxPipeline(u *umem.UMEM, batch int, o PipelineOptions, raw Sink, c *Pipe
 		return nil, fmt.Errorf("engine: pipeline: %w", err)
 	}
 	p := &rxPipeline{
-		u: u, raw: raw, counters: c,
+		u: u, raw: raw,
 		pkts: make([]flows.Packet, batch), frames: make([][]byte, batch),
 		idle: int64(o.IdleTimeout),
 	}
@@ -154,7 +132,7 @@ func newRxPipeline(u *umem.UMEM, batch int, o PipelineOptions, raw Sink, c *Pipe
 	}
 	p.single.Handles = make([]uint64, 0, 1)
 	if o.GRO {
-		if p.gro, err = offload.NewGRO(o.GROOptions, p.deliver); err != nil {
+		if p.gro, err = offload.NewGRO(o.GROOptions); err != nil {
 			return nil, fmt.Errorf("engine: pipeline: %w", err)
 		}
 	}
@@ -184,16 +162,19 @@ func (p *rxPipeline) run(ep *Endpoint, descs []umem.Desc, now int64) {
 		}
 		p.receive(idx)
 	}
-	if p.gro != nil {
-		p.gro.Flush()
+	if g := p.gro; g != nil {
+		g.Flush()
+		for a := g.Next(); a != nil; a = g.Next() {
+			p.deliver(a)
+		}
 	}
 	clear(frames)
 	p.ep = nil
 }
 
 // receive takes one connection's frames (idx indexes the batch), in order,
-// into GRO, or delivers each alone with GRO off. Malformed frames are
-// counted and dropped.
+// into GRO, delivering what each one completes, or delivers each alone
+// with GRO off. Malformed frames are counted and dropped.
 func (p *rxPipeline) receive(idx []int32) {
 	for _, i := range idx {
 		pk := &p.pkts[i]
@@ -201,8 +182,11 @@ func (p *rxPipeline) receive(idx []int32) {
 			p.malformed++
 			continue
 		}
-		if p.gro != nil {
-			p.gro.Receive(p.frames[i], uint64(i), pk)
+		if g := p.gro; g != nil {
+			g.Receive(p.frames[i], uint64(i), pk)
+			for a := g.Next(); a != nil; a = g.Next() {
+				p.deliver(a)
+			}
 			continue
 		}
 		a := &p.single
@@ -215,9 +199,8 @@ func (p *rxPipeline) receive(idx []int32) {
 	}
 }
 
-// deliver hands an aggregate to the endpoint's guest or the raw sink; GRO
-// calls it for each of its aggregates. Aggregates with a bad checksum are
-// counted and dropped.
+// deliver hands an aggregate to the endpoint's guest or the raw sink: the
+// guest boundary. Aggregates with a bad checksum are counted and dropped.
 func (p *rxPipeline) deliver(a *offload.Aggregate) {
 	if a.Flags&offload.AggCsumBad != 0 {
 		p.csumBad++
@@ -246,33 +229,30 @@ func (p *rxPipeline) maintain(now int64) {
 	p.aged += uint64(c.AgeOut(now, p.idle, 256))
 }
 
-// publish stores the pipeline's counters for readers on other threads.
-func (p *rxPipeline) publish() {
-	c := p.counters
+// fill copies the pipeline's counters from their owners (the processor,
+// the cache and its table, GRO, the pipeline itself) into s, the worker's
+// stats, which the worker then publishes.
+func (p *rxPipeline) fill(s *PipelineStats) {
 	ps := p.proc.Stats()
-	cs := p.proc.Cache().Stats()
-	c.Packets.Store(ps.Packets + ps.NoConn + ps.Full)
-	c.Malformed.Store(p.malformed)
-	c.Groups.Store(ps.Groups)
-	c.NoConn.Store(ps.NoConn)
-	c.TableFull.Store(ps.Full)
-	c.CacheHits.Store(cs.Hits)
-	c.CacheLoads.Store(cs.Loads())
-	c.Evictions.Store(cs.Evictions)
-	c.Conns.Store(uint64(p.proc.Cache().Table().Len()))
-	c.AgedOut.Store(p.aged)
-	c.Aggregates.Store(p.aggs)
-	c.CsumBad.Store(p.csumBad)
+	c := p.proc.Cache()
+	cs := c.Stats()
+	s.Packets = ps.Packets + ps.NoConn + ps.Full
+	s.Malformed = p.malformed
+	s.Groups = ps.Groups
+	s.NoConn = ps.NoConn
+	s.TableFull = ps.Full
+	s.CacheHits = cs.Hits
+	s.CacheLoads = cs.Loads()
+	s.Evictions = cs.Evictions
+	s.Conns = uint64(c.Table().Len())
+	s.AgedOut = p.aged
+	s.Aggregates = p.aggs
+	s.CsumBad = p.csumBad
 	if g := p.gro; g != nil {
-		s := &g.Stats
-		c.GROSegments.Store(s.Segments)
-		c.GROMerged.Store(s.Merged)
-		c.GROAcks.Store(s.AcksCoalesced)
-		for i := range s.Flush {
-			c.GROFlush[i].Store(s.Flush[i])
-		}
-		for i := range s.SegsHist {
-			c.SegsHist[i].Store(s.SegsHist[i])
-		}
+		s.GROSegments = g.Stats.Segments
+		s.GROMerged = g.Stats.Merged
+		s.GROAcks = g.Stats.AcksCoalesced
+		s.GROFlush = g.Stats.Flush
+		s.SegsHist = g.Stats.SegsHist
 	}
 }

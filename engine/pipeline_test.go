@@ -66,7 +66,7 @@ func newPipeWorker(t testing.TB, o PipelineOptions, sink Sink) (*Worker, *umem.U
 	t.Helper()
 	w, u, k := newSimWorker(t, nil)
 	var err error
-	if w.pipe, err = newRxPipeline(u, len(w.descs), o, sink, &w.Pipeline); err != nil {
+	if w.pipe, err = newRxPipeline(u, len(w.descs), o, sink); err != nil {
 		t.Fatal(err)
 	}
 	return w, u, k
@@ -121,8 +121,7 @@ func TestPipelineAggregatesAndCounts(t *testing.T) {
 	if c.single != 4 {
 		t.Fatalf("%d frames passed through, want the 4 UDP frames", c.single)
 	}
-	st := PipelineStats{}
-	st.add(&w.Pipeline)
+	st := w.Stats().Pipeline
 	if st.Malformed != 1 || st.Packets != uint64(len(batch)) {
 		t.Fatalf("pipeline counted %d packets, %d malformed; want %d, 1", st.Packets, st.Malformed, len(batch))
 	}
@@ -193,8 +192,8 @@ func TestPipelineBadChecksumDropped(t *testing.T) {
 	k.Deliver([][]byte{f})
 	for w.Poll() > 0 {
 	}
-	if delivered != 0 || w.Pipeline.CsumBad.Load() != 1 {
-		t.Fatalf("bad checksum: delivered %d, counted %d; want 0, 1", delivered, w.Pipeline.CsumBad.Load())
+	if bad := w.Stats().Pipeline.CsumBad; delivered != 0 || bad != 1 {
+		t.Fatalf("bad checksum: delivered %d, counted %d; want 0, 1", delivered, bad)
 	}
 }
 
@@ -277,17 +276,20 @@ func TestPipelineAgesOutIdleConnections(t *testing.T) {
 	defer u.Close()
 	k.Deliver([][]byte{udpFrame(4000, 100), udpFrame(4001, 100)})
 	w.Poll()
-	if n := w.Pipeline.Conns.Load(); n != 2 {
+	if n := w.Stats().Pipeline.Conns; n != 2 {
 		t.Fatalf("%d connections after two flows, want 2", n)
 	}
 	time.Sleep(5 * time.Millisecond)
 	for range 64 * 16 { // ageing runs every 64 passes over a slice of the table
 		w.Poll()
 	}
-	k.Deliver([][]byte{udpFrame(4002, 100)}) // a pass with traffic publishes the counters
+	if st := w.Stats().Pipeline; st.Conns != 0 || st.AgedOut != 2 {
+		t.Fatalf("after the idle timeout: %d connections, %d aged out; want 0 and 2", st.Conns, st.AgedOut)
+	}
+	k.Deliver([][]byte{udpFrame(4002, 100)})
 	w.Poll()
-	if n, aged := w.Pipeline.Conns.Load(), w.Pipeline.AgedOut.Load(); n != 1 || aged != 2 {
-		t.Fatalf("after the idle timeout: %d connections, %d aged out; want 1 (the new one) and 2", n, aged)
+	if st := w.Stats().Pipeline; st.Conns != 1 || st.AgedOut != 2 {
+		t.Fatalf("after a new flow: %d connections, %d aged out; want 1 (the new one) and 2", st.Conns, st.AgedOut)
 	}
 }
 
@@ -318,14 +320,13 @@ func TestPipelineCoalescesAcks(t *testing.T) {
 		})
 		k.Deliver([][]byte{ack(100), ack(200), ack(300), ack(300), tcpFrame(4100, 5000, 0, make([]byte, 100), 9), ack(400)})
 		w.Poll()
-		w.pipe.publish()
 		want, folded := []uint32{300, 300, 400}, uint64(2)
 		if !on {
 			want, folded = []uint32{100, 200, 300, 300, 400}, 0
 		}
-		if !slices.Equal(acks, want) || data != 1 || w.Pipeline.GROAcks.Load() != folded {
+		if got := w.Stats().Pipeline.GROAcks; !slices.Equal(acks, want) || data != 1 || got != folded {
 			t.Errorf("coalesce %v: ACKs delivered %v, data %d, folded %d; want %v, 1 and %d",
-				on, acks, data, w.Pipeline.GROAcks.Load(), want, folded)
+				on, acks, data, got, want, folded)
 		}
 		u.Close()
 	}

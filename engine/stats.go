@@ -1,7 +1,11 @@
 package engine
 
 import (
+	"encoding/json"
 	"fmt"
+	"runtime"
+	"sync/atomic"
+	"unsafe"
 
 	"github.com/xnic/xnic/bpf"
 	"github.com/xnic/xnic/flows/offload"
@@ -24,25 +28,27 @@ type Stats struct {
 	Pipeline PipelineStats `json:"pipeline"`
 }
 
-// PipelineStats is a snapshot of PipelineCounters, summed over workers.
+// PipelineStats are the receive pipeline's counters: one worker's, or the
+// sum over workers. Every field is a uint64 or an array of them (see
+// WorkerStats).
 type PipelineStats struct {
-	Packets     uint64            `json:"packets"`
-	Malformed   uint64            `json:"malformed"`
-	Groups      uint64            `json:"groups"`
-	NoConn      uint64            `json:"no_conn"`
-	TableFull   uint64            `json:"table_full"`
-	CacheHits   uint64            `json:"cache_hits"`
-	CacheLoads  uint64            `json:"cache_loads"`
-	Evictions   uint64            `json:"evictions"`
-	Conns       uint64            `json:"conns"`
-	AgedOut     uint64            `json:"aged_out"`
-	Aggregates  uint64            `json:"aggregates"`
-	GROSegments uint64            `json:"gro_segments"`
-	GROMerged   uint64            `json:"gro_merged"`
-	GROAcks     uint64            `json:"gro_acks_coalesced"`
-	CsumBad     uint64            `json:"csum_bad"`
-	GROFlush    map[string]uint64 `json:"gro_flush"` // by reason, non-zero only
-	SegsHist    [9]uint64         `json:"segs_hist"` // aggregates of [1], [2,3], [4,7] ... frames
+	Packets     uint64      `json:"packets"`            // frames through the pipeline
+	Malformed   uint64      `json:"malformed"`          // frames the parser rejected: counted and dropped
+	Groups      uint64      `json:"groups"`             // connection groups: one context load each
+	NoConn      uint64      `json:"no_conn"`            // frames without a connection (non-IP, fragments)
+	TableFull   uint64      `json:"table_full"`         // frames of new connections a full table refused
+	CacheHits   uint64      `json:"cache_hits"`         // contexts found in the cache
+	CacheLoads  uint64      `json:"cache_loads"`        // misses and creations: contexts loaded from the table
+	Evictions   uint64      `json:"evictions"`          // contexts written back to make room
+	Conns       uint64      `json:"conns"`              // live connections in the table
+	AgedOut     uint64      `json:"aged_out"`           // connections idle past IdleTimeout, taken out
+	Aggregates  uint64      `json:"aggregates"`         // deliveries to guests and the raw sink
+	GROSegments uint64      `json:"gro_segments"`       // TCP segments through the merge rules
+	GROMerged   uint64      `json:"gro_merged"`         // segments merged into a held aggregate
+	GROAcks     uint64      `json:"gro_acks_coalesced"` // pure ACKs folded into a later one (GROOptions.CoalesceAcks)
+	CsumBad     uint64      `json:"csum_bad"`           // frames dropped for a bad checksum
+	GROFlush    FlushCounts `json:"gro_flush"`          // aggregates by flush reason
+	SegsHist    [9]uint64   `json:"segs_hist"`          // TCP aggregates of [1], [2,3], [4,7] ... frames
 }
 
 // LoadsPerPacket is context loads per packet through the cache.
@@ -65,32 +71,125 @@ func (s PipelineStats) GRORatio() float64 {
 	return float64(s.GROSegments) / float64(aggs)
 }
 
-func (s *PipelineStats) add(c *PipelineCounters) {
-	s.Packets += c.Packets.Load()
-	s.Malformed += c.Malformed.Load()
-	s.Groups += c.Groups.Load()
-	s.NoConn += c.NoConn.Load()
-	s.TableFull += c.TableFull.Load()
-	s.CacheHits += c.CacheHits.Load()
-	s.CacheLoads += c.CacheLoads.Load()
-	s.Evictions += c.Evictions.Load()
-	s.Conns += c.Conns.Load()
-	s.AgedOut += c.AgedOut.Load()
-	s.Aggregates += c.Aggregates.Load()
-	s.GROSegments += c.GROSegments.Load()
-	s.GROMerged += c.GROMerged.Load()
-	s.GROAcks += c.GROAcks.Load()
-	s.CsumBad += c.CsumBad.Load()
-	for i := range c.GROFlush {
-		if n := c.GROFlush[i].Load(); n > 0 {
-			if s.GROFlush == nil {
-				s.GROFlush = map[string]uint64{}
-			}
-			s.GROFlush[offload.FlushReason(i).String()] += n
+// FlushCounts count GRO's aggregates by offload.FlushReason. In JSON they
+// are an object of the counts that are not zero, by reason name (null when
+// all are zero); names a reader does not know are skipped.
+type FlushCounts [offload.NumFlushReasons]uint64
+
+// MarshalJSON writes the counts that are not zero, by reason name.
+func (c FlushCounts) MarshalJSON() ([]byte, error) {
+	m := map[string]uint64{}
+	for r, n := range c {
+		if n > 0 {
+			m[offload.FlushReason(r).String()] = n
 		}
 	}
-	for i := range c.SegsHist {
-		s.SegsHist[i] += c.SegsHist[i].Load()
+	if len(m) == 0 {
+		return []byte("null"), nil
+	}
+	return json.Marshal(m)
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (c *FlushCounts) UnmarshalJSON(b []byte) error {
+	var m map[string]uint64
+	if err := json.Unmarshal(b, &m); err != nil {
+		return fmt.Errorf("gro flush counts: %w", err)
+	}
+	*c = FlushCounts{}
+	for r := range offload.FlushReason(offload.NumFlushReasons) {
+		c[r] = m[r.String()]
+	}
+	return nil
+}
+
+// WorkerStats are one worker's counters. The worker counts in a copy of
+// its own, with plain stores, fills in the pipeline's from their owners,
+// and publishes the whole once per pass (Worker.Stats reads it). Every
+// field is a uint64 or an array or struct of them, so that publishing,
+// reading and summing go word by word over one list of fields: this one.
+type WorkerStats struct {
+	RxPackets    uint64
+	RxBytes      uint64
+	Passes       uint64 // passes over the socket set
+	EmptyPasses  uint64 // passes that found no packet on any socket
+	RxWakeups    uint64 // kicks sent because the fill ring needed a wakeup
+	RefillFailed uint64 // batches whose frames could not go straight back to the fill ring
+	Sleeps       uint64 // times an idle worker slept in poll(2) (Options.PollMs)
+	// The receive pipeline's counters (zero without Options.Pipeline).
+	Pipeline PipelineStats
+}
+
+// statsWords is the size of WorkerStats in 64-bit words.
+const statsWords = int(unsafe.Sizeof(WorkerStats{}) / 8)
+
+// The size is a whole number of words (TestWorkerStatsWords checks that
+// every field is a uint64).
+var _ [0]struct{} = [unsafe.Sizeof(WorkerStats{}) % 8]struct{}{}
+
+// words is s as an array of words.
+func (s *WorkerStats) words() *[statsWords]uint64 {
+	return (*[statsWords]uint64)(unsafe.Pointer(s))
+}
+
+// add adds o to s, counter by counter.
+func (s *WorkerStats) add(o *WorkerStats) {
+	a, b := s.words(), o.words()
+	for i := range a {
+		a[i] += b[i]
+	}
+}
+
+// statsBoard is where a worker publishes its WorkerStats: a seqlock with
+// one writer, the worker, and any number of readers. The writer makes seq
+// odd, stores the words that changed, and makes seq even again; a reader
+// copies the words between two loads of an even seq and tries again if seq
+// moved. Every access is atomic, so a reader never sees a word half
+// written, and a copy is never a mix of two publishes.
+type statsBoard struct {
+	seq   atomic.Uint64 // only the writer stores it
+	words [statsWords]atomic.Uint64
+	// last is what words hold, for the writer alone: it stores only the
+	// words that changed.
+	last [statsWords]uint64
+}
+
+// publish makes s what readers load. Only the worker calls it.
+func (b *statsBoard) publish(s *WorkerStats) {
+	w := s.words()
+	seq := b.seq.Load()
+	open := false
+	for i := range w {
+		if w[i] == b.last[i] {
+			continue
+		}
+		if !open {
+			b.seq.Store(seq + 1)
+			open = true
+		}
+		b.words[i].Store(w[i])
+		b.last[i] = w[i]
+	}
+	if open {
+		b.seq.Store(seq + 2)
+	}
+}
+
+// load returns the last WorkerStats published. Any thread may call it.
+func (b *statsBoard) load() WorkerStats {
+	var s WorkerStats
+	w := s.words()
+	for {
+		seq := b.seq.Load()
+		if seq&1 == 0 {
+			for i := range w {
+				w[i] = b.words[i].Load()
+			}
+			if b.seq.Load() == seq {
+				return s
+			}
+		}
+		runtime.Gosched() // the worker is between its two stores of seq
 	}
 }
 
@@ -101,15 +200,10 @@ func (s Stats) Drops() uint64 { return s.XSK.RxDropped + s.XSK.RxRingFull }
 // Stats reads every counter. It is safe to call while the workers run.
 func (e *Engine) Stats() (Stats, error) {
 	var st Stats
+	var sum WorkerStats
 	for _, w := range e.workers {
-		st.RxPackets += w.Counters.RxPackets.Load()
-		st.RxBytes += w.Counters.RxBytes.Load()
-		st.RxWakeups += w.Counters.RxWakeups.Load()
-		st.EmptyPasses += w.Counters.EmptyPasses.Load()
-		st.Sleeps += w.Counters.Sleeps.Load()
-		if w.pipe != nil {
-			st.Pipeline.add(&w.Pipeline)
-		}
+		ws := w.Stats()
+		sum.add(&ws)
 		for _, ep := range w.eps {
 			x, err := ep.Sock.Statistics()
 			if err != nil {
@@ -123,6 +217,9 @@ func (e *Engine) Stats() (Stats, error) {
 			st.XSK.TxRingEmptyDescs += x.TxRingEmptyDescs
 		}
 	}
+	st.RxPackets, st.RxBytes = sum.RxPackets, sum.RxBytes
+	st.RxWakeups, st.EmptyPasses, st.Sleeps = sum.RxWakeups, sum.EmptyPasses, sum.Sleeps
+	st.Pipeline = sum.Pipeline
 	for _, p := range e.ports {
 		t, err := p.steer.TotalStats()
 		if err != nil {

@@ -37,7 +37,7 @@ func newTxWorkerPoll(t testing.TB, pollMs int) (*Worker, *Guest, *umem.UMEM, *um
 	w := NewWorker(u, []*Endpoint{ep}, 64, pollMs, nil)
 	ep.tx.wake = w.idle
 	po := DefaultPipelineOptions()
-	if w.pipe, err = newRxPipeline(u, 64, po, nil, &w.Pipeline); err != nil {
+	if w.pipe, err = newRxPipeline(u, 64, po, nil); err != nil {
 		t.Fatal(err)
 	}
 	if w.txp, err = newTxPath(u, 64, w.pipe.proc.Cache(), &w.Tx); err != nil {
@@ -278,7 +278,7 @@ func TestIdleWorkerWakes(t *testing.T) {
 	if d := time.Since(t0); d > prompt {
 		t.Errorf("a send waited %v for a sleeping worker", d)
 	}
-	if w.Counters.Sleeps.Load() == 0 {
+	if w.Stats().Sleeps == 0 {
 		t.Error("Sleeps did not count")
 	}
 

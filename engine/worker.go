@@ -34,18 +34,6 @@ type Endpoint struct {
 	dead bool     // the port was deleted: the socket is unbound (set on the worker)
 }
 
-// WorkerCounters are a worker's published counters. The worker stores them
-// once per pass; anyone may load them.
-type WorkerCounters struct {
-	RxPackets    atomic.Uint64
-	RxBytes      atomic.Uint64
-	Passes       atomic.Uint64 // passes over the socket set
-	EmptyPasses  atomic.Uint64 // passes that found no packet on any socket
-	RxWakeups    atomic.Uint64 // kicks sent because the fill ring needed a wakeup
-	RefillFailed atomic.Uint64 // batches whose frames could not go straight back to the fill ring
-	Sleeps       atomic.Uint64 // times an idle worker slept in poll(2) (Options.PollMs)
-}
-
 // Worker polls the sockets of one UMEM. All its fields are owned by the
 // goroutine running Run, except the counters and the stop flag.
 type Worker struct {
@@ -67,8 +55,8 @@ type Worker struct {
 
 	// Owned by the running worker.
 	empty      int
-	passes     uint64
-	maintained int64 // clock of the last slice of connection ageing
+	maintained int64       // clock of the last slice of connection ageing
+	stats      WorkerStats // its counters, published once per pass
 
 	// idle wakes the worker from poll(2) when a guest queues a send or
 	// the control plane has a function for it (only when pollMs > 0).
@@ -77,18 +65,17 @@ type Worker struct {
 	// go to sleep with one pending.
 	ctlWant atomic.Int32
 
-	// Shared with the control plane: the stop flag, the counters, and ctl,
-	// through which the control plane runs a function on the worker between
-	// passes (adding or draining a socket) instead of changing its state
-	// from another thread.
-	stop     atomic.Bool
-	tid      atomic.Int32 // the OS thread running Run, 0 when stopped
-	runMu    sync.Mutex   // guards running; Do holds it while the worker runs its function
-	running  bool
-	ctl      chan func()
-	Counters WorkerCounters
-	Pipeline PipelineCounters // when the engine runs a pipeline
-	Tx       TxCounters
+	// Shared with the control plane: the stop flag, the published
+	// counters, and ctl, through which the control plane runs a function
+	// on the worker between passes (adding or draining a socket) instead of
+	// changing its state from another thread.
+	stop    atomic.Bool
+	tid     atomic.Int32 // the OS thread running Run, 0 when stopped
+	runMu   sync.Mutex   // guards running; Do holds it while the worker runs its function
+	running bool
+	ctl     chan func()
+	board   statsBoard // stats as of the last pass
+	Tx      TxCounters
 }
 
 // NewWorker makes a worker over endpoints whose sockets share u. batch is the
@@ -250,22 +237,32 @@ func (w *Worker) Poll() int {
 	if w.u.Free() > w.txReserve {
 		w.topUp()
 	}
+	st := &w.stats
+	st.Passes++
+	if total == 0 {
+		st.EmptyPasses++
+	} else {
+		st.RxPackets += uint64(total)
+		st.RxBytes += bytes
+	}
 	if w.pipe != nil {
+		changed := total > 0
 		// Ageing out idle connections is background work: a slice of it
 		// at most every maintainEvery, with the clock looked at only every
 		// 64th pass, keeps it off the per-packet path and off a spinning
 		// worker's CPU.
-		if w.passes++; w.passes&63 == 0 {
+		if st.Passes&63 == 0 {
 			if now := w.clock(); now-w.maintained >= maintainEvery {
 				w.maintained = now
 				w.pipe.maintain(now)
+				changed = true
 			}
 		}
-		if total > 0 {
-			w.pipe.publish()
+		if changed {
+			w.pipe.fill(&st.Pipeline)
 		}
 	}
-	w.publish(total, bytes)
+	w.publish()
 	return total + sent
 }
 
@@ -321,7 +318,7 @@ func (w *Worker) deliver(ep *Endpoint, batch []umem.Desc, bytes uint64) {
 		for j := range batch {
 			w.u.Release(batch[j].Addr)
 		}
-		w.Counters.RefillFailed.Add(1)
+		w.stats.RefillFailed++
 	}
 }
 
@@ -362,21 +359,20 @@ func (w *Worker) serveTx() int {
 	return n
 }
 
-func (w *Worker) publish(n int, bytes uint64) {
-	c := &w.Counters
-	c.Passes.Add(1)
-	if n == 0 {
-		c.EmptyPasses.Add(1)
-		var wk uint64
-		for _, ep := range w.eps {
-			wk += ep.Sock.Counters.RxWakeups
-		}
-		c.RxWakeups.Store(wk)
-		return
+// publish makes the worker's counters what Stats reads. The wakeups are
+// the sockets' own counters, summed.
+func (w *Worker) publish() {
+	var wk uint64
+	for _, ep := range w.eps {
+		wk += ep.Sock.Counters.RxWakeups
 	}
-	c.RxPackets.Add(uint64(n))
-	c.RxBytes.Add(bytes)
+	w.stats.RxWakeups = wk
+	w.board.publish(&w.stats)
 }
+
+// Stats returns the worker's counters as of its last pass. Any thread may
+// call it.
+func (w *Worker) Stats() WorkerStats { return w.board.load() }
 
 // Run polls until Stop, on a locked OS thread.
 func (w *Worker) Run() {
@@ -432,7 +428,8 @@ func (w *Worker) sleep() {
 	w.idle.sleeping.Store(true)
 	if !w.hasWork() {
 		_, _ = unix.Poll(w.pfds, w.pollMs)
-		w.Counters.Sleeps.Add(1)
+		w.stats.Sleeps++
+		w.publish()
 	}
 	w.idle.sleeping.Store(false)
 	w.idle.drain()

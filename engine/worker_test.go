@@ -51,8 +51,8 @@ func TestWorkerReceivesEveryPacketAndKeepsFrames(t *testing.T) {
 			t.Fatalf("packet %d carries %d: order or content lost", i, b)
 		}
 	}
-	if c := w.Counters.RxPackets.Load(); c != 3000 {
-		t.Fatalf("counter rx %d", c)
+	if st := w.Stats(); st.RxPackets != 3000 || st.RxBytes != 3000*64 {
+		t.Fatalf("counted %d packets, %d bytes; want 3000, %d", st.RxPackets, st.RxBytes, 3000*64)
 	}
 	r, err := u.Audit()
 	if err != nil {
@@ -90,8 +90,8 @@ func TestWorkerPollAllocs(t *testing.T) {
 	if allocs != 0 {
 		t.Fatalf("receive loop: %.1f allocations per batch of 64, want 0", allocs)
 	}
-	if w.Counters.RxPackets.Load() < 64*1000 {
-		t.Fatalf("only %d packets went through", w.Counters.RxPackets.Load())
+	if n := w.Stats().RxPackets; n < 64*1000 {
+		t.Fatalf("only %d packets went through", n)
 	}
 }
 

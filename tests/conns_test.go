@@ -69,7 +69,7 @@ func TestConnCountersEqualSent(t *testing.T) {
 		frames[j] = fr
 		f.wantLen += uint64(len(fr))
 	}
-	sendPaced(t, newPeerSender(t, l, 0), frames, 256, e.Workers()[0].Counters.RxPackets.Load)
+	sendPaced(t, newPeerSender(t, l, 0), frames, 256, rxPackets(e.Workers()[0]))
 
 	top := e.TopConns(nflows + 10)
 	if len(top) != nflows {

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/xnic/xnic/engine"
 	"github.com/xnic/xnic/engine/gen"
 	"github.com/xnic/xnic/engine/lab"
 )
@@ -88,6 +89,11 @@ func (s *peerSender) send(t testing.TB, frame []byte) {
 	if err := unix.Sendto(s.fd, frame, 0, sa); err != nil {
 		t.Fatalf("send from peer: %v", err)
 	}
+}
+
+// rxPackets reads the packets w has received, for sendPaced.
+func rxPackets(w *engine.Worker) func() uint64 {
+	return func() uint64 { return w.Stats().RxPackets }
 }
 
 // sendPaced sends frames in bursts and waits after each burst until

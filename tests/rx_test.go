@@ -87,7 +87,7 @@ func TestReceiveExactlyK(t *testing.T) {
 	}
 	s := newPeerSender(t, l, 0)
 	w := e.Workers()[0]
-	sendPaced(t, s, frames, 128, w.Counters.RxPackets.Load)
+	sendPaced(t, s, frames, 128, rxPackets(w))
 	e.Stop()
 
 	if len(r.seen[0]) != K {
@@ -144,7 +144,7 @@ func TestSharedUMEMTwoPorts(t *testing.T) {
 		for i := range frames {
 			frames[i] = taggedFrame(t, l.Ports[port], port, uint32(i), 128)
 		}
-		sendPaced(t, newPeerSender(t, l, port), frames, 64, w.Counters.RxPackets.Load)
+		sendPaced(t, newPeerSender(t, l, port), frames, 64, rxPackets(w))
 	}
 	e.Stop()
 	for port := 0; port < 2; port++ {
@@ -189,7 +189,7 @@ func TestHostTrafficWhileAttached(t *testing.T) {
 	}
 	// UDP still goes to the socket meanwhile.
 	frames := [][]byte{taggedFrame(t, p, 0, 1, 100), taggedFrame(t, p, 0, 2, 100)}
-	sendPaced(t, newPeerSender(t, l, 0), frames, 2, e.Workers()[0].Counters.RxPackets.Load)
+	sendPaced(t, newPeerSender(t, l, 0), frames, 2, rxPackets(e.Workers()[0]))
 	e.Stop()
 	st, err := e.Stats()
 	if err != nil {

@@ -19,12 +19,13 @@
 // # Stages
 //
 //   - GRO: offload.GRO over Batch consecutive frames of the train, already
-//     parsed, with a Flush after each batch, as a receive worker does. The
-//     deliver callback restores the rewritten head from a pristine copy, so
-//     the same frames go round again. Two modes: "verify+full" (the
-//     default options: every checksum verified, the aggregate's checksum
-//     written in full) and "trust+validated" (checksums vouched for by the
-//     caller, the aggregate only marked validated). At MSS 1448 an
+//     parsed, with a Flush after each batch, as a receive worker does. Each
+//     aggregate taken from GRO has its rewritten head restored from a
+//     pristine copy, so the same frames go round again. Two modes:
+//     "verify+full" (the default options: every checksum verified, the
+//     aggregate's checksum written in full) and "trust+validated"
+//     (checksums vouched for by the caller, the aggregate only marked
+//     validated). At MSS 1448 an
 //     aggregate stops at 45 segments (the 64 KB limit), so batches of 64
 //     give aggregates of 45 and 19 segments.
 //   - GSO: offload.GSO splitting one 64 KB segment into SegsPerTSO frames,

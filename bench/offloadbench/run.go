@@ -79,7 +79,7 @@ type stage struct {
 	segsPerBatch uint64
 
 	// GRO: the frames of one batch, their parses and pristine copies of
-	// their heads, to undo the rewrite in the deliver callback.
+	// their heads, to undo the rewrite once an aggregate is taken.
 	gro      *offload.GRO
 	frames   [][]byte
 	pkts     []flows.Packet
@@ -107,12 +107,22 @@ func (s *stage) runBatch() {
 	if s.gro != nil {
 		for j := range s.frames {
 			s.gro.Receive(s.frames[j], uint64(j), &s.pkts[j])
+			s.restore()
 		}
 		s.gro.Flush()
+		s.restore()
 		return
 	}
 	if _, err := s.gso.SegmentFrame(s.big, &s.bigP, s.mss, false, s.out, s.sizes); err != nil {
 		s.err = err
+	}
+}
+
+// restore takes the aggregates GRO has ready and undoes each one's head
+// rewrite, so that the same frames go round again.
+func (s *stage) restore() {
+	for a := s.gro.Next(); a != nil; a = s.gro.Next() {
+		copy(a.Head, s.pristine[a.Handles[0]])
 	}
 }
 
@@ -159,9 +169,7 @@ func newGRO(t *train, mode string, verify bool, out offload.CsumOut) (*stage, er
 	s.pkts = slices.Clone(t.pkts)
 	opts := offload.DefaultGROOptions()
 	opts.Verify, opts.CsumOut = verify, out
-	g, err := offload.NewGRO(opts, func(a *offload.Aggregate) {
-		copy(a.Head, s.pristine[a.Handles[0]])
-	})
+	g, err := offload.NewGRO(opts)
 	if err != nil {
 		return nil, fmt.Errorf("build gro %s %s: %w", t.family, mode, err)
 	}

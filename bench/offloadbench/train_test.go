@@ -111,16 +111,21 @@ func TestGROOfTrain(t *testing.T) {
 			t.Fatal(err)
 		}
 		var got [][]byte
-		g, err := offload.NewGRO(offload.DefaultGROOptions(), func(a *offload.Aggregate) {
-			got = append(got, a.AppendTo(nil))
-		})
+		g, err := offload.NewGRO(offload.DefaultGROOptions())
 		if err != nil {
 			t.Fatal(err)
 		}
+		take := func() {
+			for a := g.Next(); a != nil; a = g.Next() {
+				got = append(got, a.AppendTo(nil))
+			}
+		}
 		for i := range tr.frames {
 			g.Receive(tr.frames[i], uint64(i), &tr.pkts[i])
+			take()
 		}
 		g.Flush()
+		take()
 		if len(got) != 1 || !bytes.Equal(got[0], tr.big) {
 			t.Errorf("%s: %d aggregates; want one equal to the 64 KB segment", f, len(got))
 		}
@@ -152,7 +157,7 @@ func TestGROOfTrain(t *testing.T) {
 			if err := s.check(); err != nil {
 				t.Error(err)
 			}
-			// The deliver callback put every head back.
+			// restore put every head back.
 			for i := range s.frames {
 				if !bytes.Equal(s.frames[i], tr64.frames[i]) {
 					t.Fatalf("%s %s: frame %d not restored after the batches", f, mode.name, i)

@@ -4,15 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"text/tabwriter"
 	"time"
 
 	"github.com/xnic/xnic/bpf"
 	"github.com/xnic/xnic/engine"
+	"github.com/xnic/xnic/flows/offload"
 	"github.com/xnic/xnic/internal/cli"
 )
 
@@ -152,8 +151,10 @@ func printConns(ctx context.Context, path string, n int, asJSON bool) error {
 		p.Packets, p.Conns, p.CacheLoads, p.LoadsPerPacket(), p.CacheHits, p.Evictions, p.Malformed, p.CsumBad)
 	if p.GROSegments > 0 {
 		fmt.Printf("gro: %d segments in %d aggregates (%.1f per aggregate); flushes:", p.GROSegments, p.GROSegments-p.GROMerged, p.GRORatio())
-		for _, r := range slices.Sorted(maps.Keys(p.GROFlush)) {
-			fmt.Printf(" %s=%d", r, p.GROFlush[r])
+		for r, n := range p.GROFlush {
+			if n > 0 {
+				fmt.Printf(" %s=%d", offload.FlushReason(r), n)
+			}
 		}
 		if p.GROAcks > 0 {
 			fmt.Printf("; %d pure ACKs coalesced", p.GROAcks)

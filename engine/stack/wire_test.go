@@ -112,7 +112,7 @@ func newWire(t testing.TB, name string, o wireOptions) *wire {
 	if o.maxSegs > 0 {
 		gopts.MaxSegs = o.maxSegs
 	}
-	w.gro, err = offload.NewGRO(gopts, w.deliver)
+	w.gro, err = offload.NewGRO(gopts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,6 +198,7 @@ func (w *wire) run() {
 				}
 				handle++
 				w.gro.Receive(f, handle, &p)
+				w.deliverReady()
 			}
 			w.held = append(w.held, b)
 			if n >= w.batch {
@@ -211,6 +212,7 @@ func (w *wire) run() {
 			break
 		}
 		w.gro.Flush()
+		w.deliverReady()
 		for _, h := range w.held {
 			clear(h.frames)
 			w.pool.Put(h)
@@ -229,6 +231,13 @@ func (w *wire) classify(f []byte, p *flows.Packet) {
 		w.arpFrames.Add(1)
 	case p.Proto == flows.ProtoICMPv6 && p.Reason == flows.ReasonOK && (f[p.L4Off] == 135 || f[p.L4Off] == 136):
 		w.ndpFrames.Add(1)
+	}
+}
+
+// deliverReady delivers every aggregate GRO has ready.
+func (w *wire) deliverReady() {
+	for a := w.gro.Next(); a != nil; a = w.gro.Next() {
+		w.deliver(a)
 	}
 }
 

@@ -75,9 +75,10 @@ const (
 // frames, in sequence order; Segs[i] belongs to the frame Handles[i]. The
 // packet on the wire is Head followed by every Seg: see AppendTo.
 //
-// An Aggregate handed to the deliver callback is valid only during the
-// call: GRO reuses it and its slices. The frames themselves stay the
-// caller's: GRO never keeps a frame past the delivery of its aggregate.
+// An Aggregate from GRO.Next is valid until the next Receive, Flush or
+// FlushOlderThan: GRO reuses it and its slices. The frames themselves stay
+// the caller's: GRO never touches a frame once Next has handed out its
+// aggregate.
 type Aggregate struct {
 	Head    []byte
 	Segs    [][]byte

@@ -138,8 +138,22 @@ func (s *GROStats) Ratio() float64 {
 
 // GRO merges the TCP segments of flows into aggregates by Linux's rules
 // (net/ipv4/tcp_offload.c tcp_gro_receive, af_inet.c, net/ipv6/ip6_offload.c,
-// net/core/gro.c) and hands every frame to the deliver callback exactly once,
-// in an aggregate, keeping the order of each flow.
+// net/core/gro.c). Every frame comes out exactly once, in an aggregate,
+// keeping the order of each flow.
+//
+// The caller pulls the aggregates: Receive, Flush and FlushOlderThan queue
+// the ones they complete, in delivery order, in storage the GRO owns, and
+// Next hands them out:
+//
+//	g.Receive(frame, handle, &p)
+//	for a := g.Next(); a != nil; a = g.Next() {
+//		deliver(a)
+//	}
+//
+// An aggregate stays valid until the next Receive, Flush or FlushOlderThan,
+// which reuse its storage; take them all before that, as those calls drop
+// whatever is still queued. A Receive queues at most two aggregates (a
+// held one it ends, then the frame alone), a Flush every held one.
 //
 // A segment merges into the flow's held aggregate only if the L2 header, the
 // addresses and ports, the ACK, the TCP flags other than PSH and FIN (so the
@@ -177,14 +191,16 @@ func (s *GROStats) Ratio() float64 {
 // segment that does not match goes through the hash table and the field by
 // field rules, which also name the flush reason.
 //
-// A GRO belongs to one worker: no method may be called concurrently, and
-// the deliver callback must not call back into the GRO.
+// A GRO belongs to one worker: no method may be called concurrently.
 type GRO struct {
-	opts    GROOptions
-	deliver func(*Aggregate)
+	opts GROOptions
 
 	// The table: flows, their free list, the buckets and the list of held
 	// flows in the order they started. Only the owning worker touches them.
+	// A flushed flow leaves the table at once but goes back to the free
+	// list only when its queued aggregate is dropped (retire), so there is
+	// one flow more than the buckets hold: a Receive may end a held flow
+	// and start another before the caller has taken the first.
 	flows  []flow
 	free   []int32
 	bslots []int32 // Buckets × FlowsPerBucket flow indices
@@ -202,8 +218,16 @@ type GRO struct {
 	singleSeg [1][]byte
 	singleH   [1]uint64
 
+	// ready is the queue of aggregates for Next, in delivery order: a
+	// flow's index, or readySingle. Next has handed out the first taken.
+	ready []int32
+	taken int
+
 	Stats GROStats
 }
+
+// readySingle in the ready queue stands for GRO.single.
+const readySingle = -1
 
 // flow is a held aggregate and what the merge rules need to know of it.
 type flow struct {
@@ -237,25 +261,23 @@ type flow struct {
 	born       int64
 }
 
-// NewGRO makes a GRO table that hands aggregates to deliver.
-func NewGRO(opts GROOptions, deliver func(*Aggregate)) (*GRO, error) {
+// NewGRO makes a GRO table; take its aggregates with Next.
+func NewGRO(opts GROOptions) (*GRO, error) {
 	if err := opts.validate(); err != nil {
 		return nil, fmt.Errorf("new gro: %w", err)
 	}
-	if deliver == nil {
-		return nil, fmt.Errorf("new gro: nil deliver callback: %w", ErrOptions)
-	}
-	n := opts.Buckets * opts.FlowsPerBucket
+	held := opts.Buckets * opts.FlowsPerBucket
+	n := held + 1 // the spare flow: see GRO.flows
 	g := &GRO{
-		opts:    opts,
-		deliver: deliver,
-		flows:   make([]flow, n),
-		free:    make([]int32, 0, n),
-		bslots:  make([]int32, n),
-		bcount:  make([]int32, opts.Buckets),
-		bmask:   uint64(opts.Buckets - 1),
-		oldest:  -1,
-		newest:  -1,
+		opts:   opts,
+		flows:  make([]flow, n),
+		free:   make([]int32, 0, n),
+		bslots: make([]int32, held),
+		bcount: make([]int32, opts.Buckets),
+		bmask:  uint64(opts.Buckets - 1),
+		oldest: -1,
+		newest: -1,
+		ready:  make([]int32, 0, n+1),
 	}
 	// One backing array for every flow's chain.
 	segs := make([][]byte, n*opts.MaxSegs)
@@ -284,11 +306,16 @@ func (g *GRO) Held() int { return g.held }
 const flagWordMergeMask = ^(uint32(flows.TCPFlagFIN|flows.TCPFlagPSH) << 16)
 
 // Receive takes one frame parsed into p and either holds it in its flow's
-// aggregate or delivers it, flushing what it must first. handle is the
-// caller's name for the frame (a UMEM address), returned in the aggregate.
-// The frame may be rewritten in place (its headers, if it heads an
-// aggregate) and must stay untouched by the caller until it is delivered.
+// aggregate or queues it for Next, after the held aggregate it ends, if
+// any. handle is the caller's name for the frame (a UMEM address),
+// returned in the aggregate. The frame may be rewritten in place (its
+// headers, if it heads an aggregate) and must stay untouched by the caller
+// until Next has handed out its aggregate. Receive first drops the
+// aggregates still queued.
 func (g *GRO) Receive(frame []byte, handle uint64, p *flows.Packet) {
+	if len(g.ready) != 0 {
+		g.retire()
+	}
 	g.Stats.Frames++
 	if p.Reason != flows.ReasonOK || p.Proto != flows.ProtoTCP || (p.Family != 4 && p.Family != 6) ||
 		int(p.L3Off)+int(p.IPLen) > len(frame) || int(p.PayloadOff)+int(p.PayloadLen) > len(frame) ||
@@ -727,7 +754,7 @@ func (g *GRO) lookup(k *flows.Key) (*flow, keyHash) {
 	return nil, keyHash{h, true}
 }
 
-// flush completes f's aggregate, delivers it and frees f.
+// flush completes f's aggregate, queues it and takes f out of the table.
 func (g *GRO) flush(f *flow, r FlushReason) {
 	a := &f.agg
 	count := len(a.Handles)
@@ -741,8 +768,8 @@ func (g *GRO) flush(f *flow, r FlushReason) {
 		a.Flags |= AggFixedID
 	}
 	a.Reason = r
-	g.emit(a)
-	g.release(f)
+	g.unlink(f)
+	g.emit(a, f.idx)
 }
 
 // complete rewrites the head's headers for the whole aggregate.
@@ -791,8 +818,8 @@ func (g *GRO) complete(f *flow) {
 	}
 }
 
-// release unlinks f from the table.
-func (g *GRO) release(f *flow) {
+// unlink takes f out of the table; retire frees it.
+func (g *GRO) unlink(f *flow) {
 	per := g.opts.FlowsPerBucket
 	b := int(f.bucket)
 	slots := g.bslots[b*per : b*per+int(g.bcount[b])]
@@ -818,9 +845,6 @@ func (g *GRO) release(f *flow) {
 		g.last = nil
 	}
 	f.frame = nil
-	f.agg.Segs = f.agg.Segs[:0]
-	f.agg.Handles = f.agg.Handles[:0]
-	g.free = append(g.free, f.idx)
 }
 
 // unmergeable delivers a TCP frame that never merges, after its flow's
@@ -845,7 +869,7 @@ func (g *GRO) single1(frame []byte, handle uint64, p *flows.Packet, r FlushReaso
 	a.Len = n
 	a.Flags = flags
 	a.Reason = r
-	g.emit(a)
+	g.emit(a, readySingle)
 }
 
 // passThrough delivers a frame GRO does not look into.
@@ -859,33 +883,75 @@ func (g *GRO) passThrough(frame []byte, handle uint64, p *flows.Packet) {
 	a.Len = 0
 	a.Flags = AggPassThrough
 	a.Reason = DeliverPassThrough
-	g.emit(a)
+	g.emit(a, readySingle)
 }
 
-func (g *GRO) emit(a *Aggregate) {
+// emit counts aggregate a and queues it for Next; i is its flow's index,
+// or readySingle.
+func (g *GRO) emit(a *Aggregate, i int32) {
 	g.Stats.Aggregates++
 	g.Stats.Flush[a.Reason]++
 	if a.Flags&AggPassThrough == 0 {
 		g.Stats.SegsHist[min(bits.Len(uint(len(a.Handles)))-1, len(g.Stats.SegsHist)-1)]++
 	}
-	g.deliver(a)
-	clear(a.Segs) // drop the references to the frames
-	a.Head = nil
+	g.ready = append(g.ready, i)
 }
 
-// Flush delivers every held aggregate, oldest first (FlushByBatchEnd). Call
-// it at the end of each receive batch unless FlushTimeout is set.
+// Next returns the next queued aggregate, in delivery order, or nil when
+// none is left. The aggregate is valid until the next Receive, Flush or
+// FlushOlderThan; the frames under it are the caller's again once Next has
+// handed it out.
+func (g *GRO) Next() *Aggregate {
+	if g.taken == len(g.ready) {
+		return nil
+	}
+	i := g.ready[g.taken]
+	g.taken++
+	if i == readySingle {
+		return &g.single
+	}
+	return &g.flows[i].agg
+}
+
+// retire drops the queued aggregates, taken or not: their references to
+// the frames go, and their flows return to the free list.
+func (g *GRO) retire() {
+	for _, i := range g.ready {
+		a := &g.single
+		if i != readySingle {
+			f := &g.flows[i]
+			a = &f.agg
+			g.free = append(g.free, i)
+		}
+		clear(a.Segs)
+		a.Head = nil
+		a.Segs = a.Segs[:0]
+		a.Handles = a.Handles[:0]
+	}
+	g.ready = g.ready[:0]
+	g.taken = 0
+}
+
+// Flush queues every held aggregate, oldest first (FlushByBatchEnd). Call
+// it at the end of each receive batch unless FlushTimeout is set, and take
+// the aggregates with Next.
 func (g *GRO) Flush() {
+	if len(g.ready) != 0 {
+		g.retire()
+	}
 	for g.oldest >= 0 {
 		g.flush(&g.flows[g.oldest], FlushByBatchEnd)
 	}
 }
 
-// FlushOlderThan delivers the aggregates held since before now minus
+// FlushOlderThan queues the aggregates held since before now minus
 // FlushTimeout (FlushByTimeout), oldest first, and stamps the flows that
 // start from here on with now. now is any monotonic clock in nanoseconds,
-// the same on every call.
+// the same on every call. Take the aggregates with Next.
 func (g *GRO) FlushOlderThan(now int64) {
+	if len(g.ready) != 0 {
+		g.retire()
+	}
 	g.now = now
 	limit := now - int64(g.opts.FlushTimeout)
 	for g.oldest >= 0 {

@@ -95,7 +95,7 @@ func TestGROCoalesceAcks(t *testing.T) {
 				h := newHarness(t, ackOpts())
 				fs := frames(c.segs(fam))
 				h.feed(fs...)
-				h.g.Flush()
+				h.flush()
 				h.expect(c.want)
 				h.checkAggregates(CsumFull)
 				if got := h.g.Stats.AcksCoalesced; got != c.merge {
@@ -122,7 +122,7 @@ func TestGROCoalesceAcks(t *testing.T) {
 func TestGROCoalesceAcksOff(t *testing.T) {
 	h := newHarness(t, DefaultGROOptions())
 	h.feed(frames([]seg{ackSeg(false, 1000), ackSeg(false, 2000), ackSeg(false, 3000)})...)
-	h.g.Flush()
+	h.flush()
 	h.expect([]want{{span(0, 0), DeliverUnmergeable}, {span(1, 1), DeliverUnmergeable}, {span(2, 2), DeliverUnmergeable}})
 	if h.g.Stats.AcksCoalesced != 0 {
 		t.Fatalf("AcksCoalesced %d with the option off", h.g.Stats.AcksCoalesced)
@@ -140,13 +140,13 @@ func TestGROCoalesceAcksLimits(t *testing.T) {
 		segs = append(segs, ackSeg(false, uint32(1000*(i+1))))
 	}
 	h.feed(frames(segs)...)
-	h.g.Flush()
+	h.flush()
 	h.expect([]want{{span(0, 2), FlushBySize}, {span(3, 5), FlushBySize}, {span(6, 6), batch}})
 
 	h = newHarness(t, ackOpts())
 	bad := ackSeg(false, 2000)
 	bad.badTCP = true
 	h.feed(frames([]seg{ackSeg(false, 1000), bad, ackSeg(false, 3000)})...)
-	h.g.Flush()
+	h.flush()
 	h.expect([]want{{span(0, 0), FlushByUnmergeable}, {span(1, 1), DeliverBadCsum}, {span(2, 2), batch}})
 }

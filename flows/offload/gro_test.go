@@ -11,7 +11,7 @@ import (
 	"github.com/xnic/xnic/flows"
 )
 
-// got is a delivered aggregate, copied out of the callback.
+// got is a delivered aggregate, copied out of GRO's storage.
 type got struct {
 	handles []uint64
 	reason  FlushReason
@@ -34,7 +34,18 @@ type harness struct {
 func newHarness(t testing.TB, opts GROOptions) *harness {
 	t.Helper()
 	h := &harness{t: t}
-	g, err := NewGRO(opts, func(a *Aggregate) {
+	g, err := NewGRO(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.g = g
+	return h
+}
+
+// take copies out every aggregate GRO has queued, as a caller must before
+// its next call.
+func (h *harness) take() {
+	for a := h.g.Next(); a != nil; a = h.g.Next() {
 		x := got{
 			handles: slices.Clone(a.Handles),
 			reason:  a.Reason,
@@ -48,12 +59,7 @@ func newHarness(t testing.TB, opts GROOptions) *harness {
 			x.segs = append(x.segs, slices.Clone(s))
 		}
 		h.out = append(h.out, x)
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
-	h.g = g
-	return h
 }
 
 // feed hands copies of frames to GRO; the handle is the index in the order
@@ -65,7 +71,20 @@ func (h *harness) feed(fs ...[]byte) {
 		p := parse(h.t, c)
 		h.g.Receive(c, h.next, &p)
 		h.next++
+		h.take()
 	}
+}
+
+// flush ends the batch: GRO's Flush, then take.
+func (h *harness) flush() {
+	h.g.Flush()
+	h.take()
+}
+
+// flushOlderThan is GRO's FlushOlderThan, then take.
+func (h *harness) flushOlderThan(now int64) {
+	h.g.FlushOlderThan(now)
+	h.take()
 }
 
 type want struct {
@@ -344,7 +363,7 @@ func TestGRORules(t *testing.T) {
 				h := newHarness(t, opts)
 				h.g.noFast = run.noFast
 				h.feed(frames(segs)...)
-				h.g.Flush()
+				h.flush()
 				h.expect(c.want)
 				if h.g.Held() != 0 {
 					t.Fatalf("%d flows held after Flush", h.g.Held())
@@ -390,7 +409,7 @@ func TestGROCsumOutModes(t *testing.T) {
 				h := newHarness(t, opts)
 				// Odd payload lengths exercise the odd-offset sums.
 				h.feed(frames(train(baseSeg(v6), []int{1001, 1001, 1001, 999}))...)
-				h.g.Flush()
+				h.flush()
 				h.expect([]want{{span(0, 3), FlushByShort}})
 				h.checkAggregates(mode)
 				x := h.out[0]
@@ -413,9 +432,9 @@ func TestGROTimeout(t *testing.T) {
 		opts := DefaultGROOptions()
 		opts.FlushTimeout = 1000
 		h := newHarness(t, opts)
-		h.g.FlushOlderThan(0)
+		h.flushOlderThan(0)
 		h.feed(frames(train(baseSeg(v6), repeat(3, 1000)))...)
-		h.g.FlushOlderThan(999)
+		h.flushOlderThan(999)
 		if len(h.out) != 0 || h.g.Held() != 1 {
 			t.Fatalf("flushed before the timeout: %d", len(h.out))
 		}
@@ -423,9 +442,9 @@ func TestGROTimeout(t *testing.T) {
 		s := baseSeg(v6)
 		s.sport++
 		h.feed(frames(train(s, repeat(2, 1000)))...)
-		h.g.FlushOlderThan(1000)
+		h.flushOlderThan(1000)
 		h.expect([]want{{span(0, 2), FlushByTimeout}})
-		h.g.FlushOlderThan(1999)
+		h.flushOlderThan(1999)
 		h.expect([]want{{span(0, 2), FlushByTimeout}, {span(3, 4), FlushByTimeout}})
 		h.checkAggregates(CsumFull)
 	}
@@ -444,10 +463,79 @@ func TestGROEvict(t *testing.T) {
 	}
 	h.feed(fs...)
 	h.feed(fs[1]) // a duplicate of flow 1's segment: not contiguous
-	h.g.Flush()
+	h.flush()
 	h.expect([]want{{[]uint64{0}, FlushByEvict}, {[]uint64{1}, FlushBySeq}, {[]uint64{2}, batch}, {[]uint64{3}, batch}})
 	if h.g.Stats.Flush[FlushByEvict] != 1 {
 		t.Fatalf("evictions %d", h.g.Stats.Flush[FlushByEvict])
+	}
+}
+
+// TestGRONext: the pull side. A table of one flow ends its held aggregate
+// and starts another in one Receive (the spare flow), a Receive that
+// queues two aggregates leaves both valid until the next call, and a call
+// drops what the caller left queued.
+func TestGRONext(t *testing.T) {
+	opts := DefaultGROOptions()
+	opts.Buckets, opts.FlowsPerBucket = 1, 1
+	g, err := NewGRO(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := train(baseSeg(false), repeat(4, 1000))
+	a[2].seq += 7 // a gap: frame 2 ends the aggregate of frame 1
+	a[3] = a[2]
+	a[3].seq += 1000
+	a[3].flags |= flows.TCPFlagURG // never merges: ends 2's aggregate, then alone
+	a[3].urg = 1
+	fs := frames(a)
+	b := baseSeg(false)
+	b.sport++
+	fb := frames(train(b, repeat(1, 1000)))
+	c := b
+	c.sport++
+	fc := frames(train(c, repeat(1, 1000)))
+	recv := func(f []byte, handle uint64) {
+		t.Helper()
+		p := parse(t, f)
+		g.Receive(f, handle, &p)
+	}
+	next := func() *Aggregate { return g.Next() }
+
+	recv(fs[0], 0)
+	recv(fs[1], 1)
+	if x := next(); x != nil {
+		t.Fatalf("merging queued %v", x.Handles)
+	}
+	recv(fs[2], 2)
+	if x := next(); x == nil || !slices.Equal(x.Handles, []uint64{0, 1}) || x.Reason != FlushBySeq {
+		t.Fatalf("the gap: got %+v, want frames 0 and 1 by seq", x)
+	}
+	if next() != nil || g.Held() != 1 {
+		t.Fatalf("after the gap: more queued, or %d held, want 1", g.Held())
+	}
+	recv(fs[3], 3)
+	x, y := next(), next()
+	if next() != nil || x == nil || y == nil {
+		t.Fatal("the URG segment: want two aggregates queued")
+	}
+	if !slices.Equal(x.Handles, []uint64{2}) || x.Reason != FlushByUnmergeable ||
+		!slices.Equal(y.Handles, []uint64{3}) || y.Reason != DeliverUnmergeable || !bytes.Equal(y.Head, fs[3][:len(y.Head)]) {
+		t.Fatalf("the URG segment: got %v/%v and %v/%v, want [2]/%v then [3]/%v",
+			x.Handles, x.Reason, y.Handles, y.Reason, FlushByUnmergeable, DeliverUnmergeable)
+	}
+	recv(fb[0], 4)
+	recv(fc[0], 5) // evicts 4 (one flow per bucket); the caller leaves it queued
+	g.Flush()      // drops 4's aggregate, queues 5's
+	if x := next(); x == nil || !slices.Equal(x.Handles, []uint64{5}) || next() != nil {
+		t.Fatalf("after Flush: got %+v, want frame 5 alone", x)
+	}
+	if g.Held() != 0 || len(g.free) != len(g.flows)-1 {
+		t.Fatalf("after Flush: %d held, %d of %d flows free; want 0 and all but the queued one", g.Held(), len(g.free), len(g.flows))
+	}
+	recv(fb[0], 6)
+	g.Flush()
+	if x := next(); x == nil || !slices.Equal(x.Handles, []uint64{6}) || len(g.free) != len(g.flows)-1 {
+		t.Fatalf("a flow reused: got %+v", x)
 	}
 }
 
@@ -457,9 +545,9 @@ func TestGROOrderAcrossBatches(t *testing.T) {
 	h := newHarness(t, DefaultGROOptions())
 	fs := frames(train(baseSeg(true), repeat(6, 1000)))
 	h.feed(fs[:3]...)
-	h.g.Flush()
+	h.flush()
 	h.feed(fs[3:]...)
-	h.g.Flush()
+	h.flush()
 	h.expect([]want{{span(0, 2), batch}, {span(3, 5), batch}})
 	h.checkAggregates(CsumFull)
 }
@@ -479,14 +567,11 @@ func TestGROOptionsValidate(t *testing.T) {
 	for i, f := range bad {
 		o := DefaultGROOptions()
 		f(&o)
-		if _, err := NewGRO(o, func(*Aggregate) {}); err == nil {
+		if _, err := NewGRO(o); err == nil {
 			t.Errorf("case %d: no error", i)
 		}
 	}
-	if _, err := NewGRO(DefaultGROOptions(), nil); err == nil {
-		t.Error("nil callback accepted")
-	}
-	if _, err := NewGRO(DefaultGROOptions(), func(*Aggregate) {}); err != nil {
+	if _, err := NewGRO(DefaultGROOptions()); err != nil {
 		t.Error(err)
 	}
 }

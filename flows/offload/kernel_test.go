@@ -283,11 +283,11 @@ func ours(t testing.TB, fs [][]byte, flushAt map[int]bool) []boundary {
 	h := newHarness(t, DefaultGROOptions())
 	for i, f := range fs {
 		if flushAt[i] {
-			h.g.Flush()
+			h.flush()
 		}
 		h.feed(f)
 	}
-	h.g.Flush()
+	h.flush()
 	var b []boundary
 	for _, x := range h.out {
 		p := parse(t, x.bytes)

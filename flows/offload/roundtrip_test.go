@@ -123,7 +123,7 @@ func TestRoundTrip(t *testing.T) {
 			for i := 0; i < len(in); {
 				k := min(len(in)-i, 1+r.IntN(64))
 				h.feed(in[i : i+k]...)
-				h.g.Flush()
+				h.flush()
 				i += k
 			}
 			var out [][]byte
@@ -165,7 +165,7 @@ func TestRoundTripGSOThenGRO(t *testing.T) {
 		for i := range k {
 			h.feed(out[i][:sizes[i]])
 		}
-		h.g.Flush()
+		h.flush()
 		if len(h.out) != 1 || !bytes.Equal(h.out[0].bytes, src) {
 			t.Fatalf("mss %d n %d: %d aggregates, first %d bytes vs %d", mss, n, len(h.out), len(h.out[0].bytes), len(src))
 		}
@@ -394,10 +394,10 @@ func TestPreservation(t *testing.T) {
 		for i, f := range in {
 			h.feed(f)
 			if fl[i] {
-				h.g.Flush()
+				h.flush()
 			}
 		}
-		h.g.Flush()
+		h.flush()
 		checkPreserved(t, h, in, gso)
 		for r, c := range h.g.Stats.Flush {
 			seenReasons[r] += c
@@ -457,7 +457,7 @@ func TestKernelBoundaries(t *testing.T) {
 		segs[99].flags |= flows.TCPFlagPSH
 		h := newHarness(t, DefaultGROOptions())
 		h.feed(frames(segs)...)
-		h.g.Flush()
+		h.flush()
 		h.expect([]want{
 			{span(0, 29), FlushByMismatch},
 			{span(30, 49), FlushByUnmergeable},
@@ -471,7 +471,7 @@ func TestKernelBoundaries(t *testing.T) {
 		// bytes of headers.
 		h = newHarness(t, DefaultGROOptions())
 		h.feed(frames(train(baseSeg(v6), repeat(100, 1448)))...)
-		h.g.Flush()
+		h.flush()
 		h.expect([]want{{span(0, 44), FlushBySize}, {span(45, 89), FlushBySize}, {span(90, 99), batch}})
 	}
 }
@@ -485,17 +485,17 @@ func TestGROAllocs(t *testing.T) {
 			pristine[i] = slices.Clone(f)
 			flows.Parse(f, &pk[i])
 		}
-		g, err := NewGRO(DefaultGROOptions(), func(a *Aggregate) {
-			copy(a.Head, pristine[a.Handles[0]]) // undo the head rewrite
-		})
+		g, err := NewGRO(DefaultGROOptions())
 		if err != nil {
 			t.Fatal(err)
 		}
 		run := func() {
 			for i, f := range fs {
 				g.Receive(f, uint64(i), &pk[i])
+				restore(g, pristine)
 			}
 			g.Flush()
+			restore(g, pristine)
 		}
 		run()
 		if n := testing.AllocsPerRun(100, run); n != 0 {

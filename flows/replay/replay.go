@@ -115,7 +115,7 @@ type replayer struct {
 	gro     *offload.GRO
 	scratch []byte // an aggregate's packet, to be written
 	now     int64  // the capture clock, never going back
-	werr    error  // the first write error inside the deliver callback
+	werr    error  // the first error writing an aggregate
 
 	// GSO stage.
 	gso      *offload.GSO
@@ -149,7 +149,7 @@ func (r *replayer) setup() error {
 		o.CsumOut = r.opts.csumOut()
 		o.FlushTimeout = r.opts.FlushTimeout
 		o.CoalesceAcks = r.opts.CoalesceAcks
-		g, err := offload.NewGRO(o, r.deliver)
+		g, err := offload.NewGRO(o)
 		if err != nil {
 			return fmt.Errorf("replay: %w", err)
 		}
@@ -230,12 +230,15 @@ func (r *replayer) run(ctx context.Context) error {
 			if r.opts.FlushTimeout > 0 {
 				r.now = max(r.now, ci.Timestamp.UnixNano())
 				r.gro.FlushOlderThan(r.now)
+				r.deliver()
 			}
 			r.gro.Receive(frame, uint64(idx), p)
+			r.deliver()
 			if batch++; batch == r.opts.BatchSize {
 				batch = 0
 				if r.opts.FlushTimeout == 0 {
 					r.gro.Flush()
+					r.deliver()
 				}
 			}
 			if r.werr != nil {
@@ -253,6 +256,7 @@ func (r *replayer) run(ctx context.Context) error {
 	switch r.opts.Stage {
 	case StageGRO:
 		r.gro.Flush() // the end of the capture ends a batch
+		r.deliver()
 		if r.werr != nil {
 			return r.werr
 		}
@@ -313,12 +317,20 @@ func payloadOf(p *flows.Packet) uint64 {
 	return 0
 }
 
-// deliver is the GRO callback: it writes the aggregate and frees its
-// frames' slots. An aggregate of one frame is the frame as it came, with
-// its record (GRO drops Ethernet padding from the unmergeable frames it
+// deliver writes each aggregate GRO has ready and frees its frames'
+// slots. An aggregate of one frame is the frame as it came, with its
+// record (GRO drops Ethernet padding from the unmergeable frames it
 // delivers alone; the replay keeps it); a merged one is stamped with its
 // last frame's time.
-func (r *replayer) deliver(a *offload.Aggregate) {
+func (r *replayer) deliver() {
+	for a := r.gro.Next(); a != nil; a = r.gro.Next() {
+		r.write(a)
+	}
+}
+
+// write writes one aggregate, unless a write failed before, and frees its
+// frames' slots.
+func (r *replayer) write(a *offload.Aggregate) {
 	if r.werr == nil {
 		if a.Count() == 1 {
 			sl := &r.slots[a.Handles[0]]
