@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 )
@@ -125,7 +126,8 @@ func (s *ControlServer) answer(req ControlRequest) ControlReply {
 		}
 		m, err := s.e.MigrateGuest(req.Guest, req.To)
 		if err != nil {
-			return ControlReply{Error: err.Error()}
+			// QueryControl says "engine: " once for the whole reply.
+			return ControlReply{Error: strings.TrimPrefix(err.Error(), "engine: ")}
 		}
 		return ControlReply{Migration: &m}
 	default:
