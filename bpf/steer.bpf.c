@@ -40,6 +40,16 @@
  * rules match, the next less specific prefix is tried, up to
  * XNIC_RULE_DEPTH prefixes in all.
  *
+ * The trie holds every rule and is the reference. In front of it, the
+ * fast rule index holds the rule sets of the exact prefixes (IPv4 /32,
+ * IPv6 /128) and of the two /0 prefixes in cache-line ways, and counts the
+ * prefixes it cannot answer for (middle lengths, sets that did not fit).
+ * For an IP frame the program reads the exact way of its destination and,
+ * when no rule there matches and no middle prefix exists, the /0 way of
+ * its family: array reads instead of a trie walk. It walks the trie only
+ * when a middle prefix exists, a set does not fit a way, or user space is
+ * changing the index (see fast_rules_decide). ARP always walks the trie.
+ *
  * Malformed frames are dropped rather than passed: the kernel would drop
  * them as well, and dropping here keeps a flood of garbage off the stack.
  */
@@ -51,6 +61,7 @@ volatile const __u32 cfg_guests = 64;
 volatile const __u32 cfg_classes = 8;
 volatile const __u32 cfg_rule_cache = 1; /* 0: no rule cache */
 volatile const __u32 cfg_fast_mask = 32767; /* fast_flows buckets - 1 */
+volatile const __u32 cfg_rules_shift = 50; /* 64 - log2(fast_rules buckets) */
 
 #define XNIC_RULES_PER_PREFIX 16
 #define XNIC_RULE_DEPTH 8
@@ -135,6 +146,67 @@ struct fast_bucket {
 
 /* Word 1 without the target (guest, class). */
 #define XNIC_FAST_KEY_MASK 0xfff000ffffffffffULL
+
+/*
+ * The fast rule index: the maps fast_rules_head and fast_rules. A way holds
+ * the IP rules of one prefix (ARP rules left out: they never match an IP
+ * frame), in the trie's order, each in 8 bytes. The head holds the /0 ways
+ * (any[0] IPv4 0.0.0.0/0, any[1] IPv6 ::/0) and, while there are at most
+ * XNIC_HEAD_EXACT exact prefixes, their ways too, so that the common
+ * tables cost one array lookup. Beyond that every exact prefix is in
+ * fast_rules, an array of buckets of two ways, in one of its two candidate
+ * buckets (rule_buckets) or, when all four ways are taken, only in the
+ * trie (counted in head.overflow).
+ *
+ * User space writes both maps through mmap, inside a sequence lock: it
+ * makes head.seq odd, changes what it must (ways, counts), and makes seq
+ * even again, with ordered stores (x86-64; elsewhere the index stays off).
+ * The program reads seq before and after it reads the index, with compiler
+ * barriers in between; if seq was odd or changed, it forgets what it read
+ * and walks the trie. The trie is always updated on its own, one prefix
+ * per update, before the index, so a frame sees every rule change whole:
+ * before it or after it.
+ */
+#define XNIC_FAST_RULES 5 /* rules in a way */
+
+/* fast_way.flags */
+#define XNIC_WAY_USED 0x1 /* the way holds a prefix's rules */
+#define XNIC_WAY_TRIE 0x2 /* the set does not fit a way: walk the trie */
+
+struct fast_rule {
+	__u16 port_lo; /* destination port range, host order */
+	__u16 port_hi;
+	__u8 proto; /* XNIC_RULE_ANY or an IP protocol */
+	__u8 guest;
+	__u8 class;
+	__u8 flags; /* XNIC_CLASS_FROM_DSCP */
+};
+
+struct fast_way {
+	__u8 addr[16]; /* the prefix, IPv4-mapped; 0 for the /0 ways */
+	__u8 flags;    /* XNIC_WAY_USED, XNIC_WAY_TRIE */
+	__u8 family;   /* of every rule in rules[] */
+	__u8 count;    /* rules in use, 0..XNIC_FAST_RULES */
+	__u8 pad[5];
+	struct fast_rule rules[XNIC_FAST_RULES];
+} __attribute__((aligned(8)));
+
+struct fast_rule_bucket {
+	struct fast_way way[2];
+};
+
+#define XNIC_HEAD_EXACT 2 /* exact prefixes the head holds */
+
+struct rule_head {
+	__u32 seq;      /* odd while user space changes the index */
+	__u32 on;       /* 0: the index is not kept, always walk the trie */
+	__u32 middles;  /* trie prefixes that are neither exact nor /0 */
+	__u32 overflow; /* exact prefixes in no way */
+	__u32 hashed;   /* exact prefixes in fast_rules; 0: they are in exact[] */
+	__u32 pad;
+	struct fast_way any[2]; /* 0.0.0.0/0 and ::/0 */
+	struct fast_way exact[XNIC_HEAD_EXACT];
+};
 
 /* A cached rule lookup: its outcome, valid while gen == ctl.rule_gen. */
 struct rule_cache_entry {
@@ -225,6 +297,24 @@ struct {
 	__type(value, struct rule_cache_entry);
 } rule_cache SEC(".maps");
 
+/* The fast rule index, see struct rule_head. User space sets the number
+ * of fast_rules buckets, a power of two, 1 << (64 - cfg_rules_shift). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rule_head);
+} fast_rules_head SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct fast_rule_bucket);
+} fast_rules SEC(".maps");
+
 /* Control words written by user space, read per frame. */
 struct steer_ctl {
 	__u32 rule_gen;      /* bumped after every rule change */
@@ -291,14 +381,16 @@ static __always_inline int rule_matches(const struct rule *r,
 }
 
 /*
- * match_rule finds the first matching rule of the most specific prefix that
- * has one, trying up to XNIC_RULE_DEPTH prefixes. It copies the target into
- * *out and returns 1, or returns 0.
+ * walk_rules finds the first matching rule of the most specific prefix that
+ * has one, trying up to XNIC_RULE_DEPTH prefixes; it starts with the
+ * prefixes of length start and shorter, counting skip prefixes as tried.
+ * It copies the target into *out and returns 1, or returns 0.
  */
-static __always_inline int match_rule(const struct xnic_pkt *pkt,
-				      struct flow_target *out)
+static __always_inline int walk_rules(const struct xnic_pkt *pkt,
+				      struct flow_target *out, __u32 start,
+				      int skip)
 {
-	struct rule_key key = { .prefixlen = 128 };
+	struct rule_key key = { .prefixlen = start };
 	__u8 family = pkt->key.family;
 	int depth, i;
 
@@ -309,7 +401,7 @@ static __always_inline int match_rule(const struct xnic_pkt *pkt,
 		__builtin_memcpy(key.addr, pkt->key.dst, 16);
 	}
 
-	for (depth = 0; depth < XNIC_RULE_DEPTH; depth++) {
+	for (depth = skip; depth < XNIC_RULE_DEPTH; depth++) {
 		struct rule_set *set = bpf_map_lookup_elem(&rules, &key);
 		__u32 count;
 
@@ -335,14 +427,191 @@ static __always_inline int match_rule(const struct xnic_pkt *pkt,
 	return 0;
 }
 
-static __always_inline __u32 class_of(const struct flow_target *t,
-				      const struct xnic_pkt *pkt)
+/* What the rules of an IP frame are matched on. */
+struct xnic_match {
+	__u64 a0, a1; /* destination address, IPv4-mapped, as loaded */
+	__u16 dport;  /* host order; 0 without ports */
+	__u8 proto;
+	__u8 family;
+};
+
+/* rule_buckets are the two candidate buckets of an exact prefix:
+ * multiplicative hashes of the address, short in latency, as the program
+ * waits for them; ruleBuckets in fastrules.go is the twin. For IPv4 a0 is
+ * 0 and the address is the high half of a1, where the top bits of the
+ * products take it from. */
+static __always_inline void rule_buckets(const struct xnic_match *m,
+					 __u32 *b1, __u32 *b2)
+{
+	__u64 x = m->a1 + m->a0 * 0xc2b2ae3d27d4eb4fULL;
+
+	*b1 = (x * 0x9e3779b97f4a7c15ULL) >> cfg_rules_shift;
+	*b2 = (x * 0x165667b19e3779f9ULL) >> cfg_rules_shift;
+}
+
+/* way_is says whether w holds the prefix of the frame's destination. */
+static __always_inline int way_is(const struct fast_way *w,
+				  const struct xnic_match *m)
+{
+	const __u64 *a = (const __u64 *)w->addr;
+
+	return a[0] == m->a0 && a[1] == m->a1 && (w->flags & XNIC_WAY_USED);
+}
+
+/* fast_way_of returns the way of bucket idx that holds the frame's
+ * destination, or 0. */
+static __always_inline const struct fast_way *
+fast_way_of(__u32 idx, const struct xnic_match *m)
+{
+	const struct fast_rule_bucket *b =
+		bpf_map_lookup_elem(&fast_rules, &idx);
+
+	if (!b)
+		return 0;
+	if (way_is(&b->way[0], m))
+		return &b->way[0];
+	if (way_is(&b->way[1], m))
+		return &b->way[1];
+	return 0;
+}
+
+/* fast_way_match: the first rule of w that matches an IP frame. */
+static __always_inline int fast_way_match(const struct fast_way *w,
+					  const struct xnic_match *m,
+					  struct flow_target *out)
+{
+	__u32 n = w->count;
+	int i;
+
+	if (w->family != m->family)
+		return 0;
+#pragma unroll
+	for (i = 0; i < XNIC_FAST_RULES; i++) {
+		const struct fast_rule *r = &w->rules[i];
+
+		if (i >= n)
+			break;
+		if (r->proto != XNIC_RULE_ANY && r->proto != m->proto)
+			continue;
+		if (m->dport < r->port_lo || m->dport > r->port_hi)
+			continue;
+		out->guest = r->guest;
+		out->class = r->class;
+		out->flags = r->flags;
+		return 1;
+	}
+	return 0;
+}
+
+/* What the fast rule index says about a frame. */
+enum {
+	XNIC_FAST_NO_MATCH,  /* no rule matches */
+	XNIC_FAST_MATCH,     /* *out is the matching rule's target */
+	XNIC_FAST_WALK,      /* walk the trie */
+	XNIC_FAST_WALK_LESS, /* the exact prefix has no match: walk below it */
+};
+
+/* fast_rules_read looks the IP frame up in the index, between the reads of
+ * the sequence (fast_rules_decide). */
+static __always_inline int fast_rules_read(const struct rule_head *h,
+					   const struct xnic_match *m,
+					   struct flow_target *out)
+{
+	const struct fast_way *w = 0;
+	__u32 b1, b2;
+
+	if (h->hashed) {
+		rule_buckets(m, &b1, &b2);
+		w = fast_way_of(b1, m);
+		if (!w)
+			w = fast_way_of(b2, m);
+	} else if (way_is(&h->exact[0], m)) {
+		w = &h->exact[0];
+	} else if (way_is(&h->exact[1], m)) {
+		w = &h->exact[1];
+	}
+	if (w) {
+		if (w->flags & XNIC_WAY_TRIE)
+			return XNIC_FAST_WALK;
+		if (fast_way_match(w, m, out))
+			return XNIC_FAST_MATCH;
+		if (h->middles)
+			return XNIC_FAST_WALK_LESS;
+	} else if (h->middles || h->overflow) {
+		return XNIC_FAST_WALK;
+	}
+	/* Below the exact prefix only the /0 of the frame's family can
+	 * match: the other /0 holds only rules of the other family. */
+	w = &h->any[m->family == 4 ? 0 : 1];
+	if (w->flags & XNIC_WAY_TRIE)
+		return XNIC_FAST_WALK;
+	if ((w->flags & XNIC_WAY_USED) && fast_way_match(w, m, out))
+		return XNIC_FAST_MATCH;
+	return XNIC_FAST_NO_MATCH;
+}
+
+#define xnic_barrier() asm volatile("" ::: "memory")
+
+/*
+ * fast_rules_decide asks the index about an IP frame inside the sequence
+ * lock: XNIC_FAST_WALK when the index is off or user space changed it
+ * meanwhile, else what fast_rules_read said.
+ */
+static __always_inline int fast_rules_decide(const struct xnic_match *m,
+					     struct flow_target *out)
+{
+	const struct rule_head *h;
+	__u32 zero = 0, seq;
+	int res;
+
+	h = bpf_map_lookup_elem(&fast_rules_head, &zero);
+	if (!h || !h->on)
+		return XNIC_FAST_WALK;
+	seq = *(const volatile __u32 *)&h->seq;
+	if (seq & 1)
+		return XNIC_FAST_WALK;
+	xnic_barrier();
+	res = fast_rules_read(h, m, out);
+	xnic_barrier();
+	if (*(const volatile __u32 *)&h->seq != seq)
+		return XNIC_FAST_WALK;
+	return res;
+}
+
+/*
+ * match_rule finds the rule of an IP or ARP frame: through the fast index
+ * when it can answer, else by walking the trie. It copies the target into
+ * *out and returns 1, or returns 0.
+ */
+static __always_inline int match_rule(const struct xnic_pkt *pkt,
+				      struct flow_target *out)
+{
+	if (!pkt->arp) {
+		struct xnic_match m = { .dport = pkt->key.dport,
+					.proto = pkt->key.proto,
+					.family = pkt->key.family };
+
+		__builtin_memcpy(&m.a0, &pkt->key.dst[0], 8);
+		__builtin_memcpy(&m.a1, &pkt->key.dst[8], 8);
+		switch (fast_rules_decide(&m, out)) {
+		case XNIC_FAST_MATCH:
+			return 1;
+		case XNIC_FAST_NO_MATCH:
+			return 0;
+		case XNIC_FAST_WALK_LESS:
+			return walk_rules(pkt, out, 127, 1);
+		}
+	}
+	return walk_rules(pkt, out, 128, 0);
+}
+
+static __always_inline __u32 class_of(const struct flow_target *t, __u8 tos)
 {
 	__u32 dscp, *c;
 
 	if (!(t->flags & XNIC_CLASS_FROM_DSCP))
 		return t->class;
-	dscp = pkt->tos >> 2;
+	dscp = tos >> 2;
 	c = bpf_map_lookup_elem(&dscp_class, &dscp);
 	return c ? *c : 0;
 }
@@ -389,22 +658,20 @@ static __always_inline int fast_find(__u32 idx, __u64 w0, __u64 w1,
 }
 
 /* fast_lookup finds an IPv4 flow in fast_flows, in its first bucket or
- * else its second: 1 and *out, or 0. */
-static __always_inline int fast_lookup(const struct xnic_pkt *pkt,
+ * else its second: 1 and *out, or 0. src and dst are the addresses as
+ * loaded from the frame, ports sport | dport << 16 in host order. */
+static __always_inline int fast_lookup(__u32 src, __u32 dst, __u32 ports,
+				       __u8 proto, __u16 vlan,
 				       struct flow_target *out)
 {
-	__u32 src, dst, ports, pv;
+	__u32 pv;
 	__u64 h, w0, w1;
 
-	__builtin_memcpy(&src, &pkt->key.src[12], 4);
-	__builtin_memcpy(&dst, &pkt->key.dst[12], 4);
 	w0 = (__u64)src | ((__u64)dst << 32);
 	if (w0 == 0)
 		return 0; /* 0 marks an empty way: such flows are in the LRU hash */
-	ports = (__u32)pkt->key.sport | ((__u32)pkt->key.dport << 16);
-	pv = (__u32)pkt->key.proto | ((__u32)pkt->key.vlan << 16);
-	w1 = (__u64)ports | ((__u64)pkt->key.proto << 32) |
-	     ((__u64)pkt->key.vlan << 52);
+	pv = (__u32)proto | ((__u32)vlan << 16);
+	w1 = (__u64)ports | ((__u64)proto << 32) | ((__u64)vlan << 52);
 	h = fast_hash(src, dst, ports, pv);
 	if (fast_find((__u32)h & cfg_fast_mask, w0, w1, out))
 		return 1;
@@ -480,7 +747,9 @@ __noinline int xnic_steer_ip(struct xnic_pkt *pkt, __u32 queue, __u32 len)
 		return XDP_PASS; /* cannot happen: checked by the caller */
 
 	if (!pkt->arp && pkt->key.family == 4 && c->fast_in_use &&
-	    fast_lookup(pkt, &target)) {
+	    fast_lookup(*(__u32 *)&pkt->key.src[12], *(__u32 *)&pkt->key.dst[12],
+			(__u32)pkt->key.sport | ((__u32)pkt->key.dport << 16),
+			pkt->key.proto, pkt->key.vlan, &target)) {
 		st->flow_hits++;
 		goto steer;
 	}
@@ -525,8 +794,123 @@ __noinline int xnic_steer_ip(struct xnic_pkt *pkt, __u32 queue, __u32 len)
 	st->rule_hits++;
 steer:
 	guest = target.guest;
-	class = class_of(&target, pkt);
+	class = class_of(&target, pkt->tos);
 	return steer(queue, guest, class, len, st);
+}
+
+/*
+ * steer_common decides for the common frame without the full parser and
+ * without a call: Ethernet with at most one VLAN tag, then IPv4 without
+ * options and not a fragment, or IPv6 without extension headers, carrying
+ * UDP or TCP with its header whole inside the IP length. For such a frame
+ * xnic_parse says XNIC_OK, and steer_common reads the same key fields
+ * (the tests run the corpus and mutated frames through both paths). It
+ * decides when the fast flow table or the fast rule index can answer;
+ * otherwise it returns -1 having counted nothing, and the full path
+ * decides: other frames, flows in the LRU hash, the rule cache, a trie
+ * walk.
+ */
+static __always_inline int steer_common(void *data, void *data_end,
+					__u32 queue, __u32 len,
+					struct steer_stats *st)
+{
+	struct ethhdr *eth = data;
+	struct flow_target target = {};
+	struct xnic_match m = {};
+	struct steer_ctl *c;
+	__u32 off = sizeof(*eth), end, src4 = 0, dst4 = 0, zero = 0, hl;
+	__u16 vlan = 0, proto, sport;
+	__u8 tos, *l4;
+
+	if ((void *)(eth + 1) > data_end)
+		return -1;
+	proto = eth->h_proto;
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD) ||
+	    proto == bpf_htons(XNIC_ETH_P_QINQ2)) {
+		struct xnic_vlan_hdr *vh = data + off;
+
+		if ((void *)(vh + 1) > data_end)
+			return -1;
+		vlan = bpf_ntohs(vh->tci) & 0x0fff;
+		proto = vh->encap_proto;
+		off += sizeof(*vh);
+	}
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *iph = data + off;
+
+		if ((void *)(iph + 1) > data_end)
+			return -1;
+		if (*(__u8 *)iph != 0x45 || /* version 4, no options */
+		    (iph->frag_off & bpf_htons(XNIC_IP_MF | XNIC_IP_OFFSET)))
+			return -1;
+		end = off + bpf_ntohs(iph->tot_len);
+		m.proto = iph->protocol;
+		m.family = 4;
+		tos = iph->tos;
+		src4 = iph->saddr;
+		dst4 = iph->daddr;
+		m.a1 = 0xffff0000ULL | ((__u64)dst4 << 32); /* ::ffff:dst */
+		off += sizeof(*iph);
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + off;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return -1;
+		if (ip6->version != 6)
+			return -1;
+		end = off + sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+		m.proto = ip6->nexthdr;
+		m.family = 6;
+		tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+		__builtin_memcpy(&m.a0, &ip6->daddr.in6_u.u6_addr8[0], 8);
+		__builtin_memcpy(&m.a1, &ip6->daddr.in6_u.u6_addr8[8], 8);
+		off += sizeof(*ip6);
+	} else {
+		return -1;
+	}
+	/* The L4 header inside the IP length, the IP length inside the
+	 * frame: a shorter IP length is malformed, for the full path. */
+	l4 = data + off;
+	if (m.proto == XNIC_PROTO_UDP) {
+		if (off + 8 > end || (void *)(l4 + 8) > data_end)
+			return -1;
+	} else if (m.proto == XNIC_PROTO_TCP) {
+		if (off + 20 > end || (void *)(l4 + 20) > data_end)
+			return -1;
+		hl = (__u32)(l4[12] >> 4) * 4;
+		if (hl < 20 || off + hl > end)
+			return -1;
+	} else {
+		return -1;
+	}
+	if (data + end > data_end)
+		return -1;
+	sport = bpf_ntohs(*(__u16 *)l4);
+	m.dport = bpf_ntohs(*(__u16 *)(l4 + 2));
+
+	c = bpf_map_lookup_elem(&ctl, &zero);
+	if (!c)
+		return -1;
+	if (m.family == 4 && c->fast_in_use &&
+	    fast_lookup(src4, dst4, (__u32)sport | ((__u32)m.dport << 16),
+			m.proto, vlan, &target)) {
+		st->flow_hits++;
+		goto steer;
+	}
+	if (c->flows_in_use || (cfg_rule_cache && c->rule_cache_on))
+		return -1;
+	switch (fast_rules_decide(&m, &target)) {
+	case XNIC_FAST_MATCH:
+		break;
+	case XNIC_FAST_NO_MATCH:
+		st->pass_unmatched++; /* UDP or TCP: not pass_control */
+		return XDP_PASS;
+	default:
+		return -1;
+	}
+	st->rule_hits++;
+steer:
+	return steer(queue, target.guest, class_of(&target, tos), len, st);
 }
 
 SEC("xdp")
@@ -536,8 +920,9 @@ int xnic_steer(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	__u32 len = data_end - data;
 	__u32 queue = ctx->rx_queue_index;
-	struct xnic_pkt pkt = {};
+	struct xnic_pkt pkt;
 	struct steer_stats *st;
+	int ret;
 
 	if (queue >= cfg_queues)
 		return XDP_PASS;
@@ -547,6 +932,11 @@ int xnic_steer(struct xdp_md *ctx)
 	st->rx_packets++;
 	st->rx_bytes += len;
 
+	ret = steer_common(data, data_end, queue, len, st);
+	if (ret >= 0)
+		return ret;
+
+	__builtin_memset(&pkt, 0, sizeof(pkt));
 	xnic_parse(data, data_end, &pkt);
 	switch (pkt.reason) {
 	case XNIC_OK:
