@@ -192,6 +192,7 @@ func (f *fastRules) rebuild(sets map[ruleKey][]Rule) {
 	for i := range f.head.Exact {
 		storeWay(&f.head.Exact[i], fastWayT{})
 	}
+	atomic.StoreUint32(&f.head.InHead, 0)
 	clear(f.exact)
 	clear(f.overflow)
 	clear(f.middles)
@@ -364,6 +365,7 @@ func (f *fastRules) writeHead() {
 			i++
 		}
 	}
+	atomic.StoreUint32(&f.head.InHead, uint32(i))
 	for ; i < headExact; i++ {
 		storeWay(&f.head.Exact[i], fastWayT{})
 	}

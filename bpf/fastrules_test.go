@@ -42,6 +42,9 @@ func checkFastRules(t *testing.T, f *fastRules, step string) {
 			}
 		}
 	}
+	if int(h.InHead) != len(inHead) {
+		t.Fatalf("%s: head says %d exact ways, holds %d", step, h.InHead, len(inHead))
+	}
 	if !f.isHashed() {
 		if len(inHead) != len(f.exact) || h.Hashed != 0 || f.hashedCount() != 0 {
 			t.Fatalf("%s: %d exact prefixes: %d in the head, hashed %d, %d ways in fast_rules", step, len(f.exact), len(inHead), h.Hashed, f.hashedCount())

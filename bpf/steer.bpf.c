@@ -59,6 +59,7 @@
 volatile const __u32 cfg_queues = 64;
 volatile const __u32 cfg_guests = 64;
 volatile const __u32 cfg_classes = 8;
+volatile const __u32 cfg_queue_slots = 64 * 8; /* cfg_guests * cfg_classes */
 volatile const __u32 cfg_rule_cache = 1; /* 0: no rule cache */
 volatile const __u32 cfg_fast_mask = 32767; /* fast_flows buckets - 1 */
 volatile const __u32 cfg_rules_shift = 50; /* 64 - log2(fast_rules buckets) */
@@ -203,7 +204,7 @@ struct rule_head {
 	__u32 middles;  /* trie prefixes that are neither exact nor /0 */
 	__u32 overflow; /* exact prefixes in no way */
 	__u32 hashed;   /* exact prefixes in fast_rules; 0: they are in exact[] */
-	__u32 pad;
+	__u32 in_head;  /* exact prefixes in exact[], the first ones */
 	struct fast_way any[2]; /* 0.0.0.0/0 and ::/0 */
 	struct fast_way exact[XNIC_HEAD_EXACT];
 };
@@ -525,10 +526,11 @@ static __always_inline int fast_rules_read(const struct rule_head *h,
 		w = fast_way_of(b1, m);
 		if (!w)
 			w = fast_way_of(b2, m);
-	} else if (way_is(&h->exact[0], m)) {
-		w = &h->exact[0];
-	} else if (way_is(&h->exact[1], m)) {
-		w = &h->exact[1];
+	} else if (h->in_head) {
+		if (way_is(&h->exact[0], m))
+			w = &h->exact[0];
+		else if (way_is(&h->exact[1], m))
+			w = &h->exact[1];
 	}
 	if (w) {
 		if (w->flags & XNIC_WAY_TRIE)
@@ -557,15 +559,14 @@ static __always_inline int fast_rules_read(const struct rule_head *h,
  * lock: XNIC_FAST_WALK when the index is off or user space changed it
  * meanwhile, else what fast_rules_read said.
  */
-static __always_inline int fast_rules_decide(const struct xnic_match *m,
+static __always_inline int fast_rules_decide(const struct rule_head *h,
+					     const struct xnic_match *m,
 					     struct flow_target *out)
 {
-	const struct rule_head *h;
-	__u32 zero = 0, seq;
+	__u32 seq;
 	int res;
 
-	h = bpf_map_lookup_elem(&fast_rules_head, &zero);
-	if (!h || !h->on)
+	if (!h->on)
 		return XNIC_FAST_WALK;
 	seq = *(const volatile __u32 *)&h->seq;
 	if (seq & 1)
@@ -586,14 +587,17 @@ static __always_inline int fast_rules_decide(const struct xnic_match *m,
 static __always_inline int match_rule(const struct xnic_pkt *pkt,
 				      struct flow_target *out)
 {
-	if (!pkt->arp) {
+	__u32 zero = 0;
+	const struct rule_head *h = bpf_map_lookup_elem(&fast_rules_head, &zero);
+
+	if (!pkt->arp && h) {
 		struct xnic_match m = { .dport = pkt->key.dport,
 					.proto = pkt->key.proto,
 					.family = pkt->key.family };
 
 		__builtin_memcpy(&m.a0, &pkt->key.dst[0], 8);
 		__builtin_memcpy(&m.a1, &pkt->key.dst[8], 8);
-		switch (fast_rules_decide(&m, out)) {
+		switch (fast_rules_decide(h, &m, out)) {
 		case XNIC_FAST_MATCH:
 			return 1;
 		case XNIC_FAST_NO_MATCH:
@@ -692,14 +696,15 @@ static __always_inline int steer(__u32 queue, __u32 guest, __u32 class,
 	}
 	if (class >= cfg_classes)
 		class = 0;
+	/* The slot stats key, and the slot on queue 0. */
 	key = guest * cfg_classes + class;
+	base = queue * cfg_queue_slots + key - class;
 	ss = bpf_map_lookup_elem(&slot_stats, &key);
 	if (ss) {
 		ss->packets++;
 		ss->bytes += len;
 	}
 
-	base = (queue * cfg_guests + guest) * cfg_classes;
 	act = bpf_redirect_map(&xsks, base + class, XDP_ABORTED);
 	if (act == XDP_REDIRECT) {
 		st->redirected++;
@@ -812,94 +817,98 @@ steer:
  */
 static __always_inline int steer_common(void *data, void *data_end,
 					__u32 queue, __u32 len,
-					struct steer_stats *st)
+					struct steer_stats *st,
+					const struct steer_ctl *c,
+					const struct rule_head *h)
 {
-	struct ethhdr *eth = data;
 	struct flow_target target = {};
 	struct xnic_match m = {};
-	struct steer_ctl *c;
-	__u32 off = sizeof(*eth), end, src4 = 0, dst4 = 0, zero = 0, hl;
-	__u16 vlan = 0, proto, sport;
-	__u8 tos, *l4;
+	void *l3 = data + sizeof(struct ethhdr), *l4, *end;
+	__u8 tos;
+	__u16 proto;
 
-	if ((void *)(eth + 1) > data_end)
+	/* Few values live at once: what only some frames need (the source
+	 * address and port, the VLAN, the TOS) is read again from the frame
+	 * when needed, rather than kept. */
+	if (l3 + sizeof(struct iphdr) > data_end)
 		return -1;
-	proto = eth->h_proto;
-	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD) ||
-	    proto == bpf_htons(XNIC_ETH_P_QINQ2)) {
-		struct xnic_vlan_hdr *vh = data + off;
-
-		if ((void *)(vh + 1) > data_end)
+	proto = *(__u16 *)(data + 12);
+	if (proto != bpf_htons(ETH_P_IP) && proto != bpf_htons(ETH_P_IPV6)) {
+		if (proto != bpf_htons(ETH_P_8021Q) &&
+		    proto != bpf_htons(ETH_P_8021AD) &&
+		    proto != bpf_htons(XNIC_ETH_P_QINQ2))
 			return -1;
-		vlan = bpf_ntohs(vh->tci) & 0x0fff;
-		proto = vh->encap_proto;
-		off += sizeof(*vh);
+		proto = *(__u16 *)(l3 + 2); /* the tag's EtherType */
+		l3 += sizeof(struct xnic_vlan_hdr);
 	}
 	if (proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *iph = data + off;
+		struct iphdr *iph = l3;
 
 		if ((void *)(iph + 1) > data_end)
 			return -1;
 		if (*(__u8 *)iph != 0x45 || /* version 4, no options */
 		    (iph->frag_off & bpf_htons(XNIC_IP_MF | XNIC_IP_OFFSET)))
 			return -1;
-		end = off + bpf_ntohs(iph->tot_len);
+		end = l3 + bpf_ntohs(iph->tot_len);
 		m.proto = iph->protocol;
 		m.family = 4;
+		m.a1 = 0xffff0000ULL | ((__u64)iph->daddr << 32); /* ::ffff:dst */
 		tos = iph->tos;
-		src4 = iph->saddr;
-		dst4 = iph->daddr;
-		m.a1 = 0xffff0000ULL | ((__u64)dst4 << 32); /* ::ffff:dst */
-		off += sizeof(*iph);
+		l4 = l3 + sizeof(*iph);
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = data + off;
+		struct ipv6hdr *ip6 = l3;
 
 		if ((void *)(ip6 + 1) > data_end)
 			return -1;
 		if (ip6->version != 6)
 			return -1;
-		end = off + sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+		end = l3 + sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
 		m.proto = ip6->nexthdr;
 		m.family = 6;
-		tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
 		__builtin_memcpy(&m.a0, &ip6->daddr.in6_u.u6_addr8[0], 8);
 		__builtin_memcpy(&m.a1, &ip6->daddr.in6_u.u6_addr8[8], 8);
-		off += sizeof(*ip6);
+		tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+		l4 = l3 + sizeof(*ip6);
 	} else {
 		return -1;
 	}
-	/* The L4 header inside the IP length, the IP length inside the
-	 * frame: a shorter IP length is malformed, for the full path. */
-	l4 = data + off;
+	/* The IP length inside the frame and the L4 header inside the IP
+	 * length: otherwise malformed, for the full path. */
+	if (end > data_end)
+		return -1;
 	if (m.proto == XNIC_PROTO_UDP) {
-		if (off + 8 > end || (void *)(l4 + 8) > data_end)
+		if (l4 + 8 > end || l4 + 8 > data_end)
 			return -1;
 	} else if (m.proto == XNIC_PROTO_TCP) {
-		if (off + 20 > end || (void *)(l4 + 20) > data_end)
+		__u32 hl;
+
+		if (l4 + 20 > end || l4 + 20 > data_end)
 			return -1;
-		hl = (__u32)(l4[12] >> 4) * 4;
-		if (hl < 20 || off + hl > end)
+		hl = (__u32)(((__u8 *)l4)[12] >> 4) * 4;
+		if (hl < 20 || l4 + hl > end)
 			return -1;
 	} else {
 		return -1;
 	}
-	if (data + end > data_end)
-		return -1;
-	sport = bpf_ntohs(*(__u16 *)l4);
 	m.dport = bpf_ntohs(*(__u16 *)(l4 + 2));
 
-	c = bpf_map_lookup_elem(&ctl, &zero);
-	if (!c)
-		return -1;
-	if (m.family == 4 && c->fast_in_use &&
-	    fast_lookup(src4, dst4, (__u32)sport | ((__u32)m.dport << 16),
-			m.proto, vlan, &target)) {
-		st->flow_hits++;
-		goto steer;
+	if (m.family == 4 && c->fast_in_use) {
+		struct iphdr *iph = l3;
+		__u16 vlan = 0;
+
+		if (l3 != data + sizeof(struct ethhdr))
+			vlan = bpf_ntohs(*(__u16 *)(data + 14)) & 0x0fff;
+		if (fast_lookup(iph->saddr, iph->daddr,
+				(__u32)bpf_ntohs(*(__u16 *)l4) |
+					((__u32)m.dport << 16),
+				m.proto, vlan, &target)) {
+			st->flow_hits++;
+			goto steer;
+		}
 	}
 	if (c->flows_in_use || (cfg_rule_cache && c->rule_cache_on))
 		return -1;
-	switch (fast_rules_decide(&m, &target)) {
+	switch (fast_rules_decide(h, &m, &target)) {
 	case XNIC_FAST_MATCH:
 		break;
 	case XNIC_FAST_NO_MATCH:
@@ -922,19 +931,29 @@ int xnic_steer(struct xdp_md *ctx)
 	__u32 queue = ctx->rx_queue_index;
 	struct xnic_pkt pkt;
 	struct steer_stats *st;
+	struct steer_ctl *c;
+	struct rule_head *h;
+	__u32 zero = 0;
 	int ret;
 
 	if (queue >= cfg_queues)
 		return XDP_PASS;
+	/* The maps of the common path, looked up before the parse: each
+	 * lookup is a call to the compiler, which spills what lives across
+	 * it. */
 	st = bpf_map_lookup_elem(&stats, &queue);
+	c = bpf_map_lookup_elem(&ctl, &zero);
+	h = bpf_map_lookup_elem(&fast_rules_head, &zero);
 	if (!st)
 		return XDP_PASS;
 	st->rx_packets++;
 	st->rx_bytes += len;
 
-	ret = steer_common(data, data_end, queue, len, st);
-	if (ret >= 0)
-		return ret;
+	if (c && h) {
+		ret = steer_common(data, data_end, queue, len, st, c, h);
+		if (ret >= 0)
+			return ret;
+	}
 
 	__builtin_memset(&pkt, 0, sizeof(pkt));
 	xnic_parse(data, data_end, &pkt);

@@ -196,6 +196,7 @@ func LoadSteer(opts SteerOptions) (_ *Steer, err error) {
 		steerVarCfgQueues:     opts.Queues,
 		steerVarCfgGuests:     opts.Guests,
 		steerVarCfgClasses:    opts.Classes,
+		steerVarCfgQueueSlots: opts.Guests * opts.Classes,
 		steerVarCfgRuleCache:  min(opts.RuleCache, 1),
 		steerVarCfgFastMask:   fastBucketsFor(opts.Flows) - 1,
 		steerVarCfgRulesShift: rulesShift(rulesBucketsFor(opts.Prefixes)),

@@ -96,7 +96,7 @@ type steerRuleHead struct {
 	Middles  uint32
 	Overflow uint32
 	Hashed   uint32
-	Pad      uint32
+	InHead   uint32
 	Any      [2]steerFastWay
 	Exact    [2]steerFastWay
 }
@@ -180,6 +180,7 @@ const (
 	steerVarCfgClasses    = "cfg_classes"
 	steerVarCfgFastMask   = "cfg_fast_mask"
 	steerVarCfgGuests     = "cfg_guests"
+	steerVarCfgQueueSlots = "cfg_queue_slots"
 	steerVarCfgQueues     = "cfg_queues"
 	steerVarCfgRuleCache  = "cfg_rule_cache"
 	steerVarCfgRulesShift = "cfg_rules_shift"
@@ -254,6 +255,7 @@ type steerVariableSpecs struct {
 	CfgClasses    *ebpf.VariableSpec `ebpf:"cfg_classes"`
 	CfgFastMask   *ebpf.VariableSpec `ebpf:"cfg_fast_mask"`
 	CfgGuests     *ebpf.VariableSpec `ebpf:"cfg_guests"`
+	CfgQueueSlots *ebpf.VariableSpec `ebpf:"cfg_queue_slots"`
 	CfgQueues     *ebpf.VariableSpec `ebpf:"cfg_queues"`
 	CfgRuleCache  *ebpf.VariableSpec `ebpf:"cfg_rule_cache"`
 	CfgRulesShift *ebpf.VariableSpec `ebpf:"cfg_rules_shift"`
@@ -315,6 +317,7 @@ type steerVariables struct {
 	CfgClasses    *ebpf.Variable `ebpf:"cfg_classes"`
 	CfgFastMask   *ebpf.Variable `ebpf:"cfg_fast_mask"`
 	CfgGuests     *ebpf.Variable `ebpf:"cfg_guests"`
+	CfgQueueSlots *ebpf.Variable `ebpf:"cfg_queue_slots"`
 	CfgQueues     *ebpf.Variable `ebpf:"cfg_queues"`
 	CfgRuleCache  *ebpf.Variable `ebpf:"cfg_rule_cache"`
 	CfgRulesShift *ebpf.Variable `ebpf:"cfg_rules_shift"`
