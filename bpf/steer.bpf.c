@@ -18,19 +18,25 @@
  *       else                     -> XDP_PASS, pass_unmatched
  *   ARP whose target address matches a rule with proto XNIC_RULE_ARP
  *                                -> that rule's (guest, class)    rule_hits
- *   The outcome of the rule lookup (a rule's target, or no match) is cached
- *   per flow key in rule_cache, tagged with the rule generation
- *   (ctl.rule_gen) read before the lookup; user space bumps the generation
- *   after every rule change, which invalidates every cached outcome at once.
- *   A cached outcome counts as the lookup would have, plus rule_cache_hits.
- *   ARP is never cached. User space turns the cache on (ctl.rule_cache_on)
- *   only for tables large enough that a hash lookup beats the trie walk.
+ *   The outcome of a rule lookup that walks the trie (a rule's target, or
+ *   no match) is cached per flow key in rule_cache, tagged with the rule
+ *   generation (ctl.rule_gen) read before the lookup; user space bumps the
+ *   generation after every rule change, which invalidates every cached
+ *   outcome at once. A cached outcome counts as the lookup would have, plus
+ *   rule_cache_hits. Lookups the fast rule index answers, and ARP, never
+ *   use the cache. User space turns the cache on (ctl.rule_cache_on) only
+ *   for tables large enough that a hash lookup beats the trie walk, and
+ *   only while some frames still walk it.
  *   (guest, class): socket in xsks[slot]        -> XDP_REDIRECT, redirected
  *                   else socket of (guest, 0)   -> XDP_REDIRECT, redirected
  *                                                  (+ redirected_class0)
  *                   else                        -> XDP_PASS, pass_no_socket
  *
  * with slot = (queue * cfg_guests + guest) * cfg_classes + class.
+ *
+ * The common frame (see steer_common) is decided inline, without the full
+ * parser; the rest by the full parser and xnic_steer_ip, to the same
+ * verdicts and counters.
  *
  * Rules: one LPM trie for both families, keyed by the destination address
  * IPv4-mapped (::ffff:a.b.c.d, an IPv4 /n is stored as /(96+n)). The value
@@ -104,6 +110,15 @@ struct flow_target {
 	__u8 class;
 	__u8 flags; /* XNIC_CLASS_FROM_DSCP */
 	__u8 pad;
+};
+
+/* What the rules of a frame are matched on: for ARP its target address,
+ * family 4, no protocol or port. */
+struct xnic_match {
+	__u64 a0, a1; /* destination address, IPv4-mapped, as loaded */
+	__u16 dport;  /* host order; 0 without ports */
+	__u8 proto;
+	__u8 family;
 };
 
 /*
@@ -368,17 +383,17 @@ static __always_inline void count_malformed(struct steer_stats *st,
 }
 
 static __always_inline int rule_matches(const struct rule *r,
-					const struct xnic_pkt *pkt, __u8 family)
+					const struct xnic_match *m, int arp)
 {
-	if (r->family != family)
+	if (r->family != m->family)
 		return 0;
 	if (r->proto == XNIC_RULE_ARP)
-		return pkt->arp;
-	if (pkt->arp)
+		return arp;
+	if (arp)
 		return 0;
-	if (r->proto != XNIC_RULE_ANY && r->proto != pkt->key.proto)
+	if (r->proto != XNIC_RULE_ANY && r->proto != m->proto)
 		return 0;
-	return pkt->key.dport >= r->port_lo && pkt->key.dport <= r->port_hi;
+	return m->dport >= r->port_lo && m->dport <= r->port_hi;
 }
 
 /*
@@ -387,20 +402,15 @@ static __always_inline int rule_matches(const struct rule *r,
  * prefixes of length start and shorter, counting skip prefixes as tried.
  * It copies the target into *out and returns 1, or returns 0.
  */
-static __always_inline int walk_rules(const struct xnic_pkt *pkt,
+static __always_inline int walk_rules(const struct xnic_match *m, int arp,
 				      struct flow_target *out, __u32 start,
 				      int skip)
 {
 	struct rule_key key = { .prefixlen = start };
-	__u8 family = pkt->key.family;
 	int depth, i;
 
-	if (pkt->arp) {
-		family = 4;
-		xnic_map_ipv4(key.addr, (const __u8 *)&pkt->arp_tpa);
-	} else {
-		__builtin_memcpy(key.addr, pkt->key.dst, 16);
-	}
+	__builtin_memcpy(&key.addr[0], &m->a0, 8);
+	__builtin_memcpy(&key.addr[8], &m->a1, 8);
 
 	for (depth = skip; depth < XNIC_RULE_DEPTH; depth++) {
 		struct rule_set *set = bpf_map_lookup_elem(&rules, &key);
@@ -414,7 +424,7 @@ static __always_inline int walk_rules(const struct xnic_pkt *pkt,
 
 			if (i >= count)
 				break;
-			if (rule_matches(r, pkt, family)) {
+			if (rule_matches(r, m, arp)) {
 				out->guest = r->guest;
 				out->class = r->class;
 				out->flags = r->flags;
@@ -427,14 +437,6 @@ static __always_inline int walk_rules(const struct xnic_pkt *pkt,
 	}
 	return 0;
 }
-
-/* What the rules of an IP frame are matched on. */
-struct xnic_match {
-	__u64 a0, a1; /* destination address, IPv4-mapped, as loaded */
-	__u16 dport;  /* host order; 0 without ports */
-	__u8 proto;
-	__u8 family;
-};
 
 /* rule_buckets are the two candidate buckets of an exact prefix:
  * multiplicative hashes of the address, short in latency, as the program
@@ -579,34 +581,59 @@ static __always_inline int fast_rules_decide(const struct rule_head *h,
 	return res;
 }
 
-/*
- * match_rule finds the rule of an IP or ARP frame: through the fast index
- * when it can answer, else by walking the trie. It copies the target into
- * *out and returns 1, or returns 0.
- */
-static __always_inline int match_rule(const struct xnic_pkt *pkt,
-				      struct flow_target *out)
+/* match_of is what the rules of a parsed frame are matched on. */
+static __always_inline void match_of(const struct xnic_pkt *pkt,
+				     struct xnic_match *m)
 {
-	__u32 zero = 0;
-	const struct rule_head *h = bpf_map_lookup_elem(&fast_rules_head, &zero);
-
-	if (!pkt->arp && h) {
-		struct xnic_match m = { .dport = pkt->key.dport,
-					.proto = pkt->key.proto,
-					.family = pkt->key.family };
-
-		__builtin_memcpy(&m.a0, &pkt->key.dst[0], 8);
-		__builtin_memcpy(&m.a1, &pkt->key.dst[8], 8);
-		switch (fast_rules_decide(h, &m, out)) {
-		case XNIC_FAST_MATCH:
-			return 1;
-		case XNIC_FAST_NO_MATCH:
-			return 0;
-		case XNIC_FAST_WALK_LESS:
-			return walk_rules(pkt, out, 127, 1);
-		}
+	if (pkt->arp) {
+		m->a0 = 0;
+		m->a1 = 0xffff0000ULL | ((__u64)pkt->arp_tpa << 32);
+		m->family = 4;
+		m->proto = 0;
+		m->dport = 0;
+		return;
 	}
-	return walk_rules(pkt, out, 128, 0);
+	__builtin_memcpy(&m->a0, &pkt->key.dst[0], 8);
+	__builtin_memcpy(&m->a1, &pkt->key.dst[8], 8);
+	m->family = pkt->key.family;
+	m->proto = pkt->key.proto;
+	m->dport = pkt->key.dport;
+}
+
+/*
+ * xnic_walk walks the trie for an address (a0, a1) and what = family |
+ * proto << 8 | dport << 16, starting at prefix length from & 0xff (128, or
+ * 127 below an exact prefix that had no match, counted as tried), for ARP
+ * when from & 0x100. It returns the target, guest | class << 8 | flags <<
+ * 16, or -1. A global function, verified once for both paths that walk.
+ */
+__noinline int xnic_walk(__u64 a0, __u64 a1, __u32 what, __u32 from)
+{
+	struct xnic_match m = { .a0 = a0, .a1 = a1, .family = what & 0xff,
+				.proto = (what >> 8) & 0xff, .dport = what >> 16 };
+	struct flow_target t = {};
+	__u32 start = from & 0xff;
+
+	if (!walk_rules(&m, (from >> 8) & 1, &t, start, start < 128))
+		return -1;
+	return t.guest | (__u32)t.class << 8 | (__u32)t.flags << 16;
+}
+
+/* walk_for walks the trie where the index left off (XNIC_FAST_WALK or
+ * XNIC_FAST_WALK_LESS): 1 and the target in *out, or 0. */
+static __always_inline int walk_for(const struct xnic_match *m, int arp,
+				    struct flow_target *out, int res)
+{
+	int t = xnic_walk(m->a0, m->a1,
+			  m->family | (__u32)m->proto << 8 | (__u32)m->dport << 16,
+			  (res == XNIC_FAST_WALK_LESS ? 127 : 128) | (arp ? 0x100 : 0));
+
+	if (t < 0)
+		return 0;
+	out->guest = t;
+	out->class = t >> 8;
+	out->flags = t >> 16;
+	return 1;
 }
 
 static __always_inline __u32 class_of(const struct flow_target *t, __u8 tos)
@@ -730,7 +757,8 @@ static __always_inline int steer(__u32 queue, __u32 guest, __u32 class,
 
 /*
  * xnic_steer_ip decides for a parsed frame that is IP or ARP: flow table,
- * rule cache, rules, then the socket. It is a global function, so the
+ * rules (the fast index, else the rule cache or a trie walk), then the
+ * socket. It is a global function, so the
  * verifier checks it once, for any pkt, instead of once per path through
  * the parser: that keeps the program well inside the limits of older
  * verifiers. It touches no packet data, only *pkt.
@@ -743,6 +771,9 @@ __noinline int xnic_steer_ip(struct xnic_pkt *pkt, __u32 queue, __u32 len)
 	struct steer_ctl *c;
 	__u32 zero = 0;
 	__u32 guest, class;
+	struct xnic_match m;
+	struct rule_head *h;
+	int res;
 
 	if (!pkt)
 		return XDP_PASS;
@@ -766,7 +797,18 @@ __noinline int xnic_steer_ip(struct xnic_pkt *pkt, __u32 queue, __u32 len)
 			goto steer;
 		}
 	}
-	if (cfg_rule_cache && c->rule_cache_on && !pkt->arp) {
+	/* The fast rule index first (ARP always walks the trie); the rule
+	 * cache only saves trie walks. */
+	match_of(pkt, &m);
+	res = XNIC_FAST_WALK;
+	h = bpf_map_lookup_elem(&fast_rules_head, &zero);
+	if (!pkt->arp && h)
+		res = fast_rules_decide(h, &m, &target);
+	if (res == XNIC_FAST_NO_MATCH) {
+		target.flags = XNIC_NO_MATCH;
+	} else if (res == XNIC_FAST_MATCH) {
+		/* target set */
+	} else if (cfg_rule_cache && c->rule_cache_on && !pkt->arp) {
 		struct rule_cache_entry *ce, entry = {};
 
 		/* Read the generation before the rule lookup: an outcome
@@ -777,13 +819,13 @@ __noinline int xnic_steer_ip(struct xnic_pkt *pkt, __u32 queue, __u32 len)
 			st->rule_cache_hits++;
 			target = ce->target;
 		} else {
-			if (!match_rule(pkt, &target))
+			if (!walk_for(&m, 0, &target, res))
 				target.flags = XNIC_NO_MATCH;
 			entry.target = target;
 			bpf_map_update_elem(&rule_cache, &pkt->key, &entry,
 					    BPF_ANY);
 		}
-	} else if (!match_rule(pkt, &target)) {
+	} else if (!walk_for(&m, pkt->arp, &target, res)) {
 		target.flags = XNIC_NO_MATCH;
 	}
 	if (target.flags & XNIC_NO_MATCH) {
@@ -810,10 +852,10 @@ steer:
  * UDP or TCP with its header whole inside the IP length. For such a frame
  * xnic_parse says XNIC_OK, and steer_common reads the same key fields
  * (the tests run the corpus and mutated frames through both paths). It
- * decides when the fast flow table or the fast rule index can answer;
- * otherwise it returns -1 having counted nothing, and the full path
- * decides: other frames, flows in the LRU hash, the rule cache, a trie
- * walk.
+ * decides with the fast flow table, the fast rule index and, where the
+ * index says so, a trie walk; it returns -1 having counted nothing when
+ * the LRU flow table or the rule cache is on, and for other frames: the
+ * full path decides those.
  */
 static __always_inline int steer_common(void *data, void *data_end,
 					__u32 queue, __u32 len,
@@ -826,6 +868,7 @@ static __always_inline int steer_common(void *data, void *data_end,
 	void *l3 = data + sizeof(struct ethhdr), *l4, *end;
 	__u8 tos;
 	__u16 proto;
+	int res;
 
 	/* Few values live at once: what only some frames need (the source
 	 * address and port, the VLAN, the TOS) is read again from the frame
@@ -906,20 +949,26 @@ static __always_inline int steer_common(void *data, void *data_end,
 			goto steer;
 		}
 	}
-	if (c->flows_in_use || (cfg_rule_cache && c->rule_cache_on))
+	if (c->flows_in_use)
 		return -1;
-	switch (fast_rules_decide(h, &m, &target)) {
+	switch (res = fast_rules_decide(h, &m, &target)) {
 	case XNIC_FAST_MATCH:
 		break;
 	case XNIC_FAST_NO_MATCH:
-		st->pass_unmatched++; /* UDP or TCP: not pass_control */
-		return XDP_PASS;
+		goto unmatched;
 	default:
-		return -1;
+		/* A walk: the rule cache, when on, wants the full flow key. */
+		if (cfg_rule_cache && c->rule_cache_on)
+			return -1;
+		if (!walk_for(&m, 0, &target, res))
+			goto unmatched;
 	}
 	st->rule_hits++;
 steer:
 	return steer(queue, target.guest, class_of(&target, tos), len, st);
+unmatched:
+	st->pass_unmatched++; /* UDP or TCP: not pass_control */
+	return XDP_PASS;
 }
 
 SEC("xdp")
