@@ -17,9 +17,9 @@ import (
 // prefixes of other lengths. The program reads the way of the frame's
 // destination and, when none of its rules matches and no such middle
 // prefix exists, the /0 way of the frame's family. The trie stays the
-// reference and holds every rule; the program walks it when a middle
-// prefix exists, a set does not fit a way, or this process is changing the
-// index.
+// reference and holds every rule; the program walks it when no exact rule
+// matched and a middle prefix exists, when a set does not fit a way, or
+// while this process is changing the index.
 //
 // Where the ways are: the head (one array element) holds the two /0 ways
 // and, while there are at most headExact exact prefixes, theirs; a frame
@@ -30,12 +30,16 @@ import (
 // walk moves other prefixes to their other bucket, and a prefix that still
 // finds no room is kept only in the trie and counted (overflow): then a
 // frame whose destination the index does not hold walks the trie too. The
-// table has two ways per prefix of SteerOptions.Prefixes.
+// table has two ways per prefix of SteerOptions.Prefixes, rounded up to a
+// power of two (128 bytes per prefix).
 //
 // Why: a trie lookup cost about 7 of the 26 ns of one run of the program
-// with one /32 rule (`xnic bench steer-prog`), and a hash map lookup costs
-// as much (jhash and a bucket walk), while the verifier inlines an array
-// lookup to a bounds check and an address.
+// with one /32 rule (`xnic bench steer-prog`), and a hash map lookup as
+// much (jhash and a bucket walk), while the verifier inlines an array
+// lookup to a bounds check and an address. In an experiment program (count,
+// parse, look up the destination, redirect) a run took 8 ns without the
+// lookup, 10 with an array, 14 with a one-entry trie and 15-16 with a
+// hash map.
 //
 // Writes go through mmap inside a sequence lock (head.seq): seq is made
 // odd, the ways and counts change, seq is made even. The program reads seq
@@ -49,9 +53,10 @@ import (
 //
 // A way holds up to fastWayRules rules, ARP rules left out (they never
 // match an IP frame, and ARP frames walk the trie). A set with more IP
-// rules, or with rules of both families (an IPv4 /32 and an IPv6 /128 on
-// the same IPv4-mapped address share a trie key), gets a way that says
-// "walk the trie" (XNIC_WAY_TRIE).
+// rules gets a way that says "walk the trie" (XNIC_WAY_TRIE), and so would
+// a set with rules of both families, which AddRule does not make (an IPv4
+// prefix and the IPv6 prefix of its IPv4-mapped form would share a trie
+// key, and IPv4-mapped prefixes are refused).
 
 // fastWayRules is XNIC_FAST_RULES, the rules in a way.
 const fastWayRules = len(steerFastWay{}.Rules)

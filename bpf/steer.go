@@ -83,17 +83,19 @@ type SteerOptions struct {
 	// table evicts the least recently used flow.
 	Flows int
 	// RuleCache is the size of the rule cache, 0..MaxFlows; 0 turns it off.
-	// The program remembers the outcome of the rule lookup (a rule's
-	// target, or no match) per flow key in an LRU hash, so the next frames
-	// of a flow skip the trie walk: a hash lookup instead of one to
-	// RuleDepth trie lookups. Every rule change invalidates the whole cache
-	// at once (a generation number), so a cached outcome is never older
-	// than the rules. It is used only while the rule table has at least
-	// RuleCacheMinPrefixes prefixes. About 100 bytes per entry,
-	// preallocated. Off by default: each flow's entry is cold state, read
-	// (and on a miss written) per frame, while the trie's upper nodes are
-	// shared by all flows and stay cached, so it pays only for few flows
-	// whose frames walk several prefixes (docs/benchmarks.md, steering).
+	// The program remembers the outcome of a rule lookup that walks the
+	// trie (a rule's target, or no match) per flow key in an LRU hash, so
+	// the next frames of a flow skip the walk: a hash lookup instead of one
+	// to RuleDepth trie lookups. Lookups the fast rule index answers (exact
+	// and /0 prefixes, see fastrules.go) never use it. Every rule change
+	// invalidates the whole cache at once (a generation number), so a
+	// cached outcome is never older than the rules. It is used only while
+	// the rule table has at least RuleCacheMinPrefixes prefixes and some
+	// lookups walk the trie. About 100 bytes per entry, preallocated. Off
+	// by default: each flow's entry is cold state, read (and on a miss
+	// written) per frame, while the trie's upper nodes are shared by all
+	// flows and stay cached, so it pays only for few flows whose frames
+	// walk several prefixes (docs/benchmarks.md, steering).
 	RuleCache int
 	// PinDir, when set, pins every map by name under PinDir (created if
 	// missing) and reuses the maps already pinned there: a restarted
@@ -329,7 +331,8 @@ func (s *Steer) StatsMap() *ebpf.Map { return s.objs.Stats }
 // guest*Classes+class.
 func (s *Steer) SlotStatsMap() *ebpf.Map { return s.objs.SlotStats }
 
-// RulesMap is the LPM trie of rule sets.
+// RulesMap is the LPM trie of rule sets. Read it; change rules through
+// AddRule and DeleteRule, which keep the fast rule index in line with it.
 func (s *Steer) RulesMap() *ebpf.Map { return s.objs.Rules }
 
 // FlowsMap is the LRU hash of the exact flow table.
