@@ -14,7 +14,12 @@
 //     the rest in an LRU hash), then the rules ([Rule]: LPM
 //     on the destination prefix, protocol, destination port range; ARP by
 //     its target address), with the class from the rule or from the DSCP
-//     ([Steer.SetDSCPClass]). It redirects to the AF_XDP socket of that
+//     ([Steer.SetDSCPClass]). The rules of exact and /0 prefixes are also
+//     kept in the fast rule index (fastrules.go), two mmap'ed arrays read
+//     under a sequence lock, which answers most lookups without a trie
+//     walk; the common frame (at most one VLAN tag, IPv4 without options
+//     or IPv6 without extension headers, UDP or TCP) is decided inline,
+//     without the full parser. It redirects to the AF_XDP socket of that
 //     slot on the frame's rx queue ([Steer.RegisterSlot]), or else of the
 //     guest's class 0; unmatched frames and frames without a socket go to
 //     the kernel. An optional rule cache (SteerOptions.RuleCache, off by
@@ -39,8 +44,10 @@
 //
 // Pin layout (Steer.Pin or SteerOptions.PinDir, one directory per port,
 // e.g. /sys/fs/bpf/xnic/<port>/): xsks, stats, slot_stats, rules, flows,
-// fast_flows, dscp_class, rule_cache, ctl. Their values are BTF-typed, so
-// `bpftool map dump pinned DIR/stats` prints field names. Counters are
+// fast_flows, dscp_class, rule_cache, ctl, fast_rules_head, fast_rules.
+// Their values are BTF-typed, so `bpftool map dump pinned DIR/stats` prints
+// field names. The fast rule index is rebuilt from the pinned rules by
+// every LoadSteer, also over maps pinned before it existed. Counters are
 // per-CPU arrays, by rx queue (stats) or by guest*Classes+class
 // (slot_stats); Stats and SlotStats sum them over CPUs.
 package bpf

@@ -18,19 +18,25 @@
  *       else                     -> XDP_PASS, pass_unmatched
  *   ARP whose target address matches a rule with proto XNIC_RULE_ARP
  *                                -> that rule's (guest, class)    rule_hits
- *   The outcome of the rule lookup (a rule's target, or no match) is cached
- *   per flow key in rule_cache, tagged with the rule generation
- *   (ctl.rule_gen) read before the lookup; user space bumps the generation
- *   after every rule change, which invalidates every cached outcome at once.
- *   A cached outcome counts as the lookup would have, plus rule_cache_hits.
- *   ARP is never cached. User space turns the cache on (ctl.rule_cache_on)
- *   only for tables large enough that a hash lookup beats the trie walk.
+ *   The outcome of a rule lookup that walks the trie (a rule's target, or
+ *   no match) is cached per flow key in rule_cache, tagged with the rule
+ *   generation (ctl.rule_gen) read before the lookup; user space bumps the
+ *   generation after every rule change, which invalidates every cached
+ *   outcome at once. A cached outcome counts as the lookup would have, plus
+ *   rule_cache_hits. Lookups the fast rule index answers, and ARP, never
+ *   use the cache. User space turns the cache on (ctl.rule_cache_on) only
+ *   for tables large enough that a hash lookup beats the trie walk, and
+ *   only while some frames still walk it.
  *   (guest, class): socket in xsks[slot]        -> XDP_REDIRECT, redirected
  *                   else socket of (guest, 0)   -> XDP_REDIRECT, redirected
  *                                                  (+ redirected_class0)
  *                   else                        -> XDP_PASS, pass_no_socket
  *
  * with slot = (queue * cfg_guests + guest) * cfg_classes + class.
+ *
+ * The common frame (see steer_common) is decided inline, without the full
+ * parser; the rest by the full parser and xnic_steer_ip, to the same
+ * verdicts and counters.
  *
  * Rules: one LPM trie for both families, keyed by the destination address
  * IPv4-mapped (::ffff:a.b.c.d, an IPv4 /n is stored as /(96+n)). The value
@@ -39,6 +45,16 @@
  * destination port range wins. When none of the most specific prefix's
  * rules match, the next less specific prefix is tried, up to
  * XNIC_RULE_DEPTH prefixes in all.
+ *
+ * The trie holds every rule and is the reference. In front of it, the
+ * fast rule index holds the rule sets of the exact prefixes (IPv4 /32,
+ * IPv6 /128) and of the two /0 prefixes in cache-line ways, and counts the
+ * prefixes it cannot answer for (middle lengths, sets that did not fit).
+ * For an IP frame the program reads the exact way of its destination and,
+ * when no rule there matches and no middle prefix exists, the /0 way of
+ * its family: array reads instead of a trie walk. It walks the trie only
+ * when a middle prefix exists, a set does not fit a way, or user space is
+ * changing the index (see fast_rules_decide). ARP always walks the trie.
  *
  * Malformed frames are dropped rather than passed: the kernel would drop
  * them as well, and dropping here keeps a flood of garbage off the stack.
@@ -49,8 +65,10 @@
 volatile const __u32 cfg_queues = 64;
 volatile const __u32 cfg_guests = 64;
 volatile const __u32 cfg_classes = 8;
+volatile const __u32 cfg_queue_slots = 64 * 8; /* cfg_guests * cfg_classes */
 volatile const __u32 cfg_rule_cache = 1; /* 0: no rule cache */
 volatile const __u32 cfg_fast_mask = 32767; /* fast_flows buckets - 1 */
+volatile const __u32 cfg_rules_shift = 50; /* 64 - log2(fast_rules buckets) */
 
 #define XNIC_RULES_PER_PREFIX 16
 #define XNIC_RULE_DEPTH 8
@@ -94,6 +112,15 @@ struct flow_target {
 	__u8 pad;
 };
 
+/* What the rules of a frame are matched on: for ARP its target address,
+ * family 4, no protocol or port. */
+struct xnic_match {
+	__u64 a0, a1; /* destination address, IPv4-mapped, as loaded */
+	__u16 dport;  /* host order; 0 without ports */
+	__u8 proto;
+	__u8 family;
+};
+
 /*
  * The fast flow table holds IPv4 flows in a set-associative array of
  * buckets, each one cache line of XNIC_FAST_WAYS ways, 16 bytes a flow. A
@@ -135,6 +162,67 @@ struct fast_bucket {
 
 /* Word 1 without the target (guest, class). */
 #define XNIC_FAST_KEY_MASK 0xfff000ffffffffffULL
+
+/*
+ * The fast rule index: the maps fast_rules_head and fast_rules. A way holds
+ * the IP rules of one prefix (ARP rules left out: they never match an IP
+ * frame), in the trie's order, each in 8 bytes. The head holds the /0 ways
+ * (any[0] IPv4 0.0.0.0/0, any[1] IPv6 ::/0) and, while there are at most
+ * XNIC_HEAD_EXACT exact prefixes, their ways too, so that the common
+ * tables cost one array lookup. Beyond that every exact prefix is in
+ * fast_rules, an array of buckets of two ways, in one of its two candidate
+ * buckets (rule_buckets) or, when all four ways are taken, only in the
+ * trie (counted in head.overflow).
+ *
+ * User space writes both maps through mmap, inside a sequence lock: it
+ * makes head.seq odd, changes what it must (ways, counts), and makes seq
+ * even again, with ordered stores (x86-64; elsewhere the index stays off).
+ * The program reads seq before and after it reads the index, with compiler
+ * barriers in between; if seq was odd or changed, it forgets what it read
+ * and walks the trie. The trie is always updated on its own, one prefix
+ * per update, before the index, so a frame sees every rule change whole:
+ * before it or after it.
+ */
+#define XNIC_FAST_RULES 5 /* rules in a way */
+
+/* fast_way.flags */
+#define XNIC_WAY_USED 0x1 /* the way holds a prefix's rules */
+#define XNIC_WAY_TRIE 0x2 /* the set does not fit a way: walk the trie */
+
+struct fast_rule {
+	__u16 port_lo; /* destination port range, host order */
+	__u16 port_hi;
+	__u8 proto; /* XNIC_RULE_ANY or an IP protocol */
+	__u8 guest;
+	__u8 class;
+	__u8 flags; /* XNIC_CLASS_FROM_DSCP */
+};
+
+struct fast_way {
+	__u8 addr[16]; /* the prefix, IPv4-mapped; 0 for the /0 ways */
+	__u8 flags;    /* XNIC_WAY_USED, XNIC_WAY_TRIE */
+	__u8 family;   /* of every rule in rules[] */
+	__u8 count;    /* rules in use, 0..XNIC_FAST_RULES */
+	__u8 pad[5];
+	struct fast_rule rules[XNIC_FAST_RULES];
+} __attribute__((aligned(8)));
+
+struct fast_rule_bucket {
+	struct fast_way way[2];
+};
+
+#define XNIC_HEAD_EXACT 2 /* exact prefixes the head holds */
+
+struct rule_head {
+	__u32 seq;      /* odd while user space changes the index */
+	__u32 on;       /* 0: the index is not kept, always walk the trie */
+	__u32 middles;  /* trie prefixes that are neither exact nor /0 */
+	__u32 overflow; /* exact prefixes in no way */
+	__u32 hashed;   /* exact prefixes in fast_rules; 0: they are in exact[] */
+	__u32 in_head;  /* exact prefixes in exact[], the first ones */
+	struct fast_way any[2]; /* 0.0.0.0/0 and ::/0 */
+	struct fast_way exact[XNIC_HEAD_EXACT];
+};
 
 /* A cached rule lookup: its outcome, valid while gen == ctl.rule_gen. */
 struct rule_cache_entry {
@@ -225,6 +313,24 @@ struct {
 	__type(value, struct rule_cache_entry);
 } rule_cache SEC(".maps");
 
+/* The fast rule index, see struct rule_head. User space sets the number
+ * of fast_rules buckets, a power of two, 1 << (64 - cfg_rules_shift). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rule_head);
+} fast_rules_head SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct fast_rule_bucket);
+} fast_rules SEC(".maps");
+
 /* Control words written by user space, read per frame. */
 struct steer_ctl {
 	__u32 rule_gen;      /* bumped after every rule change */
@@ -277,39 +383,36 @@ static __always_inline void count_malformed(struct steer_stats *st,
 }
 
 static __always_inline int rule_matches(const struct rule *r,
-					const struct xnic_pkt *pkt, __u8 family)
+					const struct xnic_match *m, int arp)
 {
-	if (r->family != family)
+	if (r->family != m->family)
 		return 0;
 	if (r->proto == XNIC_RULE_ARP)
-		return pkt->arp;
-	if (pkt->arp)
+		return arp;
+	if (arp)
 		return 0;
-	if (r->proto != XNIC_RULE_ANY && r->proto != pkt->key.proto)
+	if (r->proto != XNIC_RULE_ANY && r->proto != m->proto)
 		return 0;
-	return pkt->key.dport >= r->port_lo && pkt->key.dport <= r->port_hi;
+	return m->dport >= r->port_lo && m->dport <= r->port_hi;
 }
 
 /*
- * match_rule finds the first matching rule of the most specific prefix that
- * has one, trying up to XNIC_RULE_DEPTH prefixes. It copies the target into
- * *out and returns 1, or returns 0.
+ * walk_rules finds the first matching rule of the most specific prefix that
+ * has one, trying up to XNIC_RULE_DEPTH prefixes; it starts with the
+ * prefixes of length start and shorter, counting skip prefixes as tried.
+ * It copies the target into *out and returns 1, or returns 0.
  */
-static __always_inline int match_rule(const struct xnic_pkt *pkt,
-				      struct flow_target *out)
+static __always_inline int walk_rules(const struct xnic_match *m, int arp,
+				      struct flow_target *out, __u32 start,
+				      int skip)
 {
-	struct rule_key key = { .prefixlen = 128 };
-	__u8 family = pkt->key.family;
+	struct rule_key key = { .prefixlen = start };
 	int depth, i;
 
-	if (pkt->arp) {
-		family = 4;
-		xnic_map_ipv4(key.addr, (const __u8 *)&pkt->arp_tpa);
-	} else {
-		__builtin_memcpy(key.addr, pkt->key.dst, 16);
-	}
+	__builtin_memcpy(&key.addr[0], &m->a0, 8);
+	__builtin_memcpy(&key.addr[8], &m->a1, 8);
 
-	for (depth = 0; depth < XNIC_RULE_DEPTH; depth++) {
+	for (depth = skip; depth < XNIC_RULE_DEPTH; depth++) {
 		struct rule_set *set = bpf_map_lookup_elem(&rules, &key);
 		__u32 count;
 
@@ -321,7 +424,7 @@ static __always_inline int match_rule(const struct xnic_pkt *pkt,
 
 			if (i >= count)
 				break;
-			if (rule_matches(r, pkt, family)) {
+			if (rule_matches(r, m, arp)) {
 				out->guest = r->guest;
 				out->class = r->class;
 				out->flags = r->flags;
@@ -335,14 +438,211 @@ static __always_inline int match_rule(const struct xnic_pkt *pkt,
 	return 0;
 }
 
-static __always_inline __u32 class_of(const struct flow_target *t,
-				      const struct xnic_pkt *pkt)
+/* rule_buckets are the two candidate buckets of an exact prefix:
+ * multiplicative hashes of the address, short in latency, as the program
+ * waits for them; ruleBuckets in fastrules.go is the twin. For IPv4 a0 is
+ * 0 and the address is the high half of a1, where the top bits of the
+ * products take it from. */
+static __always_inline void rule_buckets(const struct xnic_match *m,
+					 __u32 *b1, __u32 *b2)
+{
+	__u64 x = m->a1 + m->a0 * 0xc2b2ae3d27d4eb4fULL;
+
+	*b1 = (x * 0x9e3779b97f4a7c15ULL) >> cfg_rules_shift;
+	*b2 = (x * 0x165667b19e3779f9ULL) >> cfg_rules_shift;
+}
+
+/* way_is says whether w holds the prefix of the frame's destination. */
+static __always_inline int way_is(const struct fast_way *w,
+				  const struct xnic_match *m)
+{
+	const __u64 *a = (const __u64 *)w->addr;
+
+	return a[0] == m->a0 && a[1] == m->a1 && (w->flags & XNIC_WAY_USED);
+}
+
+/* fast_way_of returns the way of bucket idx that holds the frame's
+ * destination, or 0. */
+static __always_inline const struct fast_way *
+fast_way_of(__u32 idx, const struct xnic_match *m)
+{
+	const struct fast_rule_bucket *b =
+		bpf_map_lookup_elem(&fast_rules, &idx);
+
+	if (!b)
+		return 0;
+	if (way_is(&b->way[0], m))
+		return &b->way[0];
+	if (way_is(&b->way[1], m))
+		return &b->way[1];
+	return 0;
+}
+
+/* fast_way_match: the first rule of w that matches an IP frame. */
+static __always_inline int fast_way_match(const struct fast_way *w,
+					  const struct xnic_match *m,
+					  struct flow_target *out)
+{
+	__u32 n = w->count;
+	int i;
+
+	if (w->family != m->family)
+		return 0;
+#pragma unroll
+	for (i = 0; i < XNIC_FAST_RULES; i++) {
+		const struct fast_rule *r = &w->rules[i];
+
+		if (i >= n)
+			break;
+		if (r->proto != XNIC_RULE_ANY && r->proto != m->proto)
+			continue;
+		if (m->dport < r->port_lo || m->dport > r->port_hi)
+			continue;
+		out->guest = r->guest;
+		out->class = r->class;
+		out->flags = r->flags;
+		return 1;
+	}
+	return 0;
+}
+
+/* What the fast rule index says about a frame. */
+enum {
+	XNIC_FAST_NO_MATCH,  /* no rule matches */
+	XNIC_FAST_MATCH,     /* *out is the matching rule's target */
+	XNIC_FAST_WALK,      /* walk the trie */
+	XNIC_FAST_WALK_LESS, /* the exact prefix has no match: walk below it */
+};
+
+/* fast_rules_read looks the IP frame up in the index, between the reads of
+ * the sequence (fast_rules_decide). */
+static __always_inline int fast_rules_read(const struct rule_head *h,
+					   const struct xnic_match *m,
+					   struct flow_target *out)
+{
+	const struct fast_way *w = 0;
+	__u32 b1, b2;
+
+	if (h->hashed) {
+		rule_buckets(m, &b1, &b2);
+		w = fast_way_of(b1, m);
+		if (!w)
+			w = fast_way_of(b2, m);
+	} else if (h->in_head) {
+		if (way_is(&h->exact[0], m))
+			w = &h->exact[0];
+		else if (way_is(&h->exact[1], m))
+			w = &h->exact[1];
+	}
+	if (w) {
+		if (w->flags & XNIC_WAY_TRIE)
+			return XNIC_FAST_WALK;
+		if (fast_way_match(w, m, out))
+			return XNIC_FAST_MATCH;
+		if (h->middles)
+			return XNIC_FAST_WALK_LESS;
+	} else if (h->middles || h->overflow) {
+		return XNIC_FAST_WALK;
+	}
+	/* Below the exact prefix only the /0 of the frame's family can
+	 * match: the other /0 holds only rules of the other family. */
+	w = &h->any[m->family == 4 ? 0 : 1];
+	if (w->flags & XNIC_WAY_TRIE)
+		return XNIC_FAST_WALK;
+	if ((w->flags & XNIC_WAY_USED) && fast_way_match(w, m, out))
+		return XNIC_FAST_MATCH;
+	return XNIC_FAST_NO_MATCH;
+}
+
+#define xnic_barrier() asm volatile("" ::: "memory")
+
+/*
+ * fast_rules_decide asks the index about an IP frame inside the sequence
+ * lock: XNIC_FAST_WALK when the index is off or user space changed it
+ * meanwhile, else what fast_rules_read said.
+ */
+static __always_inline int fast_rules_decide(const struct rule_head *h,
+					     const struct xnic_match *m,
+					     struct flow_target *out)
+{
+	__u32 seq;
+	int res;
+
+	if (!h->on)
+		return XNIC_FAST_WALK;
+	seq = *(const volatile __u32 *)&h->seq;
+	if (seq & 1)
+		return XNIC_FAST_WALK;
+	xnic_barrier();
+	res = fast_rules_read(h, m, out);
+	xnic_barrier();
+	if (*(const volatile __u32 *)&h->seq != seq)
+		return XNIC_FAST_WALK;
+	return res;
+}
+
+/* match_of is what the rules of a parsed frame are matched on. */
+static __always_inline void match_of(const struct xnic_pkt *pkt,
+				     struct xnic_match *m)
+{
+	if (pkt->arp) {
+		m->a0 = 0;
+		m->a1 = 0xffff0000ULL | ((__u64)pkt->arp_tpa << 32);
+		m->family = 4;
+		m->proto = 0;
+		m->dport = 0;
+		return;
+	}
+	__builtin_memcpy(&m->a0, &pkt->key.dst[0], 8);
+	__builtin_memcpy(&m->a1, &pkt->key.dst[8], 8);
+	m->family = pkt->key.family;
+	m->proto = pkt->key.proto;
+	m->dport = pkt->key.dport;
+}
+
+/*
+ * xnic_walk walks the trie for an address (a0, a1) and what = family |
+ * proto << 8 | dport << 16, starting at prefix length from & 0xff (128, or
+ * 127 below an exact prefix that had no match, counted as tried), for ARP
+ * when from & 0x100. It returns the target, guest | class << 8 | flags <<
+ * 16, or -1. A global function, verified once for both paths that walk.
+ */
+__noinline int xnic_walk(__u64 a0, __u64 a1, __u32 what, __u32 from)
+{
+	struct xnic_match m = { .a0 = a0, .a1 = a1, .family = what & 0xff,
+				.proto = (what >> 8) & 0xff, .dport = what >> 16 };
+	struct flow_target t = {};
+	__u32 start = from & 0xff;
+
+	if (!walk_rules(&m, (from >> 8) & 1, &t, start, start < 128))
+		return -1;
+	return t.guest | (__u32)t.class << 8 | (__u32)t.flags << 16;
+}
+
+/* walk_for walks the trie where the index left off (XNIC_FAST_WALK or
+ * XNIC_FAST_WALK_LESS): 1 and the target in *out, or 0. */
+static __always_inline int walk_for(const struct xnic_match *m, int arp,
+				    struct flow_target *out, int res)
+{
+	int t = xnic_walk(m->a0, m->a1,
+			  m->family | (__u32)m->proto << 8 | (__u32)m->dport << 16,
+			  (res == XNIC_FAST_WALK_LESS ? 127 : 128) | (arp ? 0x100 : 0));
+
+	if (t < 0)
+		return 0;
+	out->guest = t;
+	out->class = t >> 8;
+	out->flags = t >> 16;
+	return 1;
+}
+
+static __always_inline __u32 class_of(const struct flow_target *t, __u8 tos)
 {
 	__u32 dscp, *c;
 
 	if (!(t->flags & XNIC_CLASS_FROM_DSCP))
 		return t->class;
-	dscp = pkt->tos >> 2;
+	dscp = tos >> 2;
 	c = bpf_map_lookup_elem(&dscp_class, &dscp);
 	return c ? *c : 0;
 }
@@ -389,22 +689,20 @@ static __always_inline int fast_find(__u32 idx, __u64 w0, __u64 w1,
 }
 
 /* fast_lookup finds an IPv4 flow in fast_flows, in its first bucket or
- * else its second: 1 and *out, or 0. */
-static __always_inline int fast_lookup(const struct xnic_pkt *pkt,
+ * else its second: 1 and *out, or 0. src and dst are the addresses as
+ * loaded from the frame, ports sport | dport << 16 in host order. */
+static __always_inline int fast_lookup(__u32 src, __u32 dst, __u32 ports,
+				       __u8 proto, __u16 vlan,
 				       struct flow_target *out)
 {
-	__u32 src, dst, ports, pv;
+	__u32 pv;
 	__u64 h, w0, w1;
 
-	__builtin_memcpy(&src, &pkt->key.src[12], 4);
-	__builtin_memcpy(&dst, &pkt->key.dst[12], 4);
 	w0 = (__u64)src | ((__u64)dst << 32);
 	if (w0 == 0)
 		return 0; /* 0 marks an empty way: such flows are in the LRU hash */
-	ports = (__u32)pkt->key.sport | ((__u32)pkt->key.dport << 16);
-	pv = (__u32)pkt->key.proto | ((__u32)pkt->key.vlan << 16);
-	w1 = (__u64)ports | ((__u64)pkt->key.proto << 32) |
-	     ((__u64)pkt->key.vlan << 52);
+	pv = (__u32)proto | ((__u32)vlan << 16);
+	w1 = (__u64)ports | ((__u64)proto << 32) | ((__u64)vlan << 52);
 	h = fast_hash(src, dst, ports, pv);
 	if (fast_find((__u32)h & cfg_fast_mask, w0, w1, out))
 		return 1;
@@ -425,14 +723,15 @@ static __always_inline int steer(__u32 queue, __u32 guest, __u32 class,
 	}
 	if (class >= cfg_classes)
 		class = 0;
+	/* The slot stats key, and the slot on queue 0. */
 	key = guest * cfg_classes + class;
+	base = queue * cfg_queue_slots + key - class;
 	ss = bpf_map_lookup_elem(&slot_stats, &key);
 	if (ss) {
 		ss->packets++;
 		ss->bytes += len;
 	}
 
-	base = (queue * cfg_guests + guest) * cfg_classes;
 	act = bpf_redirect_map(&xsks, base + class, XDP_ABORTED);
 	if (act == XDP_REDIRECT) {
 		st->redirected++;
@@ -458,7 +757,8 @@ static __always_inline int steer(__u32 queue, __u32 guest, __u32 class,
 
 /*
  * xnic_steer_ip decides for a parsed frame that is IP or ARP: flow table,
- * rule cache, rules, then the socket. It is a global function, so the
+ * rules (the fast index, else the rule cache or a trie walk), then the
+ * socket. It is a global function, so the
  * verifier checks it once, for any pkt, instead of once per path through
  * the parser: that keeps the program well inside the limits of older
  * verifiers. It touches no packet data, only *pkt.
@@ -471,6 +771,9 @@ __noinline int xnic_steer_ip(struct xnic_pkt *pkt, __u32 queue, __u32 len)
 	struct steer_ctl *c;
 	__u32 zero = 0;
 	__u32 guest, class;
+	struct xnic_match m;
+	struct rule_head *h;
+	int res;
 
 	if (!pkt)
 		return XDP_PASS;
@@ -480,7 +783,9 @@ __noinline int xnic_steer_ip(struct xnic_pkt *pkt, __u32 queue, __u32 len)
 		return XDP_PASS; /* cannot happen: checked by the caller */
 
 	if (!pkt->arp && pkt->key.family == 4 && c->fast_in_use &&
-	    fast_lookup(pkt, &target)) {
+	    fast_lookup(*(__u32 *)&pkt->key.src[12], *(__u32 *)&pkt->key.dst[12],
+			(__u32)pkt->key.sport | ((__u32)pkt->key.dport << 16),
+			pkt->key.proto, pkt->key.vlan, &target)) {
 		st->flow_hits++;
 		goto steer;
 	}
@@ -492,7 +797,18 @@ __noinline int xnic_steer_ip(struct xnic_pkt *pkt, __u32 queue, __u32 len)
 			goto steer;
 		}
 	}
-	if (cfg_rule_cache && c->rule_cache_on && !pkt->arp) {
+	/* The fast rule index first (ARP always walks the trie); the rule
+	 * cache only saves trie walks. */
+	match_of(pkt, &m);
+	res = XNIC_FAST_WALK;
+	h = bpf_map_lookup_elem(&fast_rules_head, &zero);
+	if (!pkt->arp && h)
+		res = fast_rules_decide(h, &m, &target);
+	if (res == XNIC_FAST_NO_MATCH) {
+		target.flags = XNIC_NO_MATCH;
+	} else if (res == XNIC_FAST_MATCH) {
+		/* target set */
+	} else if (cfg_rule_cache && c->rule_cache_on && !pkt->arp) {
 		struct rule_cache_entry *ce, entry = {};
 
 		/* Read the generation before the rule lookup: an outcome
@@ -503,13 +819,13 @@ __noinline int xnic_steer_ip(struct xnic_pkt *pkt, __u32 queue, __u32 len)
 			st->rule_cache_hits++;
 			target = ce->target;
 		} else {
-			if (!match_rule(pkt, &target))
+			if (!walk_for(&m, 0, &target, res))
 				target.flags = XNIC_NO_MATCH;
 			entry.target = target;
 			bpf_map_update_elem(&rule_cache, &pkt->key, &entry,
 					    BPF_ANY);
 		}
-	} else if (!match_rule(pkt, &target)) {
+	} else if (!walk_for(&m, pkt->arp, &target, res)) {
 		target.flags = XNIC_NO_MATCH;
 	}
 	if (target.flags & XNIC_NO_MATCH) {
@@ -525,8 +841,134 @@ __noinline int xnic_steer_ip(struct xnic_pkt *pkt, __u32 queue, __u32 len)
 	st->rule_hits++;
 steer:
 	guest = target.guest;
-	class = class_of(&target, pkt);
+	class = class_of(&target, pkt->tos);
 	return steer(queue, guest, class, len, st);
+}
+
+/*
+ * steer_common decides for the common frame without the full parser and
+ * without a call: Ethernet with at most one VLAN tag, then IPv4 without
+ * options and not a fragment, or IPv6 without extension headers, carrying
+ * UDP or TCP with its header whole inside the IP length. For such a frame
+ * xnic_parse says XNIC_OK, and steer_common reads the same key fields
+ * (the tests run the corpus and mutated frames through both paths). It
+ * decides with the fast flow table, the fast rule index and, where the
+ * index says so, a trie walk; it returns -1 having counted nothing when
+ * the LRU flow table or the rule cache is on, and for other frames: the
+ * full path decides those.
+ */
+static __always_inline int steer_common(void *data, void *data_end,
+					__u32 queue, __u32 len,
+					struct steer_stats *st,
+					const struct steer_ctl *c,
+					const struct rule_head *h)
+{
+	struct flow_target target = {};
+	struct xnic_match m = {};
+	void *l3 = data + sizeof(struct ethhdr), *l4, *end;
+	__u8 tos;
+	__u16 proto;
+	int res;
+
+	/* Few values live at once: what only some frames need (the source
+	 * address and port, the VLAN, the TOS) is read again from the frame
+	 * when needed, rather than kept. */
+	if (l3 + sizeof(struct iphdr) > data_end)
+		return -1;
+	proto = *(__u16 *)(data + 12);
+	if (proto != bpf_htons(ETH_P_IP) && proto != bpf_htons(ETH_P_IPV6)) {
+		if (proto != bpf_htons(ETH_P_8021Q) &&
+		    proto != bpf_htons(ETH_P_8021AD) &&
+		    proto != bpf_htons(XNIC_ETH_P_QINQ2))
+			return -1;
+		proto = *(__u16 *)(l3 + 2); /* the tag's EtherType */
+		l3 += sizeof(struct xnic_vlan_hdr);
+	}
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *iph = l3;
+
+		if ((void *)(iph + 1) > data_end)
+			return -1;
+		if (*(__u8 *)iph != 0x45 || /* version 4, no options */
+		    (iph->frag_off & bpf_htons(XNIC_IP_MF | XNIC_IP_OFFSET)))
+			return -1;
+		end = l3 + bpf_ntohs(iph->tot_len);
+		m.proto = iph->protocol;
+		m.family = 4;
+		m.a1 = 0xffff0000ULL | ((__u64)iph->daddr << 32); /* ::ffff:dst */
+		tos = iph->tos;
+		l4 = l3 + sizeof(*iph);
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = l3;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return -1;
+		if (ip6->version != 6)
+			return -1;
+		end = l3 + sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+		m.proto = ip6->nexthdr;
+		m.family = 6;
+		__builtin_memcpy(&m.a0, &ip6->daddr.in6_u.u6_addr8[0], 8);
+		__builtin_memcpy(&m.a1, &ip6->daddr.in6_u.u6_addr8[8], 8);
+		tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+		l4 = l3 + sizeof(*ip6);
+	} else {
+		return -1;
+	}
+	/* The IP length inside the frame and the L4 header inside the IP
+	 * length: otherwise malformed, for the full path. */
+	if (end > data_end)
+		return -1;
+	if (m.proto == XNIC_PROTO_UDP) {
+		if (l4 + 8 > end || l4 + 8 > data_end)
+			return -1;
+	} else if (m.proto == XNIC_PROTO_TCP) {
+		__u32 hl;
+
+		if (l4 + 20 > end || l4 + 20 > data_end)
+			return -1;
+		hl = (__u32)(((__u8 *)l4)[12] >> 4) * 4;
+		if (hl < 20 || l4 + hl > end)
+			return -1;
+	} else {
+		return -1;
+	}
+	m.dport = bpf_ntohs(*(__u16 *)(l4 + 2));
+
+	if (m.family == 4 && c->fast_in_use) {
+		struct iphdr *iph = l3;
+		__u16 vlan = 0;
+
+		if (l3 != data + sizeof(struct ethhdr))
+			vlan = bpf_ntohs(*(__u16 *)(data + 14)) & 0x0fff;
+		if (fast_lookup(iph->saddr, iph->daddr,
+				(__u32)bpf_ntohs(*(__u16 *)l4) |
+					((__u32)m.dport << 16),
+				m.proto, vlan, &target)) {
+			st->flow_hits++;
+			goto steer;
+		}
+	}
+	if (c->flows_in_use)
+		return -1;
+	switch (res = fast_rules_decide(h, &m, &target)) {
+	case XNIC_FAST_MATCH:
+		break;
+	case XNIC_FAST_NO_MATCH:
+		goto unmatched;
+	default:
+		/* A walk: the rule cache, when on, wants the full flow key. */
+		if (cfg_rule_cache && c->rule_cache_on)
+			return -1;
+		if (!walk_for(&m, 0, &target, res))
+			goto unmatched;
+	}
+	st->rule_hits++;
+steer:
+	return steer(queue, target.guest, class_of(&target, tos), len, st);
+unmatched:
+	st->pass_unmatched++; /* UDP or TCP: not pass_control */
+	return XDP_PASS;
 }
 
 SEC("xdp")
@@ -536,17 +978,33 @@ int xnic_steer(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	__u32 len = data_end - data;
 	__u32 queue = ctx->rx_queue_index;
-	struct xnic_pkt pkt = {};
+	struct xnic_pkt pkt;
 	struct steer_stats *st;
+	struct steer_ctl *c;
+	struct rule_head *h;
+	__u32 zero = 0;
+	int ret;
 
 	if (queue >= cfg_queues)
 		return XDP_PASS;
+	/* The maps of the common path, looked up before the parse: each
+	 * lookup is a call to the compiler, which spills what lives across
+	 * it. */
 	st = bpf_map_lookup_elem(&stats, &queue);
+	c = bpf_map_lookup_elem(&ctl, &zero);
+	h = bpf_map_lookup_elem(&fast_rules_head, &zero);
 	if (!st)
 		return XDP_PASS;
 	st->rx_packets++;
 	st->rx_bytes += len;
 
+	if (c && h) {
+		ret = steer_common(data, data_end, queue, len, st, c, h);
+		if (ret >= 0)
+			return ret;
+	}
+
+	__builtin_memset(&pkt, 0, sizeof(pkt));
 	xnic_parse(data, data_end, &pkt);
 	switch (pkt.reason) {
 	case XNIC_OK:

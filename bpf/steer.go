@@ -15,19 +15,21 @@ import (
 // Names of the steering maps, which are also their file names inside a pin
 // directory (see Steer.Pin and SteerOptions.PinDir).
 const (
-	PinXSKMap    = "xsks"       // XSKMAP: slot -> AF_XDP socket
-	PinStats     = "stats"      // per-CPU SteerStats by rx queue
-	PinSlotStats = "slot_stats" // per-CPU SlotStats by guest*Classes+class
-	PinRules     = "rules"      // LPM trie: destination prefix -> rule set
-	PinFlows     = "flows"      // LRU hash: flow key -> slot
-	PinFastFlows = "fast_flows" // array of buckets: IPv4 flow -> slot
-	PinDSCP      = "dscp_class" // array: DSCP -> class
-	PinRuleCache = "rule_cache" // LRU hash: flow key -> cached rule outcome
-	PinCtl       = "ctl"        // array[1]: rule generation, flows in use
+	PinXSKMap    = "xsks"            // XSKMAP: slot -> AF_XDP socket
+	PinStats     = "stats"           // per-CPU SteerStats by rx queue
+	PinSlotStats = "slot_stats"      // per-CPU SlotStats by guest*Classes+class
+	PinRules     = "rules"           // LPM trie: destination prefix -> rule set
+	PinFlows     = "flows"           // LRU hash: flow key -> slot
+	PinFastFlows = "fast_flows"      // array of buckets: IPv4 flow -> slot
+	PinDSCP      = "dscp_class"      // array: DSCP -> class
+	PinRuleCache = "rule_cache"      // LRU hash: flow key -> cached rule outcome
+	PinCtl       = "ctl"             // array[1]: rule generation, flows in use
+	PinFastHead  = "fast_rules_head" // array[1]: the fast rule index's lock, counts, /0 and first exact ways
+	PinFastRules = "fast_rules"      // array of buckets: exact prefixes -> their rules
 )
 
 // pinNames are the maps Pin and SteerOptions.PinDir pin, in pin order.
-var pinNames = []string{PinXSKMap, PinStats, PinSlotStats, PinRules, PinFlows, PinFastFlows, PinDSCP, PinRuleCache, PinCtl}
+var pinNames = []string{PinXSKMap, PinStats, PinSlotStats, PinRules, PinFlows, PinFastFlows, PinDSCP, PinRuleCache, PinCtl, PinFastHead, PinFastRules}
 
 // Hard limits of the steering program.
 const (
@@ -66,7 +68,10 @@ type SteerOptions struct {
 	Classes int
 	// Prefixes is the number of destination prefixes the rule table holds
 	// (each with up to MaxRulesPerPrefix rules), 1..MaxPrefixes. The trie
-	// allocates per entry, so a large value costs nothing until used.
+	// allocates per entry, so a large value costs nothing until used; the
+	// fast rule index in front of it (fastrules.go) takes 128 bytes per
+	// prefix, rounded up to a power of two, preallocated (2 MB for the
+	// default 16384).
 	Prefixes int
 	// Flows sizes the exact flow table, 1..MaxFlows. The table is two
 	// maps: a fast table for IPv4 flows with a way for each of Flows
@@ -78,17 +83,19 @@ type SteerOptions struct {
 	// table evicts the least recently used flow.
 	Flows int
 	// RuleCache is the size of the rule cache, 0..MaxFlows; 0 turns it off.
-	// The program remembers the outcome of the rule lookup (a rule's
-	// target, or no match) per flow key in an LRU hash, so the next frames
-	// of a flow skip the trie walk: a hash lookup instead of one to
-	// RuleDepth trie lookups. Every rule change invalidates the whole cache
-	// at once (a generation number), so a cached outcome is never older
-	// than the rules. It is used only while the rule table has at least
-	// RuleCacheMinPrefixes prefixes. About 100 bytes per entry,
-	// preallocated. Off by default: each flow's entry is cold state, read
-	// (and on a miss written) per frame, while the trie's upper nodes are
-	// shared by all flows and stay cached, so it pays only for few flows
-	// whose frames walk several prefixes (docs/benchmarks.md, steering).
+	// The program remembers the outcome of a rule lookup that walks the
+	// trie (a rule's target, or no match) per flow key in an LRU hash, so
+	// the next frames of a flow skip the walk: a hash lookup instead of one
+	// to RuleDepth trie lookups. Lookups the fast rule index answers (exact
+	// and /0 prefixes, see fastrules.go) never use it. Every rule change
+	// invalidates the whole cache at once (a generation number), so a
+	// cached outcome is never older than the rules. It is used only while
+	// the rule table has at least RuleCacheMinPrefixes prefixes and some
+	// lookups walk the trie. About 100 bytes per entry, preallocated. Off
+	// by default: each flow's entry is cold state, read (and on a miss
+	// written) per frame, while the trie's upper nodes are shared by all
+	// flows and stay cached, so it pays only for few flows whose frames
+	// walk several prefixes (docs/benchmarks.md, steering).
 	RuleCache int
 	// PinDir, when set, pins every map by name under PinDir (created if
 	// missing) and reuses the maps already pinned there: a restarted
@@ -155,6 +162,7 @@ type Steer struct {
 	prefixRules map[ruleKey]int // rules per prefix
 	nextRule    RuleID
 	ctl         steerSteerCtl // the ctl map's value
+	fastRules   *fastRules    // the mmap'ed fast rule index; nil where unsupported
 
 	// flowMu serializes the writes of the flow tables and guards fast.
 	flowMu sync.Mutex
@@ -181,16 +189,19 @@ func LoadSteer(opts SteerOptions) (_ *Steer, err error) {
 		steerMapFlows:     opts.Flows,
 		steerMapRuleCache: max(opts.RuleCache, 1),
 		steerMapFastFlows: fastBucketsFor(opts.Flows),
+		steerMapFastRules: rulesBucketsFor(opts.Prefixes),
 	}
 	for name, n := range sizes {
 		spec.Maps[name].MaxEntries = uint32(n)
 	}
 	for name, v := range map[string]int{
-		steerVarCfgQueues:    opts.Queues,
-		steerVarCfgGuests:    opts.Guests,
-		steerVarCfgClasses:   opts.Classes,
-		steerVarCfgRuleCache: min(opts.RuleCache, 1),
-		steerVarCfgFastMask:  fastBucketsFor(opts.Flows) - 1,
+		steerVarCfgQueues:     opts.Queues,
+		steerVarCfgGuests:     opts.Guests,
+		steerVarCfgClasses:    opts.Classes,
+		steerVarCfgQueueSlots: opts.Guests * opts.Classes,
+		steerVarCfgRuleCache:  min(opts.RuleCache, 1),
+		steerVarCfgFastMask:   fastBucketsFor(opts.Flows) - 1,
+		steerVarCfgRulesShift: rulesShift(rulesBucketsFor(opts.Prefixes)),
 	} {
 		if err := spec.Variables[name].Set(uint32(v)); err != nil {
 			return nil, fmt.Errorf("load steer: set %s: %w", name, err)
@@ -251,7 +262,21 @@ func LoadSteer(opts SteerOptions) (_ *Steer, err error) {
 		}
 	}
 	if fastSupported {
+		// The trie is the reference: the index is rebuilt from it, pinned
+		// or not, and only then turned on.
+		if s.fastRules, err = mapFastRules(s.objs.FastRulesHead.FD(), s.objs.FastRules.FD(), rulesBucketsFor(opts.Prefixes)); err != nil {
+			s.objs.Close()
+			return nil, fmt.Errorf("load steer: %w", err)
+		}
+		sets, err := s.allSets()
+		if err != nil {
+			s.fastRules.close()
+			s.objs.Close()
+			return nil, fmt.Errorf("load steer: read pinned rules: %w", err)
+		}
+		s.fastRules.rebuild(sets)
 		if s.fast, err = mapFast(s.objs.FastFlows.FD(), int(s.objs.FastFlows.MaxEntries()), true); err != nil {
+			s.fastRules.close()
 			s.objs.Close()
 			return nil, fmt.Errorf("load steer: %w", err)
 		}
@@ -260,6 +285,7 @@ func LoadSteer(opts SteerOptions) (_ *Steer, err error) {
 			// program run that began before: treat them as quarantined.
 			if err := s.fast.grace(); err != nil {
 				s.fast.close()
+				s.fastRules.close()
 				s.objs.Close()
 				return nil, fmt.Errorf("load steer: %w", err)
 			}
@@ -305,7 +331,8 @@ func (s *Steer) StatsMap() *ebpf.Map { return s.objs.Stats }
 // guest*Classes+class.
 func (s *Steer) SlotStatsMap() *ebpf.Map { return s.objs.SlotStats }
 
-// RulesMap is the LPM trie of rule sets.
+// RulesMap is the LPM trie of rule sets. Read it; change rules through
+// AddRule and DeleteRule, which keep the fast rule index in line with it.
 func (s *Steer) RulesMap() *ebpf.Map { return s.objs.Rules }
 
 // FlowsMap is the LRU hash of the exact flow table.
@@ -318,6 +345,15 @@ func (s *Steer) FastFlowsMap() *ebpf.Map { return s.objs.FastFlows }
 // DSCPMap is the DSCP to class array.
 func (s *Steer) DSCPMap() *ebpf.Map { return s.objs.DscpClass }
 
+// FastRulesMap is the hashed part of the fast rule index in front of
+// RulesMap: an array of buckets of two ways of exact prefixes (see
+// fastrules.go; FastRulesHeadMap is the rest).
+func (s *Steer) FastRulesMap() *ebpf.Map { return s.objs.FastRules }
+
+// FastRulesHeadMap is the head of the fast rule index: its sequence lock,
+// counts, the /0 ways and the first exact ways.
+func (s *Steer) FastRulesHeadMap() *ebpf.Map { return s.objs.FastRulesHead }
+
 // RuleCacheMap is the LRU hash of cached rule outcomes.
 func (s *Steer) RuleCacheMap() *ebpf.Map { return s.objs.RuleCache }
 
@@ -326,7 +362,7 @@ func (s *Steer) Maps() map[string]*ebpf.Map {
 	return map[string]*ebpf.Map{
 		PinXSKMap: s.objs.Xsks, PinStats: s.objs.Stats, PinSlotStats: s.objs.SlotStats,
 		PinRules: s.objs.Rules, PinFlows: s.objs.Flows, PinFastFlows: s.objs.FastFlows, PinDSCP: s.objs.DscpClass,
-		PinRuleCache: s.objs.RuleCache, PinCtl: s.objs.Ctl,
+		PinRuleCache: s.objs.RuleCache, PinCtl: s.objs.Ctl, PinFastHead: s.objs.FastRulesHead, PinFastRules: s.objs.FastRules,
 	}
 }
 
@@ -340,7 +376,8 @@ func (s *Steer) Attach(ifindex int, mode AttachMode) (*Attachment, error) {
 }
 
 // Pin pins every steering map (PinXSKMap, PinStats, PinSlotStats, PinRules,
-// PinFlows, PinFastFlows, PinDSCP, PinRuleCache, PinCtl) under dir on bpffs, creating dir when missing, so that
+// PinFlows, PinFastFlows, PinDSCP, PinRuleCache, PinCtl, PinFastHead,
+// PinFastRules) under dir on bpffs, creating dir when missing, so that
 // bpftool, `xnic maps` or another process (a C peer in a benchmark) can
 // open them. A pin left by a crashed process makes Pin fail with an error
 // matching os.ErrExist; remove it first. Close unpins what Pin pinned. To
@@ -433,6 +470,10 @@ func (s *Steer) Close() error {
 	s.fast = nil
 	s.flowMu.Unlock()
 	s.mu.Lock()
+	if err := s.fastRules.close(); err != nil {
+		errs = append(errs, fmt.Errorf("unmap fast rule index: %w", err))
+	}
+	s.fastRules = nil
 	if s.objs.Xsks != nil {
 		if !s.pinKeep {
 			errs = append(errs, s.unpinLocked())

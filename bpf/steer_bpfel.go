@@ -27,6 +27,29 @@ type steerFastBucket struct {
 	}
 }
 
+type steerFastRuleBucket struct {
+	_   structs.HostLayout
+	Way [2]steerFastWay
+}
+
+type steerFastWay struct {
+	_      structs.HostLayout
+	Addr   [16]uint8
+	Flags  uint8
+	Family uint8
+	Count  uint8
+	Pad    [5]uint8
+	Rules  [5]struct {
+		_      structs.HostLayout
+		PortLo uint16
+		PortHi uint16
+		Proto  uint8
+		Guest  uint8
+		Class  uint8
+		Flags  uint8
+	}
+}
+
 type steerFlowKey struct {
 	_      structs.HostLayout
 	Src    [16]uint8
@@ -64,6 +87,18 @@ type steerRuleCacheEntry struct {
 	_      structs.HostLayout
 	Target steerFlowTarget
 	Gen    uint32
+}
+
+type steerRuleHead struct {
+	_        structs.HostLayout
+	Seq      uint32
+	On       uint32
+	Middles  uint32
+	Overflow uint32
+	Hashed   uint32
+	InHead   uint32
+	Any      [2]steerFastWay
+	Exact    [2]steerFastWay
 }
 
 type steerRuleKey struct {
@@ -130,21 +165,25 @@ type steerSteerStats struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	steerMapCtl          = "ctl"
-	steerMapDscpClass    = "dscp_class"
-	steerMapFastFlows    = "fast_flows"
-	steerMapFlows        = "flows"
-	steerMapRuleCache    = "rule_cache"
-	steerMapRules        = "rules"
-	steerMapSlotStats    = "slot_stats"
-	steerMapStats        = "stats"
-	steerMapXsks         = "xsks"
-	steerProgXnicSteer   = "xnic_steer"
-	steerVarCfgClasses   = "cfg_classes"
-	steerVarCfgFastMask  = "cfg_fast_mask"
-	steerVarCfgGuests    = "cfg_guests"
-	steerVarCfgQueues    = "cfg_queues"
-	steerVarCfgRuleCache = "cfg_rule_cache"
+	steerMapCtl           = "ctl"
+	steerMapDscpClass     = "dscp_class"
+	steerMapFastFlows     = "fast_flows"
+	steerMapFastRules     = "fast_rules"
+	steerMapFastRulesHead = "fast_rules_head"
+	steerMapFlows         = "flows"
+	steerMapRuleCache     = "rule_cache"
+	steerMapRules         = "rules"
+	steerMapSlotStats     = "slot_stats"
+	steerMapStats         = "stats"
+	steerMapXsks          = "xsks"
+	steerProgXnicSteer    = "xnic_steer"
+	steerVarCfgClasses    = "cfg_classes"
+	steerVarCfgFastMask   = "cfg_fast_mask"
+	steerVarCfgGuests     = "cfg_guests"
+	steerVarCfgQueueSlots = "cfg_queue_slots"
+	steerVarCfgQueues     = "cfg_queues"
+	steerVarCfgRuleCache  = "cfg_rule_cache"
+	steerVarCfgRulesShift = "cfg_rules_shift"
 )
 
 // loadSteer returns the embedded CollectionSpec for steer.
@@ -196,26 +235,30 @@ type steerProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerMapSpecs struct {
-	Ctl       *ebpf.MapSpec `ebpf:"ctl"`
-	DscpClass *ebpf.MapSpec `ebpf:"dscp_class"`
-	FastFlows *ebpf.MapSpec `ebpf:"fast_flows"`
-	Flows     *ebpf.MapSpec `ebpf:"flows"`
-	RuleCache *ebpf.MapSpec `ebpf:"rule_cache"`
-	Rules     *ebpf.MapSpec `ebpf:"rules"`
-	SlotStats *ebpf.MapSpec `ebpf:"slot_stats"`
-	Stats     *ebpf.MapSpec `ebpf:"stats"`
-	Xsks      *ebpf.MapSpec `ebpf:"xsks"`
+	Ctl           *ebpf.MapSpec `ebpf:"ctl"`
+	DscpClass     *ebpf.MapSpec `ebpf:"dscp_class"`
+	FastFlows     *ebpf.MapSpec `ebpf:"fast_flows"`
+	FastRules     *ebpf.MapSpec `ebpf:"fast_rules"`
+	FastRulesHead *ebpf.MapSpec `ebpf:"fast_rules_head"`
+	Flows         *ebpf.MapSpec `ebpf:"flows"`
+	RuleCache     *ebpf.MapSpec `ebpf:"rule_cache"`
+	Rules         *ebpf.MapSpec `ebpf:"rules"`
+	SlotStats     *ebpf.MapSpec `ebpf:"slot_stats"`
+	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	Xsks          *ebpf.MapSpec `ebpf:"xsks"`
 }
 
 // steerVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerVariableSpecs struct {
-	CfgClasses   *ebpf.VariableSpec `ebpf:"cfg_classes"`
-	CfgFastMask  *ebpf.VariableSpec `ebpf:"cfg_fast_mask"`
-	CfgGuests    *ebpf.VariableSpec `ebpf:"cfg_guests"`
-	CfgQueues    *ebpf.VariableSpec `ebpf:"cfg_queues"`
-	CfgRuleCache *ebpf.VariableSpec `ebpf:"cfg_rule_cache"`
+	CfgClasses    *ebpf.VariableSpec `ebpf:"cfg_classes"`
+	CfgFastMask   *ebpf.VariableSpec `ebpf:"cfg_fast_mask"`
+	CfgGuests     *ebpf.VariableSpec `ebpf:"cfg_guests"`
+	CfgQueueSlots *ebpf.VariableSpec `ebpf:"cfg_queue_slots"`
+	CfgQueues     *ebpf.VariableSpec `ebpf:"cfg_queues"`
+	CfgRuleCache  *ebpf.VariableSpec `ebpf:"cfg_rule_cache"`
+	CfgRulesShift *ebpf.VariableSpec `ebpf:"cfg_rules_shift"`
 }
 
 // steerObjects contains all objects after they have been loaded into the kernel.
@@ -238,15 +281,17 @@ func (o *steerObjects) Close() error {
 //
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerMaps struct {
-	Ctl       *ebpf.Map `ebpf:"ctl"`
-	DscpClass *ebpf.Map `ebpf:"dscp_class"`
-	FastFlows *ebpf.Map `ebpf:"fast_flows"`
-	Flows     *ebpf.Map `ebpf:"flows"`
-	RuleCache *ebpf.Map `ebpf:"rule_cache"`
-	Rules     *ebpf.Map `ebpf:"rules"`
-	SlotStats *ebpf.Map `ebpf:"slot_stats"`
-	Stats     *ebpf.Map `ebpf:"stats"`
-	Xsks      *ebpf.Map `ebpf:"xsks"`
+	Ctl           *ebpf.Map `ebpf:"ctl"`
+	DscpClass     *ebpf.Map `ebpf:"dscp_class"`
+	FastFlows     *ebpf.Map `ebpf:"fast_flows"`
+	FastRules     *ebpf.Map `ebpf:"fast_rules"`
+	FastRulesHead *ebpf.Map `ebpf:"fast_rules_head"`
+	Flows         *ebpf.Map `ebpf:"flows"`
+	RuleCache     *ebpf.Map `ebpf:"rule_cache"`
+	Rules         *ebpf.Map `ebpf:"rules"`
+	SlotStats     *ebpf.Map `ebpf:"slot_stats"`
+	Stats         *ebpf.Map `ebpf:"stats"`
+	Xsks          *ebpf.Map `ebpf:"xsks"`
 }
 
 func (m *steerMaps) Close() error {
@@ -254,6 +299,8 @@ func (m *steerMaps) Close() error {
 		m.Ctl,
 		m.DscpClass,
 		m.FastFlows,
+		m.FastRules,
+		m.FastRulesHead,
 		m.Flows,
 		m.RuleCache,
 		m.Rules,
@@ -267,11 +314,13 @@ func (m *steerMaps) Close() error {
 //
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerVariables struct {
-	CfgClasses   *ebpf.Variable `ebpf:"cfg_classes"`
-	CfgFastMask  *ebpf.Variable `ebpf:"cfg_fast_mask"`
-	CfgGuests    *ebpf.Variable `ebpf:"cfg_guests"`
-	CfgQueues    *ebpf.Variable `ebpf:"cfg_queues"`
-	CfgRuleCache *ebpf.Variable `ebpf:"cfg_rule_cache"`
+	CfgClasses    *ebpf.Variable `ebpf:"cfg_classes"`
+	CfgFastMask   *ebpf.Variable `ebpf:"cfg_fast_mask"`
+	CfgGuests     *ebpf.Variable `ebpf:"cfg_guests"`
+	CfgQueueSlots *ebpf.Variable `ebpf:"cfg_queue_slots"`
+	CfgQueues     *ebpf.Variable `ebpf:"cfg_queues"`
+	CfgRuleCache  *ebpf.Variable `ebpf:"cfg_rule_cache"`
+	CfgRulesShift *ebpf.Variable `ebpf:"cfg_rules_shift"`
 }
 
 // steerPrograms contains all programs after they have been loaded into the kernel.

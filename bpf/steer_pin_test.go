@@ -112,6 +112,15 @@ func TestSteerPinReuse(t *testing.T) {
 	if sl, ok, err := s2.LookupFlow(flow.key(t)); err != nil || !ok || sl != (Slot{3, 2}) {
 		t.Errorf("flow after restart: %v %v %v", sl, ok, err)
 	}
+	if fastSupported {
+		// The fast rule index is rebuilt from the trie: the catch-all's /0
+		// ways, and the /24 and /64 counted as middle prefixes.
+		h := s2.fastRules.head
+		if h.On != 1 || h.Middles != 2 || loadWay(&h.Any[0]).Count != 2 || loadWay(&h.Any[1]).Count != 2 {
+			t.Errorf("fast rule index after restart: on %d, middles %d, /0 ways of %d and %d rules",
+				h.On, h.Middles, loadWay(&h.Any[0]).Count, loadWay(&h.Any[1]).Count)
+		}
+	}
 	if d, err := s2.DSCPClasses(); err != nil || d[46] != 3 {
 		t.Errorf("dscp 46 after restart: class %d, %v", d[46], err)
 	}
@@ -139,6 +148,43 @@ func TestSteerPinReuse(t *testing.T) {
 	}
 	if _, err := os.Stat(opts.PinDir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("pin dir still there after Unpin: %v", err)
+	}
+}
+
+// TestSteerPinWithoutIndex: maps pinned by a version without the fast rule
+// index (its two maps missing) are reused, and the index is built from the
+// pinned rules.
+func TestSteerPinWithoutIndex(t *testing.T) {
+	opts := smallSteerOptions()
+	opts.PinDir = tempPinDir(t)
+	s1 := loadSteerOptsT(t, opts)
+	slotSockets(t, s1, Slot{0, 0}, Slot{1, 0})
+	if _, err := s1.AddCatchAll(0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s1.AddRule(Rule{Prefix: pfx("198.18.1.1/32"), Proto: ProtoUDP, Guest: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{PinFastHead, PinFastRules} {
+		if err := os.Remove(filepath.Join(opts.PinDir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s2 := loadSteerOptsT(t, opts)
+	if n := len(s2.Reused()); n != len(pinNames)-2 {
+		t.Errorf("reused %d maps, want %d", n, len(pinNames)-2)
+	}
+	slotSockets(t, s2, Slot{0, 0}, Slot{1, 0})
+	g := func(guest int) want {
+		return want{verdict: xdpRedirect, slot: Slot{guest, 0}, how: "redirected", queue: "redirected", hit: "rule"}
+	}
+	checkFrame(t, s2, "exact", pkt{dst: addr("198.18.1.1"), proto: flows.ProtoUDP, sport: 1, dport: 2}.frame(), g(1))
+	checkFrame(t, s2, "catch-all", pkt{dst: addr("198.18.1.2"), proto: flows.ProtoUDP, sport: 1, dport: 2}.frame(), g(0))
+	if fastSupported && (s2.fastRules.head.On != 1 || len(s2.fastRules.exact) != 1) {
+		t.Errorf("fast rule index after the reuse: on %d, %d exact prefixes", s2.fastRules.head.On, len(s2.fastRules.exact))
 	}
 }
 
@@ -180,6 +226,8 @@ func TestSteerBpftoolDump(t *testing.T) {
 		PinFastFlows: {"way", "src", "dst", "sport", "dport", "proto", "guest", "vlan_class"},
 		PinRuleCache: {"src", "dport", "target", "guest", "flags", "gen"},
 		PinCtl:       {"rule_gen", "flows_in_use", "rule_cache_on", "fast_in_use"},
+		PinFastHead:  {"seq", "on", "middles", "overflow", "hashed", "any", "exact", "addr", "family", "count", "rules", "port_lo", "guest"},
+		PinFastRules: {"way", "addr", "flags", "rules", "port_hi", "class"},
 	}
 	for name, want := range fields {
 		out, err := exec.Command(bpftool, "map", "dump", "pinned", filepath.Join(dir, name)).CombinedOutput()

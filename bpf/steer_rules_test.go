@@ -507,15 +507,19 @@ func TestRuleCache(t *testing.T) {
 		t.Errorf("rule cache holds %d entries, want 1", n)
 	}
 
-	// A more specific rule: the cache is invalid at once.
+	// A more specific rule: the cache is invalid at once. An exact rule
+	// that matches is answered by the fast rule index, which needs no
+	// trie walk and so no cache (on x86-64; elsewhere the cache answers).
 	id, err := s.AddRule(Rule{Prefix: pfx("198.18.1.5/32"), Proto: ProtoUDP, Guest: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	g2 := want{verdict: xdpRedirect, slot: Slot{2, 0}, how: "redirected", queue: "redirected", hit: "rule", cache: "miss"}
 	checkFrame(t, s, "after-add", f.frame(), g2)
-	g2.cache = "hit"
-	checkFrame(t, s, "after-add-cached", f.frame(), g2)
+	if !fastSupported {
+		g2.cache = "hit"
+	}
+	checkFrame(t, s, "after-add-again", f.frame(), g2)
 	if err := s.DeleteRule(id); err != nil {
 		t.Fatal(err)
 	}
