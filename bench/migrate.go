@@ -22,19 +22,22 @@ import (
 // switch), runs one engine over both ports in this process, and attaches a
 // guest with its own gVisor netstack, active on port 0 with port 1 as its
 // standby and failover on link down. The guest streams bytes to a reader
-// in the peer netns over one TCP connection for the whole run.
+// in the peer netns over TCP.
 //
-// First the download's goodput on each port alone: MigrateOptions.Goodput
-// on port 0, then, after one unmeasured move and a settle, on port 1.
-// Then MigrateOptions.Reps repetitions of three events, each followed by
-// MigrateOptions.Settle of quiet stream:
+// First the download's goodput on each port alone, over one connection:
+// MigrateOptions.Goodput on port 0, then, after one unmeasured move and a
+// settle, on port 1. Then MigrateOptions.Reps repetitions of three events,
+// each on a fresh connection (so that the loss recovery after one event
+// does not stall the next), which streams for MigrateOptions.Settle to
+// warm up and Settle more before the event (its goodput then is the
+// event's "before"), and Settle after the event's end (its "after"):
 //
 //   - steady: no event at all, the control: what the peer sees of a
 //     stream nobody touches, on this machine, over the same window;
 //   - command: MigrateGuest to the guest's other port;
 //   - link-down: the guest's active host port set down, as a pulled cable;
 //     the engine's link watch moves the guest to its standby port; the
-//     port is set up again after the window, and the stream settles again.
+//     port is set up again after the window.
 //
 // Command and link-down alternate their order between repetitions, so each
 // moves the guest from port 0 to port 1 in one repetition and back in the
@@ -63,7 +66,8 @@ const (
 )
 
 // The migrating guest: its MAC and its host index in the bridged subnet
-// (198.18.0.10), and the stream's TCP port.
+// (198.18.0.10), and the first stream's TCP port; each event's stream
+// takes the next, clear of the last one's TIME_WAIT.
 var migrateGuestMAC = net.HardwareAddr{0x02, 0x78, 0x6e, 0x62, 0x00, 0x20}
 
 const (
@@ -153,8 +157,8 @@ type migrateBencher struct {
 	lab   *lab.Lab
 	eng   *engine.Engine
 	guest *stack.Guest
-	dl    *download
 	log   io.Writer
+	port  int // the next stream's TCP port
 }
 
 // RunMigrate builds the bridged two-port lab, runs the engine and the
@@ -181,7 +185,7 @@ func RunMigrate(ctx context.Context, opts MigrateOptions) (rep *MigrateReport, e
 			err = errors.Join(err, fmt.Errorf("bench migrate: tear down lab: %w", derr))
 		}
 	}()
-	b := &migrateBencher{opts: opts, lab: l, log: log}
+	b := &migrateBencher{opts: opts, lab: l, log: log, port: migrateStreamPort}
 	if err := b.start(); err != nil {
 		return nil, fmt.Errorf("bench migrate: %w", err)
 	}
@@ -190,11 +194,6 @@ func RunMigrate(ctx context.Context, opts MigrateOptions) (rep *MigrateReport, e
 			err = errors.Join(err, fmt.Errorf("bench migrate: %w", cerr))
 		}
 	}()
-	addr := net.JoinHostPort(l.Ports[0].AddrIPv4(migrateGuestHost).String(), strconv.Itoa(migrateStreamPort))
-	if b.dl, err = startDownload(ctx, l, b.guest, addr); err != nil {
-		return nil, fmt.Errorf("bench migrate: %w", err)
-	}
-
 	rep = &MigrateReport{Env: b.env()}
 	start := sampleNoise()
 	defer func() {
@@ -203,7 +202,7 @@ func RunMigrate(ctx context.Context, opts MigrateOptions) (rep *MigrateReport, e
 		rep.summarize()
 	}()
 	fmt.Fprintf(log, "lab %s: %s and %s (host) into the bridge %s (netns %s); guest %s streams to the peer\n",
-		l.Name, l.Ports[0].Host, l.Ports[1].Host, l.Bridge.Name, l.Netns, addr)
+		l.Name, l.Ports[0].Host, l.Ports[1].Host, l.Bridge.Name, l.Netns, b.guestAddr())
 
 	if err := b.measureGoodput(ctx, rep); err != nil {
 		return rep, fmt.Errorf("bench migrate: %w", err)
@@ -223,9 +222,6 @@ func RunMigrate(ctx context.Context, opts MigrateOptions) (rep *MigrateReport, e
 			b.logEvent(ev)
 			if ev.Err != "" {
 				failed++
-			}
-			if serr := b.dl.failed(); serr != nil {
-				return rep, fmt.Errorf("bench migrate: rep %d, %s: the stream is gone (%w): %w", r, kind, serr, ErrFailed)
 			}
 		}
 	}
@@ -287,12 +283,9 @@ func (b *migrateBencher) start() error {
 	return nil
 }
 
-// stop ends the stream, detaches the guest and closes the engine, whose
-// frame audit fails Close if a frame went missing.
+// stop detaches the guest and closes the engine, whose frame audit fails
+// Close if a frame went missing.
 func (b *migrateBencher) stop() error {
-	if b.dl != nil {
-		b.dl.close()
-	}
 	var errs []error
 	if err := b.guest.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close the guest: %w", err))
@@ -301,6 +294,16 @@ func (b *migrateBencher) stop() error {
 		errs = append(errs, fmt.Errorf("close the engine: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// guestAddr is the guest's address.
+func (b *migrateBencher) guestAddr() netip.Addr { return b.lab.Ports[0].AddrIPv4(migrateGuestHost) }
+
+// stream starts a download on the next TCP port.
+func (b *migrateBencher) stream(ctx context.Context) (*download, error) {
+	addr := net.JoinHostPort(b.guestAddr().String(), strconv.Itoa(b.port))
+	b.port++
+	return startDownload(ctx, b.lab, b.guest, addr)
 }
 
 // active is the index of the guest's active port.
@@ -314,6 +317,11 @@ func (b *migrateBencher) active() int {
 // measureGoodput measures the stream on port 0 alone, moves the guest to
 // port 1 and, once the stream has settled, measures it there.
 func (b *migrateBencher) measureGoodput(ctx context.Context, rep *MigrateReport) error {
+	dl, err := b.stream(ctx)
+	if err != nil {
+		return err
+	}
+	defer dl.close()
 	for i := range 2 {
 		if i == 1 {
 			if _, err := b.eng.MigrateGuest("mover", b.lab.Ports[1].Host); err != nil {
@@ -324,13 +332,13 @@ func (b *migrateBencher) measureGoodput(ctx context.Context, rep *MigrateReport)
 		if err := sleep(ctx, b.opts.Settle, nil); err != nil {
 			return err
 		}
-		t0, n0 := time.Now(), b.dl.read.Load()
+		t0, n0 := time.Now(), dl.read.Load()
 		if err := sleep(ctx, b.opts.Goodput, nil); err != nil {
 			return err
 		}
-		secs, n := time.Since(t0).Seconds(), b.dl.read.Load()-n0
-		b.dl.take()
-		if err := b.dl.failed(); err != nil {
+		secs, n := time.Since(t0).Seconds(), dl.read.Load()-n0
+		dl.take()
+		if err := dl.failed(); err != nil {
 			return fmt.Errorf("goodput on port %d: %w", i, err)
 		}
 		pg := PortGoodput{Port: b.lab.Ports[i].Host, Bytes: n, Seconds: secs, BitsPerSec: float64(n) * 8 / secs}
@@ -371,30 +379,47 @@ func (b *migrateBencher) counters() (counters, error) {
 // result's Err.
 func (b *migrateBencher) event(ctx context.Context, rep int, kind string) MigrateEvent {
 	ev := MigrateEvent{Rep: rep, Kind: kind}
-	down, err := b.runEvent(ctx, &ev)
+	dl, err := b.stream(ctx)
+	if err != nil {
+		ev.Err = err.Error()
+		return ev
+	}
+	down, err := b.runEvent(ctx, dl, &ev)
 	if down >= 0 {
-		// The cable goes back in after the window, and the stream settles
-		// before the next event.
+		// The cable goes back in after the window.
 		if uerr := b.lab.SetLinkUp(down, lab.HostEnd); uerr != nil {
 			err = errors.Join(err, uerr)
-		} else if serr := sleep(ctx, b.opts.Settle, nil); serr != nil {
-			err = errors.Join(err, serr)
 		}
 	}
+	if serr := dl.failed(); serr != nil && err == nil {
+		err = fmt.Errorf("the stream is gone: %w", serr)
+	}
+	// Closing the stream resets it (the peer closes with data unread):
+	// after this event's counters, and done before the next event's.
+	dl.close()
 	if err != nil {
 		ev.Err = err.Error()
 	}
 	return ev
 }
 
-// runEvent runs and measures ev; down is the port it set down, or -1.
-func (b *migrateBencher) runEvent(ctx context.Context, ev *MigrateEvent) (down int, err error) {
+// runEvent runs and measures ev on the fresh stream dl; down is the port
+// it set down, or -1.
+func (b *migrateBencher) runEvent(ctx context.Context, dl *download, ev *MigrateEvent) (down int, err error) {
 	down = -1
 	g := b.guest.EngineGuest()
 	from := b.active()
 	ev.From = b.lab.Ports[from].Host
+	// Past the slow start, then the goodput before the event.
+	if err := sleep(ctx, b.opts.Settle, nil); err != nil {
+		return down, err
+	}
+	tb, nb := time.Now(), dl.read.Load()
+	if err := sleep(ctx, b.opts.Settle, nil); err != nil {
+		return down, err
+	}
 	// The stream must be flowing when the event starts.
-	if err := b.dl.waitArrivalAfter(ctx, time.Now().Add(-50*time.Millisecond).UnixNano(), b.opts.ResumeTimeout); err != nil {
+	if err := dl.waitArrivalAfter(ctx, time.Now().Add(-50*time.Millisecond).UnixNano(), b.opts.ResumeTimeout); err != nil {
 		return down, fmt.Errorf("before the event: %w", err)
 	}
 	before, err := b.counters()
@@ -402,8 +427,9 @@ func (b *migrateBencher) runEvent(ctx context.Context, ev *MigrateEvent) (down i
 		return down, err
 	}
 	count := g.Migrations().Count
-	b.dl.take()
-	t0 := time.Now()
+	dl.take()
+	t0, n0 := time.Now(), dl.read.Load()
+	ev.BeforeBitsPerSec = float64(n0-nb) * 8 / t0.Sub(tb).Seconds()
 	var end time.Time
 	switch ev.Kind {
 	case EventSteady:
@@ -430,14 +456,16 @@ func (b *migrateBencher) runEvent(ctx context.Context, ev *MigrateEvent) (down i
 		}
 		end = time.Now()
 	}
+	nEnd := dl.read.Load()
 	tEnd := end.Add(b.opts.Settle)
 	if err := sleep(ctx, time.Until(tEnd), nil); err != nil {
 		return down, err
 	}
-	if err := b.dl.waitArrivalAfter(ctx, tEnd.UnixNano(), b.opts.ResumeTimeout); err != nil {
+	ev.AfterBitsPerSec = float64(dl.read.Load()-nEnd) * 8 / time.Since(end).Seconds()
+	if err := dl.waitArrivalAfter(ctx, tEnd.UnixNano(), b.opts.ResumeTimeout); err != nil {
 		return down, fmt.Errorf("after the event: %w", err)
 	}
-	arrivals := b.dl.take()
+	arrivals := dl.take()
 	after, err := b.counters()
 	if err != nil {
 		return down, err
@@ -492,8 +520,10 @@ func (b *migrateBencher) env() MigrateEnv {
 			"a guest with its own gVisor netstack at %s, active on %s with %s as standby and failover on link down; "+
 			"the peer's kernel TCP reads in the lab's netns behind a Linux bridge over both peer ends (MTU 1500, peer offloads off)",
 			migrateUMEMFrames, migrateRingSize, b.opts.PollMs, b.lab.Ports[0].AddrIPv4(migrateGuestHost), b.lab.Ports[0].Host, b.lab.Ports[1].Host),
-		Stream: "one TCP connection for the whole run: the guest writes 128 KB chunks without end; " +
-			"the peer reads into a 128 KB buffer and notes the time of every read that brought payload",
+		Stream: fmt.Sprintf("a fresh TCP connection for each event (one for the goodput): the guest writes 128 KB chunks without end; "+
+			"the peer reads into a 128 KB buffer and notes the time of every read that brought payload; "+
+			"%gs of warm-up, %gs before the event (goodput before), the event, %gs after its end (goodput after)",
+			b.opts.Settle.Seconds(), b.opts.Settle.Seconds(), b.opts.Settle.Seconds()),
 		Stall: "the longest interval between two reads with payload at the peer, among those overlapping the window " +
 			"from the event's start to the settle time after its end (the move returned, or the engine recorded the failover)",
 	}
@@ -513,6 +543,6 @@ func (b *migrateBencher) logEvent(ev MigrateEvent) {
 		}
 		move = fmt.Sprintf(" %s -> %s, engine took %.1f ms, gap %s;", ev.From, ev.To, ev.EngineTookMs, gap)
 	}
-	fmt.Fprintf(b.log, "%s%s peer stall %.1f ms; lost %d, resets %d, retransmits %d, timeouts %d\n",
-		line, move, ev.StallMs, ev.Lost(), ev.Resets, ev.Retransmits, ev.Timeouts)
+	fmt.Fprintf(b.log, "%s%s peer stall %.1f ms; %s Gbit/s before, %s after; lost %d, resets %d, retransmits %d, RTOs %d\n",
+		line, move, ev.StallMs, gbps(ev.BeforeBitsPerSec), gbps(ev.AfterBitsPerSec), ev.Lost(), ev.Resets, ev.Retransmits, ev.Timeouts)
 }

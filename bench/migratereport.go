@@ -62,6 +62,10 @@ type MigrateEvent struct {
 	// (negative: before it).
 	StallMs      float64 `json:"stall_ms"`
 	StallStartMs float64 `json:"stall_start_ms"`
+	// The stream's goodput at the peer in the settle time before the
+	// event and in the settle time after its end.
+	BeforeBitsPerSec float64 `json:"before_bits_per_second"`
+	AfterBitsPerSec  float64 `json:"after_bits_per_second"`
 	// The engine's own view of the move: EngineStartMs from the event's
 	// start to the move's start (for link-down, the detection through
 	// the link watch, the `ip link set down` included), EngineTookMs the
@@ -108,6 +112,9 @@ type EventSummary struct {
 	StallMedianMs float64 `json:"stall_median_ms"`
 	StallMinMs    float64 `json:"stall_min_ms"`
 	StallMaxMs    float64 `json:"stall_max_ms"`
+	// Medians of the goodput before and after.
+	BeforeBitsPerSec float64 `json:"before_median_bits_per_second"`
+	AfterBitsPerSec  float64 `json:"after_median_bits_per_second"`
 	// Medians of the engine's figures (zero for steady); EngineGapMs
 	// over the events that had one.
 	EngineStartMs float64  `json:"engine_start_median_ms"`
@@ -179,7 +186,7 @@ func (r *MigrateReport) summarize() {
 	r.Summary = nil
 	for _, kind := range MigrateEvents() {
 		s := EventSummary{Kind: kind}
-		var stalls, starts, tooks, gaps []float64
+		var stalls, starts, tooks, gaps, befores, afters []float64
 		for _, ev := range r.Events {
 			if ev.Kind != kind {
 				continue
@@ -190,6 +197,7 @@ func (r *MigrateReport) summarize() {
 			}
 			s.Reps++
 			stalls = append(stalls, ev.StallMs)
+			befores, afters = append(befores, ev.BeforeBitsPerSec), append(afters, ev.AfterBitsPerSec)
 			starts = append(starts, ev.EngineStartMs)
 			tooks = append(tooks, ev.EngineTookMs)
 			if ev.EngineGapMs != nil {
@@ -207,6 +215,7 @@ func (r *MigrateReport) summarize() {
 		if s.Reps > 0 {
 			s.StallMedianMs = stat.Median(stalls)
 			s.StallMinMs, s.StallMaxMs = minMax(stalls)
+			s.BeforeBitsPerSec, s.AfterBitsPerSec = stat.Median(befores), stat.Median(afters)
 			s.EngineStartMs, s.EngineTookMs = stat.Median(starts), stat.Median(tooks)
 		}
 		if len(gaps) > 0 {
@@ -253,7 +262,11 @@ func msCell(v float64) string {
 func summaryCells(s EventSummary) []string {
 	reps := fmt.Sprintf("%d/%d", s.Reps, s.Reps+s.Failed)
 	if s.Reps == 0 {
-		return []string{reps, "failed", "-", "-", "-", "-", "-", "-", "-", "-", "-"}
+		cells := []string{reps, "failed"}
+		for len(cells) < len(summaryHeader)-1 {
+			cells = append(cells, "-")
+		}
+		return cells
 	}
 	engine := []string{"-", "-", "-"}
 	if s.Kind != EventSteady {
@@ -263,12 +276,13 @@ func summaryCells(s EventSummary) []string {
 		}
 		engine = []string{msCell(s.EngineStartMs), msCell(s.EngineTookMs), gap}
 	}
-	cells := []string{reps, msCell(s.StallMedianMs), msCell(s.StallMinMs), msCell(s.StallMaxMs)}
+	cells := []string{reps, msCell(s.StallMedianMs), msCell(s.StallMinMs), msCell(s.StallMaxMs),
+		gbps(s.BeforeBitsPerSec), gbps(s.AfterBitsPerSec)}
 	cells = append(cells, engine...)
 	return append(cells, fmt.Sprint(s.Lost), fmt.Sprint(s.Resets), fmt.Sprint(s.Retransmits), fmt.Sprint(s.Timeouts))
 }
 
-var summaryHeader = []string{"event", "reps", "stall median ms", "min", "max",
+var summaryHeader = []string{"event", "reps", "stall median ms", "min", "max", "Gbit/s before", "after",
 	"engine moved after ms", "engine took ms", "engine gap ms", "frames lost", "resets", "retransmits", "RTOs"}
 
 // targetValue is what a target is judged on.
