@@ -8,7 +8,10 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/xnic/xnic/engine"
@@ -352,7 +355,7 @@ func (b *migrateBencher) measureGoodput(ctx context.Context, rep *MigrateReport)
 // with.
 type counters struct {
 	xsk, unmatched, noSocket, malformed uint64
-	txRefused, txDropped                uint64
+	txRefused, txDropped, vethTxDropped uint64
 	resets, retransmits, timeouts       uint64
 }
 
@@ -371,6 +374,13 @@ func (b *migrateBencher) counters() (counters, error) {
 	}
 	for _, w := range b.eng.Workers() {
 		c.txDropped += w.Tx.Dropped.Load()
+	}
+	for _, p := range b.lab.Ports {
+		n, err := readCounter(filepath.Join("/sys/class/net", p.Host, "statistics", "tx_dropped"))
+		if err != nil {
+			return counters{}, err
+		}
+		c.vethTxDropped += n
 	}
 	return c, nil
 }
@@ -481,6 +491,7 @@ func (b *migrateBencher) runEvent(ctx context.Context, dl *download, ev *Migrate
 	ev.Malformed = after.malformed - before.malformed
 	ev.TxRefused = after.txRefused - before.txRefused
 	ev.TxDropped = after.txDropped - before.txDropped
+	ev.VethTxDropped = after.vethTxDropped - before.vethTxDropped
 	ev.Resets = after.resets - before.resets
 	ev.Retransmits = after.retransmits - before.retransmits
 	ev.Timeouts = after.timeouts - before.timeouts
@@ -504,6 +515,19 @@ func (b *migrateBencher) runEvent(ctx context.Context, dl *download, ev *Migrate
 		return down, fmt.Errorf("the guest is still on %s", ev.From)
 	}
 	return down, nil
+}
+
+// readCounter reads a counter file of sysfs.
+func readCounter(path string) (uint64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, fmt.Errorf("read counter: %w", err)
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("read counter %s: %w", path, err)
+	}
+	return n, nil
 }
 
 // ms is d in milliseconds.

@@ -80,13 +80,15 @@ type MigrateEvent struct {
 	// steering programs passed to the kernel unmatched, passed for want
 	// of a socket, or dropped as malformed; on the way out, the guest's
 	// packets the engine's send queue refused and the work requests its
-	// send path dropped.
-	XSKLost   uint64 `json:"xsk_rx_dropped_or_ring_full"`
-	Unmatched uint64 `json:"steer_pass_unmatched"`
-	NoSocket  uint64 `json:"steer_pass_no_socket"`
-	Malformed uint64 `json:"steer_dropped_malformed"`
-	TxRefused uint64 `json:"tx_refused"`
-	TxDropped uint64 `json:"tx_dropped"`
+	// send path dropped; and what the host ports' veths dropped on
+	// transmit, in the kernel (tx_dropped), which the engine does not see.
+	XSKLost       uint64 `json:"xsk_rx_dropped_or_ring_full"`
+	Unmatched     uint64 `json:"steer_pass_unmatched"`
+	NoSocket      uint64 `json:"steer_pass_no_socket"`
+	Malformed     uint64 `json:"steer_dropped_malformed"`
+	TxRefused     uint64 `json:"tx_refused"`
+	TxDropped     uint64 `json:"tx_dropped"`
+	VethTxDropped uint64 `json:"veth_tx_dropped"`
 	// The guest's TCP in the window: RSTs sent and received,
 	// retransmitted segments and retransmission timeouts.
 	Resets      uint64 `json:"resets"`
@@ -97,7 +99,7 @@ type MigrateEvent struct {
 
 // Lost is every frame the engine's counters lost in the event's window.
 func (e MigrateEvent) Lost() uint64 {
-	return e.XSKLost + e.Unmatched + e.NoSocket + e.Malformed + e.TxRefused + e.TxDropped
+	return e.XSKLost + e.Unmatched + e.NoSocket + e.Malformed + e.TxRefused + e.TxDropped + e.VethTxDropped
 }
 
 // OK reports whether the event was measured.
