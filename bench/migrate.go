@@ -40,7 +40,8 @@ import (
 //   - command: MigrateGuest to the guest's other port;
 //   - link-down: the guest's active host port set down, as a pulled cable;
 //     the engine's link watch moves the guest to its standby port; the
-//     port is set up again after the window.
+//     port is set up again after the stall window, and the event's
+//     counters run until upWatch later.
 //
 // Command and link-down alternate their order between repetitions, so each
 // moves the guest from port 0 to port 1 in one repetition and back in the
@@ -149,6 +150,10 @@ func (o MigrateOptions) Validate() error {
 	}
 	return nil
 }
+
+// upWatch is how long a link-down event keeps counting after the port is
+// up again.
+const upWatch = 250 * time.Millisecond
 
 // maxPollMs is a config file's limit of engine.poll_ms.
 const maxPollMs = 1000
@@ -396,7 +401,7 @@ func (b *migrateBencher) event(ctx context.Context, rep int, kind string) Migrat
 	}
 	down, err := b.runEvent(ctx, dl, &ev)
 	if down >= 0 {
-		// The cable goes back in after the window.
+		// The event failed with the cable out: it goes back in.
 		if uerr := b.lab.SetLinkUp(down, lab.HostEnd); uerr != nil {
 			err = errors.Join(err, uerr)
 		}
@@ -414,7 +419,10 @@ func (b *migrateBencher) event(ctx context.Context, rep int, kind string) Migrat
 }
 
 // runEvent runs and measures ev on the fresh stream dl; down is the port
-// it set down, or -1.
+// it left down, or -1. A link-down event sets the port up again after its
+// stall window and charges what is lost until upWatch later to itself:
+// the old port's frames that leave when it comes back belong to the
+// failover.
 func (b *migrateBencher) runEvent(ctx context.Context, dl *download, ev *MigrateEvent) (down int, err error) {
 	down = -1
 	g := b.guest.EngineGuest()
@@ -476,13 +484,22 @@ func (b *migrateBencher) runEvent(ctx context.Context, dl *download, ev *Migrate
 		return down, fmt.Errorf("after the event: %w", err)
 	}
 	arrivals := dl.take()
-	after, err := b.counters()
-	if err != nil {
-		return down, err
-	}
 	gap, at, ok := longestGap(arrivals, t0.UnixNano(), tEnd.UnixNano())
 	if !ok {
 		return down, errors.New("no payload around the event")
+	}
+	if down >= 0 {
+		if err := b.lab.SetLinkUp(down, lab.HostEnd); err != nil {
+			return down, err
+		}
+		down = -1
+		if err := sleep(ctx, upWatch, nil); err != nil {
+			return down, err
+		}
+	}
+	after, err := b.counters()
+	if err != nil {
+		return down, err
 	}
 	ev.StallMs, ev.StallStartMs = ms(gap), ms(time.Duration(at-t0.UnixNano()))
 	ev.XSKLost = after.xsk - before.xsk
