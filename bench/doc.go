@@ -8,7 +8,11 @@
 //   - RunTCP, the TCP benchmark: goodput both ways and HTTP requests per
 //     second of a guest with its own stack (GRO and TSO on, then off), of
 //     gVisor netstack on gVisor's own AF_XDP endpoint and of the host
-//     kernel's TCP, from kernel TCP clients in the peer netns (see tcp.go).
+//     kernel's TCP, from kernel TCP clients in the peer netns (see tcp.go);
+//   - RunMigrate, the migration benchmark: how long a guest's download
+//     stalls at the peer around a commanded migration and a link-down
+//     failover between two ports, against a steady control (see
+//     migrate.go).
 //
 // The receive benchmark is described below.
 //

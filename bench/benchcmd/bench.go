@@ -17,7 +17,7 @@ import (
 )
 
 // Run is `xnic bench ARGS`: the receive benchmark, or with a first argument
-// conns, tcp or offload, that benchmark.
+// conns, tcp, steer-prog, offload or migrate, that benchmark.
 func Run(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "conns" {
 		// The connection-processing curve: pure Go, no lab, no root.
@@ -30,6 +30,10 @@ func Run(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "steer-prog" {
 		// The steering program's own cost, by BPF_PROG_TEST_RUN.
 		return runBenchSteerProg(ctx, args[1:])
+	}
+	if len(args) > 0 && args[0] == "migrate" {
+		// Stalls around a guest's migration and failover between two ports.
+		return runBenchMigrate(ctx, args[1:])
 	}
 	if len(args) > 0 && args[0] == "offload" {
 		// GRO and GSO on one core against the raw receive rate, in one run.
