@@ -53,7 +53,7 @@ type Worker struct {
 	// Owned by the running worker.
 	empty      int
 	maintained int64       // clock of the last slice of connection ageing
-	stats      WorkerStats // its counters, published once per pass
+	stats      WorkerStats // its counters, published by publish
 
 	// idle wakes the worker from poll(2) when a guest queues a send or
 	// the control plane has a function for it (only when pollMs > 0).
@@ -207,8 +207,12 @@ func (w *Worker) Poll() int {
 	}
 	st := &w.stats
 	st.Passes++
+	publish := total > 0
 	if total == 0 {
+		// A spinning worker makes millions of idle passes, and nobody
+		// needs each one published.
 		st.EmptyPasses++
+		publish = st.EmptyPasses%idlePublishEvery == 0
 	} else {
 		st.RxPackets += uint64(total)
 		st.RxBytes += bytes
@@ -228,11 +232,18 @@ func (w *Worker) Poll() int {
 		}
 		if changed {
 			w.pipe.fill(&st.Pipeline)
+			publish = true
 		}
 	}
-	w.publish()
+	if publish {
+		w.publish()
+	}
 	return total + sent
 }
+
+// idlePublishEvery is how many idle passes in a row go by between two
+// publishes of the counters.
+const idlePublishEvery = 64
 
 // maintainEvery is the least time between two slices of connection
 // ageing. A spinning worker makes a pass every few hundred nanoseconds, so
@@ -338,8 +349,9 @@ func (w *Worker) publish() {
 	w.board.publish(&w.stats)
 }
 
-// Stats returns the worker's counters as of its last pass. Any thread may
-// call it.
+// Stats returns the worker's counters as of its last publish: after every
+// pass with traffic, every idlePublishEvery idle passes, when it goes to
+// sleep and when Run returns. Any thread may call it.
 func (w *Worker) Stats() WorkerStats { return w.board.load() }
 
 // Run polls until Stop, on a locked OS thread.
@@ -380,6 +392,7 @@ func (w *Worker) Run() {
 			w.sleep()
 		}
 	}
+	w.publish()
 }
 
 // idleSpins is how many passes in a row find nothing before the worker
@@ -395,9 +408,9 @@ const idleSpins = 64
 func (w *Worker) sleep() {
 	w.idle.sleeping.Store(true)
 	if !w.hasWork() {
-		_, _ = unix.Poll(w.pfds, w.pollMs)
 		w.stats.Sleeps++
-		w.publish()
+		w.publish() // the counters stay as they are while it sleeps
+		_, _ = unix.Poll(w.pfds, w.pollMs)
 	}
 	w.idle.sleeping.Store(false)
 	w.idle.drain()
