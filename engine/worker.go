@@ -52,6 +52,7 @@ type Worker struct {
 
 	// Owned by the running worker.
 	empty      int
+	passes     uint64
 	maintained int64       // clock of the last slice of connection ageing
 	stats      WorkerStats // its counters, published by publish
 
@@ -206,7 +207,7 @@ func (w *Worker) Poll() int {
 		w.topUp()
 	}
 	st := &w.stats
-	st.Passes++
+	w.passes++
 	publish := total > 0
 	if total == 0 {
 		// A spinning worker makes millions of idle passes, and nobody
@@ -223,7 +224,7 @@ func (w *Worker) Poll() int {
 		// at most every maintainEvery, with the clock looked at only every
 		// 64th pass, keeps it off the per-packet path and off a spinning
 		// worker's CPU.
-		if st.Passes&63 == 0 {
+		if w.passes&63 == 0 {
 			if now := w.clock(); now-w.maintained >= maintainEvery {
 				w.maintained = now
 				w.pipe.maintain(now)
