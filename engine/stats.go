@@ -111,7 +111,6 @@ func (c *FlushCounts) UnmarshalJSON(b []byte) error {
 type WorkerStats struct {
 	RxPackets    uint64
 	RxBytes      uint64
-	Passes       uint64 // passes over the socket set
 	EmptyPasses  uint64 // passes that found no packet on any socket
 	RxWakeups    uint64 // kicks sent because the fill ring needed a wakeup
 	RefillFailed uint64 // batches whose frames could not go straight back to the fill ring

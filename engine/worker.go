@@ -55,8 +55,9 @@ type Worker struct {
 
 	// Owned by the running worker.
 	empty      int
+	passes     uint64
 	maintained int64       // clock of the last slice of connection ageing
-	stats      WorkerStats // its counters, published once per pass
+	stats      WorkerStats // its counters, published by publish
 
 	// idle wakes the worker from poll(2) when a guest queues a send or
 	// the control plane has a function for it (only when pollMs > 0).
@@ -238,9 +239,13 @@ func (w *Worker) Poll() int {
 		w.topUp()
 	}
 	st := &w.stats
-	st.Passes++
+	w.passes++
+	publish := total > 0
 	if total == 0 {
+		// A spinning worker makes millions of idle passes, and nobody
+		// needs each one published.
 		st.EmptyPasses++
+		publish = st.EmptyPasses%idlePublishEvery == 0
 	} else {
 		st.RxPackets += uint64(total)
 		st.RxBytes += bytes
@@ -251,7 +256,7 @@ func (w *Worker) Poll() int {
 		// at most every maintainEvery, with the clock looked at only every
 		// 64th pass, keeps it off the per-packet path and off a spinning
 		// worker's CPU.
-		if st.Passes&63 == 0 {
+		if w.passes&63 == 0 {
 			if now := w.clock(); now-w.maintained >= maintainEvery {
 				w.maintained = now
 				w.pipe.maintain(now)
@@ -260,11 +265,18 @@ func (w *Worker) Poll() int {
 		}
 		if changed {
 			w.pipe.fill(&st.Pipeline)
+			publish = true
 		}
 	}
-	w.publish()
+	if publish {
+		w.publish()
+	}
 	return total + sent
 }
+
+// idlePublishEvery is how many idle passes in a row go by between two
+// publishes of the counters.
+const idlePublishEvery = 64
 
 // maintainEvery is the least time between two slices of connection
 // ageing. A spinning worker makes a pass every few hundred nanoseconds, so
@@ -370,8 +382,9 @@ func (w *Worker) publish() {
 	w.board.publish(&w.stats)
 }
 
-// Stats returns the worker's counters as of its last pass. Any thread may
-// call it.
+// Stats returns the worker's counters as of its last publish: after every
+// pass with traffic, every idlePublishEvery idle passes, when it goes to
+// sleep and when Run returns. Any thread may call it.
 func (w *Worker) Stats() WorkerStats { return w.board.load() }
 
 // Run polls until Stop, on a locked OS thread.
@@ -412,6 +425,7 @@ func (w *Worker) Run() {
 			w.sleep()
 		}
 	}
+	w.publish()
 }
 
 // idleSpins is how many passes in a row find nothing before the worker
@@ -427,9 +441,9 @@ const idleSpins = 64
 func (w *Worker) sleep() {
 	w.idle.sleeping.Store(true)
 	if !w.hasWork() {
-		_, _ = unix.Poll(w.pfds, w.pollMs)
 		w.stats.Sleeps++
-		w.publish()
+		w.publish() // the counters stay as they are while it sleeps
+		_, _ = unix.Poll(w.pfds, w.pollMs)
 	}
 	w.idle.sleeping.Store(false)
 	w.idle.drain()

@@ -78,6 +78,31 @@ func TestWorkerKicksWhenKernelAsks(t *testing.T) {
 	}
 }
 
+// TestWorkerPublishesIdlePasses: idle passes are counted and published
+// every idlePublishEvery of them, the sockets' wakeups with them; a pass
+// with traffic publishes at once.
+func TestWorkerPublishesIdlePasses(t *testing.T) {
+	w, u, k := newSimWorker(t, nil)
+	defer u.Close()
+	k.SetNeedWakeup(true)
+	for range idlePublishEvery - 1 {
+		w.Poll()
+	}
+	if st := w.Stats(); st.EmptyPasses != 0 {
+		t.Fatalf("%d idle passes published early", st.EmptyPasses)
+	}
+	w.Poll()
+	if st := w.Stats(); st.EmptyPasses != idlePublishEvery || st.RxWakeups != idlePublishEvery {
+		t.Fatalf("after %d idle passes: %+v", idlePublishEvery, st)
+	}
+	w.Poll()
+	k.Deliver([][]byte{make([]byte, 60)})
+	w.Poll()
+	if st := w.Stats(); st.EmptyPasses != idlePublishEvery+1 || st.RxPackets != 1 || st.RxBytes != 60 {
+		t.Fatalf("after a pass with traffic: %+v", st)
+	}
+}
+
 // TestWorkerPollAllocs: the receive loop over in-memory rings allocates nothing.
 func TestWorkerPollAllocs(t *testing.T) {
 	w, u, k := newSimWorker(t, func(*Endpoint, []umem.Desc) {})
