@@ -58,6 +58,9 @@ func (c *pingClient) pingPong(ctx context.Context) (LatencyStat, []float64) {
 		if i == 0 {
 			start = time.Now()
 		}
+		if err := ctx.Err(); err != nil {
+			return c.failed("tcp", i, err, samples, start)
+		}
 		message(req, uint64(i+c.warmup))
 		if err := conn.SetDeadline(time.Now().Add(c.timeout)); err != nil {
 			return LatencyStat{Err: err.Error()}, nil
@@ -99,6 +102,9 @@ func (c *pingClient) echo(ctx context.Context) (LatencyStat, []float64) {
 	for i := -c.warmup; i < c.requests; i++ {
 		if i == 0 {
 			start = time.Now()
+		}
+		if err := ctx.Err(); err != nil {
+			return c.failed("udp", i, err, samples, start)
 		}
 		seq := uint64(i + c.warmup)
 		message(req, seq)
