@@ -12,8 +12,6 @@ import (
 	"runtime"
 	"slices"
 	"time"
-
-	"github.com/xnic/xnic/engine/lab"
 )
 
 // TCP benchmark. RunTCP measures HTTP over TCP between a Go client in the
@@ -214,9 +212,7 @@ func (o TCPOptions) checkBinaries() error {
 // tcpBencher is one RunTCP: the lab and what every measurement shares.
 type tcpBencher struct {
 	opts TCPOptions
-	lab  *lab.Lab
-	port lab.Port
-	dir  string // temporary files: configs
+	srv  *serverLab
 	log  io.Writer
 	hash *patternHasher
 }
@@ -259,10 +255,10 @@ func RunTCP(ctx context.Context, opts TCPOptions) (rep *TCPReport, err error) {
 		}
 	}()
 
-	b := &tcpBencher{opts: opts, lab: l, port: l.Ports[0], dir: dir, log: log, hash: newPatternHasher(0)}
+	b := &tcpBencher{opts: opts, srv: &serverLab{lab: l, port: l.Ports[0], dir: dir}, log: log, hash: newPatternHasher(0)}
 	rep = &TCPReport{Env: b.env()}
 	fmt.Fprintf(log, "lab %s: %s (host) <-> %s (netns %s); client on %s, servers on %s\n",
-		l.Name, b.port.Host, b.port.Peer, l.Netns, cpuName(opts.ClientCPU), cpuName(opts.ServerCPU))
+		l.Name, b.srv.port.Host, b.srv.port.Peer, l.Netns, cpuName(opts.ClientCPU), cpuName(opts.ServerCPU))
 	defer func() { rep.Summary, rep.Ratios = summarizeTCP(opts.contenders(), rep.Rounds) }()
 
 	err = runRounds(ctx, "bench tcp", opts.Rounds, opts.contenders(), opts.Pause, b.measure, func(i int, res TCPResult) {
@@ -280,7 +276,7 @@ func RunTCP(ctx context.Context, opts TCPOptions) (rep *TCPReport, err error) {
 func (b *tcpBencher) env() TCPEnv {
 	return TCPEnv{
 		Machine: ThisMachine(time.Now()),
-		Lab:     b.lab.Name, Rounds: b.opts.Rounds, WindowSec: b.opts.Duration.Seconds(),
+		Lab:     b.srv.lab.Name, Rounds: b.opts.Rounds, WindowSec: b.opts.Duration.Seconds(),
 		Concurrency: b.opts.Concurrency, Contenders: b.opts.contenders(),
 		ClientCPU: b.opts.ClientCPU, ServerCPU: b.opts.ServerCPU,
 		Client: "Go net/http in the lab's peer netns over the kernel's TCP; peer veth with tx checksum, " +
@@ -289,7 +285,7 @@ func (b *tcpBencher) env() TCPEnv {
 			TCPXnicGROTSO: "xnic serve: one guest with its own gVisor netstack on the engine, GRO and TSO on, http on " + TCPGuestIPv4.String(),
 			TCPXnicOff:    "xnic serve: the same guest with the engine's GRO and TSO off",
 			TCPGvisorXDP:  "gVisor netstack on gVisor's AF_XDP link endpoint (copy mode), xnic_steer redirecting the guest's addresses",
-			TCPKernel:     "the host kernel's TCP on the host veth (" + b.port.HostIPv4.String() + "), GRO on, TSO off (software GSO), tx checksum off",
+			TCPKernel:     "the host kernel's TCP on the host veth (" + b.srv.port.HostIPv4.String() + "), GRO on, TSO off (software GSO), tx checksum off",
 		},
 	}
 }

@@ -17,7 +17,7 @@ import (
 )
 
 // Run is `xnic bench ARGS`: the receive benchmark, or with a first argument
-// conns, tcp, steer-prog, offload or migrate, that benchmark.
+// conns, tcp, latency, steer-prog, offload or migrate, that benchmark.
 func Run(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "conns" {
 		// The connection-processing curve: pure Go, no lab, no root.
@@ -26,6 +26,10 @@ func Run(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "tcp" {
 		// TCP goodput of guests against gVisor's AF_XDP endpoint and the kernel.
 		return runBenchTCP(ctx, args[1:])
+	}
+	if len(args) > 0 && args[0] == "latency" {
+		// Round-trip times of small messages against the same servers.
+		return runBenchLatency(ctx, args[1:])
 	}
 	if len(args) > 0 && args[0] == "steer-prog" {
 		// The steering program's own cost, by BPF_PROG_TEST_RUN.

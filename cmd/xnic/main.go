@@ -7,6 +7,7 @@
 //	xnic bench                the receive benchmark against its peers
 //	xnic bench conns          connection processing: lookahead and the context cache
 //	xnic bench tcp            guests' TCP against gVisor's AF_XDP endpoint and the kernel
+//	xnic bench latency        round-trip times of small messages against the same peers
 //	xnic bench offload        GRO and GSO on one core against the raw receive rate
 //	xnic bench migrate        a guest's stall around a migration and a link failover
 //	xnic run --config F       the engine with guests from a YAML file
@@ -46,7 +47,7 @@ func init() {
 		{"gen", "generate UDP traffic into a lab port", runGen},
 		{"rx", "receive and recycle frames on one queue and report pps", runRx},
 		{"demo", "bring up a lab, run the engine under traffic with live figures, clean up", runDemo},
-		{"bench", "receive benchmark: XDP_DROP, xnic rx and its peers in one run; bench conns|tcp|offload|migrate", benchcmd.Run},
+		{"bench", "receive benchmark: XDP_DROP, xnic rx and its peers in one run; bench conns|tcp|latency|steer-prog|offload|migrate", benchcmd.Run},
 		{"run", "run the engine with the ports, classes and guests of a YAML config", runRun},
 		{"maps", "list the maps a running engine pinned (for bpftool)", runMaps},
 		{"stats", "print a running engine's steering counters from its pinned maps", runStats},

@@ -1,7 +1,9 @@
 // Command gvisorxdp is the gVisor contender of xnic's TCP benchmark (`xnic
 // bench tcp`): gVisor's netstack on gVisor's own AF_XDP link endpoint,
 // gvisor.dev/gvisor/pkg/tcpip/link/xdp, serving the HTTP service of
-// engine/services on one address, as `xnic serve` does on an xnic guest.
+// engine/services on one address, as `xnic serve` does on an xnic guest;
+// with --echo PORT also the TCP echo and UDP echo services on that port, the
+// gVisor contender of `xnic bench latency`.
 //
 // How frames reach gVisor's socket. gVisor's endpoint takes an AF_XDP socket
 // and sets up its UMEM and rings (pkg/xdp), but loads no XDP program, and an
@@ -33,7 +35,7 @@
 // Usage:
 //
 //	gvisorxdp --iface IF --mac MAC --ipv4 A/LEN [--ipv6 A/LEN] [--queue 0] [--port 80]
-//	          [--attach native] [--duration 0] [--rx-csum-offload] [--json]
+//	          [--echo PORT] [--attach native] [--duration 0] [--rx-csum-offload] [--json]
 //
 // It prints "gvisorxdp: ready ..." on stderr once it serves, and stops on
 // SIGTERM or SIGINT (or after --duration), detaching its program; with
@@ -104,6 +106,7 @@ type options struct {
 	mac      net.HardwareAddr
 	v4, v6   netip.Prefix
 	port     int
+	echo     int // TCP and UDP echo port; 0: none
 	attach   bpf.AttachMode
 	duration time.Duration
 	rxCsum   bool
@@ -119,6 +122,7 @@ func parseFlags(args []string) (options, error) {
 	v4 := fs.String("ipv4", "", "IPv4 address with prefix length, e.g. 198.18.0.10/24 (required)")
 	v6 := fs.String("ipv6", "", "IPv6 address with prefix length, e.g. 2001:2::10/64")
 	fs.IntVar(&o.port, "port", services.DefaultPort(services.HTTP), "TCP port of the HTTP service")
+	fs.IntVar(&o.echo, "echo", 0, "also serve TCP echo and UDP echo on this port (0: no echo)")
 	attach := fs.String("attach", "native", "XDP attach mode of the redirect program: native, generic or auto")
 	fs.DurationVar(&o.duration, "duration", 0, "stop after this long (0: until SIGTERM or SIGINT)")
 	fs.BoolVar(&o.rxCsum, "rx-csum-offload", false, "claim receive checksum offload: netstack then trusts every checksum")
@@ -149,6 +153,9 @@ func parseFlags(args []string) (options, error) {
 	}
 	if o.port < 1 || o.port > 65535 {
 		return o, fmt.Errorf("--port: must be 1..65535, got %d", o.port)
+	}
+	if o.echo < 0 || o.echo > 65535 || (o.echo != 0 && o.echo == o.port) {
+		return o, fmt.Errorf("--echo: must be 0 (none) or 1..65535 other than --port, got %d", o.echo)
 	}
 	if o.attach, err = bpf.ParseAttachMode(*attach); err != nil {
 		return o, fmt.Errorf("--attach: %w", err)
@@ -239,24 +246,37 @@ func run() error {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
+	var echo services.Counters
+	echoFailed := make(chan error, 2)
+	stopEcho, err := startEcho(s, o, &echo, echoFailed)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	defer stopEcho()
 
 	if _, err := steer.Attach(ifc.Index, o.attach); err != nil {
 		srv.Close()
 		return fmt.Errorf("attach redirect program to %s: %w", o.iface, err)
 	}
 	addr := netip.AddrPortFrom(o.v4.Addr(), uint16(o.port))
-	fmt.Fprintf(os.Stderr, "%s: http on %s (iface %s queue %d, AF_XDP %s mode, xnic_steer %s)\n",
-		ReadyPrefix, addr, o.iface, o.queue, mode, o.attach)
+	echoOn := ""
+	if o.echo != 0 {
+		echoOn = fmt.Sprintf(", tcp and udp echo on port %d", o.echo)
+	}
+	fmt.Fprintf(os.Stderr, "%s: http on %s%s (iface %s queue %d, AF_XDP %s mode, xnic_steer %s)\n",
+		ReadyPrefix, addr, echoOn, o.iface, o.queue, mode, o.attach)
 
 	var serveErr error
 	select {
 	case <-ctx.Done():
 	case serveErr = <-served:
 		serveErr = fmt.Errorf("serve http: %w", serveErr)
+	case serveErr = <-echoFailed:
 	}
 	srv.Close()
 	if o.json {
-		if err := writeReport(os.Stdout, &counters, s, steer); err != nil {
+		if err := writeReport(os.Stdout, &counters, &echo, s, steer); err != nil {
 			serveErr = errors.Join(serveErr, err)
 		}
 	}
@@ -400,6 +420,39 @@ func listen(s *gstack.Stack, o options) (net.Listener, error) {
 	return ln, nil
 }
 
+// startEcho starts the TCP echo and UDP echo services on port o.echo
+// (nothing when it is 0), counting into c; a service that fails sends its
+// error to failed. stop closes both.
+func startEcho(s *gstack.Stack, o options, c *services.Counters, failed chan<- error) (stop func(), err error) {
+	if o.echo == 0 {
+		return func() {}, nil
+	}
+	eo := o
+	eo.port = o.echo
+	ln, err := listen(s, eo)
+	if err != nil {
+		return nil, err
+	}
+	// UDP on the IPv4 address: the benchmark's client speaks IPv4.
+	pc, err := gonet.DialUDP(s, &tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFromSlice(o.v4.Addr().AsSlice()), Port: uint16(o.echo)},
+		nil, ipv4.ProtocolNumber)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("listen on udp port %d: %w", o.echo, err)
+	}
+	report := func(what string, err error) {
+		if err != nil {
+			select {
+			case failed <- fmt.Errorf("%s: %w", what, err):
+			default:
+			}
+		}
+	}
+	go func() { report("tcp echo", services.ServeEcho(ln, c)) }()
+	go func() { report("udp echo", services.ServeUDPEcho(pc, c)) }()
+	return func() { ln.Close(); pc.Close() }, nil
+}
+
 // stackStatus is the netstack part of GET /status and of the report.
 func stackStatus(s *gstack.Stack) map[string]uint64 {
 	st := s.Stats()
@@ -415,11 +468,17 @@ func stackStatus(s *gstack.Stack) map[string]uint64 {
 }
 
 // writeReport prints the final counters as one JSON line.
-func writeReport(f *os.File, c *services.Counters, s *gstack.Stack, steer *bpf.Steer) error {
+func writeReport(f *os.File, c, echo *services.Counters, s *gstack.Stack, steer *bpf.Steer) error {
 	rep := map[string]any{
 		"conns": c.Conns.Load(), "bytes_in": c.BytesIn.Load(), "bytes_out": c.BytesOut.Load(),
 		"requests": c.Requests.Load(), "serve_errors": c.ServeErrors.Load(),
 		"stack": stackStatus(s),
+	}
+	if o := echo.Conns.Load() + echo.Datagrams.Load(); o > 0 {
+		rep["echo"] = map[string]any{
+			"conns": echo.Conns.Load(), "bytes_in": echo.BytesIn.Load(), "bytes_out": echo.BytesOut.Load(),
+			"datagrams": echo.Datagrams.Load(), "serve_errors": echo.ServeErrors.Load(),
+		}
 	}
 	if msg, _ := c.LastError(); msg != "" {
 		rep["last_error"] = msg
