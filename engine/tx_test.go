@@ -33,7 +33,8 @@ func newTxWorkerPoll(t testing.TB, pollMs int) (*Worker, *Guest, *umem.UMEM, *um
 	// The guest owns the source addresses of tcpFrame and udpFrame.
 	g := &Guest{ID: 1, Spec: GuestSpec{Name: "g", MAC: testGuestMAC,
 		Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.0.2/24")}}}
-	ep := &Endpoint{Sock: s, Guest: 1, Owner: g, tx: newTxQueue(nil, nil)}
+	g.guard = newGuard(g.Spec) // as AttachGuest does: sends are spoof-checked
+	ep := &Endpoint{Sock: s, Guest: 1, Owner: g, tx: newTxQueue(nil, nil), hw: [6]byte(testGuestMAC)}
 	g.ports = []*guestPort{{eps: []*Endpoint{ep}}}
 	g.txqs = []*txQueue{ep.tx}
 	g.sendQs.Store(&g.txqs)
