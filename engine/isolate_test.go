@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/xnic/xnic/engine/gen"
+	"github.com/xnic/xnic/flows"
 	"github.com/xnic/xnic/flows/offload"
 	"github.com/xnic/xnic/umem"
 )
@@ -364,5 +365,29 @@ func TestAttachRefusesOverlap(t *testing.T) {
 	_, err = e.AttachGuest(GuestSpec{Name: "b", Port: "xnic0", MAC: net.HardwareAddr{3, 0, 0, 0, 0, 1}}, nil)
 	if err == nil || !strings.Contains(err.Error(), "want a unicast Ethernet address") {
 		t.Fatalf("attach with a multicast mac: %v", err)
+	}
+}
+
+// BenchmarkSpoofCheck: the send path's check of one request, for a UDP
+// frame from the guest's second address and for a neighbour advertisement
+// (the longest walk: target and options).
+func BenchmarkSpoofCheck(b *testing.B) {
+	spec := GuestSpec{MAC: testGuestMAC, Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.0.9/24"), netip.PrefixFrom(guestV4, 24), netip.PrefixFrom(guestV6, 64)}}
+	gd := newGuard(spec)
+	hw := [6]byte(testGuestMAC)
+	for _, c := range []struct {
+		name  string
+		frame []byte
+	}{{"udp", udpFrom(b, testGuestMAC, guestV4, hostV4)}, {"na", UnsolicitedNA(testGuestMAC, guestV6)}} {
+		var p flows.Packet
+		flows.Parse(c.frame, &p)
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for range b.N {
+				if gd.check(c.frame, &p, &hw) != SpoofNone {
+					b.Fatal("refused")
+				}
+			}
+		})
 	}
 }
