@@ -36,10 +36,19 @@ type Guest struct {
 	// the guest is attached, cleared first thing on detach.
 	sendQs atomic.Pointer[[]*txQueue]
 
+	// guard checks the guest's sends; nil with Spec.NoSpoofCheck. Set at
+	// attach, then only read.
+	guard *guard
+
 	// Updated by the workers once per batch.
 	RxPackets atomic.Uint64
 	RxBytes   atomic.Uint64
 	lastRx    atomic.Int64 // monotime of the guest's last received batch
+	// RxWrongMAC counts frames steered to the guest but addressed to
+	// another unicast MAC: not delivered.
+	RxWrongMAC atomic.Uint64
+	// spoofed counts the sends refused, by reason (Spoofed).
+	spoofed [numSpoofReasons]atomic.Uint64
 	// gapFrom is, while a migration waits for the guest's first frame on
 	// its new port, the time of its last frame before the move; else 0.
 	gapFrom atomic.Int64
@@ -116,9 +125,18 @@ func (e *Engine) AttachGuestWith(spec GuestSpec, o GuestOptions) (_ *Guest, err 
 		}
 		gps = append(gps, &guestPort{port: e.ports[pi], pi: pi})
 	}
+	if spec.MAC != nil && (len(spec.MAC) != 6 || spec.MAC[0]&1 != 0) {
+		return nil, fmt.Errorf("engine: attach guest %s: mac %s: want a unicast Ethernet address", spec.Name, spec.MAC)
+	}
 	for _, g := range e.guests {
-		if g != nil && g.Spec.Name == spec.Name {
+		if g == nil {
+			continue
+		}
+		if g.Spec.Name == spec.Name {
 			return nil, fmt.Errorf("engine: attach guest %s: a guest of that name is attached", spec.Name)
+		}
+		if o, ok := FindOverlap(spec, g.Spec); ok {
+			return nil, fmt.Errorf("engine: attach guest %s: %s: %w", spec.Name, o.Describe(spec, g.Spec), ErrGuestOverlap)
 		}
 	}
 	id := 0
@@ -132,6 +150,9 @@ func (e *Engine) AttachGuestWith(spec GuestSpec, o GuestOptions) (_ *Guest, err 
 		return nil, fmt.Errorf("engine: attach guest %s: all %d guest ids in use", spec.Name, len(e.guests)-1)
 	}
 	g := &Guest{ID: id, Spec: spec, handler: o.Frames, sink: o.Aggregates, ports: gps}
+	if !spec.NoSpoofCheck {
+		g.guard = newGuard(spec)
+	}
 	g.activePort.Store(gps[0].port)
 	defer func() {
 		if err != nil {
@@ -147,6 +168,10 @@ func (e *Engine) AttachGuestWith(spec GuestSpec, o GuestOptions) (_ *Guest, err 
 		}
 	}
 	for i, gp := range gps {
+		hw, err := endpointMAC(spec, gp.port)
+		if err != nil {
+			return nil, fmt.Errorf("engine: attach guest %s: %w", spec.Name, err)
+		}
 		for wi, w := range e.workers {
 			q := e.opts.Queues[wi]
 			// The port's raw socket on this queue owns the fill ring; the
@@ -155,7 +180,7 @@ func (e *Engine) AttachGuestWith(spec GuestSpec, o GuestOptions) (_ *Guest, err 
 			if err != nil {
 				return nil, fmt.Errorf("engine: attach guest %s: port %s: %w", spec.Name, gp.port.Name, err)
 			}
-			ep := &Endpoint{Sock: s, Port: gp.pi, Guest: id, Owner: g, mtu: gp.port.MTU}
+			ep := &Endpoint{Sock: s, Port: gp.pi, Guest: id, Owner: g, mtu: gp.port.MTU, hw: hw}
 			if i == 0 && g.txqs != nil {
 				ep.tx = g.txqs[wi]
 			}

@@ -69,6 +69,12 @@ type GuestStats struct {
 	RxPackets  uint64         `json:"rx_packets"`
 	RxBytes    uint64         `json:"rx_bytes"`
 	Migrations MigrationStats `json:"migrations"`
+	// Isolation: whether the guest's sends are spoof-checked, the sends
+	// refused by reason, and the frames steered to it but addressed to
+	// another MAC.
+	SpoofCheck bool        `json:"spoof_check"`
+	TxSpoofed  SpoofCounts `json:"tx_spoofed"`
+	RxWrongMAC uint64      `json:"rx_wrong_mac"`
 }
 
 // GuestStats describes every attached guest.
@@ -76,7 +82,8 @@ func (e *Engine) GuestStats() []GuestStats {
 	out := []GuestStats{}
 	for _, g := range e.Guests() {
 		st := GuestStats{Name: g.Spec.Name, ID: g.ID, Port: g.Port().Name, Standby: []string{}, Failover: g.Spec.Failover,
-			RxPackets: g.RxPackets.Load(), RxBytes: g.RxBytes.Load(), Migrations: g.Migrations()}
+			RxPackets: g.RxPackets.Load(), RxBytes: g.RxBytes.Load(), Migrations: g.Migrations(),
+			SpoofCheck: g.SpoofCheck(), TxSpoofed: g.Spoofed(), RxWrongMAC: g.RxWrongMAC.Load()}
 		for _, p := range g.StandbyPorts() {
 			st.Standby = append(st.Standby, p.Name)
 		}

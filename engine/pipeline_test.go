@@ -16,9 +16,18 @@ import (
 	"github.com/xnic/xnic/umem"
 )
 
+// The test frames' addresses: the guest's (198.18.0.2) and the other end's
+// (198.18.0.1).
+var (
+	testGuestMAC = net.HardwareAddr{2, 0, 0, 0, 0, 2}
+	testHostMAC  = net.HardwareAddr{2, 0, 0, 0, 0, 1}
+)
+
 // tcpFrame builds an Ethernet/IPv4/TCP frame with valid checksums.
 func tcpFrame(sport uint16, seq uint32, flags uint8, payload []byte, id uint16) []byte {
 	f := make([]byte, 14+20+20+len(payload))
+	copy(f, testHostMAC)
+	copy(f[6:], testGuestMAC)
 	binary.BigEndian.PutUint16(f[12:], 0x0800)
 	ip := f[14:34]
 	ip[0] = 0x45
@@ -260,7 +269,7 @@ func BenchmarkPipelineSim(b *testing.B) {
 func buildUDPForTest(sport uint16, size int) ([]byte, error) {
 	return gen.BuildUDP(gen.FrameOptions{
 		Size:   size,
-		SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1},
+		SrcMAC: testGuestMAC, DstMAC: testHostMAC,
 		SrcIP: netip.MustParseAddr("198.18.0.2"), DstIP: netip.MustParseAddr("198.18.0.1"),
 		SrcPort: sport, DstPort: 9,
 	})

@@ -22,9 +22,19 @@ type GuestSpec struct {
 	Standby []string
 	// Failover says when the engine moves the guest by itself.
 	Failover FailoverPolicy
-	MAC      net.HardwareAddr
-	Addrs    []netip.Prefix // the guest's own addresses with their subnets
-	Rules    []RuleSpec
+	// MAC is the guest's unicast Ethernet address. A guest without one
+	// shares its port's, as an ipvlan device does (see isolate.go).
+	MAC   net.HardwareAddr
+	Addrs []netip.Prefix // the guest's own addresses with their subnets
+	Rules []RuleSpec
+	// NoSpoofCheck lets the guest send frames that claim a MAC or an
+	// address it does not own (SR-IOV's "spoofchk off"): a guest that
+	// routes or bridges for others. By default every frame it sends must
+	// come from its MAC and one of its addresses (or its link-local IPv6
+	// address, or :: for DAD and MLD), and its ARP and neighbour discovery
+	// must name only those; other frames are dropped and counted
+	// (Guest.Spoofed).
+	NoSpoofCheck bool
 }
 
 // FailoverPolicy says when the engine migrates a guest without being told.

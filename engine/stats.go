@@ -24,6 +24,11 @@ type Stats struct {
 	RxWakeups   uint64 `json:"rx_wakeups"`
 	EmptyPasses uint64 `json:"empty_passes"`
 	Sleeps      uint64 `json:"sleeps"` // idle workers' sleeps in poll(2) (Options.PollMs)
+	// Guest isolation: frames steered to a guest but addressed to another
+	// unicast MAC, not delivered; guests' sends refused by spoof checking.
+	// Engine.GuestStats has them by guest (and reason).
+	RxWrongMAC uint64 `json:"rx_wrong_mac"`
+	TxSpoofed  uint64 `json:"tx_spoofed"`
 	// The receive pipeline's counters (zero without Options.Pipeline).
 	Pipeline PipelineStats `json:"pipeline"`
 }
@@ -115,6 +120,7 @@ type WorkerStats struct {
 	RxWakeups    uint64 // kicks sent because the fill ring needed a wakeup
 	RefillFailed uint64 // batches whose frames could not go straight back to the fill ring
 	Sleeps       uint64 // times an idle worker slept in poll(2) (Options.PollMs)
+	RxWrongMAC   uint64 // guests' frames addressed to another unicast MAC, not delivered
 	// The receive pipeline's counters (zero without Options.Pipeline).
 	Pipeline PipelineStats
 }
@@ -203,6 +209,7 @@ func (e *Engine) Stats() (Stats, error) {
 	for _, w := range e.workers {
 		ws := w.Stats()
 		sum.add(&ws)
+		st.TxSpoofed += w.Tx.Spoofed.Load()
 		for _, ep := range w.eps {
 			x, err := ep.Sock.Statistics()
 			if err != nil {
@@ -218,6 +225,7 @@ func (e *Engine) Stats() (Stats, error) {
 	}
 	st.RxPackets, st.RxBytes = sum.RxPackets, sum.RxBytes
 	st.RxWakeups, st.EmptyPasses, st.Sleeps = sum.RxWakeups, sum.EmptyPasses, sum.Sleeps
+	st.RxWrongMAC = sum.RxWrongMAC
 	st.Pipeline = sum.Pipeline
 	for _, p := range e.ports {
 		t, err := p.steer.TotalStats()

@@ -119,7 +119,7 @@ func TestStatsJSONShape(t *testing.T) {
 		slices.Sort(k)
 		return k
 	}
-	want := []string{"empty_passes", "pipeline", "rx_bytes", "rx_packets", "rx_wakeups", "sleeps", "steer", "xsk"}
+	want := []string{"empty_passes", "pipeline", "rx_bytes", "rx_packets", "rx_wakeups", "rx_wrong_mac", "sleeps", "steer", "tx_spoofed", "xsk"}
 	if got := keys(m); !slices.Equal(got, want) {
 		t.Fatalf("stats keys %v, want %v", got, want)
 	}

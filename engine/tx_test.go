@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -29,8 +30,11 @@ func newTxWorkerPoll(t testing.TB, pollMs int) (*Worker, *Guest, *umem.UMEM, *um
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &Guest{ID: 1, Spec: GuestSpec{Name: "g"}}
-	ep := &Endpoint{Sock: s, Guest: 1, Owner: g, tx: newTxQueue(nil, nil)}
+	// The guest owns the source addresses of tcpFrame and udpFrame.
+	g := &Guest{ID: 1, Spec: GuestSpec{Name: "g", MAC: testGuestMAC,
+		Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.0.2/24")}}}
+	g.guard = newGuard(g.Spec) // as AttachGuest does: sends are spoof-checked
+	ep := &Endpoint{Sock: s, Guest: 1, Owner: g, tx: newTxQueue(nil, nil), hw: [6]byte(testGuestMAC)}
 	g.ports = []*guestPort{{eps: []*Endpoint{ep}}}
 	g.txqs = []*txQueue{ep.tx}
 	g.sendQs.Store(&g.txqs)
@@ -223,6 +227,20 @@ func BenchmarkSendGSO(b *testing.B) {
 		k.Send(nil)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*45), "ns/seg")
+}
+
+// BenchmarkSendSmall: one 128-byte UDP request at a time, no GSO: the
+// per-request cost of the send path (parse, lookahead, checks, one copy).
+func BenchmarkSendSmall(b *testing.B) {
+	w, g, u, k := newTxWorker(b)
+	defer u.Close()
+	wr := &WorkRequest{Head: udpFrame(7, 128)}
+	b.ReportAllocs()
+	for range b.N {
+		g.Send(wr)
+		w.Poll()
+		k.Send(nil)
+	}
 }
 
 // TestSendAfterDetach: a guest being detached refuses sends by name.

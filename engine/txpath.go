@@ -17,6 +17,7 @@ type TxCounters struct {
 	GSORequests atomic.Uint64 // requests segmented
 	Bytes       atomic.Uint64 // bytes written to the tx rings
 	Dropped     atomic.Uint64 // requests that could not be sent: malformed or too big
+	Spoofed     atomic.Uint64 // requests refused by the guests' spoof checks (Guest.Spoofed has them by guest and reason)
 	MSSClamped  atomic.Uint64 // requests whose segment size was cut to fit the port's MTU
 	NoFrames    atomic.Uint64 // passes that found no free frame for a request
 	Completed   atomic.Uint64 // frames back from the completion rings
@@ -43,6 +44,7 @@ type txPath struct {
 	gsoReqs uint64
 	bytes   uint64
 	dropped uint64
+	spoofed uint64
 	clamped uint64
 	noFrame uint64
 	done    uint64
@@ -123,6 +125,15 @@ func (t *txPath) sendOne(i int32) {
 	if p.Reason.Malformed() {
 		t.dropped++
 		return
+	}
+	// Spoof checking: once per request, on the headers every segment
+	// will carry, in the engine's own copy of them.
+	if g := t.ep.Owner; g != nil && g.guard != nil {
+		if r := g.guard.check(frame, p, &t.ep.hw); r != SpoofNone {
+			t.spoofed++
+			g.spoofed[r].Add(1)
+			return
+		}
 	}
 	fs := int(t.u.FrameSize() - uint32(t.u.DataOffset()))
 	// The largest frame the port takes: its MTU plus the link header.
@@ -230,6 +241,7 @@ func (t *txPath) publish() {
 	c.GSORequests.Store(t.gsoReqs)
 	c.Bytes.Store(t.bytes)
 	c.Dropped.Store(t.dropped)
+	c.Spoofed.Store(t.spoofed)
 	c.MSSClamped.Store(t.clamped)
 	c.NoFrames.Store(t.noFrame)
 	c.Completed.Store(t.done)

@@ -32,6 +32,10 @@ type Endpoint struct {
 	tx   *txQueue // the guest's send queue on this worker, on its active port; else nil
 	mtu  int      // the port's MTU, for the send path; 0: no limit but the frame
 	dead bool     // the port was deleted: the socket is unbound (set on the worker)
+	// hw is the guest's MAC on this port (its own, or the port's for a
+	// guest without one): the source its sends must have and the
+	// destination its unicast frames must have.
+	hw [6]byte
 }
 
 // Worker polls the sockets of one UMEM. All its fields are owned by the
@@ -311,27 +315,55 @@ func batchBytes(batch []umem.Desc) uint64 {
 // for the guest) or to the raw handler, takes it through the pipeline and
 // posts its frames back to the fill ring.
 func (w *Worker) deliver(ep *Endpoint, batch []umem.Desc, bytes uint64) {
+	all := batch
 	if g := ep.Owner; g != nil {
-		g.RxPackets.Add(uint64(len(batch)))
-		g.RxBytes.Add(bytes)
-		g.noteRx(ep, w.clock())
-		if g.handler != nil {
-			g.handler(g, ep, batch)
+		batch, bytes = w.addressed(ep, batch, bytes)
+		if len(batch) > 0 {
+			g.RxPackets.Add(uint64(len(batch)))
+			g.RxBytes.Add(bytes)
+			g.noteRx(ep, w.clock())
+			if g.handler != nil {
+				g.handler(g, ep, batch)
+			}
 		}
 	} else if w.raw != nil {
 		w.raw(ep, batch)
 	}
-	if w.pipe != nil {
+	if w.pipe != nil && len(batch) > 0 {
 		w.pipe.run(ep, batch, w.clock())
 	}
-	if !ep.Sock.RefillDescs(batch) {
+	if !ep.Sock.RefillDescs(all) {
 		// Should not happen: these frames came from this fill ring. Keep
 		// them accounted for on the free list and top up later.
-		for j := range batch {
-			w.u.Release(batch[j].Addr)
+		for j := range all {
+			w.u.Release(all[j].Addr)
 		}
 		w.stats.RefillFailed++
 	}
+}
+
+// addressed keeps, at the front of a guest's batch and in order, the
+// frames addressed to the guest (its MAC, broadcast or multicast), and
+// returns them with their bytes; the others move behind them, still in the
+// batch for the fill ring, and are counted. Steering is by IP address, so
+// this is what keeps a frame to another guest's MAC from reaching this one.
+func (w *Worker) addressed(ep *Endpoint, batch []umem.Desc, bytes uint64) ([]umem.Desc, uint64) {
+	k := 0
+	for i := range batch {
+		if !addressedTo(w.u.Bytes(batch[i]), &ep.hw) {
+			bytes -= uint64(batch[i].Len)
+			continue
+		}
+		if k != i {
+			batch[k], batch[i] = batch[i], batch[k]
+		}
+		k++
+	}
+	if n := uint64(len(batch) - k); n > 0 {
+		w.stats.RxWrongMAC += n
+		ep.Owner.RxWrongMAC.Add(n)
+	}
+	return batch[:k], bytes
 }
 
 func (w *Worker) topUp() {

@@ -50,7 +50,9 @@ func runMigrate(ctx context.Context, args []string) error {
 	return nil
 }
 
-// printGuests is `xnic stats --guests`: each guest's ports and migrations.
+// printGuests is `xnic stats --guests`: each guest's ports, migrations and
+// isolation counters (frames to another MAC not delivered; sends refused
+// by spoof checking, by reason).
 func printGuests(ctx context.Context, path string, asJSON bool) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -65,7 +67,8 @@ func printGuests(ctx context.Context, path string, asJSON bool) error {
 	if asJSON {
 		return json.NewEncoder(os.Stdout).Encode(gs)
 	}
-	fmt.Printf("%-12s %4s %-10s %-16s %-14s %12s %6s  %s\n", "guest", "id", "port", "standby", "failover", "rx packets", "moves", "last move")
+	fmt.Printf("%-12s %4s %-10s %-16s %-14s %12s %9s %9s %6s  %s\n", "guest", "id", "port", "standby", "failover", "rx packets",
+		"wrong mac", "spoofed", "moves", "last move")
 	for _, g := range gs {
 		fo := "off"
 		switch {
@@ -87,7 +90,15 @@ func printGuests(ctx context.Context, path string, asJSON bool) error {
 		if standby == "" {
 			standby = "-"
 		}
-		fmt.Printf("%-12s %4d %-10s %-16s %-14s %12d %6d  %s\n", g.Name, g.ID, g.Port, standby, fo, g.RxPackets, g.Migrations.Count, last)
+		spoofed := fmt.Sprint(g.TxSpoofed.Total())
+		if !g.SpoofCheck {
+			spoofed = "unchecked"
+		}
+		fmt.Printf("%-12s %4d %-10s %-16s %-14s %12d %9d %9s %6d  %s\n", g.Name, g.ID, g.Port, standby, fo, g.RxPackets,
+			g.RxWrongMAC, spoofed, g.Migrations.Count, last)
+		if g.TxSpoofed.Total() > 0 {
+			fmt.Printf("%-12s spoofed sends dropped: %s\n", "", g.TxSpoofed)
+		}
 	}
 	return nil
 }

@@ -42,6 +42,11 @@ import (
 //	    rules:
 //	      - {proto: tcp, ports: "80"}
 //	      - {dst: 198.18.0.10/32, proto: udp, ports: 5000-5999, class: storage}
+//	    spoof_check: true       # the default: see engine.GuestSpec.NoSpoofCheck
+//
+// Guests must not overlap: no two share a MAC or an address, no rule of
+// one matches another's address, and no two guests' rules match the same
+// traffic (engine.FindOverlap).
 type Config struct {
 	Ports   []PortConfig  `yaml:"ports"`
 	Engine  EngineConfig  `yaml:"engine"`
@@ -105,6 +110,9 @@ type GuestConfig struct {
 	IPv4     []Scalar        `yaml:"ipv4"`
 	IPv6     []Scalar        `yaml:"ipv6"`
 	Rules    []RuleConfig    `yaml:"rules"`
+	// SpoofCheck: true (the default) drops the guest's frames that claim
+	// a MAC or address it does not own; false lets them out.
+	SpoofCheck Scalar `yaml:"spoof_check"`
 	// Services are run on the guest's own stack by `xnic serve`.
 	Services []ServiceConfig `yaml:"services"`
 	Line     int             `yaml:"-"`
@@ -144,6 +152,7 @@ type RuleConfig struct {
 	Proto Scalar `yaml:"proto"` // any, tcp, udp, icmp, icmpv6, arp or a number
 	Ports Scalar `yaml:"ports"` // "80" or "1000-2000"; empty: any
 	Class Scalar `yaml:"class"` // a class name or id; "dscp" takes it from the DSCP map
+	Line  int    `yaml:"-"`
 }
 
 // Scalar is a YAML scalar that remembers its line, so that errors found
@@ -217,10 +226,14 @@ func (c *ClassConfig) UnmarshalYAML(n *yaml.Node) error {
 	return decodeStrict(n, (*plain)(c))
 }
 
-// UnmarshalYAML refuses unknown keys.
+// UnmarshalYAML refuses unknown keys and records the rule's line.
 func (r *RuleConfig) UnmarshalYAML(n *yaml.Node) error {
 	type plain RuleConfig
-	return decodeStrict(n, (*plain)(r))
+	if err := decodeStrict(n, (*plain)(r)); err != nil {
+		return err
+	}
+	r.Line = n.Line
+	return nil
 }
 
 func kindName(k yaml.Kind) string {
@@ -388,8 +401,9 @@ func (c *Config) Resolve() (*Resolved, error) {
 		}
 	}
 	names := map[string]bool{}
+	var origins []origin
 	for i, g := range c.Guests {
-		spec, err := c.resolveGuest(i, g, r, ifaces)
+		spec, from, err := c.resolveGuest(i, g, r, ifaces)
 		if err != nil {
 			return nil, err
 		}
@@ -397,9 +411,49 @@ func (c *Config) Resolve() (*Resolved, error) {
 			return nil, c.errf(g.Name.Line, fmt.Sprintf("guests[%d].name", i), "guest %q is defined twice", spec.Name)
 		}
 		names[spec.Name] = true
+		for j, other := range r.Guests {
+			if o, ok := engine.FindOverlap(spec.GuestSpec, other.GuestSpec); ok {
+				line, field := from.where(o.Kind, o.A, true)
+				_, ofield := origins[j].where(o.Kind, o.B, false)
+				return nil, c.errf(line, field, "%s (%s); guests must not overlap",
+					o.Describe(spec.GuestSpec, other.GuestSpec), ofield)
+			}
+		}
 		r.Guests = append(r.Guests, spec)
+		origins = append(origins, from)
 	}
 	return r, nil
+}
+
+// origin says where in the file a resolved guest's MAC, addresses and
+// rules come from, for errors found once the guests are resolved.
+type origin struct {
+	guest    string // "guests[i]"
+	macLine  int
+	addrs    []string // field of each of GuestSpec.Addrs: "guests[i].ipv4[j]"
+	addrLine []int
+	rules    []int // index in the file's rules of each of GuestSpec.Rules
+	ruleLine []int
+}
+
+// where is the line and field of what FindOverlap's index i points at, in
+// the guest of this origin: its first (first: Overlap.A) or second spec.
+func (o origin) where(k engine.OverlapKind, i int, first bool) (int, string) {
+	rule := false
+	switch k {
+	case engine.OverlapMAC:
+		return o.macLine, o.guest + ".mac"
+	case engine.OverlapRules:
+		rule = true
+	case engine.OverlapRuleOnAddr: // the first's rule, the second's address
+		rule = first
+	case engine.OverlapAddrUnderRule: // the first's address, the second's rule
+		rule = !first
+	}
+	if rule {
+		return o.ruleLine[i], fmt.Sprintf("%s.rules[%d]", o.guest, o.rules[i])
+	}
+	return o.addrLine[i], o.addrs[i]
 }
 
 func (c *Config) resolveEngine(r *Resolved) error {
@@ -507,8 +561,14 @@ func (c *Config) resolveEngine(r *Resolved) error {
 
 var protoNames = map[string]uint8{"any": 0, "tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "arp": engine.ProtoARP}
 
-func (c *Config) resolveGuest(i int, g GuestConfig, r *Resolved, ifaces map[string]bool) (Guest, error) {
+func (c *Config) resolveGuest(i int, g GuestConfig, r *Resolved, ifaces map[string]bool) (Guest, origin, error) {
 	f := fmt.Sprintf("guests[%d]", i)
+	from := origin{guest: f, macLine: g.MAC.Line}
+	s, err := c.resolveGuestSpec(f, g, r, ifaces, &from)
+	return s, from, err
+}
+
+func (c *Config) resolveGuestSpec(f string, g GuestConfig, r *Resolved, ifaces map[string]bool, from *origin) (Guest, error) {
 	s := Guest{GuestSpec: engine.GuestSpec{Name: g.Name.Value, Port: g.Port.Value}}
 	lim := r.Options.Steer
 	if s.Name == "" {
@@ -565,6 +625,13 @@ func (c *Config) resolveGuest(i int, g GuestConfig, r *Resolved, ifaces map[stri
 		}
 		s.MAC = m
 	}
+	if g.SpoofCheck.Set {
+		on, err := strconv.ParseBool(g.SpoofCheck.Value)
+		if err != nil {
+			return s, c.errf(g.SpoofCheck.Line, f+".spoof_check", "want true or false, got %q", g.SpoofCheck.Value)
+		}
+		s.NoSpoofCheck = !on
+	}
 	for _, fam := range []struct {
 		name string
 		list []Scalar
@@ -582,6 +649,8 @@ func (c *Config) resolveGuest(i int, g GuestConfig, r *Resolved, ifaces map[stri
 				return s, c.errf(a.Line, fmt.Sprintf("%s.%s[%d]", f, fam.name, j), "want an %s address or prefix, got %q", fam.name, a.Value)
 			}
 			s.Addrs = append(s.Addrs, p)
+			from.addrs = append(from.addrs, fmt.Sprintf("%s.%s[%d]", f, fam.name, j))
+			from.addrLine = append(from.addrLine, a.Line)
 		}
 	}
 	for j, rc := range g.Rules {
@@ -626,6 +695,7 @@ func (c *Config) resolveGuest(i int, g GuestConfig, r *Resolved, ifaces map[stri
 			}
 			rule.Dst = p.Masked()
 			s.Rules = append(s.Rules, rule)
+			from.rules, from.ruleLine = append(from.rules, j), append(from.ruleLine, rc.Line)
 			continue
 		}
 		if len(s.Addrs) == 0 {
@@ -638,6 +708,7 @@ func (c *Config) resolveGuest(i int, g GuestConfig, r *Resolved, ifaces map[stri
 			rr := rule
 			rr.Dst = netip.PrefixFrom(a.Addr(), a.Addr().BitLen())
 			s.Rules = append(s.Rules, rr)
+			from.rules, from.ruleLine = append(from.rules, j), append(from.ruleLine, rc.Line)
 		}
 	}
 	type used struct {

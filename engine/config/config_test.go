@@ -73,6 +73,23 @@ func TestConfigResolves(t *testing.T) {
 	if db := r.Guests[1]; !db.Rules[0].ClassFromDSCP || db.Port != "xnic0" || db.Rules[0].Dst.String() != "198.18.0.11/32" {
 		t.Fatalf("db: %+v", db)
 	}
+	// Spoof checking is on unless a guest turns it off.
+	if r.Guests[0].NoSpoofCheck || r.Guests[1].NoSpoofCheck {
+		t.Fatal("spoof checking off by default")
+	}
+	c, err = Parse("off.yaml", []byte(strings.Replace(goodConfig, "name: db", "name: db\n    spoof_check: false", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err = c.Resolve(); err != nil || !r.Guests[1].NoSpoofCheck || r.Guests[0].NoSpoofCheck {
+		t.Fatalf("spoof_check: false on db: %v %+v", err, r.Guests)
+	}
+	// Guests may share a subnet and a prefix with rules for other ports.
+	c, err = Parse("apart.yaml", []byte(strings.Replace(goodConfig, "{proto: any, class: dscp}",
+		"{proto: any, class: dscp}\n      - {dst: 198.18.0.128/25, proto: udp, ports: 6000}\n      - {dst: 198.18.0.128/25, proto: tcp}", 1)))
+	if err != nil {
+		t.Fatalf("guests apart: %v", err)
+	}
 }
 
 // TestErrorsNameLineAndField: every bad value is reported with its
@@ -98,6 +115,18 @@ func TestErrorsNameLineAndField(t *testing.T) {
 		{"bad poll_ms", `classes:`, "engine:\n  poll_ms: -1\nclasses:", `bad.yaml:6: engine.poll_ms`},
 		{"bad coalesce_acks", `classes:`, "engine:\n  coalesce_acks: maybe\nclasses:", `bad.yaml:6: engine.coalesce_acks`},
 		{"misspelt key", `{proto: tcp, ports: "80"}`, `{proto: tcp, prots: "80"}`, `line 13: unknown field "prots"`},
+		{"bad spoof_check", `name: db`, "name: db\n    spoof_check: maybe", `bad.yaml:16: guests[1].spoof_check`},
+		// Guests that overlap: the later one is refused, naming both.
+		{"same mac", `name: db`, "name: db\n    mac: 02:00:00:00:00:01",
+			`bad.yaml:16: guests[1].mac: mac 02:00:00:00:00:01 is guest web's too (guests[0].mac)`},
+		{"same address", `ipv4: [198.18.0.11]`, `ipv4: [198.18.0.10/24]`,
+			`bad.yaml:16: guests[1].ipv4[0]: address 198.18.0.10 is guest web's too (guests[0].ipv4[0])`},
+		{"rule on another's address", `{proto: any, class: dscp}`, `{dst: 198.18.0.0/24, proto: udp, ports: 53}`,
+			`bad.yaml:18: guests[1].rules[0]: rule 198.18.0.0/24 udp 53 matches guest web's address 198.18.0.10 (guests[0].ipv4[0])`},
+		{"address under another's rule", `ipv4: [198.18.0.11]`, `ipv4: [198.18.0.200]`,
+			`bad.yaml:16: guests[1].ipv4[0]: address 198.18.0.200 is matched by guest web's rule 198.18.0.128/25 udp 5000-5999 (guests[0].rules[1])`},
+		{"overlapping rules", `{proto: any, class: dscp}`, `{dst: 198.18.0.192/26, proto: udp, ports: 5500}`,
+			`bad.yaml:18: guests[1].rules[0]: rule 198.18.0.192/26 udp 5500 overlaps guest web's rule 198.18.0.128/25 udp 5000-5999 (guests[0].rules[1])`},
 	}
 	for _, c := range cases {
 		src := strings.Replace(goodConfig, c.find, c.replace, 1)

@@ -358,9 +358,12 @@ func TestMalformedFrames(t *testing.T) {
 	}
 
 	// Aggregates: one GRO marked bad, a pass-through of a broken frame,
-	// one with a head too short for Ethernet.
-	var pk flows.Packet
+	// one with a head too short for Ethernet, a VLAN-tagged TCP one.
+	var pk, vk flows.Packet
 	flows.Parse(good[:14+10], &pk)
+	vtcp := append(ethHeader(macA, macX, flows.EtherTypeVLAN), 0, 5)
+	vtcp = append(vtcp, tcp4Frame(1000, 80, 5000, flows.TCPFlagPSH, []byte("tagged"))[12:]...)
+	flows.Parse(vtcp, &vk)
 	aggs := []struct {
 		name string
 		a    offload.Aggregate
@@ -369,6 +372,8 @@ func TestMalformedFrames(t *testing.T) {
 		{"csum bad", offload.Aggregate{Head: tcpF, Flags: offload.AggCsumBad, Handles: []uint64{1}}, RxDropCsumBad},
 		{"pass-through malformed", offload.Aggregate{Head: good[:14+10], Pkt: pk, Flags: offload.AggPassThrough, Handles: []uint64{1}}, RxDropMalformed},
 		{"short head", offload.Aggregate{Head: good[:10], Segs: [][]byte{good[10:]}, Flags: offload.AggCsumValidated, Handles: []uint64{1}}, RxDropMalformed},
+		{"vlan-tagged tcp", offload.Aggregate{Head: vtcp[:vk.PayloadOff], Segs: [][]byte{vtcp[vk.PayloadOff:]}, Pkt: vk,
+			Flags: offload.AggCsumValidated, Handles: []uint64{1}}, RxDropUnsupported},
 	}
 	for _, x := range aggs {
 		before := s.Stats()

@@ -15,6 +15,8 @@ import (
 // callback on the engine worker, but is safe from any goroutine.
 //
 //   - AggCsumBad: dropped and counted (RxDropCsumBad).
+//   - VLAN-tagged: dropped and counted (RxDropUnsupported), as DeliverFrame
+//     does.
 //   - AggPassThrough: handled as DeliverFrame(a.Head, validated) with
 //     validated = AggCsumValidated (GRO leaves it unset), reusing a.Pkt.
 //   - AggCsumValidated: netstack does not verify the checksums again when
@@ -40,6 +42,12 @@ func (s *Stack) DeliverAggregate(a *offload.Aggregate) {
 	}
 	if len(a.Head) < EthernetHeaderLen || a.Pkt.Reason.Malformed() {
 		c.drop(RxDropMalformed)
+		return
+	}
+	// As for a single frame: netstack's link endpoint knows no VLAN tags,
+	// and would read the tag as the EtherType.
+	if a.Pkt.NumVLANs > 0 {
+		c.drop(RxDropUnsupported)
 		return
 	}
 	n := 0
