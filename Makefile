@@ -11,7 +11,7 @@ PKGS    := ./...
 # Tools and mounts the targets rely on; any one missing triggers provisioning.
 NEEDED  := go clang llvm-strip bpftool ethtool ip tcpdump iperf3 cc
 
-.PHONY: all setup need generate generate-check build test test-unit demo bench lint clean
+.PHONY: all setup need generate generate-check build test test-unit fuzz demo bench lint clean
 
 all: build
 
@@ -38,10 +38,32 @@ build: need
 	$(MAKE) -s -C bench/peers OUT=$(CURDIR)/$(BIN)
 
 # Unit tests need no root; the rest build veth labs and need root. Under
-# CI=true a privileged test fails instead of skipping.
+# CI=true a privileged test fails instead of skipping. Then every fuzz
+# target runs for FUZZTIME.
 test: need build
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 15m $(PKGS)
+	$(MAKE) -s fuzz
+
+# fuzz: every fuzz target in the repo (func FuzzX in a _test.go file, found
+# afresh each time) for FUZZTIME each, new inputs kept in the Go cache.
+# go test -fuzz takes one target per run, so they run one by one; all run,
+# and the step fails at the end naming each one that failed (its failing
+# input is then in the package's testdata/fuzz). A target that needs root
+# follows the rules of the other tests: it skips without root, and fails
+# instead under CI=true.
+FUZZTIME ?= 3s
+fuzz:
+	@targets=$$(grep -rEo --include='*_test.go' --exclude-dir=testdata --exclude-dir=.git '^func Fuzz[A-Za-z0-9_]*\(' . | \
+		sed -E 's#^(.*)/[^/]+:func (Fuzz[A-Za-z0-9_]*)\($$#\1 \2#' | sort -u); \
+	if [ -z "$$targets" ]; then echo "fuzz: no fuzz targets found"; exit 1; fi; \
+	failed=""; start=$$(date +%s); \
+	while read -r dir name; do \
+		echo "fuzz: $$name in $$dir for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) "$$dir" || failed="$$failed $$dir:$$name"; \
+	done <<< "$$targets"; \
+	echo "fuzz: $$(wc -l <<< "$$targets") targets in $$(( $$(date +%s) - start ))s"; \
+	if [ -n "$$failed" ]; then echo "fuzz: failed:$$failed"; exit 1; fi
 
 test-unit:
 	$(GO) test -count=1 ./umem/... ./flows/... ./engine/

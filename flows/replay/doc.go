@@ -7,20 +7,24 @@
 // result opened in Wireshark or fed back in.
 //
 // Input. Classic pcap (micro- or nanosecond timestamps, either byte order)
-// and pcapng, either one gzip-compressed, with link type Ethernet. Linux
-// cooked captures (SLL and SLL2, what `tcpdump -i any` writes) are
-// accepted too: each record's cooked header is replaced with an Ethernet
-// header carrying the same EtherType (source MAC from the cooked header
-// when it is 6 bytes long, destination MAC zero), so the output is always
-// Ethernet. Any other link type is ErrLinkType.
+// and pcapng (enhanced, simple and obsolete packet blocks, any number of
+// sections and interfaces, all of the first interface's link type),
+// either one gzip-compressed, with link type Ethernet. Linux cooked
+// captures (SLL and SLL2, what `tcpdump -i any` writes) are accepted too:
+// each record's cooked header is replaced with an Ethernet header carrying
+// the same EtherType (source MAC from the cooked header when it is 6 bytes
+// long, destination MAC zero), so the output is always Ethernet. Any other
+// link type is ErrLinkType.
 //
 // Output. Classic pcap, link type Ethernet, snap length MaxSnaplen, with
-// the input's timestamp resolution. A frame a stage leaves alone is
-// written byte for byte with its capture record (timestamp, captured and
-// original length). A packet a stage builds takes the timestamp of the
-// last input frame it contains: a GRO aggregate is complete, and could be
-// handed up, no earlier than its last segment arrived; every segment GSO
-// cuts from a frame has that frame's timestamp.
+// nanosecond timestamps if the input's (for pcapng, its first
+// interface's) are finer than microseconds, microseconds otherwise. A
+// frame a stage leaves alone is written byte for byte with its capture
+// record (timestamp, captured and original length). A packet a stage
+// builds takes the timestamp of the last input frame it contains: a GRO
+// aggregate is complete, and could be handed up, no earlier than its last
+// segment arrived; every segment GSO cuts from a frame has that frame's
+// timestamp.
 //
 // Stages. GRO feeds the frames to offload.GRO in batches of
 // Options.BatchSize and flushes after each one (or by FlushTimeout on
@@ -47,9 +51,21 @@
 // written unchanged in every stage; a replay never panics on frame bytes.
 // A file that is not a capture, or breaks off inside its header, is an
 // error; a last record cut short is reported in Report.TruncatedTail and
-// everything before it is replayed. pcapgo's pcapng reader trusts the
-// lengths in a block: the replay turns its panics on malformed blocks into
-// ErrFormat and refuses records over MaxSnaplen, but a block that
-// announces a huge packet is allocated by pcapgo before it is refused.
-// Classic pcap records are bounded before they are read.
+// everything before it is replayed.
+//
+// Hostile files. The readers (pcap and pcapng, the package's own) trust
+// no length in a file. Snap lengths in headers and interface descriptions
+// size nothing: a record's captured length is checked against MaxSnaplen,
+// and a pcapng packet's against the block that holds it, before it is
+// read; a pcapng block that is shorter than its fields, not a multiple of
+// 4 or, for the blocks interpreted (section header, interface description,
+// packet blocks), longer than a MaxSnaplen packet with 128 KiB of options
+// is an error, as is a trailing length that differs from the leading one.
+// Options and blocks of other types stream past unread, so they cost no
+// memory whatever their length; a block that runs past the end of the
+// file is a truncated tail. Errors name the block or record, the field,
+// its value and its offset in the (uncompressed) file. Record data is read
+// into a buffer that grows only as bytes arrive: what the reader allocates
+// follows what the file holds, up to one MaxSnaplen record, whatever its
+// lengths announce.
 package replay

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"io"
+	"runtime/metrics"
 	"testing"
 
 	"github.com/gopacket/gopacket"
@@ -124,8 +125,22 @@ func FuzzReplay(f *testing.F) {
 	})
 }
 
+// fuzzAllocLimit bounds what one replay of any input may allocate: the
+// readers' buffers, at most MaxSnaplen of record data, gzip's state.
+const fuzzAllocLimit = 8 << 20
+
+// heapAllocs is the bytes allocated so far (runtime/metrics: cheap, no
+// stop of the world).
+func heapAllocs() uint64 {
+	s := [1]metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	metrics.Read(s[:])
+	return s[0].Value.Uint64()
+}
+
 // FuzzReadCapture feeds arbitrary file bytes to the reader: an error or a
-// replay, never a panic.
+// replay, never a panic, and never more than fuzzAllocLimit allocated
+// whatever the file says its lengths are. The hostile captures of
+// TestHostileCaptures are seeds.
 func FuzzReadCapture(f *testing.F) {
 	fs := seedTrains()[2]
 	pc := pcapOf(f, fs)
@@ -144,8 +159,15 @@ func FuzzReadCapture(f *testing.F) {
 	zw.Close()
 	f.Add(gz.Bytes())
 	f.Add(pcapLink(f, layers.LinkTypeLinuxSLL, cooked(fs[:2], false)))
+	for _, h := range hostileCaptures(f) {
+		f.Add(h.file)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		before := heapAllocs()
 		rep, err := Run(context.Background(), bytes.NewReader(data), io.Discard, optsFor(StageCsum))
+		if n := heapAllocs() - before; n > fuzzAllocLimit {
+			t.Fatalf("a %d-byte input allocated %d bytes", len(data), n)
+		}
 		if err == nil && rep.PacketsOut != rep.FramesIn {
 			t.Fatalf("csum: %d frames in, %d out", rep.FramesIn, rep.PacketsOut)
 		}

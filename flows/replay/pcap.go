@@ -15,20 +15,13 @@ import (
 	"github.com/xnic/xnic/flows"
 )
 
-// recordReader is what pcapgo's Reader and NgReader have in common.
-type recordReader interface {
-	ZeroCopyReadPacketData() ([]byte, gopacket.CaptureInfo, error)
-	Resolution() gopacket.TimestampResolution
-}
-
 // source reads the records of a capture file.
 type source struct {
 	r      recordReader
-	ng     bool
 	link   layers.LinkType
 	format string // "pcap" or "pcapng", with "+gzip"
-	nanos  bool
-	record int // records read so far
+	nanos  bool   // timestamps finer than microseconds
+	record int    // records read so far
 }
 
 // Magic numbers as the first four bytes of a file.
@@ -40,10 +33,23 @@ var (
 	magicPcapng = [4]byte{0x0a, 0x0d, 0x0d, 0x0a}
 )
 
+// ioBufSize is the size of the replay's read and write buffers.
+const ioBufSize = 64 << 10
+
+// bufSizeFor is the buffer size for reading in, and writing what a replay
+// of it makes: ioBufSize, or less for an input known to be shorter (as
+// io.Copy sizes its buffer by a LimitedReader), but no less than 4 KiB.
+func bufSizeFor(in io.Reader) int {
+	if l, ok := in.(interface{ Len() int }); ok {
+		return min(ioBufSize, max(4<<10, l.Len()))
+	}
+	return ioBufSize
+}
+
 // openSource recognizes a pcap or pcapng file, gzip-compressed or not, and
-// reads its header.
+// reads its header (for pcapng, up to the first interface description).
 func openSource(in io.Reader) (*source, error) {
-	br := bufio.NewReaderSize(in, 1<<16)
+	br := bufio.NewReaderSize(in, bufSizeFor(in))
 	s := &source{}
 	head, err := br.Peek(4)
 	if len(head) >= 2 && head[0] == 0x1f && head[1] == 0x8b {
@@ -51,7 +57,7 @@ func openSource(in io.Reader) (*source, error) {
 		if gerr != nil {
 			return nil, fmt.Errorf("read gzip header: %w: %w", ErrFormat, gerr)
 		}
-		br = bufio.NewReaderSize(gz, 1<<16)
+		br = bufio.NewReaderSize(gz, ioBufSize)
 		s.format = "+gzip"
 		head, err = br.Peek(4)
 	}
@@ -62,38 +68,41 @@ func openSource(in io.Reader) (*source, error) {
 		return nil, fmt.Errorf("read capture header: only %d bytes: %w", len(head), ErrFormat)
 	}
 	magic := [4]byte(head)
+	st := newStream(br)
 	switch {
 	case magic == magicPcapng:
 		s.format = "pcapng" + s.format
-		s.ng = true
-		nr, err := newNgReader(br)
+		nr, err := newNgReader(st)
 		if err != nil {
-			if errors.Is(err, io.EOF) {
-				err = errors.New("no interface description block")
-			}
-			return nil, fmt.Errorf("read pcapng header: %w: %w", ErrFormat, err)
+			return nil, formatError("read pcapng header", err)
 		}
-		s.r, s.link = nr, nr.LinkType()
+		s.r, s.link, s.nanos = nr, nr.first.link, nr.first.finerThanMicro()
 	case isPcapMagic(magic):
 		s.format = "pcap" + s.format
-		pr, err := pcapgo.NewReader(br)
+		pr, err := newPcapReader(st)
 		if err != nil {
-			return nil, fmt.Errorf("read pcap header: %w: %w", ErrFormat, err)
+			return nil, formatError("read pcap header", err)
 		}
-		// Trust no header snap length: some writers put 0, or less than
-		// the 64 KB aggregates they wrote. This still bounds a record.
-		pr.SetSnaplen(MaxSnaplen)
-		s.r, s.link = pr, pr.LinkType()
+		s.r, s.link, s.nanos = pr, pr.link, pr.nanos
 	default:
 		return nil, fmt.Errorf("read capture header: magic %x: %w", head, ErrFormat)
 	}
-	s.nanos = s.r.Resolution() == gopacket.TimestampResolutionNanosecond
 	switch s.link {
 	case layers.LinkTypeEthernet, layers.LinkTypeLinuxSLL, layers.LinkTypeLinuxSLL2:
 	default:
 		return nil, fmt.Errorf("%s link type %d (%s): %w", s.format, uint32(s.link), s.link, ErrLinkType)
 	}
 	return s, nil
+}
+
+// formatError wraps an error of the readers: ErrFormat unless it says
+// already what is wrong with the file (a read error of a gzip stream,
+// say, is a malformed file too).
+func formatError(action string, err error) error {
+	if errors.Is(err, ErrFormat) || errors.Is(err, ErrLinkType) {
+		return fmt.Errorf("%s: %w", action, err)
+	}
+	return fmt.Errorf("%s: %w: %w", action, ErrFormat, err)
 }
 
 func isPcapMagic(m [4]byte) bool {
@@ -105,61 +114,24 @@ func isPcapMagic(m [4]byte) bool {
 	return false
 }
 
-// newNgReader guards against panics in pcapgo's pcapng parser on
-// malformed blocks (it indexes option values without checking them).
-func newNgReader(r io.Reader) (nr *pcapgo.NgReader, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			nr, err = nil, fmt.Errorf("malformed block (%v)", p)
-		}
-	}()
-	return pcapgo.NewNgReader(r, pcapgo.NgReaderOptions{ErrorOnMismatchingLinkType: true})
-}
-
 // epoch stands for a missing timestamp (pcapng simple packet blocks).
 var epoch = time.Unix(0, 0).UTC()
 
-// errTruncated ends a capture whose last record is cut short.
-var errTruncated = errors.New("last record truncated")
-
 // next returns the next record, valid until the following call: io.EOF at
 // the end, errTruncated for a last record cut short, or an error that says
-// which record is malformed.
+// which record is malformed, which field and where.
 func (s *source) next() (data []byte, ci gopacket.CaptureInfo, err error) {
-	if s.ng {
-		data, ci, err = s.nextNg()
-	} else {
-		data, ci, err = s.r.ZeroCopyReadPacketData()
-	}
+	data, ci, err = s.r.next()
 	switch {
 	case err == nil:
 		s.record++
-		if ci.CaptureLength > MaxSnaplen || ci.CaptureLength != len(data) {
-			return nil, ci, fmt.Errorf("read record %d: captured length %d: %w", s.record, ci.CaptureLength, ErrFormat)
-		}
 		ci.Length = max(ci.Length, ci.CaptureLength)
-		if ci.Timestamp.IsZero() {
-			ci.Timestamp = epoch // pcapgo would write the time of writing
-		}
 		return data, ci, nil
-	case err == io.EOF && ci.CaptureLength > 0:
-		return nil, ci, errTruncated // a record header and no data
-	case err == io.EOF:
-		return nil, ci, io.EOF
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return nil, ci, errTruncated
+	case err == io.EOF, err == errTruncated:
+		return nil, ci, err
 	default:
-		return nil, ci, fmt.Errorf("read record %d: %w: %w", s.record+1, ErrFormat, err)
+		return nil, ci, formatError(fmt.Sprintf("read record %d", s.record+1), err)
 	}
-}
-
-func (s *source) nextNg() (data []byte, ci gopacket.CaptureInfo, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			data, err = nil, fmt.Errorf("malformed block (%v)", p)
-		}
-	}()
-	return s.r.ZeroCopyReadPacketData()
 }
 
 // Linux cooked capture headers.
@@ -221,8 +193,8 @@ type sink struct {
 	w  *pcapgo.Writer
 }
 
-func newSink(out io.Writer, nanos bool) (*sink, error) {
-	s := &sink{bw: bufio.NewWriterSize(out, 1<<16)}
+func newSink(out io.Writer, size int, nanos bool) (*sink, error) {
+	s := &sink{bw: bufio.NewWriterSize(out, size)}
 	if nanos {
 		s.w = pcapgo.NewWriterNanos(s.bw)
 	} else {

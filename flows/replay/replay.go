@@ -28,7 +28,7 @@ func Run(ctx context.Context, in io.Reader, out io.Writer, opts Options) (*Repor
 	if err != nil {
 		return nil, err
 	}
-	snk, err := newSink(out, src.nanos)
+	snk, err := newSink(out, bufSizeFor(in), src.nanos)
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +156,6 @@ func (r *replayer) setup() error {
 		r.gro = g
 		r.free = make([]int32, 0, r.opts.BatchSize+1)
 		r.free = append(r.free, 0)
-		r.scratch = make([]byte, 0, offload.MaxAggregateLen+64)
 	case StageGSO:
 		g, err := offload.NewGSO(offload.GSOOptions{CsumOut: r.opts.csumOut()})
 		if err != nil {
@@ -336,6 +335,9 @@ func (r *replayer) write(a *offload.Aggregate) {
 			sl := &r.slots[a.Handles[0]]
 			r.werr = r.emit(sl.ci, sl.buf)
 		} else {
+			if r.scratch == nil { // on the first merge: a replay may have none
+				r.scratch = make([]byte, 0, offload.MaxAggregateLen+64)
+			}
 			r.scratch = a.AppendTo(r.scratch[:0])
 			last := &r.slots[a.Handles[a.Count()-1]]
 			r.werr = r.emit(built(last.ci.Timestamp, len(r.scratch)), r.scratch)

@@ -825,42 +825,6 @@ func TestReportText(t *testing.T) {
 	}
 }
 
-// TestPcapngPanicRecovered: pcapgo's pcapng reader indexes an epb_flags
-// option without checking its length; the replay makes that an error.
-func TestPcapngPanicRecovered(t *testing.T) {
-	le := binary.LittleEndian
-	var b []byte
-	block := func(typ uint32, body []byte) {
-		n := uint32(12 + len(body))
-		b = le.AppendUint32(b, typ)
-		b = le.AppendUint32(b, n)
-		b = append(b, body...)
-		b = le.AppendUint32(b, n)
-	}
-	shb := le.AppendUint32(nil, 0x1a2b3c4d)
-	shb = le.AppendUint16(shb, 1)
-	shb = le.AppendUint16(shb, 0)
-	shb = le.AppendUint64(shb, ^uint64(0))
-	block(0x0a0d0d0a, shb)
-	idb := le.AppendUint16(nil, uint16(layers.LinkTypeEthernet))
-	idb = le.AppendUint16(idb, 0)
-	idb = le.AppendUint32(idb, 0)
-	block(1, idb)
-	epb := make([]byte, 20)
-	le.PutUint32(epb[12:], 4) // captured
-	le.PutUint32(epb[16:], 4) // original
-	epb = append(epb, 1, 2, 3, 4)
-	epb = append(epb, 2, 0, 1, 0, 9, 0, 0, 0) // epb_flags, 1 byte long (4 are due)
-	epb = append(epb, 0, 0, 0, 0)             // end of options
-	block(6, epb)
-
-	var out bytes.Buffer
-	rep, err := Run(context.Background(), bytes.NewReader(b), &out, optsFor(StageCsum))
-	if !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "record 1: not a valid pcap or pcapng file: malformed block") || rep != nil {
-		t.Fatalf("error %v", err)
-	}
-}
-
 // TestGROCoalesceAcks: with CoalesceAcks a run of pure ACKs is written as
 // its last ACK, and the report counts the ACKs folded; without it every
 // ACK is written.
