@@ -117,7 +117,8 @@ func (e *Engine) failover(p *Port, reason string, all bool) {
 }
 
 // failback moves back to p the guests with FailoverPolicy.Failback whose
-// first port p is.
+// first port p is, and announces again from their active port the other
+// guests that have p as a standby port.
 func (e *Engine) failback(p *Port) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -125,11 +126,23 @@ func (e *Engine) failback(p *Port) {
 		return
 	}
 	for _, g := range e.guests {
-		if g == nil || g.active == 0 || g.ports[0].port != p || !g.Spec.Failover.Failback {
+		if g == nil {
 			continue
 		}
-		if _, err := e.moveLocked(g, 0, ReasonFailback); err != nil {
-			e.logf("guest %s: failback: %v", g.Spec.Name, err)
+		if g.active != 0 && g.ports[0].port == p && g.Spec.Failover.Failback {
+			if _, err := e.moveLocked(g, 0, ReasonFailback); err != nil {
+				e.logf("guest %s: failback: %v", g.Spec.Name, err)
+			}
+			continue
+		}
+		// Frames the guest queued on p before its link went down leave
+		// now, from the guest's MAC, and teach the switch the wrong port:
+		// once they are out, tell it again where the guest is.
+		for i, gp := range g.ports {
+			if gp.port == p && i != g.active {
+				e.waitTxEmpty(gp, g, false)
+				e.announce(g)
+			}
 		}
 	}
 }
