@@ -13,6 +13,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/xnic/xnic/flows"
+	"github.com/xnic/xnic/flows/corpus"
 )
 
 // plainFastRules is a fast rule index over plain memory of buckets buckets.
@@ -315,7 +316,7 @@ func TestFastRulesAgreeWithTrie(t *testing.T) {
 	o.RuleCache = 0
 	o.Prefixes = 8 // 16 ways: some prefixes overflow
 	rng := rand.New(rand.NewPCG(5, 6))
-	corpus := flows.Corpus()
+	corpus := corpus.Frames()
 	// Sockets in some slots, the same ones for every table: the others
 	// count as pass_no_socket or go to class 0, which is compared too.
 	lab := newVethLabQueues(t, 3)
