@@ -111,10 +111,11 @@ func checkNoDrops(t *testing.T, e *engine.Engine, before drops) {
 	}
 }
 
-// during runs a 1 GB upload and a 1 GB download between the peer and g at
-// addr, calls move once the transfer is under way, and checks the sha256
-// of both directions, no RST, and no drop.
-func during(t *testing.T, l *lab.Lab, e *engine.Engine, g *stack.Guest, addr netip.Addr, port uint16, size int64, move func()) {
+// during runs an upload and a download of size bytes between the peer and
+// g at addr, calls move once the transfer is under way, and checks the
+// sha256 of both directions, no RST, and (with lossless) no drop around
+// the move.
+func during(t *testing.T, l *lab.Lab, e *engine.Engine, g *stack.Guest, addr netip.Addr, port uint16, size int64, lossless bool, move func()) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -134,7 +135,9 @@ func during(t *testing.T, l *lab.Lab, e *engine.Engine, g *stack.Guest, addr net
 	move()
 	// Frames in flight around the move have landed a few ms after it.
 	time.Sleep(100 * time.Millisecond)
-	checkNoDrops(t, e, before)
+	if lossless {
+		checkNoDrops(t, e, before)
+	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +159,7 @@ func TestMigrateOnCommand(t *testing.T) {
 	g := attachMover(t, e, l, "web", 10, 0, engine.FailoverPolicy{})
 	v4, _ := guestAddrs(g)
 	var m engine.Migration
-	during(t, l, e, g, v4, 7001, 1<<30, func() {
+	during(t, l, e, g, v4, 7001, 1<<30, true, func() {
 		var err error
 		if m, err = e.MigrateGuest("web", l.Ports[1].Host); err != nil {
 			t.Errorf("migrate: %v", err)
@@ -219,8 +222,9 @@ func TestMigrateErrors(t *testing.T) {
 	}
 }
 
-// TestFailoverLinkDown: the guest's active host port is set down in the
-// middle of a 1 GB transfer each way over IPv6; the engine moves the guest
+// TestFailoverLinkDown: the cable of the guest's active port is pulled at
+// the switch (the peer end set down, so the host port loses its carrier)
+// in the middle of a 256 MB transfer each way over IPv6; the engine moves the guest
 // to its standby port at once and the transfer completes whole. With
 // failback, the guest returns when the port is up again.
 func TestFailoverLinkDown(t *testing.T) {
@@ -229,8 +233,13 @@ func TestFailoverLinkDown(t *testing.T) {
 	g := attachMover(t, e, l, "web", 10, 0, engine.FailoverPolicy{LinkDown: true, Failback: true})
 	_, v6 := guestAddrs(g)
 	eg := g.EngineGuest()
-	during(t, l, e, g, v6, 7003, 1<<30, func() {
-		if err := l.SetLinkDown(0, lab.HostEnd); err != nil {
+	// A pulled cable loses the frames in flight and those the switch
+	// floods to the standby port before the engine has moved the guest
+	// (a few ms): netstack recovers them by retransmission, and after an
+	// RTO its recovery crawls (one or two segments per RTO), so a 1 GB
+	// transfer can outlast any sane timeout. 256 MB each way.
+	during(t, l, e, g, v6, 7003, 256<<20, false, func() {
+		if err := l.SetLinkDown(0, lab.PeerEnd); err != nil {
 			t.Error(err)
 		}
 		waitFor(t, "the failover", func() bool { return eg.Migrations().Count == 1 })
@@ -240,7 +249,7 @@ func TestFailoverLinkDown(t *testing.T) {
 		t.Errorf("after link down: %+v", ms)
 	}
 	t.Logf("failover: control plane %s, traffic stopped %s", ms.Last.Took, ms.LastGap)
-	if err := l.SetLinkUp(0, lab.HostEnd); err != nil {
+	if err := l.SetLinkUp(0, lab.PeerEnd); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the failback", func() bool { return eg.Migrations().Count == 2 })
