@@ -180,7 +180,7 @@ func (e *Engine) AttachGuestWith(spec GuestSpec, o GuestOptions) (_ *Guest, err 
 			if err != nil {
 				return nil, fmt.Errorf("engine: attach guest %s: port %s: %w", spec.Name, gp.port.Name, err)
 			}
-			ep := &Endpoint{Sock: s, Port: gp.pi, Guest: id, Owner: g, mtu: gp.port.MTU, hw: hw}
+			ep := &Endpoint{Sock: s, Port: gp.pi, Guest: id, Owner: g, mtu: gp.port.MTU, hw: hw, link: &gp.port.up}
 			if i == 0 && g.txqs != nil {
 				ep.tx = g.txqs[wi]
 			}

@@ -244,9 +244,10 @@ func (e *Engine) moveLocked(g *Guest, ti int, reason string) (Migration, error) 
 const txDrainWait = 50 * time.Millisecond
 
 // waitTxEmpty waits, up to txDrainWait, until the guest's tx rings on gp
-// hold no frame (and, with queues, its send queues hold no request).
+// hold no frame (and, with queues, its send queues hold no request). A
+// port without link empties nothing: it does not wait for one.
 func (e *Engine) waitTxEmpty(gp *guestPort, g *Guest, queues bool) {
-	if g.txqs == nil || gp.port.gone.Load() {
+	if g.txqs == nil || gp.port.gone.Load() || !gp.port.up.Load() {
 		return
 	}
 	for end := time.Now().Add(txDrainWait); time.Now().Before(end); time.Sleep(200 * time.Microsecond) {

@@ -29,6 +29,9 @@ type Stats struct {
 	// Engine.GuestStats has them by guest (and reason).
 	RxWrongMAC uint64 `json:"rx_wrong_mac"`
 	TxSpoofed  uint64 `json:"tx_spoofed"`
+	// The send path's counters: guests' work requests, the frames they
+	// became, and the requests dropped (by reason).
+	Tx TxStats `json:"tx"`
 	// The receive pipeline's counters (zero without Options.Pipeline).
 	Pipeline PipelineStats `json:"pipeline"`
 }
@@ -209,7 +212,7 @@ func (e *Engine) Stats() (Stats, error) {
 	for _, w := range e.workers {
 		ws := w.Stats()
 		sum.add(&ws)
-		st.TxSpoofed += w.Tx.Spoofed.Load()
+		st.Tx.add(&w.Tx)
 		for _, ep := range w.eps {
 			x, err := ep.Sock.Statistics()
 			if err != nil {
@@ -225,7 +228,7 @@ func (e *Engine) Stats() (Stats, error) {
 	}
 	st.RxPackets, st.RxBytes = sum.RxPackets, sum.RxBytes
 	st.RxWakeups, st.EmptyPasses, st.Sleeps = sum.RxWakeups, sum.EmptyPasses, sum.Sleeps
-	st.RxWrongMAC = sum.RxWrongMAC
+	st.RxWrongMAC, st.TxSpoofed = sum.RxWrongMAC, st.Tx.Spoofed
 	st.Pipeline = sum.Pipeline
 	for _, p := range e.ports {
 		t, err := p.steer.TotalStats()

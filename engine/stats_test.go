@@ -119,9 +119,17 @@ func TestStatsJSONShape(t *testing.T) {
 		slices.Sort(k)
 		return k
 	}
-	want := []string{"empty_passes", "pipeline", "rx_bytes", "rx_packets", "rx_wakeups", "rx_wrong_mac", "sleeps", "steer", "tx_spoofed", "xsk"}
+	want := []string{"empty_passes", "pipeline", "rx_bytes", "rx_packets", "rx_wakeups", "rx_wrong_mac", "sleeps", "steer", "tx", "tx_spoofed", "xsk"}
 	if got := keys(m); !slices.Equal(got, want) {
 		t.Fatalf("stats keys %v, want %v", got, want)
+	}
+	var tm map[string]json.RawMessage
+	if err := json.Unmarshal(m["tx"], &tm); err != nil {
+		t.Fatal(err)
+	}
+	want = []string{"bytes", "completed", "dropped", "gso_requests", "link_down", "mss_clamped", "no_frames", "requests", "segments", "spoofed"}
+	if got := keys(tm); !slices.Equal(got, want) {
+		t.Fatalf("tx keys %v, want %v", got, want)
 	}
 	var pm map[string]json.RawMessage
 	if err := json.Unmarshal(m["pipeline"], &pm); err != nil {

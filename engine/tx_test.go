@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -305,5 +306,47 @@ func TestIdleWorkerWakes(t *testing.T) {
 	<-ran
 	if d := time.Since(t0); d > prompt {
 		t.Errorf("Stop took %v", d)
+	}
+}
+
+// TestSendLinkDown: a port without link takes nothing: a send to it is
+// dropped and counted (its frame stays free), and frames already in its
+// tx ring are not work that keeps an idle worker awake until the link is
+// back.
+func TestSendLinkDown(t *testing.T) {
+	w, g, u, k := newTxWorker(t)
+	defer u.Close()
+	var link atomic.Bool
+	ep := g.ports[0].eps[0]
+	ep.link = &link
+	free := u.Free()
+	if err := g.Send(&WorkRequest{Head: udpFrame(7, 200)}); err != nil {
+		t.Fatal(err)
+	}
+	for w.Poll() > 0 {
+	}
+	if d, n := w.Tx.LinkDown.Load(), w.Tx.Dropped.Load(); d != 1 || n != 1 {
+		t.Fatalf("link down: %d dropped for the link, %d in all; want 1 and 1", d, n)
+	}
+	if ep.Sock.TxPending() || u.Free() != free {
+		t.Fatalf("link down: tx ring pending %v, %d frames free, want none pending and %d free", ep.Sock.TxPending(), u.Free(), free)
+	}
+	link.Store(true)
+	if err := g.Send(&WorkRequest{Head: udpFrame(7, 200)}); err != nil {
+		t.Fatal(err)
+	}
+	w.Poll()
+	if !ep.Sock.TxPending() || !w.hasWork() {
+		t.Fatal("link up: the frame should wait in the tx ring, as work")
+	}
+	link.Store(false)
+	if w.hasWork() {
+		t.Fatal("link down: frames stuck in its tx ring keep the worker awake")
+	}
+	link.Store(true)
+	sent := 0
+	k.Send(func([]byte) { sent++ })
+	if sent != 1 {
+		t.Fatalf("link back: %d frames left, want 1", sent)
 	}
 }

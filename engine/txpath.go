@@ -20,7 +20,37 @@ type TxCounters struct {
 	Spoofed     atomic.Uint64 // requests refused by the guests' spoof checks (Guest.Spoofed has them by guest and reason)
 	MSSClamped  atomic.Uint64 // requests whose segment size was cut to fit the port's MTU
 	NoFrames    atomic.Uint64 // passes that found no free frame for a request
+	LinkDown    atomic.Uint64 // requests dropped because their port had no link (also in Dropped)
 	Completed   atomic.Uint64 // frames back from the completion rings
+}
+
+// TxStats are the send path's counters as plain numbers: a worker's, or
+// the sum over workers (Stats.Tx).
+type TxStats struct {
+	Requests    uint64 `json:"requests"`
+	Segments    uint64 `json:"segments"`
+	GSORequests uint64 `json:"gso_requests"`
+	Bytes       uint64 `json:"bytes"`
+	Dropped     uint64 `json:"dropped"`
+	Spoofed     uint64 `json:"spoofed"`
+	MSSClamped  uint64 `json:"mss_clamped"`
+	NoFrames    uint64 `json:"no_frames"`
+	LinkDown    uint64 `json:"link_down"`
+	Completed   uint64 `json:"completed"`
+}
+
+// add adds c's counters to s.
+func (s *TxStats) add(c *TxCounters) {
+	s.Requests += c.Requests.Load()
+	s.Segments += c.Segments.Load()
+	s.GSORequests += c.GSORequests.Load()
+	s.Bytes += c.Bytes.Load()
+	s.Dropped += c.Dropped.Load()
+	s.Spoofed += c.Spoofed.Load()
+	s.MSSClamped += c.MSSClamped.Load()
+	s.NoFrames += c.NoFrames.Load()
+	s.LinkDown += c.LinkDown.Load()
+	s.Completed += c.Completed.Load()
 }
 
 // txPath is a worker's send path: guests' work requests → lookahead →
@@ -47,6 +77,7 @@ type txPath struct {
 	spoofed uint64
 	clamped uint64
 	noFrame uint64
+	down    uint64
 	done    uint64
 
 	counters *TxCounters
@@ -123,6 +154,14 @@ func (t *txPath) sendOne(i int32) {
 	t.reqs++
 	s, p, frame := t.slots[i], &t.pkts[i], t.frames[i]
 	if p.Reason.Malformed() {
+		t.dropped++
+		return
+	}
+	// A port without link takes nothing from its tx ring: drop, as a NIC
+	// with its link down does, rather than fill the ring with frames that
+	// would leave, stale, whenever the link comes back.
+	if !t.ep.linkUp() {
+		t.down++
 		t.dropped++
 		return
 	}
@@ -244,5 +283,6 @@ func (t *txPath) publish() {
 	c.Spoofed.Store(t.spoofed)
 	c.MSSClamped.Store(t.clamped)
 	c.NoFrames.Store(t.noFrame)
+	c.LinkDown.Store(t.down)
 	c.Completed.Store(t.done)
 }

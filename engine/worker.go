@@ -32,6 +32,10 @@ type Endpoint struct {
 	tx   *txQueue // the guest's send queue on this worker, on its active port; else nil
 	mtu  int      // the port's MTU, for the send path; 0: no limit but the frame
 	dead bool     // the port was deleted: the socket is unbound (set on the worker)
+	// link is the port's link state as the link watcher last saw it (nil:
+	// always up). A port without carrier takes no frame from a tx ring, so
+	// the worker neither kicks it nor counts its frames as work.
+	link *atomic.Bool
 	// hw is the guest's MAC on this port (its own, or the port's for a
 	// guest without one): the source its sends must have and the
 	// destination its unicast frames must have.
@@ -388,7 +392,7 @@ func (w *Worker) serveTx() int {
 		// Copy mode sends only inside a kick, a few dozen frames at a
 		// time: keep kicking while frames wait in the tx ring, also on
 		// the port a guest has just left.
-		if ep.Owner != nil && !ep.dead && ep.Sock.TxPending() {
+		if ep.txStuck() {
 			ep.Sock.KickTx()
 		}
 		if ep.Sock.OwnsRings() {
@@ -489,11 +493,22 @@ func (w *Worker) hasWork() bool {
 		return true
 	}
 	for _, ep := range w.eps {
-		if ep.tx != nil && ep.tx.pending() || ep.Owner != nil && !ep.dead && ep.Sock.TxPending() {
+		if ep.tx != nil && ep.tx.pending() || ep.txStuck() {
 			return true
 		}
 	}
 	return false
+}
+
+// linkUp reports whether the endpoint's port has its link, as last seen.
+func (ep *Endpoint) linkUp() bool { return ep.link == nil || ep.link.Load() }
+
+// txStuck reports frames in a guest socket's tx ring that a kick would
+// send: copy mode sends only inside a kick, also on the port a guest has
+// just left. A port that is gone or down takes nothing, and its frames
+// wait there until it is up again.
+func (ep *Endpoint) txStuck() bool {
+	return ep.Owner != nil && !ep.dead && ep.linkUp() && ep.Sock.TxPending()
 }
 
 // Close releases what NewWorker made. Call it once Run has returned.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/xnic/xnic/engine"
+	"github.com/xnic/xnic/engine/config"
 	"github.com/xnic/xnic/engine/lab"
 	"github.com/xnic/xnic/engine/lab/labtest"
 	"github.com/xnic/xnic/engine/stack"
@@ -25,7 +26,7 @@ func bridgedLab(t *testing.T) *lab.Lab {
 }
 
 // startTwoPortEngine runs one pipeline over both ports of l.
-func startTwoPortEngine(t *testing.T, l *lab.Lab) *engine.Engine {
+func startTwoPortEngine(t *testing.T, l *lab.Lab, opts ...func(*engine.Options)) *engine.Engine {
 	t.Helper()
 	o := engine.DefaultOptions()
 	o.Ifaces = []string{l.Ports[0].Host, l.Ports[1].Host}
@@ -38,6 +39,9 @@ func startTwoPortEngine(t *testing.T, l *lab.Lab) *engine.Engine {
 	o.Socket.RxSize, o.Socket.FillSize = 8192, 8192
 	po := engine.DefaultPipelineOptions()
 	o.Pipeline = &po
+	for _, f := range opts {
+		f(&o)
+	}
 	e, err := engine.New(o, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -375,4 +379,46 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func linkRunning(name string) bool {
 	ifi, err := net.InterfaceByName(name)
 	return err == nil && ifi.Flags&net.FlagUp != 0 && ifi.Flags&net.FlagRunning != 0
+}
+
+// TestFailoverHostPortDown: the host's own port is set administratively
+// down (ip link set xnic0 down) in the middle of a transfer each way; the
+// guest moves to its standby port and the transfer completes whole.
+func TestFailoverHostPortDown(t *testing.T) {
+	l := bridgedLab(t)
+	// Idle workers sleep, as with a config's default poll_ms.
+	e := startTwoPortEngine(t, l, func(o *engine.Options) { o.PollMs = config.DefaultPollMs })
+	g := attachMover(t, e, l, "web", 10, 0, engine.FailoverPolicy{LinkDown: true})
+	v4, v6 := guestAddrs(g)
+	eg := g.EngineGuest()
+	during(t, l, e, g, v6, 7005, 256<<20, false, func() {
+		if err := l.SetLinkDown(0, lab.HostEnd); err != nil {
+			t.Error(err)
+		}
+		waitFor(t, "the failover", func() bool { return eg.Migrations().Count == 1 })
+	})
+	if ms := eg.Migrations(); eg.Port().Name != l.Ports[1].Host || ms.Last.Reason != engine.ReasonLinkDown {
+		t.Errorf("after link down: %+v", ms)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := bulkErr(ctx, l, g, v4, 7006, 8<<20, 8<<20); err != nil {
+		t.Fatalf("after the failover, on the standby port: %v", err)
+	}
+	// Frames the guest queued on the port that went down stay in its tx
+	// ring until it comes back: an idle engine must still sleep rather
+	// than kick that ring forever.
+	sleeps := func() uint64 {
+		st, err := e.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Sleeps
+	}
+	time.Sleep(100 * time.Millisecond)
+	s0 := sleeps()
+	time.Sleep(500 * time.Millisecond)
+	if n := sleeps() - s0; n < 10 {
+		t.Errorf("idle workers slept %d times in 500 ms with poll_ms %d; want them asleep, not spinning", n, config.DefaultPollMs)
+	}
 }

@@ -143,7 +143,7 @@ func printConns(ctx context.Context, path string, n int, asJSON bool) error {
 	}
 	if asJSON {
 		return json.NewEncoder(os.Stdout).Encode(map[string]any{"conns": rep.Conns, "pipeline": st.Stats.Pipeline,
-			"empty_passes": st.Stats.EmptyPasses, "sleeps": st.Stats.Sleeps})
+			"empty_passes": st.Stats.EmptyPasses, "sleeps": st.Stats.Sleeps, "tx": st.Stats.Tx})
 	}
 	p := st.Stats.Pipeline
 	fmt.Printf("workers: %d empty passes, %d sleeps in poll(2)\n", st.Stats.EmptyPasses, st.Stats.Sleeps)
@@ -160,6 +160,10 @@ func printConns(ctx context.Context, path string, n int, asJSON bool) error {
 			fmt.Printf("; %d pure ACKs coalesced", p.GROAcks)
 		}
 		fmt.Println()
+	}
+	if t := st.Stats.Tx; t.Requests > 0 {
+		fmt.Printf("send: %d requests (%d segmented) in %d frames, %d bytes; dropped %d (no free frame %d, link down %d, malformed or too big %d); refused by spoof checks %d; %d MSS clamped\n",
+			t.Requests, t.GSORequests, t.Segments, t.Bytes, t.Dropped, t.NoFrames, t.LinkDown, t.Dropped-t.NoFrames-t.LinkDown, t.Spoofed, t.MSSClamped)
 	}
 	fmt.Printf("%4s  %-52s %5s %5s %12s %14s %12s %14s\n", "#", "flow (receive direction)", "guest", "class", "pkts in", "bytes in", "pkts out", "bytes out")
 	for i, c := range rep.Conns {
