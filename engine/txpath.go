@@ -240,7 +240,10 @@ func (t *txPath) alloc(n int) bool {
 }
 
 // transmit posts the n frames in t.addrs/t.sizes to the endpoint's tx ring,
-// waiting for the kernel to make room when the ring is full.
+// waiting for the kernel to make room when the ring is full. It kicks only
+// once a kick's worth of frames waits: the worker kicks at the end of the
+// round (serveTx), so a round of small requests costs one system call, not
+// one per request.
 func (t *txPath) transmit(n int) {
 	off := t.u.DataOffset()
 	for j := range n {
@@ -250,8 +253,9 @@ func (t *txPath) transmit(n int) {
 	s := t.ep.Sock
 	sent := 0
 	for spins := 0; sent < n; spins++ {
-		sent += s.Transmit(t.descs[sent:n])
+		sent += s.Post(t.descs[sent:n])
 		if sent < n {
+			s.KickTx()
 			t.complete(s)
 			if spins > 100000 {
 				// The kernel stopped taking frames: give them back.
@@ -263,8 +267,17 @@ func (t *txPath) transmit(n int) {
 			}
 		}
 	}
+	if s.TxQueued() >= kickBudget {
+		s.KickTx()
+	}
 	t.segs += uint64(n)
 }
+
+// kickBudget is how many frames the kernel sends per kick in copy mode
+// (net/xdp/xsk.c, MAX_PER_SOCKET_BUDGET): with that many waiting, a kick
+// now keeps a bulk sender's ring moving; with fewer, the round's last kick
+// takes them.
+const kickBudget = 32
 
 // complete moves sent frames from s's completion ring back to the free list.
 func (t *txPath) complete(s *umem.Socket) {

@@ -23,9 +23,12 @@ func newWaker() *waker {
 	return &waker{fd: fd}
 }
 
-// wake wakes the worker if it sleeps. Safe on a nil waker.
+// wake wakes the worker if it sleeps. Safe on a nil waker. The first
+// producer to see the worker asleep takes the flag down and writes the
+// eventfd; the others, finding it down, write nothing: one system call per
+// sleep, however many guests send meanwhile.
 func (k *waker) wake() {
-	if k == nil || k.fd < 0 || !k.sleeping.Load() {
+	if k == nil || k.fd < 0 || !k.sleeping.Load() || !k.sleeping.CompareAndSwap(true, false) {
 		return
 	}
 	one := [8]byte{1}

@@ -459,7 +459,12 @@ func (w *Worker) Run() {
 		w.empty++
 		if w.pollMs > 0 && w.empty > idleSpins && len(w.pfds) > 0 {
 			w.sleep()
+			continue
 		}
+		// An empty pass gives the core away for a moment: on a machine
+		// with few cores the guests' stacks, whose sends the worker
+		// waits for, run on the same ones.
+		_, _, _ = unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 	}
 	w.publish()
 }
@@ -481,8 +486,11 @@ func (w *Worker) sleep() {
 		w.publish() // the counters stay as they are while it sleeps
 		_, _ = unix.Poll(w.pfds, w.pollMs)
 	}
-	w.idle.sleeping.Store(false)
-	w.idle.drain()
+	// A producer that woke the worker took the flag down and wrote the
+	// eventfd: only then is there something to read.
+	if !w.idle.sleeping.Swap(false) {
+		w.idle.drain()
+	}
 }
 
 // hasWork reports work that poll(2) on the sockets would not see: queued

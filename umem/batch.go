@@ -84,13 +84,22 @@ func (s *Socket) Receive(descs []Desc) int {
 // kicks the kernel if it asked for it. It returns how many were posted; the
 // rest stay with the caller.
 func (s *Socket) Transmit(descs []Desc) int {
+	n := s.Post(descs)
+	s.KickTx()
+	return n
+}
+
+// Post is Transmit without the kick: a sender that posts several batches
+// in a round kicks once (KickTx) at its end, since in copy mode every kick
+// is a system call. It counts a full ring (TxRingFull) when it cannot post
+// everything.
+func (s *Socket) Post(descs []Desc) int {
 	n := uint32(len(descs))
 	if free := s.Tx.Free(); n > free {
 		n = free
 		s.Counters.TxRingFull++
 	}
 	if n == 0 {
-		s.KickTx()
 		return 0
 	}
 	idx, _ := s.Tx.Reserve(n)
@@ -108,8 +117,16 @@ func (s *Socket) Transmit(descs []Desc) int {
 	s.Tx.Submit(n)
 	s.Counters.TxPackets += uint64(n)
 	s.Counters.TxBytes += bytes
-	s.KickTx()
 	return int(n)
+}
+
+// TxQueued is how many frames the tx ring holds that the kernel has not
+// taken yet.
+func (s *Socket) TxQueued() int {
+	if s.Tx == nil {
+		return 0
+	}
+	return int(s.Tx.Occupancy())
 }
 
 // Complete takes up to len(addrs) sent frames off the completion ring into
