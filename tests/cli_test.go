@@ -461,13 +461,18 @@ func TestCLIRunConfig(t *testing.T) {
 		Pipeline struct {
 			Packets uint64 `json:"packets"`
 		} `json:"pipeline"`
+		XSK map[string]uint64 `json:"xsk"` // issue 15: ring-full drops must show
 	}
 	if err := json.Unmarshal([]byte(cs.stdout), &conns); err != nil || cs.code != 0 {
 		t.Fatalf("stats --conns: exit %d, %v\n%s%s", cs.code, err, cs.stdout, cs.stderr)
 	}
+	if _, ok := conns.XSK["rx_ring_full"]; !ok {
+		t.Fatalf("stats --conns --json has no xsk rx_ring_full:\n%s", cs.stdout)
+	}
 	human := runXnic(t, 20*time.Second, "stats", "--conns", "5", "--ctl", sock)
-	if !strings.Contains(human.stdout, "198.18.0.10:9") || !strings.Contains(human.stdout, "loads") {
-		t.Fatalf("stats --conns (human) lacks the flow or the pipeline line:\n%s", human.stdout)
+	if !strings.Contains(human.stdout, "198.18.0.10:9") || !strings.Contains(human.stdout, "loads") ||
+		!strings.Contains(human.stdout, "rx ring full") {
+		t.Fatalf("stats --conns (human) lacks the flow, the pipeline line or the XSK drops:\n%s", human.stdout)
 	}
 	if err := run.Wait(); err != nil {
 		t.Fatalf("run: %v\n%s", err, errb.String())

@@ -13,6 +13,7 @@ import (
 	"github.com/xnic/xnic/engine"
 	"github.com/xnic/xnic/flows/offload"
 	"github.com/xnic/xnic/internal/cli"
+	"github.com/xnic/xnic/umem"
 )
 
 func runMaps(ctx context.Context, args []string) error {
@@ -50,7 +51,7 @@ func runStats(ctx context.Context, args []string) error {
 	asJSON := fs.Bool("json", false, "JSON output")
 	conns := fs.Int("conns", 0, "print the top N connections by bytes and the pipeline counters, from the engine's control socket")
 	guests := fs.Bool("guests", false, "print each guest's active and standby ports and its migrations, from the engine's control socket")
-	ctl := fs.String("ctl", engine.DefaultControlPath, "the engine's control socket (with --conns or --guests)")
+	ctl := fs.String("ctl", engine.DefaultControlPath, "the engine's control socket (--conns, --guests, and the XSK counters of plain stats)")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
@@ -97,8 +98,29 @@ func runStats(ctx context.Context, args []string) error {
 		}
 		all = append(all, ps)
 	}
+	// The XSK counters live in the engine's sockets, not in the pins: ask
+	// the engine, if one answers.
+	var xsk *umem.Statistics
+	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if rep, err := engine.QueryControl(qctx, *ctl, engine.ControlRequest{Op: "stats"}); err == nil && rep.Stats != nil {
+		xsk = &rep.Stats.XSK
+	}
+	cancel()
 	if *asJSON {
-		return json.NewEncoder(os.Stdout).Encode(all)
+		// Each port's pinned counters, and the engine's XSK counters
+		// (summed over all its sockets, the same on every port).
+		type portStats struct {
+			bpf.PinnedStats
+			XSK *umem.Statistics `json:"xsk,omitempty"`
+		}
+		out := make([]portStats, len(all))
+		for i := range all {
+			out[i] = portStats{all[i], xsk}
+		}
+		return json.NewEncoder(os.Stdout).Encode(out)
+	}
+	if xsk != nil {
+		printXSK(*xsk)
 	}
 	classes := bpf.DefaultSteerOptions().Classes
 	for _, ps := range all {
@@ -128,6 +150,13 @@ func runStats(ctx context.Context, args []string) error {
 	return nil
 }
 
+// printXSK prints the kernel's XSK drop counters, summed over sockets:
+// frames steered to a socket that never reached the engine.
+func printXSK(x umem.Statistics) {
+	fmt.Printf("xsk: %d dropped (%d rx ring full, %d no frame: rx_dropped), fill ring empty %d, invalid rx %d tx %d\n",
+		x.RxDropped+x.RxRingFull, x.RxRingFull, x.RxDropped, x.RxFillRingEmptyDescs, x.RxInvalidDescs, x.TxInvalidDescs)
+}
+
 // printConns asks the running engine for its top connections and its
 // pipeline counters.
 func printConns(ctx context.Context, path string, n int, asJSON bool) error {
@@ -143,10 +172,11 @@ func printConns(ctx context.Context, path string, n int, asJSON bool) error {
 	}
 	if asJSON {
 		return json.NewEncoder(os.Stdout).Encode(map[string]any{"conns": rep.Conns, "pipeline": st.Stats.Pipeline,
-			"empty_passes": st.Stats.EmptyPasses, "sleeps": st.Stats.Sleeps, "tx": st.Stats.Tx})
+			"empty_passes": st.Stats.EmptyPasses, "sleeps": st.Stats.Sleeps, "tx": st.Stats.Tx, "xsk": st.Stats.XSK})
 	}
 	p := st.Stats.Pipeline
 	fmt.Printf("workers: %d empty passes, %d sleeps in poll(2)\n", st.Stats.EmptyPasses, st.Stats.Sleeps)
+	printXSK(st.Stats.XSK)
 	fmt.Printf("pipeline: %d packets, %d connections live, %d context loads (%.3f per packet), %d cache hits, %d evictions, %d malformed, %d bad checksums\n",
 		p.Packets, p.Conns, p.CacheLoads, p.LoadsPerPacket(), p.CacheHits, p.Evictions, p.Malformed, p.CsumBad)
 	if p.GROSegments > 0 {

@@ -298,15 +298,19 @@ func Frag(offset8 uint16, more bool, id uint32) Ext {
 
 // V6 describes an IPv6 header and its extension headers.
 type V6 struct {
-	TC    uint8
-	Exts  []Ext
-	Proto uint8 // the protocol after the extension headers
+	TC       uint8
+	HopLimit uint8 // 0: 64
+	Exts     []Ext
+	Proto    uint8 // the protocol after the extension headers
 }
 
 func (h V6) Bytes(l4 []byte) []byte {
 	b := make([]byte, flows.IPv6Len, 256)
 	binary.BigEndian.PutUint32(b[0:], 6<<28|uint32(h.TC)<<20|0x12345)
 	b[7] = 64
+	if h.HopLimit != 0 {
+		b[7] = h.HopLimit
+	}
 	copy(b[8:], IPv6Src[:])
 	copy(b[24:], IPv6Dst[:])
 	next := &b[6]
