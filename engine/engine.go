@@ -54,6 +54,9 @@ type Options struct {
 	Pipeline *PipelineOptions
 	// RawSink takes the pipeline's output for the raw (guestless) sockets.
 	RawSink Sink
+	// Classes configure the traffic classes (classes.go). Without them
+	// every guest has class 0 only, unshaped.
+	Classes []ClassSpec
 	// Logger gets the engine's events: migrations, links going down or
 	// away. nil: slog.Default().
 	Logger *slog.Logger
@@ -110,7 +113,7 @@ func (o Options) Validate() error {
 			return err
 		}
 	}
-	return nil
+	return o.validateClasses()
 }
 
 // Port is one interface served by the engine, with its steering program.

@@ -26,8 +26,9 @@ type Guest struct {
 	sink    Sink
 
 	// Guarded by the engine's mu.
-	ports  []*guestPort // Spec.Ports(), in that order
-	active int          // index into ports
+	ports   []*guestPort // Spec.Ports(), in that order
+	active  int          // index into ports
+	classes []uint8      // the classes it uses, 0 first: a socket each per queue and port
 	txqs   []*txQueue   // one per worker, served through the active port's endpoints
 
 	// Read by any goroutine.
@@ -63,8 +64,26 @@ type Guest struct {
 type guestPort struct {
 	port  *Port
 	pi    int         // index into the engine's ports
-	eps   []*Endpoint // one per worker, in worker order
+	eps   []*Endpoint // class 0: one per worker, in worker order; the guest sends through these
+	ceps  []classEP   // the other classes' sockets: receive only
 	rules []bpf.RuleID
+}
+
+// classEP is a guest's socket for a class other than 0 on one worker.
+type classEP struct {
+	wi int
+	ep *Endpoint
+}
+
+// each calls fn for every endpoint of the guest on the port, class 0's
+// first, with its worker's index.
+func (gp *guestPort) each(fn func(wi int, ep *Endpoint)) {
+	for wi, ep := range gp.eps {
+		fn(wi, ep)
+	}
+	for _, c := range gp.ceps {
+		fn(c.wi, c.ep)
+	}
 }
 
 // Port is the guest's active port.
@@ -149,7 +168,12 @@ func (e *Engine) AttachGuestWith(spec GuestSpec, o GuestOptions) (_ *Guest, err 
 	if id == 0 {
 		return nil, fmt.Errorf("engine: attach guest %s: all %d guest ids in use", spec.Name, len(e.guests)-1)
 	}
-	g := &Guest{ID: id, Spec: spec, handler: o.Frames, sink: o.Aggregates, ports: gps}
+	g := &Guest{ID: id, Spec: spec, handler: o.Frames, sink: o.Aggregates, ports: gps, classes: e.opts.guestClasses(spec)}
+	for _, c := range g.classes {
+		if int(c) >= e.opts.Steer.Classes {
+			return nil, fmt.Errorf("engine: attach guest %s: class %d: want 0..%d (steer classes)", spec.Name, c, e.opts.Steer.Classes-1)
+		}
+	}
 	if !spec.NoSpoofCheck {
 		g.guard = newGuard(spec)
 	}
@@ -174,20 +198,26 @@ func (e *Engine) AttachGuestWith(spec GuestSpec, o GuestOptions) (_ *Guest, err 
 		}
 		for wi, w := range e.workers {
 			q := e.opts.Queues[wi]
-			// The port's raw socket on this queue owns the fill ring; the
-			// guest's socket shares it and the worker's UMEM.
-			s, err := umem.NewSocket(w.UMEM(), gp.port.Ifindex, q, e.opts.Socket)
-			if err != nil {
-				return nil, fmt.Errorf("engine: attach guest %s: port %s: %w", spec.Name, gp.port.Name, err)
-			}
-			ep := &Endpoint{Sock: s, Port: gp.pi, Guest: id, Owner: g, mtu: gp.port.MTU, hw: hw, link: &gp.port.up}
-			if i == 0 && g.txqs != nil {
-				ep.tx = g.txqs[wi]
-			}
-			gp.eps = append(gp.eps, ep)
-			w.AddEndpoint(ep)
-			if err := gp.port.steer.RegisterSlot(q, id, 0, s.FD()); err != nil {
-				return nil, fmt.Errorf("engine: attach guest %s: port %s: %w", spec.Name, gp.port.Name, err)
+			for _, c := range g.classes {
+				// The port's raw socket on this queue owns the fill ring;
+				// the guest's sockets share it and the worker's UMEM.
+				s, err := umem.NewSocket(w.UMEM(), gp.port.Ifindex, q, e.opts.Socket)
+				if err != nil {
+					return nil, fmt.Errorf("engine: attach guest %s: port %s class %d: %w", spec.Name, gp.port.Name, c, err)
+				}
+				ep := &Endpoint{Sock: s, Port: gp.pi, Guest: id, Class: int(c), Owner: g, mtu: gp.port.MTU, hw: hw, link: &gp.port.up}
+				if c == 0 {
+					if i == 0 && g.txqs != nil {
+						ep.tx = g.txqs[wi]
+					}
+					gp.eps = append(gp.eps, ep)
+				} else {
+					gp.ceps = append(gp.ceps, classEP{wi: wi, ep: ep})
+				}
+				w.AddEndpoint(ep)
+				if err := gp.port.steer.RegisterSlot(q, id, int(c), s.FD()); err != nil {
+					return nil, fmt.Errorf("engine: attach guest %s: port %s class %d: %w", spec.Name, gp.port.Name, c, err)
+				}
 			}
 		}
 	}
@@ -261,11 +291,11 @@ func (e *Engine) detachLocked(g *Guest) error {
 		}
 	}
 	for _, gp := range g.ports {
-		for wi := range gp.eps {
-			if err := gp.port.steer.UnregisterSlot(e.opts.Queues[wi], g.ID, 0); err != nil {
+		gp.each(func(wi int, ep *Endpoint) {
+			if err := gp.port.steer.UnregisterSlot(e.opts.Queues[wi], g.ID, ep.Class); err != nil {
 				errs = append(errs, err)
 			}
-		}
+		})
 	}
 	if len(g.ports) > 0 && len(g.ports[0].eps) > 0 {
 		time.Sleep(detachGrace)
@@ -275,13 +305,13 @@ func (e *Engine) detachLocked(g *Guest) error {
 		q.freed() // a producer waiting for room sees shut at once
 	}
 	for _, gp := range g.ports {
-		for wi, ep := range gp.eps {
+		gp.each(func(wi int, ep *Endpoint) {
 			e.workers[wi].RemoveEndpoint(ep)
 			if err := ep.Sock.Close(); err != nil {
 				errs = append(errs, err)
 			}
-		}
-		gp.eps = nil
+		})
+		gp.eps, gp.ceps = nil, nil
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("engine: detach guest %s: %w", g.Spec.Name, errors.Join(errs...))

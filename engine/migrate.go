@@ -223,10 +223,10 @@ func (e *Engine) moveLocked(g *Guest, ti int, reason string) (Migration, error) 
 	// Frames redirected before the rules went land within one NAPI poll;
 	// then whatever the old rings hold goes through the pipeline.
 	time.Sleep(detachGrace)
-	for wi, w := range e.workers {
-		ep := op.eps[wi]
+	op.each(func(wi int, ep *Endpoint) {
+		w := e.workers[wi]
 		w.Do(func() { w.drain(ep) })
-	}
+	})
 	m.Took = time.Since(start)
 	g.migMu.Lock()
 	g.mig.Count++

@@ -35,6 +35,10 @@ type GuestSpec struct {
 	// must name only those; other frames are dropped and counted
 	// (Guest.Spoofed).
 	NoSpoofCheck bool
+	// Rate (bytes per second) and Burst (bytes) shape everything the
+	// guest sends, over all its classes, with a token bucket; Rate 0
+	// leaves it unshaped.
+	Rate, Burst uint64
 }
 
 // FailoverPolicy says when the engine migrates a guest without being told.

@@ -1,0 +1,164 @@
+package engine
+
+import (
+	"fmt"
+	"slices"
+)
+
+// Traffic classes. A class is what a converged NIC serves network packets
+// and storage requests by: each class a guest uses has its own XSK socket
+// on every queue of each of the guest's ports (its own rx ring on the
+// shared UMEM, so one class's backlog never holds up another's frames),
+// and on the send path its own descriptor queue, served by the worker's
+// scheduler: strict priority between levels, deficit round robin by bytes
+// (ETS weights) within a level, a token bucket per class and per guest,
+// WRED with ECN per class queue. Class 0 is every guest's default.
+
+// ClassSpec configures one traffic class for every guest that uses it.
+type ClassSpec struct {
+	Name string
+	ID   uint8
+	// Priority is the class's strict-priority level: 0 is served first; a
+	// level is served only when every level above it is empty or shaped.
+	Priority int
+	// Weight is the class's ETS share within its level (deficit round
+	// robin by bytes); 0 means 1.
+	Weight int
+	// Rate (bytes per second) and Burst (bytes) shape the class per guest
+	// with a token bucket; Rate 0 leaves it unshaped.
+	Rate, Burst uint64
+	// ECN marks ECN-capable packets CE where RED (and the receive
+	// threshold) would drop them (RFC 3168).
+	ECN bool
+	// RED drops (or marks) early as the class queue's average depth grows;
+	// nil: tail drop only.
+	RED *REDSpec
+	// Queue is the send queue's depth in frames; 0: DefaultClassQueue.
+	Queue int
+	// RxThreshold, when not 0, makes the steering program drop (or, with
+	// ECN, mark CE) the class's frames before they are copied, while its
+	// receive ring holds this many frames or more.
+	RxThreshold int
+	// DSCP values that select the class (rules with ClassFromDSCP), and
+	// destination port ranges whose traffic is the class's on every guest
+	// that uses it (for example NVMe/TCP on 4420, iSCSI on 3260).
+	DSCP  []uint8
+	Ports []PortRange
+}
+
+// REDSpec is a class queue's WRED curve: below Min frames of average
+// depth nothing is dropped, from Min to Max the drop probability rises to
+// MaxP, above Max every frame is dropped (or marked, with ECN, up to Max).
+type REDSpec struct {
+	Min, Max int
+	MaxP     float64
+}
+
+// PortRange is an inclusive range of TCP or UDP ports.
+type PortRange struct{ Lo, Hi uint16 }
+
+// DefaultClassQueue is a class send queue's depth, in frames, when
+// ClassSpec.Queue is 0.
+const DefaultClassQueue = 1024
+
+// validateClasses checks o.Classes and names the field at fault.
+func (o Options) validateClasses() error {
+	ids := map[uint8]bool{}
+	names := map[string]bool{}
+	for i, c := range o.Classes {
+		f := fmt.Sprintf("engine: classes[%d]", i)
+		if c.Name == "" {
+			return fmt.Errorf("%s: name: required", f)
+		}
+		if names[c.Name] {
+			return fmt.Errorf("%s: name: class %q defined twice", f, c.Name)
+		}
+		names[c.Name] = true
+		if int(c.ID) >= o.Steer.Classes {
+			return fmt.Errorf("%s: id: want 0..%d (steer classes), got %d", f, o.Steer.Classes-1, c.ID)
+		}
+		if ids[c.ID] {
+			return fmt.Errorf("%s: id: class id %d defined twice", f, c.ID)
+		}
+		ids[c.ID] = true
+		if c.Priority < 0 || c.Priority > 7 {
+			return fmt.Errorf("%s: priority: want 0..7, got %d", f, c.Priority)
+		}
+		if c.Weight < 0 || c.Weight > 1000 {
+			return fmt.Errorf("%s: weight: want 1..1000, got %d", f, c.Weight)
+		}
+		if c.Rate > 0 && c.Burst == 0 {
+			return fmt.Errorf("%s: burst: required with a rate", f)
+		}
+		if c.Queue < 0 || c.Queue > 1<<16 {
+			return fmt.Errorf("%s: queue: want 0..65536 frames, got %d", f, c.Queue)
+		}
+		if r := c.RED; r != nil {
+			q := c.queueDepth()
+			if r.Min < 1 || r.Max <= r.Min || r.Max > q {
+				return fmt.Errorf("%s: red: want 1 <= min < max <= queue (%d), got min %d max %d", f, q, r.Min, r.Max)
+			}
+			if r.MaxP <= 0 || r.MaxP > 1 {
+				return fmt.Errorf("%s: red: max_p: want 0 < max_p <= 1, got %g", f, r.MaxP)
+			}
+		}
+		if c.RxThreshold < 0 {
+			return fmt.Errorf("%s: rx_threshold: want >= 0, got %d", f, c.RxThreshold)
+		}
+		for j, p := range c.Ports {
+			if p.Lo > p.Hi {
+				return fmt.Errorf("%s: ports[%d]: low %d above high %d", f, j, p.Lo, p.Hi)
+			}
+		}
+	}
+	return nil
+}
+
+// queueDepth is the class send queue's depth in frames.
+func (c ClassSpec) queueDepth() int {
+	if c.Queue > 0 {
+		return c.Queue
+	}
+	return DefaultClassQueue
+}
+
+// class returns the spec of class id, or a default one (priority 0,
+// weight 1, unshaped) for a class the options do not describe.
+func (o Options) class(id uint8) ClassSpec {
+	for _, c := range o.Classes {
+		if c.ID == id {
+			return c
+		}
+	}
+	return ClassSpec{Name: fmt.Sprintf("class%d", id), ID: id}
+}
+
+// guestClasses are the classes a guest uses: 0, each rule's class, the
+// classes a DSCP can select when a rule takes its class from the DSCP,
+// and the classes defined with ports.
+func (o Options) guestClasses(spec GuestSpec) []uint8 {
+	cls := []uint8{0}
+	add := func(c uint8) {
+		if !slices.Contains(cls, c) {
+			cls = append(cls, c)
+		}
+	}
+	for _, r := range spec.Rules {
+		if r.ClassFromDSCP {
+			for _, c := range o.Classes {
+				if len(c.DSCP) > 0 {
+					add(c.ID)
+				}
+			}
+			continue
+		}
+		add(r.Class)
+	}
+	for _, c := range o.Classes {
+		if len(c.Ports) > 0 {
+			add(c.ID)
+		}
+	}
+	slices.Sort(cls)
+	return cls
+}
