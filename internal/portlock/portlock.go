@@ -42,8 +42,10 @@ func flock(typ int16) *unix.Flock_t {
 }
 
 // Acquire takes the lock of iface under dir (which must exist) and writes
-// the caller's pid and name into it. When another holds it, the error
-// wraps ErrHeld and the Owner says who.
+// the caller's pid and name into it. The Owner is what the file said
+// before: on success the last holder, gone now (the zero Owner if none
+// ever was); when another holds the lock, that holder, and the error wraps
+// ErrHeld.
 func Acquire(dir, iface, name string) (*Lock, Owner, error) {
 	path := Path(dir, iface)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
@@ -59,6 +61,7 @@ func Acquire(dir, iface, name string) (*Lock, Owner, error) {
 		}
 		return nil, Owner{}, fmt.Errorf("lock %s: %w", path, err)
 	}
+	prev := readOwner(f)
 	line := strconv.Itoa(os.Getpid()) + " " + name + "\n"
 	if err := f.Truncate(0); err != nil {
 		f.Close()
@@ -68,7 +71,7 @@ func Acquire(dir, iface, name string) (*Lock, Owner, error) {
 		f.Close()
 		return nil, Owner{}, fmt.Errorf("write port lock %s: %w", path, err)
 	}
-	return &Lock{f: f, path: path}, Owner{PID: os.Getpid(), Name: name, Held: true}, nil
+	return &Lock{f: f, path: path}, prev, nil
 }
 
 // Close releases the lock. The file stays, with the pid of its last

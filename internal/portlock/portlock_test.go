@@ -15,8 +15,8 @@ func TestAcquireExclusive(t *testing.T) {
 		t.Fatalf("Query before any lock = %+v, %v; want the zero Owner", o, err)
 	}
 	l, o, err := Acquire(dir, "p0", "first")
-	if err != nil || o.PID != os.Getpid() {
-		t.Fatalf("Acquire = %+v, %v", o, err)
+	if err != nil || o != (Owner{}) {
+		t.Fatalf("first Acquire = %+v, %v; want no previous owner", o, err)
 	}
 	// A second open file description conflicts, even in this process.
 	if _, o, err := Acquire(dir, "p0", "second"); !errors.Is(err, ErrHeld) || o.PID != os.Getpid() || o.Name != "first" || !o.Held {
@@ -41,9 +41,9 @@ func TestAcquireExclusive(t *testing.T) {
 	if o, err := Query(dir, "p0"); err != nil || o.Held || o.PID != os.Getpid() {
 		t.Fatalf("Query after Close = %+v, %v; want not held, last pid %d", o, err, os.Getpid())
 	}
-	l, _, err = Acquire(dir, "p0", "again")
-	if err != nil {
-		t.Fatalf("Acquire after Close: %v", err)
+	l, o, err = Acquire(dir, "p0", "again")
+	if err != nil || o.PID != os.Getpid() || o.Name != "first" || o.Held {
+		t.Fatalf("Acquire after Close = %+v, %v; want the previous owner first, pid %d, not holding", o, err, os.Getpid())
 	}
 	l.Close()
 }
@@ -84,9 +84,9 @@ func TestLockDiesWithProcess(t *testing.T) {
 	if err != nil || o.Held || o.PID != cmd.Process.Pid {
 		t.Fatalf("Query after kill = %+v, %v; want free, last held by %d", o, err, cmd.Process.Pid)
 	}
-	l, _, err := Acquire(dir, "p0", "parent")
-	if err != nil {
-		t.Fatalf("Acquire after the holder died: %v", err)
+	l, prev, err := Acquire(dir, "p0", "parent")
+	if err != nil || prev.PID != cmd.Process.Pid || prev.Name != "child" {
+		t.Fatalf("Acquire after the holder died = %+v, %v; want the dead child as previous owner", prev, err)
 	}
 	l.Close()
 }
