@@ -8,6 +8,9 @@ import (
 	"sort"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/xnic/xnic/flows"
 )
 
 // PinnedMap describes one map pinned by a Steer, as `xnic maps` lists it.
@@ -157,4 +160,72 @@ func ReadPinnedStats(dir string) (PinnedStats, error) {
 		return ps, err
 	}
 	return ps, nil
+}
+
+// HasPins reports whether dir holds any of the steering maps' pins.
+func HasPins(dir string) bool {
+	for _, name := range pinNames {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// RemovePinned removes the steering maps pinned in dir, and dir when it is
+// empty then; it returns how many pins it removed. Files of other names are
+// left alone.
+func RemovePinned(dir string) (int, error) {
+	n := 0
+	for _, name := range pinNames {
+		err := os.Remove(filepath.Join(dir, name))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return n, fmt.Errorf("remove pin %s: %w", filepath.Join(dir, name), err)
+		}
+		n++
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) {
+		return n, fmt.Errorf("remove pin dir %s: %w", dir, err)
+	}
+	return n, nil
+}
+
+// DropGuests removes every rule and flow whose target guest keep refuses,
+// and returns how many of each it removed. An engine that reuses maps
+// pinned by one that is gone calls it before its guests attach, so that no
+// rule or flow of a guest of the old engine steers traffic to whichever
+// guest gets that id next.
+func (s *Steer) DropGuests(keep func(guest int) bool) (rules, flowsDropped int, err error) {
+	all, err := s.Rules()
+	if err != nil {
+		return 0, 0, fmt.Errorf("drop guests: %w", err)
+	}
+	for _, r := range all {
+		if keep(r.Guest) {
+			continue
+		}
+		if err := s.DeleteRule(r.ID); err != nil {
+			return rules, 0, fmt.Errorf("drop guests: %w", err)
+		}
+		rules++
+	}
+	var keys []flows.Key
+	if err := s.walkFlows(func(k flows.Key, to Slot) bool {
+		if !keep(to.Guest) {
+			keys = append(keys, k)
+		}
+		return true
+	}); err != nil {
+		return rules, 0, fmt.Errorf("drop guests: %w", err)
+	}
+	for _, k := range keys {
+		if err := s.DeleteFlow(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return rules, flowsDropped, fmt.Errorf("drop guests: %w", err)
+		}
+		flowsDropped++
+	}
+	return rules, flowsDropped, nil
 }

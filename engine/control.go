@@ -6,12 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/xnic/xnic/internal/safedir"
 )
 
 // DefaultControlPath is where a running engine answers `xnic stats --conns`.
@@ -42,32 +45,58 @@ type ControlReply struct {
 // MaxTopConns bounds ControlRequest.N.
 const MaxTopConns = 1 << 20
 
+// Limits of the control socket: at most MaxControlConns connections are
+// served at once (more are told so and closed), and a connection that sends
+// no full request within ControlReadTimeout is closed, so idle clients
+// cannot pile up.
+const (
+	MaxControlConns    = 16
+	ControlReadTimeout = 2 * time.Second
+)
+
 // ControlServer serves an engine's counters on a unix socket, one request
 // per connection, so that other processes (xnic stats) can read what lives
-// only in the engine's memory: the connection contexts.
+// only in the engine's memory: the connection contexts. The socket is mode
+// 0600 in a directory of mode 0700 (safedir), whatever the umask: only
+// root talks to the engine.
 type ControlServer struct {
 	e    *Engine
 	ln   net.Listener
 	path string
 	wg   sync.WaitGroup
+	sem  chan struct{} // one token per connection being served
 }
 
 // ServeControl listens on path. A socket file left by an engine that died
-// is replaced; one that answers is an error.
+// is replaced, and the engine logs it; one that answers is an error.
 func (e *Engine) ServeControl(path string) (*ControlServer, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := safedir.Ensure(filepath.Dir(path)); err != nil {
 		return nil, fmt.Errorf("engine: control socket: %w", err)
 	}
 	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("engine: control socket %s: another engine is serving there", path)
 	}
-	os.Remove(path)
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("engine: control socket %s: a %s is there, not a socket", path, fi.Mode().Type())
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("engine: control socket: remove stale %s: %w", path, err)
+		}
+		e.logf("removed the control socket %s of an engine that no longer runs", path)
+	}
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("engine: control socket: %w", err)
 	}
-	s := &ControlServer{e: e, ln: ln, path: path}
+	// Before the first accept; the 0700 directory keeps others out of the
+	// window between bind and chmod.
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("engine: control socket: %w", err)
+	}
+	s := &ControlServer{e: e, ln: ln, path: path, sem: make(chan struct{}, MaxControlConns)}
 	s.wg.Add(1)
 	go s.serve()
 	return s, nil
@@ -80,14 +109,24 @@ func (s *ControlServer) serve() {
 		if err != nil {
 			return
 		}
+		select {
+		case s.sem <- struct{}{}:
+		default:
+			c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			json.NewEncoder(c).Encode(&ControlReply{Error: fmt.Sprintf("too many control connections (%d served at once): try again", MaxControlConns)})
+			c.Close()
+			continue
+		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer func() { <-s.sem }()
 			defer c.Close()
-			c.SetDeadline(time.Now().Add(10 * time.Second))
+			c.SetReadDeadline(time.Now().Add(ControlReadTimeout))
 			var req ControlRequest
 			var rep ControlReply
-			line, err := bufio.NewReader(c).ReadBytes('\n')
+			line, err := bufio.NewReader(io.LimitReader(c, 1<<16)).ReadBytes('\n')
+			c.SetDeadline(time.Now().Add(10 * time.Second))
 			if err == nil {
 				err = json.Unmarshal(line, &req)
 			}
@@ -143,14 +182,23 @@ func (s *ControlServer) Close() error {
 	return err
 }
 
-// ErrNoEngine: nothing answers on the control socket.
-var ErrNoEngine = errors.New("no engine answers on the control socket")
+// Errors of QueryControl.
+var (
+	// ErrNoEngine: nothing answers on the control socket.
+	ErrNoEngine = errors.New("no engine answers on the control socket")
+	// ErrControlPermission: the caller may not open the control socket
+	// (it is root's).
+	ErrControlPermission = errors.New("no permission on the control socket")
+)
 
 // QueryControl sends req to the engine serving at path and returns its
 // reply; a reply that carries an error is returned as one.
 func QueryControl(ctx context.Context, path string, req ControlRequest) (*ControlReply, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
+	if errors.Is(err, os.ErrPermission) {
+		return nil, fmt.Errorf("control socket %s: permission denied (run as root): %w", path, ErrControlPermission)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w %s (is xnic run or xnic serve running?): %w", ErrNoEngine, path, err)
 	}
@@ -159,11 +207,14 @@ func QueryControl(ctx context.Context, path string, req ControlRequest) (*Contro
 		c.SetDeadline(dl)
 	}
 	b, _ := json.Marshal(req)
-	if _, err := c.Write(append(b, '\n')); err != nil {
-		return nil, fmt.Errorf("send control request: %w", err)
-	}
+	// A server that refuses the connection (too many) answers and closes
+	// before reading: its reply is read even when the send failed.
+	_, werr := c.Write(append(b, '\n'))
 	var rep ControlReply
 	if err := json.NewDecoder(c).Decode(&rep); err != nil {
+		if werr != nil {
+			return nil, fmt.Errorf("send control request: %w", werr)
+		}
 		return nil, fmt.Errorf("read control reply: %w", err)
 	}
 	if rep.Error != "" {

@@ -7,12 +7,15 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/xnic/xnic/bpf"
+	"github.com/xnic/xnic/internal/portlock"
+	"github.com/xnic/xnic/internal/safedir"
 	"github.com/xnic/xnic/umem"
 )
 
@@ -46,8 +49,12 @@ type Options struct {
 	// belongs to the host kernel.
 	NoCatchAll bool
 	// KeepPins leaves the maps pinned at Close, so the next engine on the
-	// same port reuses its rules and flows (`--pin`).
+	// same port reuses its rules and flows (`--pin`). Rules and flows of
+	// guests are dropped when the next engine starts (its guests attach
+	// anew); those of the raw socket (guest 0) are kept.
 	KeepPins bool
+	// LockDir holds the port locks (owner.go); "" is DefaultLockDir.
+	LockDir string
 	// Pipeline, when not nil, makes every worker run the receive pipeline
 	// (parse, lookahead, connection contexts, GRO) on every batch and
 	// deliver the result to the guests' sinks and to RawSink.
@@ -127,6 +134,12 @@ type Port struct {
 	// dead, and the workers stop polling them.
 	gone atomic.Bool
 	up   atomic.Bool // last link state seen: up with a carrier
+
+	// What New put in the port's maps, so a failing New takes out that
+	// and nothing else: the catch-all rules it added (not those it found
+	// pinned) and the queues whose slot 0 it registered.
+	addedRules []bpf.RuleID
+	registered []int
 }
 
 // Steer is the port's steering program, for its maps and counters.
@@ -153,6 +166,15 @@ type Engine struct {
 	// The link watcher (links.go).
 	linksDone chan struct{}
 	linksWG   sync.WaitGroup
+
+	// locks are the ports' locks (owner.go), held until teardown ends.
+	locks []*portlock.Lock
+
+	// done is closed when the engine stops on its own: its last port is
+	// gone. doneErr says why; doneOnce guards both.
+	done     chan struct{}
+	doneErr  error
+	doneOnce sync.Once
 }
 
 // New attaches the steering program to every port, makes a UMEM per queue id
@@ -163,12 +185,23 @@ func New(opts Options, fn RxFunc) (_ *Engine, err error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	e := &Engine{opts: opts, guests: make([]*Guest, opts.Steer.Guests)}
+	e := &Engine{opts: opts, guests: make([]*Guest, opts.Steer.Guests), done: make(chan struct{})}
+	// Nothing of a port is touched before its lock is held: a second
+	// engine on a port stops here, having changed nothing.
+	gone, err := e.lockPorts()
+	if err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
-			e.teardown()
+			e.teardown(true)
 		}
 	}()
+	if opts.PinDir != "" {
+		if err := safedir.Ensure(opts.PinDir); err != nil {
+			return nil, fmt.Errorf("engine: pin dir: %w", err)
+		}
+	}
 	for _, name := range opts.Ifaces {
 		ifi, err := net.InterfaceByName(name)
 		if err != nil {
@@ -178,8 +211,12 @@ func New(opts Options, fn RxFunc) (_ *Engine, err error) {
 		so.PinDir = ""
 		if opts.PinDir != "" {
 			// Maps already pinned there by an engine run with KeepPins are
-			// reused, rules and flows included.
+			// reused; those of an engine that died without KeepPins are
+			// removed first.
 			so.PinDir = filepath.Join(opts.PinDir, name)
+			if err := e.claimPins(name, ifi.Index, so.PinDir, gone[name]); err != nil {
+				return nil, err
+			}
 		}
 		st, err := bpf.LoadSteer(so)
 		if err != nil {
@@ -187,11 +224,24 @@ func New(opts Options, fn RxFunc) (_ *Engine, err error) {
 		}
 		p := &Port{Name: name, Ifindex: ifi.Index, MTU: ifi.MTU, steer: st}
 		e.ports = append(e.ports, p)
+		if err := e.dropGoneGuests(p, gone[name]); err != nil {
+			return nil, err
+		}
 		// Raw mode: every TCP and UDP frame goes to the queue's socket (guest
 		// 0, class 0); ARP and ICMP keep going to the host.
 		if !opts.NoCatchAll {
-			if _, err := st.AddCatchAll(0, 0); err != nil {
+			before, err := st.Rules()
+			if err != nil {
 				return nil, fmt.Errorf("engine: port %s: %w", name, err)
+			}
+			ids, err := st.AddCatchAll(0, 0)
+			if err != nil {
+				return nil, fmt.Errorf("engine: port %s: %w", name, err)
+			}
+			for _, id := range ids {
+				if !slices.ContainsFunc(before, func(r bpf.Rule) bool { return r.ID == id }) {
+					p.addedRules = append(p.addedRules, id)
+				}
 			}
 		}
 		if p.attach, err = st.Attach(ifi.Index, opts.Attach); err != nil {
@@ -229,9 +279,11 @@ func New(opts Options, fn RxFunc) (_ *Engine, err error) {
 		// Register only once the fill rings are primed, so the first packets
 		// find frames.
 		for _, ep := range eps {
-			if err := e.ports[ep.Port].steer.RegisterSocket(q, ep.Sock.FD()); err != nil {
-				return nil, fmt.Errorf("engine: port %s queue %d: %w", e.ports[ep.Port].Name, q, err)
+			p := e.ports[ep.Port]
+			if err := p.steer.RegisterSocket(q, ep.Sock.FD()); err != nil {
+				return nil, fmt.Errorf("engine: port %s queue %d: %w", p.Name, q, err)
 			}
+			p.registered = append(p.registered, q)
 		}
 	}
 	if err := e.watchLinks(); err != nil {
@@ -290,18 +342,30 @@ func (e *Engine) Close() error {
 	e.closed = true
 	e.mu.Unlock()
 	e.Stop()
-	return errors.Join(append(errs, e.teardown())...)
+	return errors.Join(append(errs, e.teardown(false))...)
 }
 
-func (e *Engine) teardown() error {
+// teardown undoes New: failed says New is failing, so the rules it added
+// to maps it may have found pinned come out too. It only ever removes what
+// this engine made, and releases the port locks last.
+func (e *Engine) teardown(failed bool) error {
 	e.stopWatchingLinks()
 	var errs []error
 	for _, w := range e.workers {
 		w.Close()
 	}
 	for _, p := range e.ports {
-		for _, q := range e.opts.Queues {
+		for _, q := range p.registered {
 			_ = p.steer.UnregisterSocket(q)
+		}
+		p.registered = nil
+		if failed {
+			for _, id := range p.addedRules {
+				if err := p.steer.DeleteRule(id); err != nil {
+					errs = append(errs, fmt.Errorf("engine: port %s: %w", p.Name, err))
+				}
+			}
+			p.addedRules = nil
 		}
 	}
 	for i, u := range e.umems {
@@ -338,7 +402,30 @@ func (e *Engine) teardown() error {
 			errs = append(errs, fmt.Errorf("engine: remove %s: %w", e.opts.PinDir, err))
 		}
 	}
+	errs = append(errs, e.unlockPorts())
 	return errors.Join(errs...)
+}
+
+// Done is closed when the engine stops on its own, because its last port
+// is gone; Err then says why. Close does not close it.
+func (e *Engine) Done() <-chan struct{} { return e.done }
+
+// Err is nil until Done is closed, and then the reason.
+func (e *Engine) Err() error {
+	select {
+	case <-e.done:
+		return e.doneErr
+	default:
+		return nil
+	}
+}
+
+// finish records why the engine stopped on its own and closes Done.
+func (e *Engine) finish(err error) {
+	e.doneOnce.Do(func() {
+		e.doneErr = err
+		close(e.done)
+	})
 }
 
 func (e *Engine) endpointsOf(i int) []*Endpoint {

@@ -158,4 +158,11 @@ func (e *Engine) portGone(p *Port, pi int) {
 	for _, w := range e.workers {
 		w.retirePort(pi)
 	}
+	for _, x := range e.ports {
+		if !x.gone.Load() {
+			return
+		}
+	}
+	e.logf("port %s was the engine's last port: the engine stops", p.Name)
+	e.finish(fmt.Errorf("engine: port %s was deleted and no port is left", p.Name))
 }

@@ -16,6 +16,46 @@ import (
 	"github.com/xnic/xnic/umem"
 )
 
+// engineOf says whether the engine behind a port's pins runs: "running"
+// while a process holds the port's lock, else "gone"; PID is the holder's,
+// or the last holder's.
+type engineOf struct {
+	Engine string `json:"engine"`
+	PID    int    `json:"pid,omitempty"`
+}
+
+func (e engineOf) String() string {
+	switch {
+	case e.Engine == "running":
+		return fmt.Sprintf("running, pid %d", e.PID)
+	case e.PID != 0:
+		return fmt.Sprintf("gone, was pid %d", e.PID)
+	}
+	return "gone"
+}
+
+const goneNote = "the engine that pinned these maps no longer runs: they are leftovers; the next engine on the port removes them (or, with pin: true, reuses them without the old guests' rules and flows)"
+
+func engineOfPort(port string) (engineOf, error) {
+	state, pid, err := engine.EngineState(engine.DefaultLockDir, port)
+	if err != nil {
+		return engineOf{}, err
+	}
+	return engineOf{Engine: state, PID: pid}, nil
+}
+
+// pinnedMap is one line of `xnic maps`.
+type pinnedMap struct {
+	bpf.PinnedMap
+	engineOf
+}
+
+// pinnedStats is one port of `xnic stats`.
+type pinnedStats struct {
+	bpf.PinnedStats
+	engineOf
+}
+
 func runMaps(ctx context.Context, args []string) error {
 	fs := cli.NewFlags("maps", "[--pin-dir DIR] [--json]")
 	root := fs.String("pin-dir", engine.DefaultPinDir, "where the engine pins its maps, one directory per port")
@@ -23,9 +63,16 @@ func runMaps(ctx context.Context, args []string) error {
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	maps, err := bpf.ListPinned(*root)
+	pinned, err := bpf.ListPinned(*root)
 	if err != nil {
 		return err
+	}
+	maps := make([]pinnedMap, len(pinned))
+	for i, m := range pinned {
+		maps[i].PinnedMap = m
+		if maps[i].engineOf, err = engineOfPort(m.Port); err != nil {
+			return err
+		}
 	}
 	if *asJSON {
 		return json.NewEncoder(os.Stdout).Encode(maps)
@@ -35,11 +82,17 @@ func runMaps(ctx context.Context, args []string) error {
 		return nil
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "PORT\tMAP\tID\tTYPE\tKEY\tVALUE\tMAX ENTRIES\tPATH")
+	fmt.Fprintln(w, "PORT\tENGINE\tMAP\tID\tTYPE\tKEY\tVALUE\tMAX ENTRIES\tPATH")
 	for _, m := range maps {
-		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%d\t%d\t%d\t%s\n", m.Port, m.Name, m.ID, m.Type, m.KeySize, m.ValueSize, m.MaxEntries, m.Path)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%s\n", m.Port, m.engineOf, m.Name, m.ID, m.Type, m.KeySize, m.ValueSize, m.MaxEntries, m.Path)
 	}
 	w.Flush()
+	for _, m := range maps {
+		if m.Engine == "gone" {
+			fmt.Printf("\nport %s: %s\n", m.Port, goneNote)
+			break
+		}
+	}
 	fmt.Printf("\ninspect with: bpftool map dump pinned %s\n", maps[0].Path)
 	return nil
 }
@@ -90,13 +143,17 @@ func runStats(ctx context.Context, args []string) error {
 	if len(dirs) == 0 {
 		return fmt.Errorf("no maps pinned under %s (is an engine running?)", *root)
 	}
-	var all []bpf.PinnedStats
+	var all []pinnedStats
 	for _, d := range dirs {
 		ps, err := bpf.ReadPinnedStats(d)
 		if err != nil {
 			return err
 		}
-		all = append(all, ps)
+		eo, err := engineOfPort(ps.Port)
+		if err != nil {
+			return err
+		}
+		all = append(all, pinnedStats{PinnedStats: ps, engineOf: eo})
 	}
 	// The XSK counters live in the engine's sockets, not in the pins: ask
 	// the engine, if one answers.
@@ -125,7 +182,10 @@ func runStats(ctx context.Context, args []string) error {
 	classes := bpf.DefaultSteerOptions().Classes
 	for _, ps := range all {
 		t := ps.Total
-		fmt.Printf("port %s\n", ps.Port)
+		fmt.Printf("port %s (engine %s)\n", ps.Port, ps.engineOf)
+		if ps.Engine == "gone" {
+			fmt.Printf("  %s\n", goneNote)
+		}
 		fmt.Printf("  seen        %14d packets %16d bytes\n", t.RxPackets, t.RxBytes)
 		fmt.Printf("  redirected  %14d   flow hits %d, rule hits %d\n", t.Redirected, t.FlowHits, t.RuleHits)
 		fmt.Printf("  to kernel   %14d   non-ip %d, control %d, unmatched %d, no socket %d\n",

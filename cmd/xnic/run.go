@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -59,7 +60,7 @@ func runRun(ctx context.Context, args []string) error {
 		fmt.Fprintf(os.Stderr, "guest %s (id %d) on %s: %d rules\n", spec.Name, g.ID, spec.Port, len(spec.Rules))
 	}
 	fmt.Fprintf(os.Stderr, "xnic run: %d ports, %d guests; maps under %s\n", len(opts.Ifaces), len(guests), opts.PinDir)
-	everySecond(ctx, *duration, *quiet, func() {
+	everySecond(ctx, e.Done(), *duration, *quiet, func() {
 		for _, g := range guests {
 			fmt.Fprintf(os.Stderr, "  %-12s %12d pkts %14d bytes\n", g.Spec.Name, g.RxPackets.Load(), g.RxBytes.Load())
 		}
@@ -75,7 +76,7 @@ func runRun(ctx context.Context, args []string) error {
 		out = append(out, s)
 		fmt.Printf("guest %s: %d packets, %d bytes\n", s.Name, s.RxPackets, s.RxBytes)
 	}
-	if err := e.Close(); err != nil {
+	if err := errors.Join(e.Err(), e.Close()); err != nil {
 		return err
 	}
 	if *asJSON {
@@ -111,9 +112,9 @@ func startConfigEngine(r *config.Resolved, ctl string) (_ *engine.Engine, stopCt
 	return e, stopCtl, nil
 }
 
-// everySecond calls fn once a second (unless quiet) until ctx is done or,
-// when d > 0, d has passed.
-func everySecond(ctx context.Context, d time.Duration, quiet bool, fn func()) {
+// everySecond calls fn once a second (unless quiet) until ctx is done, stop
+// is closed (the engine stopped on its own) or, when d > 0, d has passed.
+func everySecond(ctx context.Context, stop <-chan struct{}, d time.Duration, quiet bool, fn func()) {
 	var deadline <-chan time.Time
 	if d > 0 {
 		deadline = time.After(d)
@@ -123,6 +124,8 @@ func everySecond(ctx context.Context, d time.Duration, quiet bool, fn func()) {
 	for {
 		select {
 		case <-ctx.Done():
+			return
+		case <-stop:
 			return
 		case <-deadline:
 			return

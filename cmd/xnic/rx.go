@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -169,6 +170,8 @@ loop:
 			break loop
 		case <-deadline.C:
 			break loop
+		case <-e.Done():
+			break loop
 		case now := <-tick.C:
 			if *quiet {
 				continue
@@ -187,7 +190,7 @@ loop:
 	e.Stop()
 	elapsed := time.Since(start)
 	st, err := e.Stats()
-	if cerr := e.Close(); cerr != nil && err == nil {
+	if cerr := errors.Join(e.Err(), e.Close()); cerr != nil && err == nil {
 		err = cerr
 	}
 	if err != nil {

@@ -163,7 +163,7 @@ func runServe(ctx context.Context, args []string) error {
 	fmt.Fprintf(os.Stderr, "xnic serve: ready: %d guests on %d ports; gro %v, tso %v\n",
 		len(guests), len(opts.Ifaces), r.Options.Pipeline.GRO, r.TSO)
 
-	everySecond(ctx, *duration, *quiet, func() {
+	everySecond(ctx, e.Done(), *duration, *quiet, func() {
 		st, _ := e.Stats()
 		p := st.Pipeline
 		fmt.Fprintf(os.Stderr, "  engine: %d pkts in, %d conns, gro %.1f segs/agg, %d malformed, %d bad csum\n",
@@ -189,7 +189,7 @@ func runServe(ctx context.Context, args []string) error {
 		fmt.Printf("guest %s: %d packets in, %d connections, %d bytes in, %d bytes out, %d http requests\n",
 			s.Name, s.RxPackets, s.Conns, s.BytesIn, s.BytesOut, s.Requests)
 	}
-	var errs []error
+	errs := []error{e.Err()}
 	for _, sg := range guests {
 		for _, s := range sg.svc {
 			errs = append(errs, s.Stop())

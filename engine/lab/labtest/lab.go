@@ -26,6 +26,9 @@ const Prefix = "xt"
 // labs of killed test runs from those of test binaries running right now.
 const OwnerDir = "/run/xnic/labtest"
 
+// portLockDir is engine.DefaultLockDir.
+const portLockDir = "/run/xnic/ports"
+
 // testName matches the names New makes up.
 var testName = regexp.MustCompile(`^` + Prefix + `[0-9a-f]{4}$`)
 
@@ -60,6 +63,12 @@ func New(t testing.TB, opts lab.Options) *lab.Lab {
 				t.Errorf("labtest: %v", err)
 			}
 			os.Remove(ownerPath(l.Name))
+			// The engines' port lock files (engine.DefaultLockDir) of
+			// the lab's ports, gone now: test names are random, so
+			// they would only pile up.
+			for _, p := range l.Ports {
+				os.Remove(filepath.Join(portLockDir, p.Host+".lock"))
+			}
 		})
 		return l
 	}
