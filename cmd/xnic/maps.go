@@ -167,7 +167,7 @@ func runStats(ctx context.Context, args []string) error {
 		// Each port's pinned counters, and the engine's XSK counters
 		// (summed over all its sockets, the same on every port).
 		type portStats struct {
-			bpf.PinnedStats
+			pinnedStats
 			XSK *umem.Statistics `json:"xsk,omitempty"`
 		}
 		out := make([]portStats, len(all))
