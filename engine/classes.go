@@ -154,11 +154,50 @@ func (o Options) guestClasses(spec GuestSpec) []uint8 {
 		}
 		add(r.Class)
 	}
-	for _, c := range o.Classes {
-		if len(c.Ports) > 0 {
-			add(c.ID)
-		}
+	for _, r := range o.classRules(spec) {
+		add(r.Class)
 	}
 	slices.Sort(cls)
 	return cls
+}
+
+// classRules are the rules that give the classes defined by port their
+// traffic, within what the guest's own rules claim: for each rule of the
+// guest that takes TCP or UDP (or any protocol) to a port range, and each
+// class port range that overlaps it, a rule for the overlap in that class.
+// They go before the guest's rules, so they match first; they never claim
+// traffic the guest's rules do not.
+func (o Options) classRules(spec GuestSpec) []RuleSpec {
+	var out []RuleSpec
+	for _, c := range o.Classes {
+		for _, pr := range c.Ports {
+			for _, r := range spec.Rules {
+				if r.ClassFromDSCP || r.Class == c.ID {
+					continue
+				}
+				lo, hi := max(pr.Lo, r.PortLo), min(pr.Hi, r.PortHi)
+				if r.PortHi == 0 && r.PortLo == 0 { // any port
+					lo, hi = pr.Lo, pr.Hi
+				}
+				if lo > hi {
+					continue
+				}
+				protos := []uint8{r.Proto}
+				switch r.Proto {
+				case 0:
+					protos = []uint8{6, 17}
+				case 6, 17:
+				default:
+					continue
+				}
+				for _, p := range protos {
+					d := RuleSpec{Dst: r.Dst, Proto: p, PortLo: lo, PortHi: hi, Class: c.ID}
+					if !slices.Contains(out, d) && !slices.Contains(spec.Rules, d) {
+						out = append(out, d)
+					}
+				}
+			}
+		}
+	}
+	return out
 }

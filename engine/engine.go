@@ -224,6 +224,13 @@ func New(opts Options, fn RxFunc) (_ *Engine, err error) {
 		}
 		p := &Port{Name: name, Ifindex: ifi.Index, MTU: ifi.MTU, steer: st}
 		e.ports = append(e.ports, p)
+		for _, c := range opts.Classes {
+			for _, d := range c.DSCP {
+				if err := st.SetDSCPClass(d, int(c.ID)); err != nil {
+					return nil, fmt.Errorf("engine: port %s: class %s: %w", name, c.Name, err)
+				}
+			}
+		}
 		if err := e.dropGoneGuests(p, gone[name]); err != nil {
 			return nil, err
 		}

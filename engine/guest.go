@@ -29,7 +29,7 @@ type Guest struct {
 	ports   []*guestPort // Spec.Ports(), in that order
 	active  int          // index into ports
 	classes []uint8      // the classes it uses, 0 first: a socket each per queue and port
-	txqs   []*txQueue   // one per worker, served through the active port's endpoints
+	txqs    []*txQueue   // one per worker, served through the active port's endpoints
 
 	// Read by any goroutine.
 	activePort atomic.Pointer[Port]
@@ -233,7 +233,7 @@ func (e *Engine) AttachGuestWith(spec GuestSpec, o GuestOptions) (_ *Guest, err 
 // addRules puts the guest's rules on gp's port. On error it takes out the
 // ones it put.
 func (e *Engine) addRules(g *Guest, gp *guestPort) error {
-	for _, r := range g.Spec.Rules {
+	for _, r := range append(e.opts.classRules(g.Spec), g.Spec.Rules...) {
 		rid, err := gp.port.steer.AddRule(bpf.Rule{Prefix: r.Dst, Proto: bpf.Proto(r.Proto), PortLo: r.PortLo, PortHi: r.PortHi,
 			Guest: g.ID, Class: int(r.Class), ClassFromDSCP: r.ClassFromDSCP})
 		if err != nil {

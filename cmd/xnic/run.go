@@ -95,10 +95,6 @@ func startConfigEngine(r *config.Resolved, ctl string) (_ *engine.Engine, stopCt
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := applyDSCP(e, r); err != nil {
-		e.Close()
-		return nil, nil, err
-	}
 	e.Start()
 	stopCtl = func() {}
 	if ctl != "" {

@@ -224,18 +224,6 @@ func addrList(g engine.GuestSpec) string {
 	return s
 }
 
-// applyDSCP loads the config's DSCP → class map into every port.
-func applyDSCP(e *engine.Engine, r *config.Resolved) error {
-	for _, p := range e.Ports() {
-		for dscp, class := range r.DSCP {
-			if err := p.Steer().SetDSCPClass(dscp, int(class)); err != nil {
-				return fmt.Errorf("port %s: %w", p.Name, err)
-			}
-		}
-	}
-	return nil
-}
-
 // captureWriter writes the engine's deliveries to guests to a pcap. The
 // workers of every port call write, so it takes a lock: a debugging aid,
 // not a data-path feature.

@@ -91,11 +91,58 @@ type EngineConfig struct {
 	CoalesceAcks Scalar `yaml:"coalesce_acks"`
 }
 
-// ClassConfig names a traffic class and the DSCP values that select it.
+// ClassConfig is a traffic class (engine.ClassSpec): its name and id, how
+// the send scheduler serves it, its congestion controls, and what selects
+// it.
+//
+//	classes:
+//	  - {name: interactive, id: 1, priority: 0, match: {dscp: [46]}}
+//	  - name: storage
+//	    id: 2
+//	    priority: 1
+//	    weight: 3
+//	    match: {ports: [4420, 3260]}   # NVMe/TCP, iSCSI
+//	  - name: bulk
+//	    id: 3
+//	    priority: 1
+//	    weight: 1
+//	    rate: 500mbit                  # tc's units: bit, kbit, mbit, gbit; bps, kbps, mbps, gbps are bytes/s
+//	    burst: 64kb
+//	    ecn: true
+//	    red: {min: 64, max: 256, max_p: 0.1}
 type ClassConfig struct {
-	Name Scalar   `yaml:"name"`
-	ID   Scalar   `yaml:"id"`
+	Name     Scalar `yaml:"name"`
+	ID       Scalar `yaml:"id"`
+	Priority Scalar `yaml:"priority"` // strict-priority level, 0 (first) .. 7
+	Weight   Scalar `yaml:"weight"`   // ETS weight within the level, 1..1000
+	Rate     Scalar `yaml:"rate"`     // per guest, as tc writes rates
+	Burst    Scalar `yaml:"burst"`    // bytes, as tc writes sizes
+	ECN      Scalar `yaml:"ecn"`      // mark CE instead of dropping ECN-capable packets
+	Queue    Scalar `yaml:"queue"`    // send queue depth in frames
+	// RxThreshold: frames in the class's receive ring from which the
+	// steering program drops (or marks) its frames before the copy.
+	RxThreshold Scalar       `yaml:"rx_threshold"`
+	RED         *REDConfig   `yaml:"red"`
+	Match       *MatchConfig `yaml:"match"`
+	// DSCP is match.dscp, as earlier configs wrote it.
 	DSCP []Scalar `yaml:"dscp"`
+	Line int      `yaml:"-"`
+}
+
+// REDConfig is a class queue's WRED curve, in frames of average depth.
+type REDConfig struct {
+	Min  Scalar `yaml:"min"`
+	Max  Scalar `yaml:"max"`
+	MaxP Scalar `yaml:"max_p"`
+	Line int    `yaml:"-"`
+}
+
+// MatchConfig says what selects a class: DSCP values (for rules with
+// class: dscp), and destination ports ("4420" or "5000-5999") within the
+// traffic a guest's rules take.
+type MatchConfig struct {
+	DSCP  []Scalar `yaml:"dscp"`
+	Ports []Scalar `yaml:"ports"`
 }
 
 // GuestConfig is a tenant: its addresses, its port and its rules.
@@ -113,6 +160,9 @@ type GuestConfig struct {
 	// SpoofCheck: true (the default) drops the guest's frames that claim
 	// a MAC or address it does not own; false lets them out.
 	SpoofCheck Scalar `yaml:"spoof_check"`
+	// Rate and Burst shape everything the guest sends, over its classes.
+	Rate  Scalar `yaml:"rate"`
+	Burst Scalar `yaml:"burst"`
 	// Services are run on the guest's own stack by `xnic serve`.
 	Services []ServiceConfig `yaml:"services"`
 	Line     int             `yaml:"-"`
@@ -220,10 +270,30 @@ func (e *EngineConfig) UnmarshalYAML(n *yaml.Node) error {
 	return decodeStrict(n, (*plain)(e))
 }
 
-// UnmarshalYAML refuses unknown keys.
+// UnmarshalYAML refuses unknown keys and records the class's line.
 func (c *ClassConfig) UnmarshalYAML(n *yaml.Node) error {
 	type plain ClassConfig
-	return decodeStrict(n, (*plain)(c))
+	if err := decodeStrict(n, (*plain)(c)); err != nil {
+		return err
+	}
+	c.Line = n.Line
+	return nil
+}
+
+// UnmarshalYAML refuses unknown keys and records the curve's line.
+func (r *REDConfig) UnmarshalYAML(n *yaml.Node) error {
+	type plain REDConfig
+	if err := decodeStrict(n, (*plain)(r)); err != nil {
+		return err
+	}
+	r.Line = n.Line
+	return nil
+}
+
+// UnmarshalYAML refuses unknown keys.
+func (m *MatchConfig) UnmarshalYAML(n *yaml.Node) error {
+	type plain MatchConfig
+	return decodeStrict(n, (*plain)(m))
 }
 
 // UnmarshalYAML refuses unknown keys and records the rule's line.
@@ -377,28 +447,11 @@ func (c *Config) Resolve() (*Resolved, error) {
 		return nil, err
 	}
 	for i, cl := range c.Classes {
-		f := fmt.Sprintf("classes[%d]", i)
-		if cl.Name.Value == "" {
-			return nil, c.errf(cl.Name.Line, f+".name", "required")
+		spec, err := c.resolveClass(i, cl, r)
+		if err != nil {
+			return nil, err
 		}
-		id, err := strconv.Atoi(cl.ID.Value)
-		if err != nil || id < 0 || id >= lim.Classes {
-			return nil, c.errf(cl.ID.Line, f+".id", "want a class id 0..%d, got %q", lim.Classes-1, cl.ID.Value)
-		}
-		if old, ok := r.Classes[cl.Name.Value]; ok && (cl.Name.Value != "default" || old != uint8(id)) {
-			return nil, c.errf(cl.Name.Line, f+".name", "class %q is defined twice", cl.Name.Value)
-		}
-		r.Classes[cl.Name.Value] = uint8(id)
-		for j, d := range cl.DSCP {
-			v, err := strconv.Atoi(d.Value)
-			if err != nil || v < 0 || v > 63 {
-				return nil, c.errf(d.Line, fmt.Sprintf("%s.dscp[%d]", f, j), "want a DSCP value 0..63, got %q", d.Value)
-			}
-			if prev, ok := r.DSCP[uint8(v)]; ok && prev != uint8(id) {
-				return nil, c.errf(d.Line, fmt.Sprintf("%s.dscp[%d]", f, j), "DSCP %d already selects class %d", v, prev)
-			}
-			r.DSCP[uint8(v)] = uint8(id)
-		}
+		o.Classes = append(o.Classes, spec)
 	}
 	names := map[string]bool{}
 	var origins []origin
@@ -423,6 +476,138 @@ func (c *Config) Resolve() (*Resolved, error) {
 		origins = append(origins, from)
 	}
 	return r, nil
+}
+
+// resolveClass checks classes[i] and returns it in engine terms; its DSCP
+// values go into r.DSCP.
+func (c *Config) resolveClass(i int, cl ClassConfig, r *Resolved) (engine.ClassSpec, error) {
+	f := fmt.Sprintf("classes[%d]", i)
+	lim := r.Options.Steer
+	var spec engine.ClassSpec
+	if cl.Name.Value == "" {
+		return spec, c.errf(cl.Line, f+".name", "required")
+	}
+	id, err := strconv.Atoi(cl.ID.Value)
+	if err != nil || id < 0 || id >= lim.Classes {
+		return spec, c.errf(max(cl.ID.Line, cl.Line), f+".id", "want a class id 0..%d, got %q", lim.Classes-1, cl.ID.Value)
+	}
+	if old, ok := r.Classes[cl.Name.Value]; ok && (cl.Name.Value != "default" || old != uint8(id)) {
+		return spec, c.errf(cl.Name.Line, f+".name", "class %q is defined twice", cl.Name.Value)
+	}
+	for name, other := range r.Classes {
+		if other == uint8(id) && name != "default" {
+			return spec, c.errf(cl.ID.Line, f+".id", "class id %d is already class %q", id, name)
+		}
+	}
+	r.Classes[cl.Name.Value] = uint8(id)
+	spec = engine.ClassSpec{Name: cl.Name.Value, ID: uint8(id), Weight: 1}
+	intIn := func(s Scalar, field string, lo, hi int) (int, error) {
+		n, err := strconv.Atoi(s.Value)
+		if err != nil || n < lo || n > hi {
+			return 0, c.errf(s.Line, f+"."+field, "want %d..%d, got %q", lo, hi, s.Value)
+		}
+		return n, nil
+	}
+	if cl.Priority.Set {
+		if spec.Priority, err = intIn(cl.Priority, "priority", 0, 7); err != nil {
+			return spec, err
+		}
+	}
+	if cl.Weight.Set {
+		if spec.Weight, err = intIn(cl.Weight, "weight", 1, 1000); err != nil {
+			return spec, err
+		}
+	}
+	if cl.Queue.Set {
+		if spec.Queue, err = intIn(cl.Queue, "queue", 16, 1<<16); err != nil {
+			return spec, err
+		}
+	}
+	if cl.RxThreshold.Set {
+		if spec.RxThreshold, err = intIn(cl.RxThreshold, "rx_threshold", 1, 1<<16); err != nil {
+			return spec, err
+		}
+	}
+	if spec.Rate, spec.Burst, err = c.rateBurst(f, cl.Rate, cl.Burst, cl.Line); err != nil {
+		return spec, err
+	}
+	if cl.ECN.Set {
+		if spec.ECN, err = strconv.ParseBool(cl.ECN.Value); err != nil {
+			return spec, c.errf(cl.ECN.Line, f+".ecn", "want true or false, got %q", cl.ECN.Value)
+		}
+	}
+	if rc := cl.RED; rc != nil {
+		red := &engine.REDSpec{}
+		q := engine.DefaultClassQueue
+		if spec.Queue > 0 {
+			q = spec.Queue
+		}
+		if red.Min, err = intIn(rc.Min, "red.min", 1, q-1); err != nil {
+			return spec, err
+		}
+		if red.Max, err = intIn(rc.Max, "red.max", red.Min+1, q); err != nil {
+			return spec, err
+		}
+		p, err := strconv.ParseFloat(rc.MaxP.Value, 64)
+		if err != nil || !(p > 0 && p <= 1) {
+			return spec, c.errf(max(rc.MaxP.Line, rc.Line), f+".red.max_p", "want a probability 0 < max_p <= 1, got %q", rc.MaxP.Value)
+		}
+		red.MaxP = p
+		spec.RED = red
+	}
+	dscps, ports := cl.DSCP, []Scalar(nil)
+	dfield := f + ".dscp"
+	if m := cl.Match; m != nil {
+		if len(m.DSCP) > 0 && len(cl.DSCP) > 0 {
+			return spec, c.errf(m.DSCP[0].Line, f+".match.dscp", "give match.dscp or dscp, not both")
+		}
+		if len(m.DSCP) > 0 {
+			dscps, dfield = m.DSCP, f+".match.dscp"
+		}
+		ports = m.Ports
+	}
+	for j, d := range dscps {
+		v, err := strconv.Atoi(d.Value)
+		if err != nil || v < 0 || v > 63 {
+			return spec, c.errf(d.Line, fmt.Sprintf("%s[%d]", dfield, j), "want a DSCP value 0..63, got %q", d.Value)
+		}
+		if prev, ok := r.DSCP[uint8(v)]; ok && prev != uint8(id) {
+			return spec, c.errf(d.Line, fmt.Sprintf("%s[%d]", dfield, j), "DSCP %d already selects class %d", v, prev)
+		}
+		r.DSCP[uint8(v)] = uint8(id)
+		spec.DSCP = append(spec.DSCP, uint8(v))
+	}
+	for j, pv := range ports {
+		lo, hi, ok := parsePortRange(pv.Value)
+		if !ok {
+			return spec, c.errf(pv.Line, fmt.Sprintf("%s.match.ports[%d]", f, j), "want PORT or LO-HI within 0..65535 with LO <= HI, got %q", pv.Value)
+		}
+		spec.Ports = append(spec.Ports, engine.PortRange{Lo: lo, Hi: hi})
+	}
+	return spec, nil
+}
+
+// rateBurst parses a rate and its burst (field f.rate, f.burst): both or
+// neither.
+func (c *Config) rateBurst(f string, rate, burst Scalar, line int) (uint64, uint64, error) {
+	if !rate.Set && !burst.Set {
+		return 0, 0, nil
+	}
+	if !rate.Set {
+		return 0, 0, c.errf(burst.Line, f+".rate", "required with a burst")
+	}
+	bps, err := ParseRate(rate.Value)
+	if err != nil {
+		return 0, 0, c.errf(rate.Line, f+".rate", "%v", err)
+	}
+	if !burst.Set {
+		return 0, 0, c.errf(rate.Line, f+".burst", "required with a rate (bytes, such as 64kb)")
+	}
+	b, err := ParseSize(burst.Value)
+	if err != nil || b < 1500 {
+		return 0, 0, c.errf(burst.Line, f+".burst", "want at least one MTU frame (1500 bytes) such as 64kb, got %q", burst.Value)
+	}
+	return bps, b, nil
 }
 
 // origin says where in the file a resolved guest's MAC, addresses and
@@ -624,6 +809,10 @@ func (c *Config) resolveGuestSpec(f string, g GuestConfig, r *Resolved, ifaces m
 			return s, c.errf(g.MAC.Line, f+".mac", "want a unicast Ethernet address, got %q", g.MAC.Value)
 		}
 		s.MAC = m
+	}
+	var err error
+	if s.Rate, s.Burst, err = c.rateBurst(f, g.Rate, g.Burst, g.Line); err != nil {
+		return s, err
 	}
 	if g.SpoofCheck.Set {
 		on, err := strconv.ParseBool(g.SpoofCheck.Value)

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/xnic/xnic/engine"
 )
 
 // Line 1 is empty; "ports:" is line 2.
@@ -192,6 +194,118 @@ func TestGuestPorts(t *testing.T) {
 		_, err := Parse("two.yaml", []byte(src))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.want)
+		}
+	}
+}
+
+const classConfig = `ports:
+  - iface: xnic0
+classes:
+  - {name: interactive, id: 1, priority: 0, match: {dscp: [46]}}
+  - name: storage
+    id: 2
+    priority: 1
+    weight: 3
+    match: {ports: ["4420", "3260"]}
+  - name: bulk
+    id: 3
+    priority: 1
+    weight: 1
+    rate: 500mbit
+    burst: 64kb
+    ecn: true
+    red: {min: 64, max: 256, max_p: 0.1}
+    rx_threshold: 512
+guests:
+  - name: web
+    rate: 1gbit
+    burst: 128kb
+    ipv4: [198.18.0.10/24]
+    rules:
+      - {proto: tcp}
+      - {proto: udp, ports: "5000-5999", class: bulk}
+`
+
+// TestClasses: the issue's three classes on one guest resolve to engine
+// classes with their scheduler and congestion settings, the guest's rate
+// and the DSCP map; a class defined by port gives the guest a rule for it
+// within what its rules take; each bad value names its line and field.
+func TestClasses(t *testing.T) {
+	c, err := Parse("cls.yaml", []byte(classConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cls := r.Options.Classes
+	if len(cls) != 3 {
+		t.Fatalf("classes: %+v", cls)
+	}
+	bulk := cls[2]
+	if bulk.ID != 3 || bulk.Priority != 1 || bulk.Weight != 1 || bulk.Rate != 62_500_000 || bulk.Burst != 64<<10 ||
+		!bulk.ECN || bulk.RED == nil || *bulk.RED != (engine.REDSpec{Min: 64, Max: 256, MaxP: 0.1}) || bulk.RxThreshold != 512 {
+		t.Errorf("bulk: %+v", bulk)
+	}
+	if st := cls[1]; st.Weight != 3 || len(st.Ports) != 2 || st.Ports[0] != (engine.PortRange{Lo: 4420, Hi: 4420}) {
+		t.Errorf("storage: %+v", st)
+	}
+	if r.DSCP[46] != 1 || r.Classes["storage"] != 2 {
+		t.Errorf("dscp %v classes %v", r.DSCP, r.Classes)
+	}
+	g := r.Guests[0]
+	if g.Rate != 125_000_000 || g.Burst != 128<<10 {
+		t.Errorf("guest rate %d burst %d", g.Rate, g.Burst)
+	}
+	if err := r.Options.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct{ name, find, replace, want string }{
+		{"bad weight", `weight: 3`, `weight: 0`, `cls.yaml:8: classes[1].weight`},
+		{"bad priority", `priority: 1`, `priority: 9`, `cls.yaml:7: classes[1].priority`},
+		{"bad rate", `rate: 500mbit`, `rate: 500furlongs`, `cls.yaml:14: classes[2].rate: rate "500furlongs": unknown unit`},
+		{"rate without burst", "    burst: 64kb\n", "", `cls.yaml:14: classes[2].burst: required with a rate`},
+		{"tiny burst", `burst: 64kb`, `burst: 100`, `cls.yaml:15: classes[2].burst`},
+		{"red min above max", `max: 256`, `max: 32`, `cls.yaml:17: classes[2].red.max`},
+		{"red max_p", `max_p: 0.1`, `max_p: 2`, `cls.yaml:17: classes[2].red.max_p`},
+		{"ecn", `ecn: true`, `ecn: sometimes`, `cls.yaml:16: classes[2].ecn`},
+		{"port", `"3260"`, `"70000"`, `cls.yaml:9: classes[1].match.ports[1]`},
+		{"id twice", `id: 3`, `id: 2`, `cls.yaml:11: classes[2].id`},
+		{"unknown key", `weight: 1`, `wieght: 1`, `unknown field "wieght"`},
+		{"guest rate", `rate: 1gbit`, `rate: fast`, `cls.yaml:21: guests[0].rate`},
+	}
+	for _, tc := range cases {
+		src := strings.Replace(classConfig, tc.find, tc.replace, 1)
+		if src == classConfig {
+			t.Fatalf("%s: the replacement did not apply", tc.name)
+		}
+		_, err := Parse("cls.yaml", []byte(src))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestParseRateSize(t *testing.T) {
+	for s, want := range map[string]uint64{"500mbit": 62_500_000, "10gbit": 1_250_000_000, "8000": 1000, "1.5gbit": 187_500_000, "100mbps": 100_000_000} {
+		if got, err := ParseRate(s); err != nil || got != want {
+			t.Errorf("ParseRate(%q) = %d, %v; want %d", s, got, err, want)
+		}
+	}
+	for _, s := range []string{"", "0", "-5mbit", "5 parsecs", "1bit"} {
+		if _, err := ParseRate(s); err == nil {
+			t.Errorf("ParseRate(%q): no error", s)
+		}
+	}
+	for s, want := range map[string]uint64{"64kb": 65536, "1500": 1500, "2m": 2 << 20, "1gb": 1 << 30} {
+		if got, err := ParseSize(s); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", s, got, err, want)
+		}
+	}
+	for _, s := range []string{"", "0", "1.5kb", "12 furlongs"} {
+		if _, err := ParseSize(s); err == nil {
+			t.Errorf("ParseSize(%q): no error", s)
 		}
 	}
 }
