@@ -391,8 +391,16 @@ func (s *Scheduler) DequeueBatch(now int64, out []Item, classes []uint8) int {
 
 // NextEligible returns the earliest time, not before now, at which Dequeue
 // will have something to send: now if it has already, Never if every queue
-// is empty.
+// is empty. It looks for the class Dequeue would serve, as Dequeue does.
 func (s *Scheduler) NextEligible(now int64) int64 {
+	for li := range s.levels {
+		if ci, ok := s.pick(now, &s.levels[li]); ok {
+			// Dequeue serves this one as soon as the aggregate allows.
+			c := &s.classes[ci]
+			return s.agg.NextAt(now, c.ring[c.head&c.mask].Len)
+		}
+	}
+	// Every backlogged class waits for its own bucket.
 	best := Never
 	for i := range s.n {
 		c := &s.classes[i]
@@ -400,11 +408,7 @@ func (s *Scheduler) NextEligible(now int64) int64 {
 			continue
 		}
 		n := c.ring[c.head&c.mask].Len
-		t := max(c.bucket.NextAt(now, n), s.agg.NextAt(now, n))
-		if t <= now {
-			return now
-		}
-		best = min(best, t)
+		best = min(best, max(c.bucket.NextAt(now, n), s.agg.NextAt(now, n)))
 	}
 	return best
 }
