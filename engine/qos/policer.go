@@ -35,6 +35,7 @@ type PolicerParams struct {
 
 // Policer is a colour-blind srTCM or trTCM meter. Its two buckets start
 // full and fill with the same exact integer arithmetic as TokenBucket.
+// Make one with NewPolicer; the zero value colours everything red.
 type Policer struct {
 	twoRate bool
 	c, p    credit // c fills Tc at CIR (and Te after it, srTCM); p fills Tp at PIR
