@@ -2,7 +2,10 @@ package engine
 
 import (
 	"fmt"
+	"math/bits"
 	"slices"
+
+	"github.com/xnic/xnic/engine/qos"
 )
 
 // Traffic classes. A class is what a converged NIC serves network packets
@@ -200,4 +203,55 @@ func (o Options) classRules(spec GuestSpec) []RuleSpec {
 		}
 	}
 	return out
+}
+
+// schedConfig is the send scheduler of a guest (one per worker): a queue
+// for every class id, configured from Options.Classes, and the guest's
+// aggregate rate. ok is false when neither classes nor a guest rate are
+// configured: then sends go straight to the tx ring, as before classes.
+func (o Options) schedConfig(spec GuestSpec) (cfg qos.Config, ok bool) {
+	if len(o.Classes) == 0 && spec.Rate == 0 {
+		return cfg, false
+	}
+	cfg.Rate, cfg.Burst = spec.Rate, spec.Burst
+	for id := range min(o.Steer.Classes, qos.MaxClasses) {
+		c := o.class(uint8(id))
+		q := c.queueDepth()
+		if q&(q-1) != 0 {
+			q = 1 << bits.Len(uint(q)) // the ring wants a power of two
+		}
+		cc := qos.ClassConfig{Priority: uint8(c.Priority), Weight: uint32(max(c.Weight, 1)),
+			Rate: c.Rate, Burst: c.Burst, QueueLen: min(q, 1<<16)}
+		if r := c.RED; r != nil {
+			cc.RED = qos.WREDParams{MinTh: uint32(r.Min), MaxTh: uint32(r.Max), MaxP: r.MaxP, ECN: c.ECN, Seed: uint64(id) + 1}
+		}
+		cfg.Classes = append(cfg.Classes, cc)
+	}
+	return cfg, true
+}
+
+// txClassifier gives a send its class when its connection has none: the
+// class its DSCP selects, else the class whose ports hold its destination
+// or source port.
+type txClassifier struct {
+	dscp  [64]uint8
+	ports []classPorts
+}
+
+type classPorts struct {
+	class  uint8
+	lo, hi uint16
+}
+
+func newTxClassifier(o Options) *txClassifier {
+	c := &txClassifier{}
+	for _, cl := range o.Classes {
+		for _, d := range cl.DSCP {
+			c.dscp[d&63] = cl.ID
+		}
+		for _, p := range cl.Ports {
+			c.ports = append(c.ports, classPorts{class: cl.ID, lo: p.Lo, hi: p.Hi})
+		}
+	}
+	return c
 }

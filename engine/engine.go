@@ -279,6 +279,9 @@ func New(opts Options, fn RxFunc) (_ *Engine, err error) {
 			if w.txp, err = newTxPath(u, len(w.descs), w.pipe.proc.Cache(), &w.Tx); err != nil {
 				return nil, err
 			}
+			if len(opts.Classes) > 0 {
+				w.txp.classes = newTxClassifier(opts)
+			}
 			w.txReserve = int(opts.UMEM.NumFrames / 4)
 		}
 		w.Prime()

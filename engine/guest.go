@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/xnic/xnic/bpf"
+	"github.com/xnic/xnic/engine/qos"
 	"github.com/xnic/xnic/umem"
 )
 
@@ -186,9 +187,16 @@ func (e *Engine) AttachGuestWith(spec GuestSpec, o GuestOptions) (_ *Guest, err 
 	// Sockets on every port of the guest, standby ports included, so a
 	// later move binds nothing. The guest's send queue on each worker is
 	// served through its active port's endpoint.
+	cfg, shaped := e.opts.schedConfig(spec)
 	for _, w := range e.workers {
 		if e.opts.Pipeline != nil {
-			g.txqs = append(g.txqs, newTxQueue(&w.tid, w.idle))
+			q := newTxQueue(&w.tid, w.idle)
+			if shaped {
+				if q.sched, err = qos.NewScheduler(cfg, monotime()); err != nil {
+					return nil, fmt.Errorf("engine: attach guest %s: classes: %w", spec.Name, err)
+				}
+			}
+			g.txqs = append(g.txqs, q)
 		}
 	}
 	for i, gp := range gps {
@@ -312,6 +320,14 @@ func (e *Engine) detachLocked(g *Guest) error {
 			}
 		})
 		gp.eps, gp.ceps = nil, nil
+	}
+	// The frames the guest's schedulers still hold go back to the free
+	// lists; the workers no longer serve its queues.
+	for wi, q := range g.txqs {
+		if q.sched != nil {
+			w := e.workers[wi]
+			w.Do(func() { q.sched.Flush(func(it qos.Item) { w.u.Release(it.Addr) }) })
+		}
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("engine: detach guest %s: %w", g.Spec.Name, errors.Join(errs...))

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync/atomic"
 
+	"github.com/xnic/xnic/engine/qos"
 	"github.com/xnic/xnic/flows"
 	"github.com/xnic/xnic/flows/conn"
 	"github.com/xnic/xnic/flows/offload"
@@ -21,6 +22,8 @@ type TxCounters struct {
 	MSSClamped  atomic.Uint64 // requests whose segment size was cut to fit the port's MTU
 	NoFrames    atomic.Uint64 // passes that found no free frame for a request
 	LinkDown    atomic.Uint64 // requests dropped because their port had no link (also in Dropped)
+	Queued      atomic.Uint64 // frames the class schedulers took (Stats.Classes has them by class)
+	QueueDrops  atomic.Uint64 // frames the class schedulers dropped: tail, RED or policer
 	Completed   atomic.Uint64 // frames back from the completion rings
 }
 
@@ -36,6 +39,8 @@ type TxStats struct {
 	MSSClamped  uint64 `json:"mss_clamped"`
 	NoFrames    uint64 `json:"no_frames"`
 	LinkDown    uint64 `json:"link_down"`
+	Queued      uint64 `json:"queued"`
+	QueueDrops  uint64 `json:"queue_drops"`
 	Completed   uint64 `json:"completed"`
 }
 
@@ -50,6 +55,8 @@ func (s *TxStats) add(c *TxCounters) {
 	s.MSSClamped += c.MSSClamped.Load()
 	s.NoFrames += c.NoFrames.Load()
 	s.LinkDown += c.LinkDown.Load()
+	s.Queued += c.Queued.Load()
+	s.QueueDrops += c.QueueDrops.Load()
 	s.Completed += c.Completed.Load()
 }
 
@@ -68,7 +75,11 @@ type txPath struct {
 	addrs  []uint64
 	descs  []umem.Desc
 
-	ep      *Endpoint // the endpoint whose queue is being served
+	ep      *Endpoint      // the endpoint whose queue is being served
+	sched   *qos.Scheduler // ep's guest's class scheduler on this worker; nil: straight to the tx ring
+	classes *txClassifier  // nil without classes
+	now     int64
+	items   []qos.Item
 	reqs    uint64
 	segs    uint64
 	gsoReqs uint64
@@ -78,6 +89,8 @@ type txPath struct {
 	clamped uint64
 	noFrame uint64
 	down    uint64
+	queued  uint64
+	qdrops  uint64
 	done    uint64
 
 	counters *TxCounters
@@ -96,7 +109,7 @@ func newTxPath(u *umem.UMEM, batch int, cache *conn.Cache, c *TxCounters) (*txPa
 		u: u, gso: g, counters: c,
 		pkts: make([]flows.Packet, batch), frames: make([][]byte, batch), slots: make([]*txSlot, batch),
 		out: make([][]byte, maxSegs), sizes: make([]int, maxSegs), addrs: make([]uint64, maxSegs),
-		descs: make([]umem.Desc, maxSegs),
+		descs: make([]umem.Desc, maxSegs), items: make([]qos.Item, maxSegs),
 	}
 	if cache != nil {
 		po := conn.DefaultProcessorOptions()
@@ -125,32 +138,57 @@ func (t *txPath) serve(ep *Endpoint, now int64) int {
 		t.frames[i] = s.buf[:s.n]
 		flows.Parse(t.frames[i], &t.pkts[i])
 	}
-	t.ep = ep
+	t.ep, t.sched, t.now = ep, q.sched, now
 	if t.proc != nil {
 		// Account the requests to their connections, connection by
 		// connection, and send each connection's in order.
 		t.proc.Begin(conn.Batch{Pkts: t.pkts[:n], Frames: t.frames[:n], Now: now})
 		for {
-			_, idx, ok := t.proc.Next()
+			ctx, idx, ok := t.proc.Next()
 			if !ok {
 				break
 			}
 			for _, i := range idx {
-				t.sendOne(i)
+				t.sendOne(i, t.classOf(ctx, &t.pkts[i]))
 			}
 		}
 	} else {
 		for i := range n {
-			t.sendOne(int32(i))
+			t.sendOne(int32(i), t.classOf(nil, &t.pkts[i]))
 		}
 	}
 	q.head.Store(h + uint64(n))
 	q.freed()
-	t.ep = nil
+	t.ep, t.sched = nil, nil
 	return n
 }
 
-func (t *txPath) sendOne(i int32) {
+// classOf is the class a send goes in: its connection's (the class its
+// frames arrive in), else the class its DSCP or its ports select, which
+// the connection keeps from then on.
+func (t *txPath) classOf(ctx *conn.Context, p *flows.Packet) uint8 {
+	if t.sched == nil || t.classes == nil {
+		return 0
+	}
+	if ctx != nil && ctx.Class != 0 {
+		return ctx.Class
+	}
+	c := t.classes.dscp[p.DSCP()]
+	if c == 0 && (p.Proto == flows.ProtoTCP || p.Proto == flows.ProtoUDP) {
+		for _, r := range t.classes.ports {
+			if d, s := p.Key.DstPort, p.Key.SrcPort; d >= r.lo && d <= r.hi || s >= r.lo && s <= r.hi {
+				c = r.class
+				break
+			}
+		}
+	}
+	if ctx != nil {
+		ctx.Class = c
+	}
+	return c
+}
+
+func (t *txPath) sendOne(i int32, class uint8) {
 	t.reqs++
 	s, p, frame := t.slots[i], &t.pkts[i], t.frames[i]
 	if p.Reason.Malformed() {
@@ -204,7 +242,7 @@ func (t *txPath) sendOne(i int32) {
 			return
 		}
 		t.gsoReqs++
-		t.transmit(n)
+		t.emit(n, class, p)
 		return
 	}
 	if len(frame) > limit {
@@ -220,7 +258,62 @@ func (t *txPath) sendOne(i int32) {
 		offload.CompletePartial(o, p) // o is a copy of frame: p describes it
 	}
 	t.sizes[0] = len(o)
-	t.transmit(1)
+	t.emit(1, class, p)
+}
+
+// emit sends the n frames in t.addrs/t.sizes: to the tx ring, or through
+// the guest's class scheduler, whose verdict may mark them CE (ECN) or
+// drop them (their frames go back to the free list, counted).
+func (t *txPath) emit(n int, class uint8, p *flows.Packet) {
+	if t.sched == nil {
+		t.transmit(n)
+		return
+	}
+	ect := p.TOS&3 != 0
+	flow := uint32(p.Key.Hash())
+	for j := range n {
+		it := qos.Item{Addr: t.addrs[j], Len: uint32(t.sizes[j]), Flow: flow}
+		switch v := t.sched.Enqueue(t.now, class, it, ect); {
+		case v.Dropped():
+			t.u.Release(t.addrs[j])
+			t.qdrops++
+		case v == qos.Marked:
+			qos.MarkCE(t.out[j][:t.sizes[j]], int(p.L3Off))
+			fallthrough
+		default:
+			t.queued++
+		}
+	}
+}
+
+// drain moves what q's scheduler lets go now to ep's tx ring, as far as
+// the ring has room; the rest waits for the next pass (or for its tokens:
+// Worker.sleep wakes by NextEligible). It returns the frames posted.
+func (t *txPath) drain(ep *Endpoint, sched *qos.Scheduler, now int64) int {
+	s := ep.Sock
+	off := t.u.DataOffset()
+	posted := 0
+	for {
+		room := min(s.TxFree(), len(t.items))
+		if room == 0 {
+			break
+		}
+		n := sched.DequeueBatch(now, t.items[:room], nil)
+		if n == 0 {
+			break
+		}
+		for j, it := range t.items[:n] {
+			t.descs[j] = umem.Desc{Addr: it.Addr + off, Len: it.Len}
+			t.bytes += uint64(it.Len)
+		}
+		s.Post(t.descs[:n]) // room was checked: all of them go
+		t.segs += uint64(n)
+		posted += n
+		if s.TxQueued() >= kickBudget {
+			s.KickTx()
+		}
+	}
+	return posted
 }
 
 // alloc takes n free frames into t.addrs and t.out; false if there are not
@@ -297,5 +390,7 @@ func (t *txPath) publish() {
 	c.MSSClamped.Store(t.clamped)
 	c.NoFrames.Store(t.noFrame)
 	c.LinkDown.Store(t.down)
+	c.Queued.Store(t.queued)
+	c.QueueDrops.Store(t.qdrops)
 	c.Completed.Store(t.done)
 }

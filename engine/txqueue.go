@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xnic/xnic/engine/qos"
 )
 
 // TxWait is how long Send waits for room in a full send queue before it
@@ -42,6 +44,12 @@ type txQueue struct {
 
 	// Counters, written by producers under mu.
 	full atomic.Uint64 // requests dropped after TxWait
+
+	// sched is the guest's class scheduler on this worker (nil without
+	// classes or a guest rate): the frames the worker made of the queue's
+	// requests wait there, as descriptors, for their turn. Only the
+	// worker touches it.
+	sched *qos.Scheduler
 }
 
 type txSlot struct {
@@ -62,6 +70,16 @@ func newTxQueue(worker *atomic.Int32, wake *waker) *txQueue {
 
 // pending reports whether the queue holds requests (for the worker).
 func (q *txQueue) pending() bool { return q.tail.Load() != q.head.Load() }
+
+// schedBudget bounds the frames a guest's scheduler holds on a worker:
+// past it the worker leaves the guest's requests in its send queue, which
+// fills and makes Send wait (back-pressure to the guest's stack) instead of
+// the scheduler taking every free frame of the UMEM.
+const schedBudget = 512
+
+// admits reports whether the worker may take more of the queue's
+// requests: its scheduler, if any, holds less than schedBudget frames.
+func (q *txQueue) admits() bool { return q.sched == nil || q.sched.Backlog() < schedBudget }
 
 // put copies wr into the next slot, waiting up to TxWait for room.
 func (q *txQueue) put(wr *WorkRequest) error {

@@ -386,8 +386,13 @@ func (w *Worker) serveTx() int {
 	}
 	n := 0
 	for _, ep := range w.eps {
-		if ep.tx != nil && ep.tx.pending() {
-			n += w.txp.serve(ep, w.clock())
+		if q := ep.tx; q != nil {
+			if q.pending() && q.admits() {
+				n += w.txp.serve(ep, w.clock())
+			}
+			if q.sched != nil && q.sched.Backlog() > 0 && ep.linkUp() {
+				n += w.txp.drain(ep, q.sched, w.clock())
+			}
 		}
 		// Copy mode sends only inside a kick, a few dozen frames at a
 		// time: keep kicking while frames wait in the tx ring, also on
@@ -484,7 +489,13 @@ func (w *Worker) sleep() {
 	if !w.hasWork() {
 		w.stats.Sleeps++
 		w.publish() // the counters stay as they are while it sleeps
-		_, _ = unix.Poll(w.pfds, w.pollMs)
+		timeout := int64(w.pollMs) * int64(time.Millisecond)
+		if d := w.shapedWait(); d >= 0 && d < timeout {
+			// Shaped frames wait for tokens: wake when they have them.
+			timeout = d
+		}
+		ts := unix.NsecToTimespec(timeout)
+		_, _ = unix.Ppoll(w.pfds, &ts, nil)
 	}
 	// A producer that woke the worker took the flag down and wrote the
 	// eventfd: only then is there something to read.
@@ -504,8 +515,28 @@ func (w *Worker) hasWork() bool {
 		if ep.tx != nil && ep.tx.pending() || ep.txStuck() {
 			return true
 		}
+		if q := ep.tx; q != nil && q.sched != nil && q.sched.Backlog() > 0 && ep.linkUp() {
+			if now := monotime(); q.sched.NextEligible(now) <= now {
+				return true
+			}
+		}
 	}
 	return false
+}
+
+// shapedWait is how long, in nanoseconds, until a guest's scheduler on
+// this worker has a shaped frame to let go; -1 when none waits.
+func (w *Worker) shapedWait() int64 {
+	wait := int64(-1)
+	now := monotime()
+	for _, ep := range w.eps {
+		if q := ep.tx; q != nil && q.sched != nil && q.sched.Backlog() > 0 && ep.linkUp() {
+			if d := max(q.sched.NextEligible(now)-now, 0); wait < 0 || d < wait {
+				wait = d
+			}
+		}
+	}
+	return wait
 }
 
 // linkUp reports whether the endpoint's port has its link, as last seen.

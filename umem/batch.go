@@ -120,6 +120,14 @@ func (s *Socket) Post(descs []Desc) int {
 	return int(n)
 }
 
+// TxFree is how many frames the tx ring can take now.
+func (s *Socket) TxFree() int {
+	if s.Tx == nil {
+		return 0
+	}
+	return int(s.Tx.Free())
+}
+
 // TxQueued is how many frames the tx ring holds that the kernel has not
 // taken yet.
 func (s *Socket) TxQueued() int {

@@ -412,3 +412,28 @@ func (s *Scheduler) NextEligible(now int64) int64 {
 	}
 	return best
 }
+
+// Backlog is the number of descriptors queued over all classes.
+func (s *Scheduler) Backlog() int {
+	n := 0
+	for i := range s.n {
+		n += int(s.classes[i].Depth)
+	}
+	return n
+}
+
+// Flush empties every class queue, handing each descriptor to fn (whose
+// frame the caller frees), as a port that goes away does: no bucket is
+// charged and nothing counts as sent. It returns how many it flushed.
+func (s *Scheduler) Flush(fn func(Item)) int {
+	n := 0
+	for i := range s.n {
+		c := &s.classes[i]
+		for ; !c.empty(); c.head++ {
+			fn(c.ring[c.head&c.mask])
+			n++
+		}
+		c.Depth, c.deficit, c.inTurn = 0, 0, false
+	}
+	return n
+}
