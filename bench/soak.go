@@ -10,12 +10,14 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/xnic/xnic/bench/internal/stat"
 	"github.com/xnic/xnic/engine"
 	"github.com/xnic/xnic/engine/services"
 )
@@ -277,6 +279,9 @@ type soaker struct {
 	echoes, echoLost, echoErrors             atomic.Uint64
 	sampleErrors                             atomic.Uint64
 	errMu                                    sync.Mutex
+	// downloadSecs are the times of the complete downloads; only
+	// downloadLoop touches it until the load has stopped.
+	downloadSecs []float64
 }
 
 // run is the measurement: the load until Duration, a sample at the start
@@ -318,6 +323,9 @@ sampling:
 		Downloads: s.downloads.Load(), DownloadBytes: s.downloadBytes.Load(), DownloadErrors: s.downloadErrors.Load(),
 		Echoes: s.echoes.Load(), EchoLost: s.echoLost.Load(), EchoErrors: s.echoErrors.Load(),
 		SampleErrors: s.sampleErrors.Load(),
+	}
+	if len(s.downloadSecs) > 0 {
+		s.rep.Totals.DownloadMedSec, s.rep.Totals.DownloadMaxSec = stat.Median(s.downloadSecs), slices.Max(s.downloadSecs)
 	}
 }
 
@@ -366,6 +374,7 @@ func (s *soaker) downloadLoop(ctx context.Context, c *tcpClient, end time.Time) 
 		if err := sleep(ctx, time.Until(next), nil); err != nil {
 			return
 		}
+		t0 := time.Now()
 		n, err := s.download(ctx, c, tr, buf)
 		s.downloadBytes.Add(uint64(n))
 		switch {
@@ -376,6 +385,7 @@ func (s *soaker) downloadLoop(ctx context.Context, c *tcpClient, end time.Time) 
 			tr.CloseIdleConnections()
 		default:
 			s.downloads.Add(1)
+			s.downloadSecs = append(s.downloadSecs, time.Since(t0).Seconds())
 		}
 	}
 }
@@ -466,8 +476,8 @@ func (s *soaker) sample(ctx context.Context, pid int, status *http.Transport) {
 	}
 	sm.Errors = s.requestErrors.Load() + s.downloadErrors.Load() + s.echoErrors.Load() + s.echoLost.Load() + s.sampleErrors.Load()
 	s.rep.Samples = append(s.rep.Samples, sm)
-	fmt.Fprintf(s.log, "%6.0fs  rss %7.1f MiB (hwm %.1f)  %3d threads  %4d fds  %5d conns  %9d requests  %4d downloads  %8d echoes  %d errors\n",
-		sm.T, kibMiB(sm.RSSKiB), kibMiB(sm.HWMKiB), sm.Threads, sm.FDs, sm.ConnsLive, sm.Requests, sm.Downloads, sm.Echoes, sm.Errors)
+	fmt.Fprintf(s.log, "%6.0fs  rss %7.1f MiB (hwm %.1f)  %3d threads  %4d fds  %5d conns  %d xsk drops  %9d requests  %4d downloads  %8d echoes  %d errors\n",
+		sm.T, kibMiB(sm.RSSKiB), kibMiB(sm.HWMKiB), sm.Threads, sm.FDs, sm.ConnsLive, sm.XSKDrops, sm.Requests, sm.Downloads, sm.Echoes, sm.Errors)
 }
 
 // guestStatus reads the guest's counters from its HTTP service.
@@ -486,14 +496,13 @@ func (s *soaker) guestStatus(ctx context.Context, tr *http.Transport, sm *SoakSa
 	}
 	var st struct {
 		Requests    uint64 `json:"requests"`
-		ActiveConns int64  `json:"active_conns"`
 		ServeErrors uint64 `json:"serve_errors"`
 		Datagrams   uint64 `json:"datagrams"`
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st); err != nil {
 		return fmt.Errorf("guest status: %w", err)
 	}
-	sm.Served, sm.GuestConns, sm.ServeErrors, sm.Datagrams = st.Requests, st.ActiveConns, st.ServeErrors, st.Datagrams
+	sm.Served, sm.ServeErrors, sm.Datagrams = st.Requests, st.ServeErrors, st.Datagrams
 	return nil
 }
 

@@ -59,7 +59,6 @@ type SoakSample struct {
 	XSKDrops  uint64 `json:"xsk_drops"`  // rx dropped, rx ring full, fill ring empty
 	// The guest's services (GET /status).
 	Served      uint64 `json:"served_requests"`
-	GuestConns  int64  `json:"guest_conns"` // TCP connections open
 	ServeErrors uint64 `json:"serve_errors"`
 	Datagrams   uint64 `json:"datagrams_echoed"`
 	// The load so far: what succeeded, and every failure (requests,
@@ -79,10 +78,14 @@ type SoakTotals struct {
 	Downloads      uint64 `json:"downloads"` // complete and verified
 	DownloadBytes  uint64 `json:"download_bytes"`
 	DownloadErrors uint64 `json:"download_errors"`
-	Echoes         uint64 `json:"echoes"`
-	EchoLost       uint64 `json:"echo_lost"`
-	EchoErrors     uint64 `json:"echo_errors"`
-	SampleErrors   uint64 `json:"sample_errors"`
+	// DownloadMedSec and DownloadMaxSec are the median and the longest
+	// time of the complete downloads.
+	DownloadMedSec float64 `json:"download_median_seconds"`
+	DownloadMaxSec float64 `json:"download_max_seconds"`
+	Echoes         uint64  `json:"echoes"`
+	EchoLost       uint64  `json:"echo_lost"`
+	EchoErrors     uint64  `json:"echo_errors"`
+	SampleErrors   uint64  `json:"sample_errors"`
 }
 
 // failures is every failure the totals count.
@@ -209,9 +212,11 @@ func (r *SoakReport) verdictLine() string {
 	if !v.Pass {
 		word = "FAIL"
 	}
-	s := fmt.Sprintf("%s: RSS median %.1f MiB (%.0fs–%.0fs, %d samples) → %.1f MiB (%.0fs–%.0fs, %d samples): %+.1f MiB (%+.1f%%, bound %g%%); peak %.1f MiB; %d failures in %d requests, %d downloads, %d echoes",
+	t := r.Totals
+	s := fmt.Sprintf("%s: RSS median %.1f MiB (%.0fs–%.0fs, %d samples) → %.1f MiB (%.0fs–%.0fs, %d samples): %+.1f MiB (%+.1f%%, bound %g%%); peak %.1f MiB; "+
+		"%d failures in %d requests, %d downloads (median %.1fs, longest %.1fs), %d echoes",
 		word, v.FirstMiB, v.FirstFrom, v.FirstTo, v.FirstSamples, v.LastMiB, v.LastFrom, v.LastTo, v.LastSamples,
-		v.GrowthMiB, v.GrowthPct, v.MaxGrowthPct, v.PeakMiB, v.Failures, r.Totals.Requests, r.Totals.Downloads, r.Totals.Echoes)
+		v.GrowthMiB, v.GrowthPct, v.MaxGrowthPct, v.PeakMiB, v.Failures, t.Requests, t.Downloads, t.DownloadMedSec, t.DownloadMaxSec, t.Echoes)
 	if len(v.Reasons) > 0 {
 		s += "\n  " + strings.Join(v.Reasons, "\n  ")
 	}
@@ -221,11 +226,11 @@ func (r *SoakReport) verdictLine() string {
 // sampleCells are a sample's columns.
 func sampleCells(s SoakSample) []string {
 	return []string{fmt.Sprintf("%.0fs", s.T), fmt.Sprintf("%.1f", kibMiB(s.RSSKiB)), fmt.Sprintf("%.1f", kibMiB(s.HWMKiB)),
-		fmt.Sprint(s.Threads), fmt.Sprint(s.FDs), fmt.Sprint(s.ConnsLive), fmt.Sprint(s.GuestConns),
+		fmt.Sprint(s.Threads), fmt.Sprint(s.FDs), fmt.Sprint(s.ConnsLive), fmt.Sprint(s.XSKDrops),
 		fmt.Sprint(s.Requests), fmt.Sprint(s.Served), fmt.Sprint(s.Downloads), fmt.Sprint(s.Echoes), fmt.Sprint(s.Errors)}
 }
 
-const soakColumns = "time\tRSS MiB\tHWM MiB\tthreads\tfds\tconns live\tguest conns\trequests\tserved\tdownloads\techoes\terrors"
+const soakColumns = "time\tRSS MiB\tHWM MiB\tthreads\tfds\tconns live\txsk drops\trequests\tserved\tdownloads\techoes\terrors"
 
 // WriteTable prints the samples as an aligned text table, the verdict and
 // the first errors.
@@ -267,7 +272,7 @@ func (r *SoakReport) WriteMarkdown(w io.Writer) error {
 	fmt.Fprintf(&b, "Run on %s: Linux %s, %s, %d cores (load average %s at the start).\n",
 		e.Date.Format("2006-01-02"), e.Kernel, e.CPUModel, e.Cores, e.LoadAvg)
 	fmt.Fprintf(&b, "Server: %s. Load: %s. RSS, threads and fds from /proc/PID of xnic serve; conns live from the engine's "+
-		"control socket; guest conns and served from the guest's GET /status.\n\n", e.Server, e.Load)
+		"control socket (its connection table; idle entries age out after 5 minutes), xsk drops the same; served from the guest's GET /status.\n\n", e.Server, e.Load)
 	cols := strings.Split(soakColumns, "\t")
 	b.WriteString("| " + strings.Join(cols, " | ") + " |\n|" + strings.Repeat("---:|", len(cols)) + "\n")
 	for _, s := range r.Samples {
