@@ -36,8 +36,9 @@ func (r *SoakReport) drawSoak(dc draw.Canvas) (err error) {
 	}()
 	p := plot.New()
 	v := r.Verdict
-	p.Title.Text = "xnic bench soak: RSS of xnic serve, " + r.headline()
+	p.Title.Text = "xnic bench soak: RSS of xnic serve\n" + r.headline()
 	p.Title.TextStyle.Font.Size = vg.Points(10)
+	p.Title.Padding = vg.Points(8)
 	p.X.Label.Text = "time since the load started, s"
 	p.Y.Label.Text = "MiB"
 	var rss, hwm plotter.XYs
@@ -82,7 +83,7 @@ func (r *SoakReport) drawSoak(dc draw.Canvas) (err error) {
 		p.Legend.Add(fmt.Sprintf("window medians (%+.1f%%, bound %g%%)", v.GrowthPct, v.MaxGrowthPct),
 			&plotter.Line{LineStyle: draw.LineStyle{Color: color.Gray{Y: 0x40}, Width: vg.Points(4)}})
 	}
-	p.Y.Min = 0
+	p.X.Min, p.Y.Min = 0, 0
 	p.Add(plotter.NewGrid())
 	p.Legend.Top = false
 	p.Legend.XOffs, p.Legend.YOffs = -vg.Points(8), vg.Points(8)

@@ -214,7 +214,7 @@ func (r *SoakReport) verdictLine() string {
 	}
 	t := r.Totals
 	s := fmt.Sprintf("%s: RSS median %.1f MiB (%.0fs–%.0fs, %d samples) → %.1f MiB (%.0fs–%.0fs, %d samples): %+.1f MiB (%+.1f%%, bound %g%%); peak %.1f MiB; "+
-		"%d failures in %d requests, %d downloads (median %.1fs, longest %.1fs), %d echoes",
+		"%d failures in %d requests, %d downloads (median %.2fs, longest %.2fs), %d echoes",
 		word, v.FirstMiB, v.FirstFrom, v.FirstTo, v.FirstSamples, v.LastMiB, v.LastFrom, v.LastTo, v.LastSamples,
 		v.GrowthMiB, v.GrowthPct, v.MaxGrowthPct, v.PeakMiB, v.Failures, t.Requests, t.Downloads, t.DownloadMedSec, t.DownloadMaxSec, t.Echoes)
 	if len(v.Reasons) > 0 {
