@@ -85,6 +85,7 @@ bench: need build
 	$(XNIC) bench tcp --rounds 3 --duration 5s --markdown
 	$(XNIC) bench migrate --reps 10 --markdown
 	$(XNIC) bench latency --rounds 5 --requests 10000 --markdown --plot $(BIN)/latency.svg
+	$(XNIC) bench soak --duration 10m --interval 10s --markdown --svg $(BIN)/soak.svg
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -359,7 +359,7 @@ func (b *latBencher) measureServer(ctx context.Context, name string, res *Latenc
 	}
 	c := &pingClient{dial: b.srv.dial, addr: target.String(), size: o.Size, warmup: o.Warmup,
 		requests: o.Requests, timeout: o.Timeout}
-	run, err := b.srv.withServer(ctx, spec, o.ServerCPU, name == LatKernel, func(ctx context.Context) {
+	run, err := b.srv.withServer(ctx, spec, o.ServerCPU, name == LatKernel, func(ctx context.Context, _ int, _ <-chan struct{}) {
 		var s []float64
 		res.TCP, s = c.pingPong(ctx)
 		b.keep(name, KindTCP, s)

@@ -182,22 +182,28 @@ func (r *LatencyReport) drawLatency(dc draw.Canvas) (err error) {
 // WritePlot draws the distributions into path, an SVG or PNG file by its
 // extension.
 func (r *LatencyReport) WritePlot(path string) error {
+	if len(r.CDF) == 0 {
+		return errors.New("plot latency: no distribution measured")
+	}
+	return writeFigure(path, "plot latency", latFigWidth, latFigHeight, r.drawLatency)
+}
+
+// writeFigure draws a w×h figure with drawFig into path, an SVG or PNG
+// file by its extension; what prefixes errors.
+func writeFigure(path, what string, w, h vg.Length, drawFig func(draw.Canvas) error) error {
 	var c interface {
 		vg.CanvasSizer
 		io.WriterTo
 	}
 	switch strings.ToLower(filepath.Ext(path)) {
 	case ".svg":
-		c = vgsvg.New(latFigWidth, latFigHeight)
+		c = vgsvg.New(w, h)
 	case ".png":
-		c = vgimg.PngCanvas{Canvas: vgimg.NewWith(vgimg.UseWH(latFigWidth, latFigHeight), vgimg.UseDPI(120))}
+		c = vgimg.PngCanvas{Canvas: vgimg.NewWith(vgimg.UseWH(w, h), vgimg.UseDPI(120))}
 	default:
-		return fmt.Errorf("plot latency: %s: want a .svg or .png file", path)
+		return fmt.Errorf("%s: %s: want a .svg or .png file", what, path)
 	}
-	if len(r.CDF) == 0 {
-		return errors.New("plot latency: no distribution measured")
-	}
-	if err := r.drawLatency(draw.New(c)); err != nil {
+	if err := drawFig(draw.New(c)); err != nil {
 		return err
 	}
 	f, err := os.Create(path)

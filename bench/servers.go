@@ -43,6 +43,8 @@ type serverLab struct {
 	lab  *lab.Lab
 	port lab.Port
 	dir  string
+	// ctl is the control socket of the xnic contenders; "" serves none.
+	ctl string
 }
 
 // guestService is a service of the xnic guest's config.
@@ -54,7 +56,7 @@ type guestService struct {
 // xnicServe writes the config of an xnic contender, named name: the host
 // veth, queue 0, one guest with the services, and the engine settings as
 // YAML lines under engine: ("gro: true", "poll_ms: 0"). It returns the
-// spec that runs `xnic serve` on it.
+// spec that runs `xnic serve` on it, with its control socket at s.ctl.
 func (s *serverLab) xnicServe(xnic, name string, engine []string, svcs []guestService) (receiverSpec, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# xnic bench: %s\nports:\n  - iface: %s\n    queues: [0]\n    attach: native\n", name, s.port.Host)
@@ -75,7 +77,7 @@ func (s *serverLab) xnicServe(xnic, name string, engine []string, svcs []guestSe
 	}
 	return receiverSpec{
 		path:  xnic,
-		args:  []string{"serve", "--config", path, "--json", "--quiet", "--ctl", ""},
+		args:  []string{"serve", "--config", path, "--json", "--quiet", "--ctl", s.ctl},
 		ready: func(line string) bool { return strings.HasPrefix(line, xnicServeReady) },
 	}, nil
 }
@@ -114,12 +116,12 @@ type serverRun struct {
 }
 
 // withServer starts spec on cpu (after flushing the peer's neighbours: the
-// previous server may have had another MAC), runs measure while it serves,
-// and stops it. It fails when the server does not start, exits during the
+// previous server may have had another MAC), runs measure while it serves
+// (with the server's PID, and a channel closed if it exits), and stops it. It fails when the server does not start, exits during the
 // measurement or does not stop cleanly; what it measured is measure's.
 // kernel switches the host veth's offloads to kernelOffloads meanwhile.
 func (s *serverLab) withServer(ctx context.Context, spec receiverSpec, cpu int, kernel bool,
-	measure func(ctx context.Context)) (run serverRun, err error) {
+	measure func(ctx context.Context, pid int, exited <-chan struct{})) (run serverRun, err error) {
 	if kernel {
 		restore, err := setOffloads(ctx, s.port.Host, kernelOffloads)
 		if err != nil {
@@ -140,7 +142,7 @@ func (s *serverLab) withServer(ctx context.Context, spec receiverSpec, cpu int, 
 	}
 	run.cpus = processCPUs(srv.cmd.Process.Pid)
 	s0 := sampleNoise()
-	measure(ctx)
+	measure(ctx, srv.cmd.Process.Pid, srv.exited)
 	var early error
 	select {
 	case <-srv.exited:

@@ -148,25 +148,17 @@ func (c *tcpClient) download(ctx context.Context) Transfer {
 		return Transfer{Err: "get /bytes: " + resp.Status}
 	}
 	buf := make([]byte, clientBuffer)
-	want := patternWindow(len(buf))
-	var n int64
+	pc := newPatternChecker(len(buf))
 	for time.Now().Before(deadline) {
 		m, err := resp.Body.Read(buf)
-		if m > 0 {
-			off := int(n % patternPeriod)
-			if !bytes.Equal(buf[:m], want[off:off+m]) {
-				i := 0
-				for buf[i] == want[off+i] {
-					i++
-				}
-				return Transfer{Bytes: n, Err: fmt.Sprintf("byte %d is %d, the pattern's is %d", n+int64(i), buf[i], want[off+i])}
-			}
-			n += int64(m)
+		if cerr := pc.check(buf[:m]); cerr != nil {
+			return Transfer{Bytes: pc.n, Err: cerr.Error()}
 		}
 		if err != nil {
-			return Transfer{Bytes: n, Err: fmt.Sprintf("get /bytes: after %d bytes: %s", n, err)}
+			return Transfer{Bytes: pc.n, Err: fmt.Sprintf("get /bytes: after %d bytes: %s", pc.n, err)}
 		}
 	}
+	n := pc.n
 	elapsed := time.Since(start)
 	t := Transfer{Bytes: n, Seconds: elapsed.Seconds(), BitsPerSec: float64(n) * 8 / elapsed.Seconds()}
 	if n == 0 {
@@ -249,6 +241,32 @@ func patternWindow(n int) []byte {
 	b := make([]byte, n+patternPeriod)
 	io.ReadFull(services.Pattern(), b)
 	return b
+}
+
+// patternChecker checks a download against the pattern, read by read.
+type patternChecker struct {
+	want []byte // patternWindow of the largest read
+	n    int64  // bytes checked so far
+}
+
+// newPatternChecker checks reads of up to max bytes.
+func newPatternChecker(max int) *patternChecker {
+	return &patternChecker{want: patternWindow(max)}
+}
+
+// check compares the next bytes of the download, b, with the pattern at
+// their offset, and counts them when they match.
+func (c *patternChecker) check(b []byte) error {
+	off := int(c.n % patternPeriod)
+	if !bytes.Equal(b, c.want[off:off+len(b)]) {
+		i := 0
+		for b[i] == c.want[off+i] {
+			i++
+		}
+		return fmt.Errorf("byte %d is %d, the pattern's is %d", c.n+int64(i), b[i], c.want[off+i])
+	}
+	c.n += int64(len(b))
+	return nil
 }
 
 // patternHasher computes services.PatternSHA256(n) from checkpoints of the

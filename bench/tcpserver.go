@@ -39,7 +39,7 @@ func (b *tcpBencher) measureServer(ctx context.Context, name string, res *TCPRes
 	}
 	c := &tcpClient{dial: b.srv.dial, base: "http://" + target.String(), dur: b.opts.Duration,
 		conc: b.opts.Concurrency, hash: b.hash}
-	run, err := b.srv.withServer(ctx, spec, b.opts.ServerCPU, name == TCPKernel, func(ctx context.Context) {
+	run, err := b.srv.withServer(ctx, spec, b.opts.ServerCPU, name == TCPKernel, func(ctx context.Context, _ int, _ <-chan struct{}) {
 		res.Upload = c.upload(ctx)
 		res.Download = c.download(ctx)
 		res.Requests = c.requests(ctx)

@@ -10,6 +10,7 @@
 //	xnic bench latency        round-trip times of small messages against the same peers
 //	xnic bench offload        GRO and GSO on one core against the raw receive rate
 //	xnic bench migrate        a guest's stall around a migration and a link failover
+//	xnic bench soak           xnic serve's RSS, threads and fds under a long mix of load
 //	xnic run --config F       the engine with guests from a YAML file
 //	xnic maps                 list the pinned maps of a running engine
 //	xnic stats                its steering counters, human or --json
@@ -47,7 +48,7 @@ func init() {
 		{"gen", "generate UDP traffic into a lab port", runGen},
 		{"rx", "receive and recycle frames on one queue and report pps", runRx},
 		{"demo", "bring up a lab, run the engine under traffic with live figures, clean up", runDemo},
-		{"bench", "receive benchmark: XDP_DROP, xnic rx and its peers in one run; bench conns|tcp|latency|steer-prog|offload|migrate", benchcmd.Run},
+		{"bench", "receive benchmark: XDP_DROP, xnic rx and its peers in one run; bench conns|tcp|latency|steer-prog|offload|migrate|soak", benchcmd.Run},
 		{"run", "run the engine with the ports, classes and guests of a YAML config", runRun},
 		{"maps", "list the maps a running engine pinned (for bpftool)", runMaps},
 		{"stats", "print a running engine's steering counters from its pinned maps", runStats},
