@@ -17,7 +17,7 @@ import (
 )
 
 // Run is `xnic bench ARGS`: the receive benchmark, or with a first argument
-// conns, tcp, latency, steer-prog, offload or migrate, that benchmark.
+// conns, tcp, latency, steer-prog, offload, migrate or qos, that benchmark.
 func Run(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "conns" {
 		// The connection-processing curve: pure Go, no lab, no root.
@@ -38,6 +38,10 @@ func Run(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "migrate" {
 		// Stalls around a guest's migration and failover between two ports.
 		return runBenchMigrate(ctx, args[1:])
+	}
+	if len(args) > 0 && args[0] == "qos" {
+		// Class shares, shaped rate and strict priority, beside the kernel's HTB.
+		return runBenchQoS(ctx, args[1:])
 	}
 	if len(args) > 0 && args[0] == "offload" {
 		// GRO and GSO on one core against the raw receive rate, in one run.
