@@ -49,6 +49,9 @@ func runBenchQoS(ctx context.Context, args []string) error {
 		o.Log = os.Stderr
 	}
 	if err := o.Validate(); err != nil {
+		if field, msg, ok := optionFault(err); ok && field == "rate" {
+			return cli.FlagError("rate-mbit", "%s", msg)
+		}
 		return benchOptionError(err, fs)
 	}
 	rep, err := bench.RunQoS(ctx, o)
