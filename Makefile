@@ -84,6 +84,7 @@ bench: need build
 	$(XNIC) bench offload --rounds 5 --duration 2s --peers $(BIN) --markdown
 	$(XNIC) bench tcp --rounds 3 --duration 5s --markdown
 	$(XNIC) bench migrate --reps 10 --markdown
+	$(XNIC) bench qos --rounds 3 --duration 5s --markdown
 	$(XNIC) bench latency --rounds 5 --requests 10000 --markdown --plot $(BIN)/latency.svg
 	$(XNIC) bench soak --duration 10m --interval 10s --markdown --svg $(BIN)/soak.svg
 

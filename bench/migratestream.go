@@ -49,6 +49,14 @@ func startDownload(ctx context.Context, l *lab.Lab, g *stack.Guest, addr string)
 	if err != nil {
 		return nil, fmt.Errorf("listen on the guest at %s: %w", addr, err)
 	}
+	return startDownloadOn(ctx, l, ln, addr)
+}
+
+// startDownloadOn dials ln, a guest's or the host kernel's listener at
+// addr, from the lab's peer netns, and starts the writer on the accepted
+// connection and the peer's reader. The download owns ln from here on,
+// and closes it on failure.
+func startDownloadOn(ctx context.Context, l *lab.Lab, ln net.Listener, addr string) (*download, error) {
 	d := &download{ln: ln, sendDone: make(chan struct{}), readDone: make(chan struct{}),
 		arrivals: make([]int64, 0, 1<<16)}
 	accepted := make(chan net.Conn, 1)
@@ -56,7 +64,7 @@ func startDownload(ctx context.Context, l *lab.Lab, g *stack.Guest, addr string)
 		defer close(d.sendDone)
 		c, err := ln.Accept()
 		if err != nil {
-			d.sendErr = fmt.Errorf("guest accept: %w", err)
+			d.sendErr = fmt.Errorf("accept: %w", err)
 			accepted <- nil
 			return
 		}
@@ -70,7 +78,7 @@ func startDownload(ctx context.Context, l *lab.Lab, g *stack.Guest, addr string)
 			n, err := c.Write(buf)
 			d.sent.Add(int64(n))
 			if err != nil {
-				d.sendErr = fmt.Errorf("guest write: %w", err)
+				d.sendErr = fmt.Errorf("write: %w", err)
 				return
 			}
 		}
@@ -81,7 +89,7 @@ func startDownload(ctx context.Context, l *lab.Lab, g *stack.Guest, addr string)
 	if err != nil {
 		ln.Close()
 		<-d.sendDone
-		return nil, fmt.Errorf("dial the guest at %s from the peer: %w", addr, err)
+		return nil, fmt.Errorf("dial %s from the peer: %w", addr, err)
 	}
 	if c := <-accepted; c == nil {
 		conn.Close()

@@ -17,7 +17,7 @@ import (
 )
 
 // Run is `xnic bench ARGS`: the receive benchmark, or with a first argument
-// conns, tcp, latency, steer-prog, offload, migrate or soak, that benchmark.
+// conns, tcp, latency, steer-prog, offload, migrate, qos or soak, that benchmark.
 func Run(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "conns" {
 		// The connection-processing curve: pure Go, no lab, no root.
@@ -42,6 +42,10 @@ func Run(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "soak" {
 		// RSS, threads and fds of xnic serve under a long mix of load.
 		return runBenchSoak(ctx, args[1:])
+	}
+	if len(args) > 0 && args[0] == "qos" {
+		// Class shares, shaped rate and strict priority, beside the kernel's HTB.
+		return runBenchQoS(ctx, args[1:])
 	}
 	if len(args) > 0 && args[0] == "offload" {
 		// GRO and GSO on one core against the raw receive rate, in one run.
