@@ -22,8 +22,8 @@ const DefaultControlPath = "/run/xnic/engine.sock"
 
 // ControlRequest is one request on the control socket, a JSON line.
 type ControlRequest struct {
-	// Op is "stats" (Stats), "conns" (TopConns), "guests" (GuestStats) or
-	// "migrate" (MigrateGuest).
+	// Op is "stats" (Stats), "conns" (TopConns), "guests" (GuestStats),
+	// "classes" (ClassStats) or "migrate" (MigrateGuest).
 	Op string `json:"op"`
 	// N is how many connections "conns" returns.
 	N int `json:"n,omitempty"`
@@ -39,6 +39,7 @@ type ControlReply struct {
 	Conns []ConnStat `json:"conns,omitempty"`
 	// Guests answers "guests"; Migration answers "migrate".
 	Guests    []GuestStats `json:"guests,omitempty"`
+	Classes   []ClassStats `json:"classes,omitempty"`
 	Migration *Migration   `json:"migration,omitempty"`
 }
 
@@ -159,6 +160,12 @@ func (s *ControlServer) answer(req ControlRequest) ControlReply {
 		return ControlReply{Conns: s.e.TopConns(req.N)}
 	case "guests":
 		return ControlReply{Guests: s.e.GuestStats()}
+	case "classes":
+		cs, err := s.e.ClassStats()
+		if err != nil {
+			return ControlReply{Error: strings.TrimPrefix(err.Error(), "engine: ")}
+		}
+		return ControlReply{Classes: cs}
 	case "migrate":
 		if req.Guest == "" || req.To == "" {
 			return ControlReply{Error: "migrate: guest and to are required"}
@@ -170,7 +177,7 @@ func (s *ControlServer) answer(req ControlRequest) ControlReply {
 		}
 		return ControlReply{Migration: &m}
 	default:
-		return ControlReply{Error: fmt.Sprintf("op: unknown %q (want stats, conns, guests or migrate)", req.Op)}
+		return ControlReply{Error: fmt.Sprintf("op: unknown %q (want stats, conns, guests, classes or migrate)", req.Op)}
 	}
 }
 

@@ -163,6 +163,9 @@ type Engine struct {
 	guests []*Guest // by id, Options.Steer.Guests of them; 0 is the raw socket's
 	closed bool
 
+	// rates: the previous ClassStats's sent bytes by (guest, class), for
+	// the rate now. Guarded by mu.
+	rates map[[2]int]classRate
 	// The link watcher (links.go).
 	linksDone chan struct{}
 	linksWG   sync.WaitGroup

@@ -1,6 +1,9 @@
 package tests
 
 import (
+	"context"
+	"io"
+	"net"
 	"net/netip"
 	"sync/atomic"
 	"testing"
@@ -8,7 +11,9 @@ import (
 
 	"github.com/xnic/xnic/engine"
 	"github.com/xnic/xnic/engine/gen"
+	"github.com/xnic/xnic/engine/lab"
 	"github.com/xnic/xnic/engine/lab/labtest"
+	"github.com/xnic/xnic/engine/stack"
 	"github.com/xnic/xnic/umem"
 )
 
@@ -96,5 +101,146 @@ func TestClassSockets(t *testing.T) {
 		if st.Redirected != n || st.RedirectedClass0 != 0 {
 			t.Errorf("slot of class %d: %+v, want %d redirected to it", c, st, n)
 		}
+	}
+}
+
+// TestClassesOnSend: a guest shaped to 100 Mbit/s serves a flood in a
+// low class (port 6002) and a ping-pong in a strict-priority class (port
+// 6001) at once: the flood leaves at the guest's rate, every ping-pong is
+// answered, and the high class's queue drops nothing; xnic stats
+// --classes (ClassStats) shows both classes' sends.
+func TestClassesOnSend(t *testing.T) {
+	l := labtest.New(t, labOptions(1))
+	o := engine.DefaultOptions()
+	o.Ifaces = []string{l.Ports[0].Host}
+	o.NoCatchAll = true
+	o.UMEM.NumFrames = 8192
+	o.PollMs = 1
+	po := engine.DefaultPipelineOptions()
+	o.Pipeline = &po
+	o.Classes = []engine.ClassSpec{
+		{Name: "default", ID: 0, Priority: 1},
+		{Name: "interactive", ID: 1, Priority: 0, Ports: []engine.PortRange{{Lo: 6001, Hi: 6001}}},
+		{Name: "bulk", ID: 2, Priority: 1, Ports: []engine.PortRange{{Lo: 6002, Hi: 6002}}},
+	}
+	e, err := engine.New(o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.Close(); err != nil {
+			t.Error(err) // the frame audit included: nothing held by a scheduler is lost
+		}
+	})
+	e.Start()
+	p := l.Ports[0]
+	const rate = 100e6 / 8
+	spec := engine.GuestSpec{Name: "shaped", Port: p.Host, Rate: rate, Burst: 64 << 10,
+		MAC:   net.HardwareAddr{0x02, 0x78, 0x6e, 0x69, 0x63, 20},
+		Addrs: []netip.Prefix{netip.PrefixFrom(p.AddrIPv4(20), lab.PrefixLenIPv4)},
+	}
+	g, err := stack.Attach(e, spec, stack.DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	addr := p.AddrIPv4(20).String()
+	flood, err := g.Listen("tcp", net.JoinHostPort(addr, "6002"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flood.Close()
+	go func() {
+		c, err := flood.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	echo, err := g.Listen("tcp", net.JoinHostPort(addr, "6001"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		c, err := echo.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(c, c)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	fc, err := l.PeerDial(ctx, "tcp", net.JoinHostPort(addr, "6002"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	var got atomic.Int64
+	go func() {
+		buf := make([]byte, 256<<10)
+		for {
+			n, err := fc.Read(buf)
+			got.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}()
+	time.Sleep(500 * time.Millisecond) // the flood fills the bulk class
+	ec, err := l.PeerDial(ctx, "tcp", net.JoinHostPort(addr, "6001"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ec.Close()
+	start, t0 := got.Load(), time.Now()
+	msg, back := make([]byte, 64), make([]byte, 64)
+	var worst time.Duration
+	for i := range 200 {
+		msg[0] = byte(i)
+		t1 := time.Now()
+		ec.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := ec.Write(msg); err != nil {
+			t.Fatalf("ping %d: %v", i, err)
+		}
+		if _, err := io.ReadFull(ec, back); err != nil || back[0] != byte(i) {
+			t.Fatalf("pong %d: %v (%d)", i, err, back[0])
+		}
+		worst = max(worst, time.Since(t1))
+	}
+	time.Sleep(max(0, time.Second-time.Since(t0)))
+	bps := float64(got.Load()-start) / time.Since(t0).Seconds()
+	t.Logf("flood %.1f Mbit/s of payload (guest shaped to %.0f Mbit/s on the wire); 200 ping-pongs, worst %s", bps*8/1e6, rate*8/1e6, worst)
+	if bps > rate*1.02 || bps < rate*0.8 {
+		t.Errorf("flood at %.1f Mbit/s, want about %.0f", bps*8/1e6, rate*8/1e6)
+	}
+	cs, err := e.ClassStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hi, lo *engine.ClassStats
+	for i := range cs {
+		switch cs[i].Class {
+		case 1:
+			hi = &cs[i]
+		case 2:
+			lo = &cs[i]
+		}
+	}
+	if hi == nil || lo == nil {
+		t.Fatalf("class stats %+v: want classes 1 and 2", cs)
+	}
+	if hi.Sent < 200 || hi.DropTail+hi.DropRED+hi.DropPolicer != 0 || hi.Name != "interactive" || !hi.Active {
+		t.Errorf("interactive class: %+v; want 200 answers or more and no drop", *hi)
+	}
+	if lo.SentBytes < uint64(rate/2) || hi.RxPackets < 200 {
+		t.Errorf("bulk class %+v, interactive rx %d", *lo, hi.RxPackets)
 	}
 }

@@ -98,18 +98,29 @@ func runMaps(ctx context.Context, args []string) error {
 }
 
 func runStats(ctx context.Context, args []string) error {
-	fs := cli.NewFlags("stats", "[--port IFACE] [--pin-dir DIR] [--json] | --conns N | --guests [--ctl SOCKET] [--json]")
+	fs := cli.NewFlags("stats", "[--port IFACE] [--pin-dir DIR] [--json] | --conns N | --guests | --classes [--interval D] [--ctl SOCKET] [--json]")
 	root := fs.String("pin-dir", engine.DefaultPinDir, "where the engine pins its maps, one directory per port")
 	port := fs.String("port", "", "only this port (default: every pinned port)")
 	asJSON := fs.Bool("json", false, "JSON output")
 	conns := fs.Int("conns", 0, "print the top N connections by bytes and the pipeline counters, from the engine's control socket")
 	guests := fs.Bool("guests", false, "print each guest's active and standby ports and its migrations, from the engine's control socket")
+	showClasses := fs.Bool("classes", false, "print each (port, guest, class): received, queued, sent, drops by reason, ECN marks, queue depth and rate, from the engine's control socket")
+	interval := fs.Duration("interval", time.Second, "with --classes: the rate is measured over this interval")
 	ctl := fs.String("ctl", engine.DefaultControlPath, "the engine's control socket (--conns, --guests, and the XSK counters of plain stats)")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return cli.FlagError("conns", "unexpected argument %q", fs.Arg(0))
+	}
+	if *showClasses {
+		if *guests || *conns != 0 {
+			return cli.FlagError("classes", "give one of --classes, --guests and --conns")
+		}
+		if *interval <= 0 || *interval > time.Minute {
+			return cli.FlagError("interval", "want 1ms..1m, got %s", *interval)
+		}
+		return printClasses(ctx, *ctl, *interval, *asJSON)
 	}
 	if *guests {
 		if *conns != 0 {
@@ -258,6 +269,51 @@ func printConns(ctx context.Context, path string, n int, asJSON bool) error {
 	fmt.Printf("%4s  %-52s %5s %5s %12s %14s %12s %14s\n", "#", "flow (receive direction)", "guest", "class", "pkts in", "bytes in", "pkts out", "bytes out")
 	for i, c := range rep.Conns {
 		fmt.Printf("%4d  %-52s %5d %5d %12d %14d %12d %14d\n", i+1, c.Flow, c.Owner, c.Class, c.PacketsIn, c.BytesIn, c.PacketsOut, c.BytesOut)
+	}
+	return nil
+}
+
+// printClasses asks the running engine for its class counters twice,
+// interval apart, and prints the second answer: its rates are over the
+// interval.
+func printClasses(ctx context.Context, path string, interval time.Duration, asJSON bool) error {
+	ask := func() ([]engine.ClassStats, error) {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		rep, err := engine.QueryControl(ctx, path, engine.ControlRequest{Op: "classes"})
+		if err != nil {
+			return nil, err
+		}
+		if rep.Classes == nil {
+			return []engine.ClassStats{}, nil
+		}
+		return rep.Classes, nil
+	}
+	if _, err := ask(); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(interval):
+	}
+	cs, err := ask()
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return json.NewEncoder(os.Stdout).Encode(cs)
+	}
+	fmt.Printf("%-10s %-12s %-12s %10s %10s %10s %10s %8s %8s %8s %6s %7s %9s %12s\n", "port", "guest", "class", "rx pkts", "rx early",
+		"tx queued", "tx sent", "tail", "red", "policer", "ecn", "depth", "max depth", "rate Mbit/s")
+	for _, c := range cs {
+		name := fmt.Sprintf("%d %s", c.Class, c.Name)
+		if !c.Active {
+			fmt.Printf("%-10s %-12s %-12s %10d %10d %10s (standby port: receive only)\n", c.Port, c.Guest, name, c.RxPackets, c.RxEarlyDrops, "-")
+			continue
+		}
+		fmt.Printf("%-10s %-12s %-12s %10d %10d %10d %10d %8d %8d %8d %6d %7d %9d %12.1f\n", c.Port, c.Guest, name, c.RxPackets, c.RxEarlyDrops,
+			c.Enqueued, c.Sent, c.DropTail, c.DropRED, c.DropPolicer, c.ECNMarks+c.RxECNMarked, c.Depth, c.MaxDepth, c.RateBps/1e6)
 	}
 	return nil
 }
