@@ -71,7 +71,7 @@ func TestSteerEarlyDrop(t *testing.T) {
 	for _, r := range []Rule{
 		{Prefix: pfx("198.18.1.0/24"), Proto: ProtoUDP, Guest: 1, Class: 1},
 		{Prefix: pfx("198.18.2.0/24"), Proto: ProtoUDP, Guest: 1, Class: 0},
-		{Prefix: pfx("198.18.3.0/24"), Guest: 1, Class: 1}, // any protocol: fragments and ICMP take the full path
+		{Prefix: pfx("198.18.3.0/24"), Guest: 1, Class: 1},                  // any protocol: fragments and ICMP take the full path
 		{Prefix: pfx("198.18.4.0/24"), Proto: ProtoUDP, Guest: 1, Class: 3}, // no socket: to class 0
 		{Prefix: pfx("2001:2:0:1::/64"), Guest: 1, Class: 1},
 	} {
