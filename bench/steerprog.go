@@ -224,7 +224,7 @@ func fillSteer(st *bpf.Steer, name string) error {
 		}
 		// The frame's slot: queue 0, guest 0, class 0. Under: a threshold
 		// the repeats' since never reaches; over: occupancy at it.
-		thresh, occ := uint32(1<<31), uint32(0)
+		thresh, occ := uint32(bpf.MaxClassThreshold), uint32(0)
 		if name != SteerCongUnder {
 			thresh, occ = 64, 64
 		}

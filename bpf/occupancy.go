@@ -14,29 +14,35 @@ import (
 // of the (guest, class) socket that would take it is over a threshold.
 //
 // The map occupancy has one struct occ_slot per XSKMAP slot, at the same
-// index (SteerOptions.SlotIndex): occ, since, thresh and flags, four
-// 32-bit words. Who writes what:
-//   - thresh and flags: the control plane, SetClassThreshold (under
-//     Steer.mu), with atomic stores, flags before thresh;
-//   - occ: the worker that polls the slot's socket, OccupancyBoard.Publish,
-//     an atomic store;
-//   - since: the program adds one (an atomic add) for each frame it lets
-//     into the slot; Publish stores 0 after occ. A frame let in after the
-//     worker read its ring and before Publish is in neither figure: the
-//     slot looks at most that many frames emptier than it is.
+// index (SteerOptions.SlotIndex): pub, count and limit. Who writes what:
+//   - count: the program, the frames it let into the slot (modulo 2^32),
+//     with a plain add: it is the only writer;
+//   - pub: the worker that polls the slot's socket, OccupancyBoard.Publish:
+//     the rx ring occupancy it read and, as the mark, the count it reads
+//     then, in one 64-bit atomic store, so the program never sees one
+//     without the other;
+//   - limit: the control plane, SetClassThreshold (under Steer.mu), the
+//     threshold and occLimitECN in one 32-bit atomic store.
 //
-// The program admits a frame while thresh == 0 or occ + since < thresh;
-// over it, with ECN on and an ECN-capable frame (ECT(0), ECT(1) or CE) it
-// sets CE and lets it in (ecn_marked), else it drops it (early_drops). A
-// frame whose class has no socket and goes to the guest's class 0 is
-// admitted by class 0's slot. The whole check is skipped while no slot has
-// a threshold (ctl.cong_on), so it costs nothing unless used.
+// Between two publishes the program takes the ring to hold occ + (count -
+// mark) frames. A frame let in after the worker read its ring and before
+// Publish read count is in neither figure: the ring looks at most that
+// many frames emptier than it is. The program admits a frame while the
+// threshold is 0 or the depth is below it; at or over it, with ECN on and
+// an ECN-capable frame (ECT(0), ECT(1) or CE) it sets CE and lets it in
+// (ecn_marked), else it drops it (early_drops). A frame whose class has no
+// socket and goes to the guest's class 0 is admitted by class 0's slot.
+// The whole check is skipped while no slot has a threshold (ctl.cong_on),
+// so it costs nothing unless used.
 
-// occWords is the number of 32-bit words of a struct occ_slot.
-const occWords = int(unsafe.Sizeof(steerOccSlot{})) / 4
+// Bits of occ_slot.limit: XNIC_CONG_ECN and XNIC_CONG_THRESH.
+const (
+	occLimitECN    = 0x80000000
+	occLimitThresh = 0x7fffffff
+)
 
-// occFlagECN is XNIC_CONG_ECN.
-const occFlagECN = 0x1
+// MaxClassThreshold bounds SetClassThreshold's thresh.
+const MaxClassThreshold = occLimitThresh
 
 // OccupancyBoard is the mmap'ed occupancy map: where the workers publish
 // their sockets' rx ring occupancy for xnic_steer, without a system call.
@@ -80,17 +86,16 @@ func (b *OccupancyBoard) Slot(queue, guest, class int) int {
 }
 
 // Publish stores the occupancy of slot's socket rx ring (frames the worker
-// has not consumed yet, as read just before) and zeroes the count of
-// frames the program let in since the last publish. It reports false, and
-// does nothing, for a slot outside the board. Hot path: no allocation, no
-// system call, two atomic stores.
+// has not consumed yet, as read just before), and restarts the program's
+// count of frames let in since. It reports false, and does nothing, for a
+// slot outside the board. Hot path: no allocation, no system call, no
+// lock: a load and a store.
 func (b *OccupancyBoard) Publish(slot int, occ uint32) bool {
 	if uint(slot) >= uint(len(b.slots)) {
 		return false
 	}
 	s := &b.slots[slot]
-	atomic.StoreUint32(&s.Occ, occ)
-	atomic.StoreUint32(&s.Since, 0)
+	atomic.StoreUint64(&s.Pub, uint64(occ)|uint64(atomic.LoadUint32(&s.Count))<<32)
 	return true
 }
 
@@ -100,8 +105,8 @@ func (b *OccupancyBoard) Threshold(slot int) (thresh uint32, ecn bool) {
 	if uint(slot) >= uint(len(b.slots)) {
 		return 0, false
 	}
-	s := &b.slots[slot]
-	return atomic.LoadUint32(&s.Thresh), atomic.LoadUint32(&s.Flags)&occFlagECN != 0
+	l := atomic.LoadUint32(&b.slots[slot].Limit)
+	return l & occLimitThresh, l&occLimitECN != 0
 }
 
 // Occupancy is what the program sees of slot: the occupancy last published
@@ -111,24 +116,25 @@ func (b *OccupancyBoard) Occupancy(slot int) (occ, since uint32) {
 		return 0, 0
 	}
 	s := &b.slots[slot]
-	return atomic.LoadUint32(&s.Occ), atomic.LoadUint32(&s.Since)
+	pub := atomic.LoadUint64(&s.Pub)
+	return uint32(pub), atomic.LoadUint32(&s.Count) - uint32(pub>>32)
 }
 
-// setThreshold writes slot's flags, then its threshold; when the slot had
-// no threshold, it first zeroes since, which the program did not keep
-// while the slot was off. It returns the previous threshold.
+// setThreshold sets slot's limit; when the slot had no threshold, it first
+// restarts the count since the last publish, which ran on while the slot
+// was off. It returns the previous threshold.
 func (b *OccupancyBoard) setThreshold(slot int, thresh uint32, ecn bool) uint32 {
 	s := &b.slots[slot]
-	old := atomic.LoadUint32(&s.Thresh)
+	old := atomic.LoadUint32(&s.Limit) & occLimitThresh
 	if old == 0 {
-		atomic.StoreUint32(&s.Since, 0)
+		occ, _ := b.Occupancy(slot)
+		b.Publish(slot, occ)
 	}
-	var flags uint32
+	l := thresh & occLimitThresh
 	if ecn {
-		flags = occFlagECN
+		l |= occLimitECN
 	}
-	atomic.StoreUint32(&s.Flags, flags)
-	atomic.StoreUint32(&s.Thresh, thresh)
+	atomic.StoreUint32(&s.Limit, l)
 	return old
 }
 
@@ -138,10 +144,8 @@ func (b *OccupancyBoard) setThreshold(slot int, thresh uint32, ecn bool) uint32 
 func (b *OccupancyBoard) reset() int {
 	n := 0
 	for i := range b.slots {
-		s := &b.slots[i]
-		atomic.StoreUint32(&s.Occ, 0)
-		atomic.StoreUint32(&s.Since, 0)
-		if atomic.LoadUint32(&s.Thresh) != 0 {
+		b.Publish(i, 0)
+		if atomic.LoadUint32(&b.slots[i].Limit)&occLimitThresh != 0 {
 			n++
 		}
 	}
@@ -162,11 +166,16 @@ func (s *Steer) OccupancyBoard() *OccupancyBoard {
 // xnic_steer drops its frames before the copy into UMEM, or, with ecn, lets
 // ECN-capable frames (ECT(0), ECT(1), CE) in with CE set (RFC 3168) and
 // drops the rest. thresh 0 turns the slot's check off; with no threshold
-// anywhere the program skips the check altogether. Control plane.
+// anywhere the program skips the check altogether. thresh is at most
+// MaxClassThreshold. Control plane.
 func (s *Steer) SetClassThreshold(queue, guest, class int, thresh uint32, ecn bool) error {
 	key, err := s.slotKey(queue, Slot{guest, class})
 	if err != nil {
 		return fmt.Errorf("set threshold on queue %d %s: %w", queue, Slot{guest, class}, err)
+	}
+	if thresh > MaxClassThreshold {
+		return fmt.Errorf("set threshold on queue %d %s: threshold: %d passes %d: %w",
+			queue, Slot{guest, class}, thresh, MaxClassThreshold, ErrInvalidOptions)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -296,6 +296,9 @@ func TestSetClassThresholdErrors(t *testing.T) {
 			t.Errorf("SetClassThreshold(%d, %d, %d) accepted", c.q, c.g, c.cl)
 		}
 	}
+	if err := s.SetClassThreshold(0, 0, 0, MaxClassThreshold+1, false); err == nil {
+		t.Error("SetClassThreshold accepted a threshold over MaxClassThreshold")
+	}
 	for range 2 { // setting the same slot twice counts it once
 		if err := s.SetClassThreshold(3, 7, 3, 5, true); err != nil {
 			t.Fatal(err)
@@ -385,12 +388,29 @@ func TestOccupancyBoard(t *testing.T) {
 		}
 	}
 	sl := b.Slot(3, 7, 3)
-	b.slots[sl].Since = 9
-	if !b.Publish(sl, 5) || b.slots[sl] != (steerOccSlot{Occ: 5}) {
+	// The program has let in 9 frames; the worker publishes 5 in its
+	// ring; the program lets in 3 more.
+	b.slots[sl].Count = 9
+	if !b.Publish(sl, 5) || b.slots[sl].Pub != 5|9<<32 {
 		t.Errorf("after Publish(%d, 5): %+v", sl, b.slots[sl])
+	}
+	b.slots[sl].Count += 3
+	if occ, since := b.Occupancy(sl); occ != 5 || since != 3 {
+		t.Errorf("Occupancy = %d, %d; want 5, 3", occ, since)
+	}
+	// count wraps: since is still the frames let in since the mark.
+	b.slots[sl].Count = 1<<32 - 2
+	b.Publish(sl, 1)
+	b.slots[sl].Count += 5
+	if occ, since := b.Occupancy(sl); occ != 1 || since != 5 {
+		t.Errorf("Occupancy across count's wrap = %d, %d; want 1, 5", occ, since)
 	}
 	if old := b.setThreshold(sl, 6, true); old != 0 {
 		t.Errorf("setThreshold returned %d, want 0", old)
+	}
+	// Turning a threshold on restarts the count since the last publish.
+	if occ, since := b.Occupancy(sl); occ != 1 || since != 0 {
+		t.Errorf("Occupancy after the threshold went on = %d, %d; want 1, 0", occ, since)
 	}
 	if th, ecn := b.Threshold(sl); th != 6 || !ecn {
 		t.Errorf("Threshold = %d, %v; want 6, true", th, ecn)

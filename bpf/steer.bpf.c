@@ -283,27 +283,29 @@ struct steer_slot_stats {
 };
 
 /*
- * Receive congestion: one entry per XSKMAP slot, same index. The worker
- * that owns the slot's socket publishes the socket's rx ring occupancy in
- * occ and then zeroes since; the program adds one to since for every frame
- * it lets into the slot, so occ + since tracks the ring between two
- * publishes without a system call. The control plane sets thresh (0: off)
- * and flags. While thresh != 0 and occ + since >= thresh, a frame for the
- * slot is dropped here, before the copy into UMEM, or with
- * XNIC_CONG_ECN and an ECN-capable frame (ECT(0), ECT(1), CE), marked CE
- * and let in. Each (guest, class) has its own slot, so one class's backlog
- * never costs another class a frame. User space writes the words through
- * mmap with 32-bit atomic stores; the program adds to since atomically, so
- * a worker's zeroing is never lost. Nothing is read unless ctl.cong_on,
- * which user space sets while some slot has a threshold.
+ * Receive congestion: one entry per XSKMAP slot, same index. The program
+ * adds one to count for every frame it lets into the slot (a plain add:
+ * it is count's only writer, and a queue's frames run on one CPU at a
+ * time). The worker that polls the slot's socket publishes, in one 64-bit
+ * store, the socket's rx ring occupancy and the count it read at that
+ * moment (its mark), so the ring holds about
+ *     depth = occ + (count - mark)
+ * frames between two publishes, without a system call and without an
+ * atomic operation here. The control plane sets limit: a threshold (0:
+ * off) and XNIC_CONG_ECN. While the threshold is not 0 and depth reaches
+ * it, a frame for the slot is dropped here, before the copy into UMEM, or
+ * with XNIC_CONG_ECN and an ECN-capable frame (ECT(0), ECT(1), CE), marked
+ * CE and let in. Each (guest, class) has its own slot, so one class's
+ * backlog never costs another class a frame. Nothing is read unless
+ * ctl.cong_on, which user space sets while some slot has a threshold.
  */
-#define XNIC_CONG_ECN 0x1 /* occ_slot.flags: mark CE instead of dropping */
+#define XNIC_CONG_ECN 0x80000000U /* in limit: mark CE instead of dropping */
+#define XNIC_CONG_THRESH 0x7fffffffU /* in limit: the threshold */
 
 struct occ_slot {
-	__u32 occ;    /* the rx ring's occupancy, as the worker last published it */
-	__u32 since;  /* frames let into the slot since that publish */
-	__u32 thresh; /* occ + since at which the slot is congested; 0: off */
-	__u32 flags;  /* XNIC_CONG_ECN */
+	__u64 pub;   /* occ | (__u64)mark << 32, as the worker last published */
+	__u32 count; /* frames let into the slot, modulo 2^32 */
+	__u32 limit; /* threshold | XNIC_CONG_ECN; threshold 0: off */
 };
 
 /* steer's verdict for a frame let in with CE: the caller, which has the
@@ -767,20 +769,24 @@ static __always_inline int admit(__u32 slot, __u8 tos, struct steer_stats *st,
 				 struct steer_slot_stats *ss)
 {
 	struct occ_slot *o = bpf_map_lookup_elem(&occupancy, &slot);
-	__u32 thresh;
+	__u32 limit, count;
+	__u64 pub;
 
 	if (!o)
 		return XDP_REDIRECT;
-	thresh = *(volatile __u32 *)&o->thresh;
-	if (!thresh)
+	limit = *(volatile __u32 *)&o->limit;
+	if (!(limit & XNIC_CONG_THRESH))
 		return XDP_REDIRECT;
-	if ((__u64)*(volatile __u32 *)&o->occ +
-		    *(volatile __u32 *)&o->since < thresh) {
-		__sync_fetch_and_add(&o->since, 1);
+	pub = *(volatile __u64 *)&o->pub;
+	count = o->count;
+	/* occ + frames let in since the mark, modulo 2^32 like count. */
+	if ((__u64)(__u32)pub + (__u32)(count - (__u32)(pub >> 32)) <
+	    (limit & XNIC_CONG_THRESH)) {
+		o->count = count + 1;
 		return XDP_REDIRECT;
 	}
-	if ((*(volatile __u32 *)&o->flags & XNIC_CONG_ECN) && (tos & 3)) {
-		__sync_fetch_and_add(&o->since, 1);
+	if ((limit & XNIC_CONG_ECN) && (tos & 3)) {
+		o->count = count + 1;
 		st->ecn_marked++;
 		if (ss)
 			ss->ecn_marked++;

@@ -70,11 +70,10 @@ type steerFlowTarget struct {
 }
 
 type steerOccSlot struct {
-	_      structs.HostLayout
-	Occ    uint32
-	Since  uint32
-	Thresh uint32
-	Flags  uint32
+	_     structs.HostLayout
+	Pub   uint64
+	Count uint32
+	Limit uint32
 }
 
 type steerRule struct {
