@@ -236,7 +236,7 @@ struct rule_cache_entry {
 };
 
 /* Per rx queue counters. Every frame counts in rx_packets and in exactly
- * one of redirected, pass_*, dropped_malformed. */
+ * one of redirected, pass_*, dropped_malformed, early_drops. */
 struct steer_stats {
 	__u64 rx_packets;        /* every frame the program saw */
 	__u64 rx_bytes;          /* their bytes, without FCS */
