@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,14 +24,22 @@ import (
 
 // The cases of `xnic bench steer-prog`, in report order.
 const (
-	SteerBare       = "bare"                 // bpf_redirect_map(&xsks, rx_queue_index, XDP_PASS) and nothing else
-	SteerCatchAll   = "catch-all"            // xnic_steer, the two catch-all rules only
-	SteerRule1      = "rules-1"              // one /32 UDP rule on the frame's destination
-	SteerRules100   = "rules-100"            //
-	SteerRules10k   = "rules-10k"            //
-	SteerFlows100k  = "rules-10k-flows-100k" // and 100k installed exact flows, the frame's among them
-	SteerIPv6       = "ipv6-rules-1"         // one /128 rule, an IPv6 frame
-	SteerVLAN       = "vlan-rules-1"         // one rule, the frame 802.1Q-tagged
+	SteerBare      = "bare"                 // bpf_redirect_map(&xsks, rx_queue_index, XDP_PASS) and nothing else
+	SteerCatchAll  = "catch-all"            // xnic_steer, the two catch-all rules only
+	SteerRule1     = "rules-1"              // one /32 UDP rule on the frame's destination
+	SteerRules100  = "rules-100"            //
+	SteerRules10k  = "rules-10k"            //
+	SteerFlows100k = "rules-10k-flows-100k" // and 100k installed exact flows, the frame's among them
+	SteerIPv6      = "ipv6-rules-1"         // one /128 rule, an IPv6 frame
+	SteerVLAN      = "vlan-rules-1"         // one rule, the frame 802.1Q-tagged
+	// Receive congestion (bpf.Steer.SetClassThreshold), one rule: the
+	// slot's threshold set and its occupancy below it (the admission's
+	// cost), at it (an early drop), and at it with ECN on and an ECT(0)
+	// frame (marked CE and let in; BPF_PROG_TEST_RUN keeps the frame
+	// between runs, so after the first the repeats find it CE already).
+	SteerCongUnder  = "rules-1-under-threshold"
+	SteerCongDrop   = "rules-1-early-drop"
+	SteerCongECN    = "rules-1-ecn-mark"
 	steerProgFlows  = 100_000
 	steerProgRules  = 10_000
 	steerProgMedium = 100
@@ -38,7 +47,17 @@ const (
 
 // SteerProgCases are the cases in report order.
 func SteerProgCases() []string {
-	return []string{SteerBare, SteerCatchAll, SteerRule1, SteerRules100, SteerRules10k, SteerFlows100k, SteerIPv6, SteerVLAN}
+	return []string{SteerBare, SteerCatchAll, SteerRule1, SteerRules100, SteerRules10k, SteerFlows100k, SteerIPv6, SteerVLAN,
+		SteerCongUnder, SteerCongDrop, SteerCongECN}
+}
+
+// SteerProgVerdict is the verdict a case must return: XDP_REDIRECT, but
+// XDP_DROP for the early drop.
+func SteerProgVerdict(name string) string {
+	if name == SteerCongDrop {
+		return "XDP_DROP"
+	}
+	return "XDP_REDIRECT"
 }
 
 // SteerProgOptions configure RunSteerProg.
@@ -178,8 +197,8 @@ func steerProgCase(name string, o SteerProgOptions, sock int) (SteerProgRow, err
 			return row, err
 		}
 		row.Verdict = xdpVerdict(ret)
-		if ret != 4 { // XDP_REDIRECT: every case must take the redirect path it claims to measure
-			return row, fmt.Errorf("the program returned %s, not XDP_REDIRECT: the case does not measure a steered frame", row.Verdict)
+		if want := SteerProgVerdict(name); row.Verdict != want { // every case must take the path it claims to measure
+			return row, fmt.Errorf("the program returned %s, not %s: the case does not measure what it says", row.Verdict, want)
 		}
 		row.Rounds = append(row.Rounds, float64(per.Nanoseconds())) // the kernel reports whole ns per run
 	}
@@ -199,6 +218,22 @@ func fillSteer(st *bpf.Steer, name string) error {
 		return err
 	case SteerRule1, SteerVLAN:
 		return gen.InstallSteering(st, 1, 0)
+	case SteerCongUnder, SteerCongDrop, SteerCongECN:
+		if err := gen.InstallSteering(st, 1, 0); err != nil {
+			return err
+		}
+		// The frame's slot: queue 0, guest 0, class 0. Under: a threshold
+		// the repeats' since never reaches; over: occupancy at it.
+		thresh, occ := uint32(bpf.MaxClassThreshold), uint32(0)
+		if name != SteerCongUnder {
+			thresh, occ = 64, 64
+		}
+		if err := st.SetClassThreshold(0, 0, 0, thresh, name == SteerCongECN); err != nil {
+			return err
+		}
+		b := st.OccupancyBoard()
+		b.Publish(b.Slot(0, 0, 0), occ)
+		return nil
 	case SteerRules100:
 		return gen.InstallSteering(st, steerProgMedium, 0)
 	case SteerRules10k:
@@ -227,6 +262,19 @@ func steerProgFrame(name string) ([]byte, error) {
 	f, err := gen.BuildUDP(fo)
 	if err != nil {
 		return nil, err
+	}
+	if name == SteerCongECN {
+		// ECT(0) in the IPv4 TOS, and the header checksum again.
+		h := f[14:34]
+		h[1] |= 0x2
+		binary.BigEndian.PutUint16(h[10:], 0)
+		var sum uint32
+		for i := 0; i < len(h); i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(h[i:]))
+		}
+		sum = sum&0xffff + sum>>16
+		sum = sum&0xffff + sum>>16
+		binary.BigEndian.PutUint16(h[10:], ^uint16(sum))
 	}
 	if name == SteerVLAN {
 		// 802.1Q, VLAN 100, between the MAC addresses and the EtherType.
@@ -298,6 +346,18 @@ func (r *SteerProgReport) WriteTable(w io.Writer) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	var redirect, drop float64
+	for _, row := range r.Rows {
+		switch row.Case {
+		case SteerRule1:
+			redirect = row.Median
+		case SteerCongDrop:
+			drop = row.Median
+		}
+	}
+	if redirect > 0 && drop > 0 {
+		fmt.Fprintf(w, "\nxnic_steer early drop / redirect (1 rule)   %.2f\n", drop/redirect)
 	}
 	for _, row := range r.Rows {
 		if row.Case == SteerRule1 && row.XBare > 0 {

@@ -24,7 +24,12 @@
 //     guest's class 0; unmatched frames and frames without a socket go to
 //     the kernel. An optional rule cache (SteerOptions.RuleCache, off by
 //     default), invalidated on every rule change, saves the trie walk for
-//     the next frames of a flow.
+//     the next frames of a flow. Receive congestion (occupancy.go): with a
+//     threshold on a slot ([Steer.SetClassThreshold]) and the slot's rx
+//     ring occupancy published by its worker ([OccupancyBoard.Publish],
+//     through mmap), the program drops the slot's frames early, before the
+//     copy into UMEM, or marks ECN-capable ones CE, once the ring is over
+//     the threshold.
 //   - [Counter] (xnic_drop, xnic_pass) counts frames and drops or passes them:
 //     the XDP_DROP ceiling of the benchmarks, and the XDP program that lets a
 //     veth deliver live-frames traffic to kernel sockets.
@@ -40,11 +45,13 @@
 // behind), and Close detaches, unpins and frees everything. A Steer loaded
 // with SteerOptions.PinDir is the exception: its maps stay pinned after
 // Close and the next LoadSteer with the same PinDir reuses them, rules,
-// flows, DSCP classes and counters included; Unpin removes them.
+// flows, DSCP classes, receive thresholds and counters included; Unpin
+// removes them.
 //
 // Pin layout (Steer.Pin or SteerOptions.PinDir, one directory per port,
 // e.g. /sys/fs/bpf/xnic/<port>/): xsks, stats, slot_stats, rules, flows,
-// fast_flows, dscp_class, rule_cache, ctl, fast_rules_head, fast_rules.
+// fast_flows, dscp_class, rule_cache, ctl, fast_rules_head, fast_rules,
+// occupancy.
 // Their values are BTF-typed, so `bpftool map dump pinned DIR/stats` prints
 // field names. The fast rule index is rebuilt from the pinned rules by
 // every LoadSteer, also over maps pinned before it existed. Counters are

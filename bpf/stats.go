@@ -10,14 +10,21 @@ import (
 
 // SteerStats are xnic_steer's counters for one rx queue (struct
 // steer_stats). Every frame counts in RxPackets and in exactly one verdict
-// counter: Redirected, PassNonIp, PassControl, PassUnmatched, PassNoSocket
-// or DroppedMalformed (see Verdicts). FlowHits, RuleHits,
+// counter: Redirected, PassNonIp, PassControl, PassUnmatched, PassNoSocket,
+// DroppedMalformed or EarlyDrops (see Verdicts). FlowHits, RuleHits,
 // RedirectedClass0, RxFragments and RxUnknownL4 say how frames were
 // matched; the Drop* counters split DroppedMalformed by flows.Reason.
+// EarlyDrops are frames dropped because the slot that would take them was
+// over its receive threshold (SetClassThreshold), EcnMarked frames let in
+// over it with CE (also in Redirected).
 type SteerStats = steerSteerStats
 
 // SlotStats are the counters of one (guest, class) over all rx queues
-// (struct steer_slot_stats): frames classified to it, and where they went.
+// (struct steer_slot_stats): frames classified to it, and where they went:
+// Packets = Redirected + RedirectedClass0 + PassNoSocket + EarlyDrops.
+// EarlyDrops and EcnMarked count the frames over the receive threshold of
+// the slot that would take them (its own, or its guest's class 0 for
+// RedirectedClass0 frames).
 type SlotStats = steerSteerSlotStats
 
 // CountStats are xnic_drop's or xnic_pass's counters for one rx queue
@@ -46,7 +53,7 @@ func (s SlotStats) Add(o SlotStats) SlotStats { return addU64s(s, o) }
 
 // Verdicts is the sum of the verdict counters; it equals RxPackets.
 func (s SteerStats) Verdicts() uint64 {
-	return s.Redirected + s.PassNonIp + s.PassControl + s.PassUnmatched + s.PassNoSocket + s.DroppedMalformed
+	return s.Redirected + s.PassNonIp + s.PassControl + s.PassUnmatched + s.PassNoSocket + s.DroppedMalformed + s.EarlyDrops
 }
 
 // Dropped returns the frames dropped as malformed for reason r; 0 for the

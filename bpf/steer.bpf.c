@@ -31,6 +31,11 @@
  *                   else socket of (guest, 0)   -> XDP_REDIRECT, redirected
  *                                                  (+ redirected_class0)
  *                   else                        -> XDP_PASS, pass_no_socket
+ *   then, while ctl.cong_on, the admission of the slot whose socket took
+ *   the frame (see struct occ_slot): over its threshold
+ *                   ECN on, frame ECN-capable   -> CE, XDP_REDIRECT, redirected
+ *                                                  (+ ecn_marked)
+ *                   else                        -> XDP_DROP, early_drops
  *
  * with slot = (queue * cfg_guests + guest) * cfg_classes + class.
  *
@@ -231,7 +236,7 @@ struct rule_cache_entry {
 };
 
 /* Per rx queue counters. Every frame counts in rx_packets and in exactly
- * one of redirected, pass_*, dropped_malformed. */
+ * one of redirected, pass_*, dropped_malformed, early_drops. */
 struct steer_stats {
 	__u64 rx_packets;        /* every frame the program saw */
 	__u64 rx_bytes;          /* their bytes, without FCS */
@@ -261,6 +266,9 @@ struct steer_stats {
 	__u64 drop_ip_length;
 	__u64 drop_trunc_l4;
 	__u64 drop_bad_tcp_offset;
+	/* Congestion: the admission of struct occ_slot. */
+	__u64 early_drops; /* a verdict: over a slot's threshold, XDP_DROP */
+	__u64 ecn_marked;  /* over a threshold, ECN-capable: CE, redirected */
 };
 
 /* Per (guest, class) counters, over all queues. */
@@ -270,7 +278,39 @@ struct steer_slot_stats {
 	__u64 redirected;        /* to this slot's own socket */
 	__u64 redirected_class0; /* no socket here: to the guest's class 0 */
 	__u64 pass_no_socket;    /* neither socket: to the kernel */
+	__u64 early_drops;       /* the socket's slot over its threshold: dropped */
+	__u64 ecn_marked;        /* the same, ECN-capable: CE, redirected */
 };
+
+/*
+ * Receive congestion: one entry per XSKMAP slot, same index. The program
+ * adds one to count for every frame it lets into the slot (a plain add:
+ * it is count's only writer, and a queue's frames run on one CPU at a
+ * time). The worker that polls the slot's socket publishes, in one 64-bit
+ * store, the socket's rx ring occupancy and the count it read at that
+ * moment (its mark), so the ring holds about
+ *     depth = occ + (count - mark)
+ * frames between two publishes, without a system call and without an
+ * atomic operation here. The control plane sets limit: a threshold (0:
+ * off) and XNIC_CONG_ECN. While the threshold is not 0 and depth reaches
+ * it, a frame for the slot is dropped here, before the copy into UMEM, or
+ * with XNIC_CONG_ECN and an ECN-capable frame (ECT(0), ECT(1), CE), marked
+ * CE and let in. Each (guest, class) has its own slot, so one class's
+ * backlog never costs another class a frame. Nothing is read unless
+ * ctl.cong_on, which user space sets while some slot has a threshold.
+ */
+#define XNIC_CONG_ECN 0x80000000U /* in limit: mark CE instead of dropping */
+#define XNIC_CONG_THRESH 0x7fffffffU /* in limit: the threshold */
+
+struct occ_slot {
+	__u64 pub;   /* occ | (__u64)mark << 32, as the worker last published */
+	__u32 count; /* frames let into the slot, modulo 2^32 */
+	__u32 limit; /* threshold | XNIC_CONG_ECN; threshold 0: off */
+};
+
+/* steer's verdict for a frame let in with CE: the caller, which has the
+ * frame, marks it and returns XDP_REDIRECT. Never a program's verdict. */
+#define XNIC_REDIRECT_CE (XDP_REDIRECT | 0x100)
 
 /* The sockets: key = slot, see above. User space sets max_entries to
  * cfg_queues * cfg_guests * cfg_classes. */
@@ -280,6 +320,15 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } xsks SEC(".maps");
+
+/* Receive congestion by slot, see struct occ_slot; max_entries as xsks. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 64 * 64 * 8);
+	__type(key, __u32);
+	__type(value, struct occ_slot);
+} occupancy SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -337,6 +386,7 @@ struct steer_ctl {
 	__u32 flows_in_use;  /* 0 until a flow is installed: skip the flow table */
 	__u32 rule_cache_on; /* 0: the rule table is small, walk it every time */
 	__u32 fast_in_use;   /* 0 until a flow is placed in fast_flows */
+	__u32 cong_on;       /* 0 while no slot has a threshold: skip occupancy */
 };
 
 struct {
@@ -709,9 +759,51 @@ static __always_inline int fast_lookup(__u32 src, __u32 dst, __u32 ports,
 	return fast_find((__u32)(h >> 32) & cfg_fast_mask, w0, w1, out);
 }
 
-/* steer redirects to the slot of (guest, class) on queue, or its class 0. */
+/*
+ * admit decides, while ctl.cong_on, whether slot, whose socket takes a
+ * frame, lets it in (XDP_REDIRECT), lets it in with CE (XNIC_REDIRECT_CE)
+ * or drops it (XDP_DROP, counted), see struct occ_slot. tos is the IPv4
+ * TOS or IPv6 traffic class, 0 for ARP.
+ */
+static __always_inline int admit(__u32 slot, __u8 tos, struct steer_stats *st,
+				 struct steer_slot_stats *ss)
+{
+	struct occ_slot *o = bpf_map_lookup_elem(&occupancy, &slot);
+	__u32 limit, count;
+	__u64 pub;
+
+	if (!o)
+		return XDP_REDIRECT;
+	limit = *(volatile __u32 *)&o->limit;
+	if (!(limit & XNIC_CONG_THRESH))
+		return XDP_REDIRECT;
+	pub = *(volatile __u64 *)&o->pub;
+	count = o->count;
+	/* occ + frames let in since the mark, modulo 2^32 like count. */
+	if ((__u64)(__u32)pub + (__u32)(count - (__u32)(pub >> 32)) <
+	    (limit & XNIC_CONG_THRESH)) {
+		o->count = count + 1;
+		return XDP_REDIRECT;
+	}
+	if ((limit & XNIC_CONG_ECN) && (tos & 3)) {
+		o->count = count + 1;
+		st->ecn_marked++;
+		if (ss)
+			ss->ecn_marked++;
+		return XNIC_REDIRECT_CE;
+	}
+	st->early_drops++;
+	if (ss)
+		ss->early_drops++;
+	return XDP_DROP;
+}
+
+/* steer redirects to the slot of (guest, class) on queue, or its class 0;
+ * with cong (ctl.cong_on) the slot that would take the frame admits it
+ * first. It may return XNIC_REDIRECT_CE. */
 static __always_inline int steer(__u32 queue, __u32 guest, __u32 class,
-				 __u32 len, struct steer_stats *st)
+				 __u32 len, __u8 tos, __u32 cong,
+				 struct steer_stats *st)
 {
 	struct steer_slot_stats *ss;
 	__u32 base, key;
@@ -732,8 +824,12 @@ static __always_inline int steer(__u32 queue, __u32 guest, __u32 class,
 		ss->bytes += len;
 	}
 
+	/* A redirect that admit then refuses is harmless: bpf_redirect_map
+	 * only notes the target, and only XDP_REDIRECT acts on it. */
 	act = bpf_redirect_map(&xsks, base + class, XDP_ABORTED);
 	if (act == XDP_REDIRECT) {
+		if (cong && (act = admit(base + class, tos, st, ss)) == XDP_DROP)
+			return act;
 		st->redirected++;
 		if (ss)
 			ss->redirected++;
@@ -742,6 +838,8 @@ static __always_inline int steer(__u32 queue, __u32 guest, __u32 class,
 	if (class != 0) {
 		act = bpf_redirect_map(&xsks, base, XDP_ABORTED);
 		if (act == XDP_REDIRECT) {
+			if (cong && (act = admit(base, tos, st, ss)) == XDP_DROP)
+				return act;
 			st->redirected++;
 			st->redirected_class0++;
 			if (ss)
@@ -761,7 +859,8 @@ static __always_inline int steer(__u32 queue, __u32 guest, __u32 class,
  * socket. It is a global function, so the
  * verifier checks it once, for any pkt, instead of once per path through
  * the parser: that keeps the program well inside the limits of older
- * verifiers. It touches no packet data, only *pkt.
+ * verifiers. It touches no packet data, only *pkt: for XNIC_REDIRECT_CE the
+ * caller marks the frame.
  */
 __noinline int xnic_steer_ip(struct xnic_pkt *pkt, __u32 queue, __u32 len)
 {
@@ -842,7 +941,41 @@ __noinline int xnic_steer_ip(struct xnic_pkt *pkt, __u32 queue, __u32 len)
 steer:
 	guest = target.guest;
 	class = class_of(&target, pkt->tos);
-	return steer(queue, guest, class, len, st);
+	return steer(queue, guest, class, len, pkt->tos, c->cong_on, st);
+}
+
+/*
+ * mark_ce sets CE in the ECN field of the IP header at l3 (family 4 or 6),
+ * of a frame steer found ECN-capable; for IPv4 it updates the header
+ * checksum incrementally (RFC 1624: HC' = ~(~HC + ~m + m')), over the
+ * 16-bit word of version, IHL and TOS.
+ */
+static __always_inline void mark_ce(void *l3, void *data_end, __u8 family)
+{
+	if (family == 4) {
+		struct iphdr *iph = l3;
+		__u16 old, new;
+		__u32 sum;
+
+		if ((void *)(iph + 1) > data_end)
+			return;
+		old = *(__u16 *)iph;
+		new = old | bpf_htons(0x3); /* the TOS byte's ECN bits */
+		if (new == old)
+			return; /* already CE */
+		sum = (__u16)~iph->check + (__u16)~old + new;
+		sum = (sum & 0xffff) + (sum >> 16);
+		sum = (sum & 0xffff) + (sum >> 16);
+		*(__u16 *)iph = new;
+		iph->check = ~sum;
+	} else if (family == 6) {
+		__u8 *tc = l3;
+
+		if ((void *)(tc + 2) > data_end)
+			return;
+		/* The traffic class's ECN bits are bits 5:4 of byte 1. */
+		tc[1] |= 0x30;
+	}
 }
 
 /*
@@ -965,7 +1098,13 @@ static __always_inline int steer_common(void *data, void *data_end,
 	}
 	st->rule_hits++;
 steer:
-	return steer(queue, target.guest, class_of(&target, tos), len, st);
+	res = steer(queue, target.guest, class_of(&target, tos), len, tos,
+		    c->cong_on, st);
+	if (res == XNIC_REDIRECT_CE) {
+		mark_ce(l3, data_end, m.family);
+		res = XDP_REDIRECT;
+	}
+	return res;
 unmatched:
 	st->pass_unmatched++; /* UDP or TCP: not pass_control */
 	return XDP_PASS;
@@ -1024,7 +1163,16 @@ int xnic_steer(struct xdp_md *ctx)
 		count_malformed(st, pkt.reason);
 		return XDP_DROP;
 	}
-	return xnic_steer_ip(&pkt, queue, len);
+	ret = xnic_steer_ip(&pkt, queue, len);
+	if (ret == XNIC_REDIRECT_CE) {
+		__u32 off = pkt.l3_off;
+
+		/* l3_off is at most Ethernet and two VLAN tags. */
+		if (off <= 64)
+			mark_ce(data + off, data_end, pkt.key.family);
+		ret = XDP_REDIRECT;
+	}
+	return ret;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

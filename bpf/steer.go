@@ -26,10 +26,11 @@ const (
 	PinCtl       = "ctl"             // array[1]: rule generation, flows in use
 	PinFastHead  = "fast_rules_head" // array[1]: the fast rule index's lock, counts, /0 and first exact ways
 	PinFastRules = "fast_rules"      // array of buckets: exact prefixes -> their rules
+	PinOccupancy = "occupancy"       // array by slot: rx ring occupancy and receive thresholds
 )
 
 // pinNames are the maps Pin and SteerOptions.PinDir pin, in pin order.
-var pinNames = []string{PinXSKMap, PinStats, PinSlotStats, PinRules, PinFlows, PinFastFlows, PinDSCP, PinRuleCache, PinCtl, PinFastHead, PinFastRules}
+var pinNames = []string{PinXSKMap, PinStats, PinSlotStats, PinRules, PinFlows, PinFastFlows, PinDSCP, PinRuleCache, PinCtl, PinFastHead, PinFastRules, PinOccupancy}
 
 // Hard limits of the steering program.
 const (
@@ -161,8 +162,10 @@ type Steer struct {
 	ruleAt      map[RuleID]ruleKey
 	prefixRules map[ruleKey]int // rules per prefix
 	nextRule    RuleID
-	ctl         steerSteerCtl // the ctl map's value
-	fastRules   *fastRules    // the mmap'ed fast rule index; nil where unsupported
+	ctl         steerSteerCtl   // the ctl map's value
+	fastRules   *fastRules      // the mmap'ed fast rule index; nil where unsupported
+	occ         *OccupancyBoard // the mmap'ed occupancy map; nil once closed
+	thresholds  int             // slots with a receive threshold (ctl.cong_on while > 0)
 
 	// flowMu serializes the writes of the flow tables and guards fast.
 	flowMu sync.Mutex
@@ -183,6 +186,7 @@ func LoadSteer(opts SteerOptions) (_ *Steer, err error) {
 	}
 	sizes := map[string]int{
 		steerMapXsks:      opts.Slots(),
+		steerMapOccupancy: opts.Slots(),
 		steerMapStats:     opts.Queues,
 		steerMapSlotStats: opts.Guests * opts.Classes,
 		steerMapRules:     opts.Prefixes,
@@ -259,6 +263,18 @@ func LoadSteer(opts SteerOptions) (_ *Steer, err error) {
 		if err := s.objs.Ctl.Lookup(uint32(0), &s.ctl); err != nil {
 			s.objs.Close()
 			return nil, fmt.Errorf("load steer: read pinned ctl: %w", err)
+		}
+	}
+	if s.occ, err = mapOccupancy(s.objs.Occupancy.FD(), opts); err != nil {
+		s.objs.Close()
+		return nil, fmt.Errorf("load steer: %w", err)
+	}
+	// Thresholds survive in a pinned map; occupancy published by an
+	// earlier process does not.
+	if s.thresholds = s.occ.reset(); s.thresholds > 0 && s.ctl.CongOn == 0 {
+		if err = s.updateCtl(func(c *steerSteerCtl) { c.CongOn = 1 }); err != nil {
+			s.objs.Close()
+			return nil, fmt.Errorf("load steer: %w", err)
 		}
 	}
 	if fastSupported {
@@ -354,6 +370,10 @@ func (s *Steer) FastRulesMap() *ebpf.Map { return s.objs.FastRules }
 // counts, the /0 ways and the first exact ways.
 func (s *Steer) FastRulesHeadMap() *ebpf.Map { return s.objs.FastRulesHead }
 
+// OccupancyMap is the array of receive thresholds and rx ring occupancy
+// by slot (see OccupancyBoard).
+func (s *Steer) OccupancyMap() *ebpf.Map { return s.objs.Occupancy }
+
 // RuleCacheMap is the LRU hash of cached rule outcomes.
 func (s *Steer) RuleCacheMap() *ebpf.Map { return s.objs.RuleCache }
 
@@ -363,6 +383,7 @@ func (s *Steer) Maps() map[string]*ebpf.Map {
 		PinXSKMap: s.objs.Xsks, PinStats: s.objs.Stats, PinSlotStats: s.objs.SlotStats,
 		PinRules: s.objs.Rules, PinFlows: s.objs.Flows, PinFastFlows: s.objs.FastFlows, PinDSCP: s.objs.DscpClass,
 		PinRuleCache: s.objs.RuleCache, PinCtl: s.objs.Ctl, PinFastHead: s.objs.FastRulesHead, PinFastRules: s.objs.FastRules,
+		PinOccupancy: s.objs.Occupancy,
 	}
 }
 
@@ -377,7 +398,7 @@ func (s *Steer) Attach(ifindex int, mode AttachMode) (*Attachment, error) {
 
 // Pin pins every steering map (PinXSKMap, PinStats, PinSlotStats, PinRules,
 // PinFlows, PinFastFlows, PinDSCP, PinRuleCache, PinCtl, PinFastHead,
-// PinFastRules) under dir on bpffs, creating dir when missing, so that
+// PinFastRules, PinOccupancy) under dir on bpffs, creating dir when missing, so that
 // bpftool, `xnic maps` or another process (a C peer in a benchmark) can
 // open them. A pin left by a crashed process makes Pin fail with an error
 // matching os.ErrExist; remove it first. Close unpins what Pin pinned. To
@@ -474,6 +495,8 @@ func (s *Steer) Close() error {
 		errs = append(errs, fmt.Errorf("unmap fast rule index: %w", err))
 	}
 	s.fastRules = nil
+	// Workers may still hold the board: it unmaps itself when dropped.
+	s.occ = nil
 	if s.objs.Xsks != nil {
 		if !s.pinKeep {
 			errs = append(errs, s.unpinLocked())

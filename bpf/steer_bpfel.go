@@ -69,6 +69,13 @@ type steerFlowTarget struct {
 	Pad   uint8
 }
 
+type steerOccSlot struct {
+	_     structs.HostLayout
+	Pub   uint64
+	Count uint32
+	Limit uint32
+}
+
 type steerRule struct {
 	_        structs.HostLayout
 	Id       uint32
@@ -120,6 +127,7 @@ type steerSteerCtl struct {
 	FlowsInUse  uint32
 	RuleCacheOn uint32
 	FastInUse   uint32
+	CongOn      uint32
 }
 
 type steerSteerSlotStats struct {
@@ -129,6 +137,8 @@ type steerSteerSlotStats struct {
 	Redirected       uint64
 	RedirectedClass0 uint64
 	PassNoSocket     uint64
+	EarlyDrops       uint64
+	EcnMarked        uint64
 }
 
 type steerSteerStats struct {
@@ -159,6 +169,8 @@ type steerSteerStats struct {
 	DropIpLength          uint64
 	DropTruncL4           uint64
 	DropBadTcpOffset      uint64
+	EarlyDrops            uint64
+	EcnMarked             uint64
 }
 
 // Names of all BPF objects in the ELF.
@@ -171,6 +183,7 @@ const (
 	steerMapFastRules     = "fast_rules"
 	steerMapFastRulesHead = "fast_rules_head"
 	steerMapFlows         = "flows"
+	steerMapOccupancy     = "occupancy"
 	steerMapRuleCache     = "rule_cache"
 	steerMapRules         = "rules"
 	steerMapSlotStats     = "slot_stats"
@@ -241,6 +254,7 @@ type steerMapSpecs struct {
 	FastRules     *ebpf.MapSpec `ebpf:"fast_rules"`
 	FastRulesHead *ebpf.MapSpec `ebpf:"fast_rules_head"`
 	Flows         *ebpf.MapSpec `ebpf:"flows"`
+	Occupancy     *ebpf.MapSpec `ebpf:"occupancy"`
 	RuleCache     *ebpf.MapSpec `ebpf:"rule_cache"`
 	Rules         *ebpf.MapSpec `ebpf:"rules"`
 	SlotStats     *ebpf.MapSpec `ebpf:"slot_stats"`
@@ -287,6 +301,7 @@ type steerMaps struct {
 	FastRules     *ebpf.Map `ebpf:"fast_rules"`
 	FastRulesHead *ebpf.Map `ebpf:"fast_rules_head"`
 	Flows         *ebpf.Map `ebpf:"flows"`
+	Occupancy     *ebpf.Map `ebpf:"occupancy"`
 	RuleCache     *ebpf.Map `ebpf:"rule_cache"`
 	Rules         *ebpf.Map `ebpf:"rules"`
 	SlotStats     *ebpf.Map `ebpf:"slot_stats"`
@@ -302,6 +317,7 @@ func (m *steerMaps) Close() error {
 		m.FastRules,
 		m.FastRulesHead,
 		m.Flows,
+		m.Occupancy,
 		m.RuleCache,
 		m.Rules,
 		m.SlotStats,

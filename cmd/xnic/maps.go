@@ -202,6 +202,9 @@ func runStats(ctx context.Context, args []string) error {
 		fmt.Printf("  to kernel   %14d   non-ip %d, control %d, unmatched %d, no socket %d\n",
 			t.PassNonIp+t.PassControl+t.PassUnmatched+t.PassNoSocket, t.PassNonIp, t.PassControl, t.PassUnmatched, t.PassNoSocket)
 		fmt.Printf("  malformed   %14d   dropped\n", t.DroppedMalformed)
+		if t.EarlyDrops+t.EcnMarked > 0 {
+			fmt.Printf("  early drops %14d   over a receive threshold; %d ECN-capable let in with CE\n", t.EarlyDrops, t.EcnMarked)
+		}
 		if f := ps.Flows; f.Fast+f.LRU > 0 {
 			full := 0.0
 			if f.FastWays > 0 {
@@ -214,8 +217,8 @@ func runStats(ctx context.Context, args []string) error {
 			fmt.Printf("  queue %-3d   %14d packets, %d redirected\n", q, st.RxPackets, st.Redirected)
 		}
 		for i, st := range ps.Slots {
-			fmt.Printf("  guest %d class %d  %d packets %d bytes, %d redirected (%d to class 0), %d without a socket\n",
-				i/classes, i%classes, st.Packets, st.Bytes, st.Redirected, st.RedirectedClass0, st.PassNoSocket)
+			fmt.Printf("  guest %d class %d  %d packets %d bytes, %d redirected (%d to class 0), %d without a socket, %d early drops, %d ECN marked\n",
+				i/classes, i%classes, st.Packets, st.Bytes, st.Redirected, st.RedirectedClass0, st.PassNoSocket, st.EarlyDrops, st.EcnMarked)
 		}
 	}
 	return nil
