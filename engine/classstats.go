@@ -99,6 +99,7 @@ func (e *Engine) ClassStats() ([]ClassStats, error) {
 				}
 				st.RxPackets, st.RxBytes, st.RxRedirected = rx.Packets, rx.Bytes, rx.Redirected
 				st.RxToClass0, st.RxPassNoSocket = rx.RedirectedClass0, rx.PassNoSocket
+				st.RxEarlyDrops, st.RxECNMarked = rx.EarlyDrops, rx.EcnMarked
 				if st.Active {
 					t := tx[c]
 					st.Enqueued, st.EnqueuedBytes, st.Sent, st.SentBytes = t.Enqueued, t.EnqueuedBytes, t.Sent, t.SentBytes

@@ -222,6 +222,16 @@ func (e *Engine) AttachGuestWith(spec GuestSpec, o GuestOptions) (_ *Guest, err 
 				} else {
 					gp.ceps = append(gp.ceps, classEP{wi: wi, ep: ep})
 				}
+				if cs := e.opts.class(c); cs.RxThreshold > 0 {
+					// Early drop in the steering program once the class's
+					// ring holds RxThreshold frames: the worker publishes
+					// the ring's occupancy.
+					if err := gp.port.steer.SetClassThreshold(q, id, int(c), uint32(cs.RxThreshold), cs.ECN); err != nil {
+						return nil, fmt.Errorf("engine: attach guest %s: port %s class %d: %w", spec.Name, gp.port.Name, c, err)
+					}
+					ep.occ = gp.port.steer.OccupancyBoard()
+					ep.slot = ep.occ.Slot(q, id, int(c))
+				}
 				w.AddEndpoint(ep)
 				if err := gp.port.steer.RegisterSlot(q, id, int(c), s.FD()); err != nil {
 					return nil, fmt.Errorf("engine: attach guest %s: port %s class %d: %w", spec.Name, gp.port.Name, c, err)
@@ -302,6 +312,11 @@ func (e *Engine) detachLocked(g *Guest) error {
 		gp.each(func(wi int, ep *Endpoint) {
 			if err := gp.port.steer.UnregisterSlot(e.opts.Queues[wi], g.ID, ep.Class); err != nil {
 				errs = append(errs, err)
+			}
+			if ep.occ != nil && !gp.port.gone.Load() {
+				if err := gp.port.steer.SetClassThreshold(e.opts.Queues[wi], g.ID, ep.Class, 0, false); err != nil {
+					errs = append(errs, err)
+				}
 			}
 		})
 	}

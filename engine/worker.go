@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/xnic/xnic/bpf"
 	"github.com/xnic/xnic/umem"
 )
 
@@ -36,6 +37,11 @@ type Endpoint struct {
 	// always up). A port without carrier takes no frame from a tx ring, so
 	// the worker neither kicks it nor counts its frames as work.
 	link *atomic.Bool
+	// occ and slot, when occ is not nil, are where the worker publishes
+	// the socket's rx ring occupancy for the steering program's early drop
+	// (ClassSpec.RxThreshold).
+	occ  *bpf.OccupancyBoard
+	slot int
 	// hw is the guest's MAC on this port (its own, or the port's for a
 	// guest without one): the source its sends must have and the
 	// destination its unicast frames must have.
@@ -232,6 +238,11 @@ func (w *Worker) Poll() int {
 	for _, ep := range w.eps {
 		s := ep.Sock
 		n := s.Receive(w.descs)
+		if ep.occ != nil {
+			// What the ring still holds once this batch is taken: the
+			// steering program adds what it lets in from now on.
+			ep.occ.Publish(ep.slot, s.RxQueued())
+		}
 		if n == 0 {
 			s.KickRx()
 			continue

@@ -244,3 +244,90 @@ func TestClassesOnSend(t *testing.T) {
 		t.Errorf("bulk class %+v, interactive rx %d", *lo, hi.RxPackets)
 	}
 }
+
+// TestClassEarlyDrop: a bulk class with a receive threshold of 64 frames
+// whose worker stalls: the steering program drops the class's frames
+// before the copy once its ring holds 64, so its ring never overflows, and
+// the other class, in its own ring, loses nothing.
+func TestClassEarlyDrop(t *testing.T) {
+	l := labtest.New(t, labOptions(1))
+	p := l.Ports[0]
+	o := engine.DefaultOptions()
+	o.Ifaces = []string{p.Host}
+	o.NoCatchAll = true
+	o.Classes = []engine.ClassSpec{{Name: "bulk", ID: 3, RxThreshold: 64}}
+	e, err := engine.New(o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	e.Start()
+	addr := netip.MustParseAddr("198.18.0.10")
+	dst := netip.PrefixFrom(addr, 32)
+	var byClass [4]atomic.Uint64
+	var stalled atomic.Bool
+	_, err = e.AttachGuest(engine.GuestSpec{Name: "g", Port: p.Host, Rules: []engine.RuleSpec{
+		{Dst: dst, Proto: 17, PortLo: 5000, PortHi: 5000, Class: 3},
+		{Dst: dst, PortHi: 65535},
+	}}, func(g *engine.Guest, ep *engine.Endpoint, descs []umem.Desc) {
+		byClass[ep.Class].Add(uint64(len(descs)))
+		if ep.Class == 3 && stalled.CompareAndSwap(false, true) {
+			time.Sleep(300 * time.Millisecond) // the worker stalls: both rings fill
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newPeerSender(t, l, 0)
+	frame := func(dport uint16, i int) []byte {
+		f, err := gen.BuildUDP(gen.FrameOptions{Size: 128, SrcMAC: p.PeerMAC, DstMAC: p.HostMAC,
+			SrcIP: p.PeerIPv4, DstIP: addr, SrcPort: 30000 + uint16(i%8), DstPort: dport})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	s.send(t, frame(5000, 0))
+	waitFor(t, "the stall", stalled.Load)
+	const bulk, other = 1000, 500
+	for i := range bulk {
+		s.send(t, frame(5000, i))
+		if i%2 == 0 {
+			s.send(t, frame(7000, i))
+		}
+	}
+	waitFor(t, "the other class's frames", func() bool { return byClass[0].Load() >= other })
+	time.Sleep(100 * time.Millisecond)
+	cs, err := e.ClassStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b, d engine.ClassStats
+	for _, c := range cs {
+		switch c.Class {
+		case 3:
+			b = c
+		case 0:
+			d = c
+		}
+	}
+	got := byClass[3].Load() - 1
+	t.Logf("bulk: %d delivered, %d dropped early; other class: %d delivered", got, b.RxEarlyDrops, byClass[0].Load())
+	if b.RxEarlyDrops == 0 || got+b.RxEarlyDrops != bulk || got > 64+64 {
+		t.Errorf("bulk class: %d delivered and %d dropped early of %d, want at most about 64 delivered and the rest dropped early", got, b.RxEarlyDrops, bulk)
+	}
+	if n := byClass[0].Load(); n != other || d.RxEarlyDrops != 0 {
+		t.Errorf("other class: %d delivered, %d dropped early; want all %d and none dropped", n, d.RxEarlyDrops, other)
+	}
+	st, err := e.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.XSK.RxRingFull+st.XSK.RxDropped != 0 {
+		t.Errorf("XSK rings overflowed: %+v", st.XSK)
+	}
+}

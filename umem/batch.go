@@ -120,6 +120,14 @@ func (s *Socket) Post(descs []Desc) int {
 	return int(n)
 }
 
+// RxQueued is how many received frames wait in the rx ring.
+func (s *Socket) RxQueued() uint32 {
+	if s.Rx == nil {
+		return 0
+	}
+	return s.Rx.Occupancy()
+}
+
 // TxFree is how many frames the tx ring can take now.
 func (s *Socket) TxFree() int {
 	if s.Tx == nil {
