@@ -344,7 +344,7 @@ func (b *latBencher) measureServer(ctx context.Context, name string, res *Latenc
 			engine = []string{"poll_ms: 0"}
 		}
 		var err error
-		spec, err = b.srv.xnicServe(o.Xnic, name, engine,
+		spec, err = b.srv.xnicServe(o.Xnic, name, engine, "",
 			[]guestService{{kind: services.Echo, port: o.Port}, {kind: services.UDPEcho, port: o.Port}})
 		if err != nil {
 			return err

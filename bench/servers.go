@@ -55,9 +55,10 @@ type guestService struct {
 
 // xnicServe writes the config of an xnic contender, named name: the host
 // veth, queue 0, one guest with the services, and the engine settings as
-// YAML lines under engine: ("gro: true", "poll_ms: 0"). It returns the
-// spec that runs `xnic serve` on it, with its control socket at s.ctl.
-func (s *serverLab) xnicServe(xnic, name string, engine []string, svcs []guestService) (receiverSpec, error) {
+// YAML lines under engine: ("gro: true", "poll_ms: 0"), and classes, a
+// YAML block of traffic classes ("" for none). It returns the spec that
+// runs `xnic serve` on it, with its control socket at s.ctl.
+func (s *serverLab) xnicServe(xnic, name string, engine []string, classes string, svcs []guestService) (receiverSpec, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# xnic bench: %s\nports:\n  - iface: %s\n    queues: [0]\n    attach: native\n", name, s.port.Host)
 	if len(engine) > 0 {
@@ -66,6 +67,7 @@ func (s *serverLab) xnicServe(xnic, name string, engine []string, svcs []guestSe
 			fmt.Fprintf(&b, "  %s\n", line)
 		}
 	}
+	b.WriteString(classes)
 	fmt.Fprintf(&b, "guests:\n  - name: bench\n    port: %s\n    mac: %s\n    ipv4: [%s]\n    ipv6: [%s]\n    services:\n",
 		s.port.Host, TCPGuestMAC, TCPGuestIPv4, TCPGuestIPv6)
 	for _, sv := range svcs {

@@ -227,7 +227,7 @@ func RunSoak(ctx context.Context, opts SoakOptions) (rep *SoakReport, err error)
 		}
 	}()
 	srv := &serverLab{lab: l, port: l.Ports[0], dir: dir, ctl: filepath.Join(dir, "engine.sock")}
-	spec, err := srv.xnicServe(opts.Xnic, "soak", nil,
+	spec, err := srv.xnicServe(opts.Xnic, "soak", nil, "",
 		[]guestService{{kind: services.HTTP, port: opts.HTTPPort}, {kind: services.UDPEcho, port: opts.EchoPort}})
 	if err != nil {
 		return nil, fmt.Errorf("bench soak: %w", err)

@@ -37,13 +37,16 @@ import (
 const (
 	TCPXnicGROTSO = "xnic-gro-tso"
 	TCPXnicOff    = "xnic-off"
-	TCPGvisorXDP  = "gvisor-xdp"
-	TCPKernel     = "kernel"
+	// TCPXnicClasses is xnic-gro-tso with three traffic classes: its
+	// sends go through the class scheduler.
+	TCPXnicClasses = "xnic-classes"
+	TCPGvisorXDP   = "gvisor-xdp"
+	TCPKernel      = "kernel"
 )
 
 // TCPContenders returns every TCP contender in the order a round runs them.
 func TCPContenders() []string {
-	return []string{TCPXnicGROTSO, TCPXnicOff, TCPGvisorXDP, TCPKernel}
+	return []string{TCPXnicGROTSO, TCPXnicClasses, TCPXnicOff, TCPGvisorXDP, TCPKernel}
 }
 
 // The guest the xnic and gVisor contenders run, on port 0 of the lab.
@@ -284,8 +287,10 @@ func (b *tcpBencher) env() TCPEnv {
 		Servers: map[string]string{
 			TCPXnicGROTSO: "xnic serve: one guest with its own gVisor netstack on the engine, GRO and TSO on, http on " + TCPGuestIPv4.String(),
 			TCPXnicOff:    "xnic serve: the same guest with the engine's GRO and TSO off",
-			TCPGvisorXDP:  "gVisor netstack on gVisor's AF_XDP link endpoint (copy mode), xnic_steer redirecting the guest's addresses",
-			TCPKernel:     "the host kernel's TCP on the host veth (" + b.srv.port.HostIPv4.String() + "), GRO on, TSO off (software GSO), tx checksum off",
+			TCPXnicClasses: "xnic serve: xnic-gro-tso with three traffic classes (strict priority, ETS weights, WRED/ECN): " +
+				"every send goes through the guest's class scheduler",
+			TCPGvisorXDP: "gVisor netstack on gVisor's AF_XDP link endpoint (copy mode), xnic_steer redirecting the guest's addresses",
+			TCPKernel:    "the host kernel's TCP on the host veth (" + b.srv.port.HostIPv4.String() + "), GRO on, TSO off (software GSO), tx checksum off",
 		},
 	}
 }

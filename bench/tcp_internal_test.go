@@ -78,6 +78,7 @@ func fakeTCPRounds() []TCPRound {
 			res(TCPXnicOff, 2e9*f, 3e9*f, 900*f),
 			res(TCPGvisorXDP, 1e9*f, 2e9*f, 500*f),
 			res(TCPKernel, 10e9*f, 10e9*f, 2000*f),
+			res(TCPXnicClasses, 5.4e9*f, 7.2e9*f, 950*f),
 		}}
 		switch i {
 		case 1:
@@ -93,10 +94,10 @@ func fakeTCPRounds() []TCPRound {
 
 func TestSummarizeTCP(t *testing.T) {
 	sums, ratios := summarizeTCP(TCPContenders(), fakeTCPRounds())
-	if len(sums) != 4 {
-		t.Fatalf("%d summaries, want 4", len(sums))
+	if len(sums) != 5 {
+		t.Fatalf("%d summaries, want 5", len(sums))
 	}
-	x, g, k := sums[0], sums[2], sums[3]
+	x, g, k := sums[0], sums[3], sums[4]
 	if x.Upload.Median != 12e9 || x.Upload.Min != 6e9 || x.Upload.Max != 18e9 || x.Upload.Rounds != 3 {
 		t.Errorf("xnic upload %+v, want median 12e9 of 6e9..18e9 over 3 rounds", x.Upload)
 	}
@@ -110,10 +111,12 @@ func TestSummarizeTCP(t *testing.T) {
 		t.Errorf("kernel %+v: a failed server fails every metric of its round", k)
 	}
 	want := map[string]float64{
-		"upload xnic-gro-tso / gvisor-xdp":   12e9 / 2e9,
-		"upload xnic-gro-tso / kernel":       12e9 / 20e9,
-		"download xnic-gro-tso / gvisor-xdp": 16e9 / 3e9,
-		"download xnic-gro-tso / kernel":     16e9 / 20e9,
+		"upload xnic-gro-tso / gvisor-xdp":     12e9 / 2e9,
+		"upload xnic-gro-tso / kernel":         12e9 / 20e9,
+		"download xnic-gro-tso / gvisor-xdp":   16e9 / 3e9,
+		"download xnic-gro-tso / kernel":       16e9 / 20e9,
+		"upload xnic-classes / xnic-gro-tso":   (5.4e9 * 2) / (6e9 * 2),
+		"download xnic-classes / xnic-gro-tso": (7.2e9 * 2) / (8e9 * 2),
 	}
 	if len(ratios) != len(want) {
 		t.Fatalf("%d ratios, want %d", len(ratios), len(want))
@@ -127,11 +130,11 @@ func TestSummarizeTCP(t *testing.T) {
 	if !ratios[0].Met() || ratios[1].Met() || !ratios[3].Met() {
 		t.Errorf("met: %v %v %v, want true false true", ratios[0].Met(), ratios[1].Met(), ratios[3].Met())
 	}
-	// Without gVisor, its ratios are not measured.
+	// Without gVisor (and the classes contender), their ratios are not measured.
 	_, ratios = summarizeTCP([]string{TCPXnicGROTSO, TCPKernel}, fakeTCPRounds())
 	for _, r := range ratios {
-		if (r.Den == TCPGvisorXDP) != (r.Value == nil) {
-			t.Errorf("%s = %s: measured iff gvisor-xdp is not its denominator", r.Name(), ratioString(r))
+		if (r.Den == TCPGvisorXDP || r.Num == TCPXnicClasses) != (r.Value == nil) {
+			t.Errorf("%s = %s: measured iff neither gvisor-xdp nor xnic-classes is in it", r.Name(), ratioString(r))
 		}
 	}
 }

@@ -145,13 +145,17 @@ func (r TCPRatio) Name() string { return r.Metric + " " + r.Num + " / " + r.Den 
 
 // TCPTargets are the goodput ratios the project aims for: xnic with GRO
 // and TSO at least 3 times gVisor on its own AF_XDP endpoint, and at least
-// 0.75 of the kernel, both ways.
+// 0.75 of the kernel, both ways; and with traffic classes on, at least 0.9
+// of itself without.
 func TCPTargets() []TCPRatio {
 	var rs []TCPRatio
 	for _, m := range []string{MetricUpload, MetricDownload} {
 		rs = append(rs,
 			TCPRatio{Metric: m, Num: TCPXnicGROTSO, Den: TCPGvisorXDP, Target: 3},
 			TCPRatio{Metric: m, Num: TCPXnicGROTSO, Den: TCPKernel, Target: 0.75})
+	}
+	for _, m := range []string{MetricUpload, MetricDownload} {
+		rs = append(rs, TCPRatio{Metric: m, Num: TCPXnicClasses, Den: TCPXnicGROTSO, Target: 0.9})
 	}
 	return rs
 }

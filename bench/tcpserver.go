@@ -17,15 +17,28 @@ func (b *tcpBencher) measure(ctx context.Context, name string) TCPResult {
 	return res
 }
 
+// tcpClasses are the xnic-classes contender's traffic classes: the
+// README's three on one guest, the guest's HTTP in its default class 0,
+// so every frame it sends goes through its class scheduler.
+const tcpClasses = `classes:
+  - {name: interactive, id: 1, priority: 0, match: {dscp: [46]}}
+  - {name: storage, id: 2, priority: 1, weight: 3, match: {ports: ["4420", "3260"]}}
+  - {name: bulk, id: 3, priority: 1, weight: 1, ecn: true, red: {min: 256, max: 512, max_p: 0.1}}
+`
+
 func (b *tcpBencher) measureServer(ctx context.Context, name string, res *TCPResult) error {
 	var spec receiverSpec
 	target := guestTarget(b.opts.Port)
 	switch name {
-	case TCPXnicGROTSO, TCPXnicOff:
-		on := name == TCPXnicGROTSO
+	case TCPXnicGROTSO, TCPXnicOff, TCPXnicClasses:
+		on := name != TCPXnicOff
+		classes := ""
+		if name == TCPXnicClasses {
+			classes = tcpClasses
+		}
 		var err error
 		spec, err = b.srv.xnicServe(b.opts.Xnic, name, []string{fmt.Sprintf("gro: %t", on), fmt.Sprintf("tso: %t", on)},
-			[]guestService{{kind: services.HTTP, port: b.opts.Port}})
+			classes, []guestService{{kind: services.HTTP, port: b.opts.Port}})
 		if err != nil {
 			return err
 		}
