@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/xnic/xnic/bpf"
@@ -86,8 +87,17 @@ func (e *Engine) ClassStats() ([]ClassStats, error) {
 				}
 			})
 		}
+		// Its classes: those it receives in, and those it has sent in
+		// (a DSCP or ports can select a class it has no socket for).
+		classes := slices.Clone(g.classes)
+		for c := range tx {
+			if t := tx[c]; t.Enqueued+t.DropTail+t.DropRED+t.DropPolicer > 0 && !slices.Contains(classes, uint8(c)) {
+				classes = append(classes, uint8(c))
+			}
+		}
+		slices.Sort(classes)
 		for pi, gp := range g.ports {
-			for _, c := range g.classes {
+			for _, c := range classes {
 				st := ClassStats{Port: gp.port.Name, Guest: g.Spec.Name, GuestID: g.ID, Class: c,
 					Name: e.opts.class(c).Name, Active: pi == g.active}
 				var rx bpf.SlotStats

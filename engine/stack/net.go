@@ -11,6 +11,9 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
 )
 
 // Listen listens for TCP connections on the guest's stack, like net.Listen.
@@ -36,29 +39,111 @@ func (s *Stack) Listen(network, address string) (net.Listener, error) {
 // "ip:port"; no names are resolved. ctx bounds the TCP handshake
 // (including ARP or NDP resolution); a UDP dial does not wait.
 func (s *Stack) Dial(ctx context.Context, network, address string) (net.Conn, error) {
+	return s.DialWith(ctx, network, address, DialOptions{})
+}
+
+// DialOptions are the socket options of a connection DialWith makes.
+type DialOptions struct {
+	// DSCP (1..63) marks every packet the connection sends (IP_TOS, or
+	// the IPv6 traffic class): the engine sends it in the traffic class
+	// that DSCP selects (engine.ClassSpec.DSCP). 0 leaves it unmarked.
+	DSCP uint8
+}
+
+// DialWith is Dial with socket options.
+func (s *Stack) DialWith(ctx context.Context, network, address string, o DialOptions) (net.Conn, error) {
+	if o.DSCP > 63 {
+		return nil, fmt.Errorf("dial %s %s: dscp %d: want 0..63: %w", network, address, o.DSCP, ErrAddress)
+	}
+	kind := ""
 	switch network {
 	case "tcp", "tcp4", "tcp6":
-		a, proto, err := s.resolve(network, address, "tcp", true)
-		if err != nil {
-			return nil, fmt.Errorf("dial %s %s: %w", network, address, err)
-		}
-		c, err := gonet.DialContextTCP(ctx, s.ns, a, proto)
-		if err != nil {
-			return nil, fmt.Errorf("dial %s %s: %w", network, address, err)
-		}
-		return c, nil
+		kind = "tcp"
 	case "udp", "udp4", "udp6":
-		a, proto, err := s.resolve(network, address, "udp", true)
-		if err != nil {
-			return nil, fmt.Errorf("dial %s %s: %w", network, address, err)
-		}
-		c, err := gonet.DialUDP(s.ns, nil, &a, proto)
-		if err != nil {
-			return nil, fmt.Errorf("dial %s %s: %w", network, address, err)
-		}
-		return &udpConn{UDPConn: c, v4: proto == ipv4.ProtocolNumber}, nil
+		kind = "udp"
+	default:
+		return nil, fmt.Errorf("dial %s %s: network %q: %w", network, address, network, ErrAddress)
 	}
-	return nil, fmt.Errorf("dial %s %s: network %q: %w", network, address, network, ErrAddress)
+	a, proto, err := s.resolve(network, address, kind, true)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s %s: %w", network, address, err)
+	}
+	var c net.Conn
+	if kind == "tcp" {
+		c, err = s.dialTCP(ctx, a, proto, o)
+	} else {
+		c, err = s.dialUDP(a, proto, o)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dial %s %s: %w", network, address, err)
+	}
+	return c, nil
+}
+
+// newEndpoint makes an endpoint of transport proto on network with o's
+// socket options set.
+func (s *Stack) newEndpoint(transport tcpip.TransportProtocolNumber, network tcpip.NetworkProtocolNumber, wq *waiter.Queue, o DialOptions) (tcpip.Endpoint, error) {
+	ep, terr := s.ns.NewEndpoint(transport, network, wq)
+	if terr != nil {
+		return nil, tcpipErr(terr)
+	}
+	if o.DSCP != 0 {
+		opt := tcpip.IPv4TOSOption
+		if network == ipv6.ProtocolNumber {
+			opt = tcpip.IPv6TrafficClassOption
+		}
+		if terr := ep.SetSockOptInt(opt, int(o.DSCP)<<2); terr != nil {
+			ep.Close()
+			return nil, fmt.Errorf("set dscp %d: %w", o.DSCP, tcpipErr(terr))
+		}
+	}
+	return ep, nil
+}
+
+// dialTCP connects a TCP endpoint with o's options to a, waiting for the
+// handshake until ctx is done.
+func (s *Stack) dialTCP(ctx context.Context, a tcpip.FullAddress, proto tcpip.NetworkProtocolNumber, o DialOptions) (net.Conn, error) {
+	if o.DSCP == 0 {
+		return gonet.DialContextTCP(ctx, s.ns, a, proto)
+	}
+	var wq waiter.Queue
+	ep, err := s.newEndpoint(tcp.ProtocolNumber, proto, &wq, o)
+	if err != nil {
+		return nil, err
+	}
+	// The handshake's end makes the endpoint writable (or sets its error).
+	entry, writable := waiter.NewChannelEntry(waiter.WritableEvents)
+	wq.EventRegister(&entry)
+	defer wq.EventUnregister(&entry)
+	terr := ep.Connect(a)
+	if _, started := terr.(*tcpip.ErrConnectStarted); started {
+		select {
+		case <-ctx.Done():
+			ep.Close()
+			return nil, ctx.Err()
+		case <-writable:
+		}
+		terr = ep.LastError()
+	}
+	if terr != nil {
+		ep.Close()
+		return nil, fmt.Errorf("connect: %w", tcpipErr(terr))
+	}
+	return gonet.NewTCPConn(&wq, ep), nil
+}
+
+// dialUDP makes a UDP endpoint with o's options connected to a.
+func (s *Stack) dialUDP(a tcpip.FullAddress, proto tcpip.NetworkProtocolNumber, o DialOptions) (net.Conn, error) {
+	var wq waiter.Queue
+	ep, err := s.newEndpoint(udp.ProtocolNumber, proto, &wq, o)
+	if err != nil {
+		return nil, err
+	}
+	if terr := ep.Connect(a); terr != nil {
+		ep.Close()
+		return nil, fmt.Errorf("connect: %w", tcpipErr(terr))
+	}
+	return &udpConn{UDPConn: gonet.NewUDPConn(&wq, ep), v4: proto == ipv4.ProtocolNumber}, nil
 }
 
 // ListenPacket opens a UDP socket bound to address, like net.ListenPacket.
