@@ -252,11 +252,16 @@ func TestKilledServeLeftovers(t *testing.T) {
 				t.Fatalf("kill -9 left no control socket to find: %v", err)
 			}
 
+			// Every map the dead engine pinned is named in the start's log.
+			pins, err := os.ReadDir(pinDir)
+			if err != nil || len(pins) == 0 {
+				t.Fatalf("kill -9 left no pins in %s to find: %v", pinDir, err)
+			}
 			next, stderr := startServe(t, ctx, "--config", cfg("other", "198.18.0.20"), "--ctl", ctl)
 			log := stderr.String()
-			wantLog := fmt.Sprintf("removed 11 maps pinned in %s by xnic (pid %d), which no longer runs", pinDir, dead.Process.Pid)
+			wantLog := fmt.Sprintf("removed %d maps pinned in %s by xnic (pid %d), which no longer runs", len(pins), pinDir, dead.Process.Pid)
 			if pin {
-				wantLog = fmt.Sprintf("reused 11 maps pinned by xnic (pid %d), which no longer runs; removed ", dead.Process.Pid)
+				wantLog = fmt.Sprintf("reused %d maps pinned by xnic (pid %d), which no longer runs; removed ", len(pins), dead.Process.Pid)
 			}
 			if !strings.Contains(log, wantLog) || !strings.Contains(log, "removed the control socket "+ctl) {
 				t.Fatalf("the new serve did not say it cleared the dead engine's leftovers (want %q):\n%s", wantLog, log)
