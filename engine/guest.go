@@ -87,6 +87,20 @@ func (gp *guestPort) each(fn func(wi int, ep *Endpoint)) {
 	}
 }
 
+// SendQueueFull counts the guest's sends refused because its send queue
+// on a worker stayed full for TxWait (ErrTxFull).
+func (g *Guest) SendQueueFull() uint64 {
+	qs := g.sendQs.Load()
+	if qs == nil {
+		return 0
+	}
+	var n uint64
+	for _, q := range *qs {
+		n += q.full.Load()
+	}
+	return n
+}
+
 // Port is the guest's active port.
 func (g *Guest) Port() *Port { return g.activePort.Load() }
 

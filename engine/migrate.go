@@ -75,6 +75,9 @@ type GuestStats struct {
 	SpoofCheck bool        `json:"spoof_check"`
 	TxSpoofed  SpoofCounts `json:"tx_spoofed"`
 	RxWrongMAC uint64      `json:"rx_wrong_mac"`
+	// TxQueueFull: sends refused because the guest's send queue stayed
+	// full (Guest.SendQueueFull).
+	TxQueueFull uint64 `json:"tx_queue_full"`
 }
 
 // GuestStats describes every attached guest.
@@ -83,7 +86,8 @@ func (e *Engine) GuestStats() []GuestStats {
 	for _, g := range e.Guests() {
 		st := GuestStats{Name: g.Spec.Name, ID: g.ID, Port: g.Port().Name, Standby: []string{}, Failover: g.Spec.Failover,
 			RxPackets: g.RxPackets.Load(), RxBytes: g.RxBytes.Load(), Migrations: g.Migrations(),
-			SpoofCheck: g.SpoofCheck(), TxSpoofed: g.Spoofed(), RxWrongMAC: g.RxWrongMAC.Load()}
+			SpoofCheck: g.SpoofCheck(), TxSpoofed: g.Spoofed(), RxWrongMAC: g.RxWrongMAC.Load(),
+			TxQueueFull: g.SendQueueFull()}
 		for _, p := range g.StandbyPorts() {
 			st.Standby = append(st.Standby, p.Name)
 		}

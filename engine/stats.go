@@ -229,6 +229,9 @@ func (e *Engine) Stats() (Stats, error) {
 	st.RxPackets, st.RxBytes = sum.RxPackets, sum.RxBytes
 	st.RxWakeups, st.EmptyPasses, st.Sleeps = sum.RxWakeups, sum.EmptyPasses, sum.Sleeps
 	st.RxWrongMAC, st.TxSpoofed = sum.RxWrongMAC, st.Tx.Spoofed
+	for _, g := range e.Guests() {
+		st.Tx.SendQueueFull += g.SendQueueFull()
+	}
 	st.Pipeline = sum.Pipeline
 	for _, p := range e.ports {
 		t, err := p.steer.TotalStats()

@@ -127,7 +127,7 @@ func TestStatsJSONShape(t *testing.T) {
 	if err := json.Unmarshal(m["tx"], &tm); err != nil {
 		t.Fatal(err)
 	}
-	want = []string{"bytes", "completed", "dropped", "gso_requests", "link_down", "mss_clamped", "no_frames", "queue_drops", "queued", "requests", "segments", "spoofed"}
+	want = []string{"bytes", "completed", "dropped", "gso_requests", "link_down", "mss_clamped", "no_frames", "queue_drops", "queued", "requests", "segments", "send_queue_full", "spoofed"}
 	if got := keys(tm); !slices.Equal(got, want) {
 		t.Fatalf("tx keys %v, want %v", got, want)
 	}

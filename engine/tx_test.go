@@ -156,6 +156,9 @@ func TestSendTooBigAndFull(t *testing.T) {
 	if !errors.Is(err, ErrTxFull) {
 		t.Fatalf("undrained queue: %v, want ErrTxFull", err)
 	}
+	if n := g.SendQueueFull(); n != 1 {
+		t.Fatalf("SendQueueFull %d, want the one refused send", n)
+	}
 }
 
 // TestSendWaitsForRoom: a send to a full queue blocks (without spinning on

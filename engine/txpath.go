@@ -41,7 +41,11 @@ type TxStats struct {
 	LinkDown    uint64 `json:"link_down"`
 	Queued      uint64 `json:"queued"`
 	QueueDrops  uint64 `json:"queue_drops"`
-	Completed   uint64 `json:"completed"`
+	// SendQueueFull are sends refused (ErrTxFull) because a guest's send
+	// queue stayed full for TxWait: the guest's stack drops them and
+	// recovers them by retransmission.
+	SendQueueFull uint64 `json:"send_queue_full"`
+	Completed     uint64 `json:"completed"`
 }
 
 // add adds c's counters to s.

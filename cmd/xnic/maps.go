@@ -266,8 +266,8 @@ func printConns(ctx context.Context, path string, n int, asJSON bool) error {
 		fmt.Println()
 	}
 	if t := st.Stats.Tx; t.Requests > 0 {
-		fmt.Printf("send: %d requests (%d segmented) in %d frames, %d bytes; dropped %d (no free frame %d, link down %d, malformed or too big %d); refused by spoof checks %d; %d MSS clamped\n",
-			t.Requests, t.GSORequests, t.Segments, t.Bytes, t.Dropped, t.NoFrames, t.LinkDown, t.Dropped-t.NoFrames-t.LinkDown, t.Spoofed, t.MSSClamped)
+		fmt.Printf("send: %d requests (%d segmented) in %d frames, %d bytes; dropped %d (no free frame %d, link down %d, malformed or too big %d); refused by spoof checks %d, by a full send queue %d; class queues dropped %d; %d MSS clamped\n",
+			t.Requests, t.GSORequests, t.Segments, t.Bytes, t.Dropped, t.NoFrames, t.LinkDown, t.Dropped-t.NoFrames-t.LinkDown, t.Spoofed, t.SendQueueFull, t.QueueDrops, t.MSSClamped)
 	}
 	fmt.Printf("%4s  %-52s %5s %5s %12s %14s %12s %14s\n", "#", "flow (receive direction)", "guest", "class", "pkts in", "bytes in", "pkts out", "bytes out")
 	for i, c := range rep.Conns {
