@@ -240,7 +240,7 @@ func Parse(name string, b []byte) (*Config, error) {
 	if len(root.Content) == 0 || root.Content[0].ShortTag() == nullTag {
 		return nil, &Error{File: name, Field: "ports", Msg: "the file is empty; at least one port is needed"}
 	}
-	if err := c.decode(root.Content[0], reflect.ValueOf(&c).Elem(), ""); err != nil {
+	if err := (&decoder{c: &c}).decode(root.Content[0], reflect.ValueOf(&c).Elem(), ""); err != nil {
 		return nil, err
 	}
 	if _, err := c.Resolve(); err != nil {
@@ -268,6 +268,16 @@ const nullTag = "!!null"
 
 var scalarType = reflect.TypeFor[Scalar]()
 
+// maxNodes bounds the values a file may hold once its aliases are
+// expanded, so that a few lines of anchors cannot make a billion values.
+const maxNodes = 1 << 18
+
+// decoder walks a YAML tree into the schema; it counts the nodes it visits.
+type decoder struct {
+	c     *Config
+	nodes int
+}
+
 // decode fills v, a value of the schema above, from n, and checks the
 // shape as it goes: a mapping of known keys where the schema has a
 // struct, a list where it has a slice, a single value where it has a
@@ -275,9 +285,12 @@ var scalarType = reflect.TypeFor[Scalar]()
 // Each mismatch is an *Error naming its line and path (such as
 // "guests[0].rules[1].ports"); a struct's Line gets its mapping's line. A
 // key with no value (null) leaves its field unset.
-func (c *Config) decode(n *yaml.Node, v reflect.Value, path string) error {
+func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 	for n.Kind == yaml.AliasNode {
 		n = n.Alias
+	}
+	if d.nodes++; d.nodes > maxNodes {
+		return d.c.errf(n.Line, topLevel(path), "more than %d values once aliases are expanded", maxNodes)
 	}
 	if n.ShortTag() == nullTag {
 		return nil
@@ -285,34 +298,30 @@ func (c *Config) decode(n *yaml.Node, v reflect.Value, path string) error {
 	switch {
 	case v.Type() == scalarType:
 		if n.Kind != yaml.ScalarNode {
-			return c.errf(n.Line, path, "want a single value, got a %s", kindName(n.Kind))
+			return d.c.errf(n.Line, path, "want a single value, got a %s", kindName(n.Kind))
 		}
 		v.Set(reflect.ValueOf(Scalar{Value: n.Value, Line: n.Line, Set: true}))
 	case v.Kind() == reflect.Pointer:
 		v.Set(reflect.New(v.Type().Elem()))
-		return c.decode(n, v.Elem(), path)
+		return d.decode(n, v.Elem(), path)
 	case v.Kind() == reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
-			return c.errf(n.Line, path, "want a list, got a %s", kindName(n.Kind))
+			return d.c.errf(n.Line, path, "want a list, got a %s", kindName(n.Kind))
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 		for i, item := range n.Content {
 			ip := fmt.Sprintf("%s[%d]", path, i)
 			if item.ShortTag() == nullTag {
-				return c.errf(item.Line, ip, "empty list item")
+				return d.c.errf(item.Line, ip, "empty list item")
 			}
-			if err := c.decode(item, s.Index(i), ip); err != nil {
+			if err := d.decode(item, s.Index(i), ip); err != nil {
 				return err
 			}
 		}
 		v.Set(s)
 	case v.Kind() == reflect.Struct:
 		if n.Kind != yaml.MappingNode {
-			where := path
-			if where == "" {
-				where = "(top level)"
-			}
-			return c.errf(n.Line, where, "want a mapping, got a %s", kindName(n.Kind))
+			return d.c.errf(n.Line, topLevel(path), "want a mapping, got a %s", kindName(n.Kind))
 		}
 		t := v.Type()
 		field := map[string]int{}
@@ -327,21 +336,18 @@ func (c *Config) decode(n *yaml.Node, v reflect.Value, path string) error {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, val := n.Content[i], n.Content[i+1]
 			if k.Kind != yaml.ScalarNode {
-				return c.errf(k.Line, path, "want a key name, got a %s", kindName(k.Kind))
+				return d.c.errf(k.Line, topLevel(path), "want a key name, got a %s", kindName(k.Kind))
 			}
-			kp := k.Value
-			if path != "" {
-				kp = path + "." + k.Value
-			}
+			kp := keyPath(path, k.Value)
 			fi, ok := field[k.Value]
 			if !ok {
-				return c.errf(k.Line, kp, "unknown field (known: %s)", strings.Join(known, ", "))
+				return d.c.errf(k.Line, kp, "unknown field (known: %s)", strings.Join(known, ", "))
 			}
 			if first, dup := seen[k.Value]; dup {
-				return c.errf(k.Line, kp, "given twice (first on line %d)", first)
+				return d.c.errf(k.Line, kp, "given twice (first on line %d)", first)
 			}
 			seen[k.Value] = k.Line
-			if err := c.decode(val, v.Field(fi), kp); err != nil {
+			if err := d.decode(val, v.Field(fi), kp); err != nil {
 				return err
 			}
 		}
@@ -349,9 +355,35 @@ func (c *Config) decode(n *yaml.Node, v reflect.Value, path string) error {
 			l.SetInt(int64(n.Line))
 		}
 	default:
-		return c.errf(n.Line, path, "no such setting") // not reached: the schema has only these kinds
+		return d.c.errf(n.Line, path, "no such setting") // not reached: the schema has only these kinds
 	}
 	return nil
+}
+
+// topLevel names the document itself where path is empty.
+func topLevel(path string) string {
+	if path == "" {
+		return "(top level)"
+	}
+	return path
+}
+
+// keyPath is the path of key under path; a key that is not a plain name
+// (empty, spaces, dots) is quoted so that the path stays readable.
+func keyPath(path, key string) string {
+	plain := key != ""
+	for _, r := range key {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			plain = false
+		}
+	}
+	if !plain {
+		key = strconv.Quote(key)
+	}
+	if path == "" {
+		return key
+	}
+	return path + "." + key
 }
 
 func kindName(k yaml.Kind) string {

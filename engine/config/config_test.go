@@ -345,6 +345,16 @@ func TestShapeErrors(t *testing.T) {
 	if err == nil || !regexp.MustCompile(`^syn\.yaml:[1-3]: \(syntax\): \S`).MatchString(err.Error()) {
 		t.Errorf("a syntax error: %v", err)
 	}
+	// Aliases are expanded with a bound: a few lines may not make a
+	// million values.
+	var bomb strings.Builder
+	bomb.WriteString("ports: [{iface: a}]\nguests:\n  - {name: g, ipv4: &a [198.18.0.1" + strings.Repeat(", 198.18.0.1", 999) + "]}\n")
+	for range 500 {
+		bomb.WriteString("  - {name: g, ipv4: *a}\n")
+	}
+	if _, err = Parse("bomb.yaml", []byte(bomb.String())); err == nil || !strings.Contains(err.Error(), "values once aliases are expanded") {
+		t.Errorf("an alias bomb: %v", err)
+	}
 	// Anchors and aliases are YAML's: a rule list shared by two guests.
 	shared := strings.Replace(goodConfig, "rules:\n      - {proto: any, class: dscp}", "rules: &any\n      - {proto: any, class: dscp}", 1)
 	if _, err := Parse("alias.yaml", []byte(shared+"  - name: db2\n    ipv4: [198.18.1.11]\n    rules: *any\n")); err != nil {
