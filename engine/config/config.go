@@ -47,6 +47,9 @@ import (
 // Guests must not overlap: no two share a MAC or an address, no rule of
 // one matches another's address, and no two guests' rules match the same
 // traffic (engine.FindOverlap).
+//
+// Read a file with Load or Parse, whose decoder checks the YAML's shape
+// against these structs; they have no YAML unmarshalers of their own.
 type Config struct {
 	Ports   []PortConfig  `yaml:"ports"`
 	Engine  EngineConfig  `yaml:"engine"`
