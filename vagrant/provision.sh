@@ -13,7 +13,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(clang llvm libbpf-dev libxdp-dev bpftool ethtool iproute2 iputils-ping tcpdump iperf3 make gcc libc6-dev pkg-config curl ca-certificates)
+# systemd: systemd-analyze, which checks deploy/xnic.service.
+pkgs=(clang llvm libbpf-dev libxdp-dev bpftool ethtool iproute2 iputils-ping tcpdump iperf3 make gcc libc6-dev pkg-config curl ca-certificates systemd)
 # bpftool lives in linux-tools on Ubuntu; on Debian it is its own package.
 if grep -qi ubuntu /etc/os-release 2>/dev/null; then
   pkgs=("${pkgs[@]/bpftool/linux-tools-common}")

@@ -18,6 +18,7 @@
 //	xnic migrate --guest G --to IFACE   move a guest to another of its ports
 //	xnic stats --guests       each guest's ports and migrations
 //	xnic replay --stage S     a capture through gro, gso or csum offload, into a pcap
+//	xnic config check FILE    check a config without loading anything (no root needed)
 //
 // Run `xnic COMMAND -h` for a command's flags.
 package main
@@ -55,6 +56,7 @@ func init() {
 		{"migrate", "move a running engine's guest to another of its ports (make before break)", runMigrate},
 		{"serve", "run guests with their own TCP/IP stacks and built-in services (http, echo, discard)", runServe},
 		{"replay", "run a pcap through GRO, GSO or checksum offload into a pcap", runReplay},
+		{"config", "check a YAML config without loading anything: config check FILE... [--json]", runConfig},
 	}
 }
 
@@ -88,6 +90,9 @@ func main() {
 		case errors.Is(err, cli.ErrUsage):
 			stop()
 			os.Exit(2)
+		case errors.Is(err, cli.ErrReported):
+			stop()
+			os.Exit(1)
 		default:
 			fmt.Fprintf(os.Stderr, "xnic %s: %s\n", name, err)
 			stop()

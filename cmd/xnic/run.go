@@ -39,6 +39,9 @@ func runRun(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	for _, w := range cfg.Ignored(config.Run) {
+		fmt.Fprintf(os.Stderr, "xnic run: warning: %s\n", w)
+	}
 	r, err := cfg.Resolve()
 	if err != nil {
 		return err

@@ -14,7 +14,7 @@ import (
 	"strconv"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/xnic/xnic/bpf"
 	"github.com/xnic/xnic/engine"
@@ -47,6 +47,9 @@ import (
 // Guests must not overlap: no two share a MAC or an address, no rule of
 // one matches another's address, and no two guests' rules match the same
 // traffic (engine.FindOverlap).
+//
+// Read a file with Load or Parse, whose decoder checks the YAML's shape
+// against these structs; they have no YAML unmarshalers of their own.
 type Config struct {
 	Ports   []PortConfig  `yaml:"ports"`
 	Engine  EngineConfig  `yaml:"engine"`
@@ -177,22 +180,13 @@ type FailoverConfig struct {
 	Line     int    `yaml:"-"`
 }
 
-// UnmarshalYAML refuses unknown keys and records the mapping's line.
-func (f *FailoverConfig) UnmarshalYAML(n *yaml.Node) error {
-	type plain FailoverConfig
-	if err := decodeStrict(n, (*plain)(f)); err != nil {
-		return err
-	}
-	f.Line = n.Line
-	return nil
-}
-
 // ServiceConfig is a built-in service on a guest (see package
 // engine/services): discard, echo, udp-echo or http, on a port (default:
 // the kind's well-known port).
 type ServiceConfig struct {
 	Kind Scalar `yaml:"kind"`
 	Port Scalar `yaml:"port"`
+	Line int    `yaml:"-"`
 }
 
 // RuleConfig steers matching traffic to the guest. An empty dst means each
@@ -211,111 +205,6 @@ type Scalar struct {
 	Value string
 	Line  int
 	Set   bool
-}
-
-// UnmarshalYAML keeps the scalar's text and line.
-func (s *Scalar) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: want a single value, got a %s", n.Line, kindName(n.Kind))
-	}
-	s.Value, s.Line, s.Set = n.Value, n.Line, true
-	return nil
-}
-
-// UnmarshalYAML records the line of the port's mapping.
-func (p *PortConfig) UnmarshalYAML(n *yaml.Node) error {
-	type plain PortConfig
-	if err := decodeStrict(n, (*plain)(p)); err != nil {
-		return err
-	}
-	p.Line = n.Line
-	return nil
-}
-
-// UnmarshalYAML records the line of the guest's mapping.
-func (g *GuestConfig) UnmarshalYAML(n *yaml.Node) error {
-	type plain GuestConfig
-	if err := decodeStrict(n, (*plain)(g)); err != nil {
-		return err
-	}
-	g.Line = n.Line
-	return nil
-}
-
-// decodeStrict decodes a mapping node, refusing keys the struct lacks: a
-// misspelt key is an error, not a silently ignored setting.
-func decodeStrict(n *yaml.Node, v any) error {
-	if n.Kind != yaml.MappingNode {
-		return fmt.Errorf("line %d: want a mapping, got a %s", n.Line, kindName(n.Kind))
-	}
-	t := reflect.TypeOf(v).Elem()
-	var known []string
-	for i := 0; i < t.NumField(); i++ {
-		if tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); tag != "" && tag != "-" {
-			known = append(known, tag)
-		}
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k := n.Content[i]
-		if !slices.Contains(known, k.Value) {
-			return fmt.Errorf("line %d: unknown field %q (known: %s)", k.Line, k.Value, strings.Join(known, ", "))
-		}
-	}
-	return n.Decode(v)
-}
-
-// UnmarshalYAML refuses unknown keys.
-func (e *EngineConfig) UnmarshalYAML(n *yaml.Node) error {
-	type plain EngineConfig
-	return decodeStrict(n, (*plain)(e))
-}
-
-// UnmarshalYAML refuses unknown keys and records the class's line.
-func (c *ClassConfig) UnmarshalYAML(n *yaml.Node) error {
-	type plain ClassConfig
-	if err := decodeStrict(n, (*plain)(c)); err != nil {
-		return err
-	}
-	c.Line = n.Line
-	return nil
-}
-
-// UnmarshalYAML refuses unknown keys and records the curve's line.
-func (r *REDConfig) UnmarshalYAML(n *yaml.Node) error {
-	type plain REDConfig
-	if err := decodeStrict(n, (*plain)(r)); err != nil {
-		return err
-	}
-	r.Line = n.Line
-	return nil
-}
-
-// UnmarshalYAML refuses unknown keys.
-func (m *MatchConfig) UnmarshalYAML(n *yaml.Node) error {
-	type plain MatchConfig
-	return decodeStrict(n, (*plain)(m))
-}
-
-// UnmarshalYAML refuses unknown keys and records the rule's line.
-func (r *RuleConfig) UnmarshalYAML(n *yaml.Node) error {
-	type plain RuleConfig
-	if err := decodeStrict(n, (*plain)(r)); err != nil {
-		return err
-	}
-	r.Line = n.Line
-	return nil
-}
-
-func kindName(k yaml.Kind) string {
-	switch k {
-	case yaml.MappingNode:
-		return "mapping"
-	case yaml.SequenceNode:
-		return "list"
-	case yaml.ScalarNode:
-		return "value"
-	}
-	return "node"
 }
 
 // Error is a configuration error: the file, the line and the field.
@@ -343,24 +232,207 @@ func Load(path string) (*Config, error) {
 }
 
 // Parse decodes and checks a configuration; name is used in errors.
+// Every error, from a YAML syntax error to guests that overlap, is an
+// *Error naming the file, the line and the field.
 func Parse(name string, b []byte) (*Config, error) {
+	c := Config{file: name}
 	var root yaml.Node
 	if err := yaml.Unmarshal(b, &root); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, syntaxError(name, err)
 	}
-	if len(root.Content) == 0 {
+	if len(root.Content) == 0 || root.Content[0].ShortTag() == nullTag {
 		return nil, &Error{File: name, Field: "ports", Msg: "the file is empty; at least one port is needed"}
 	}
-	var c Config
-	type plain Config
-	if err := decodeStrict(root.Content[0], (*plain)(&c)); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+	if err := (&decoder{c: &c}).decode(root.Content[0], reflect.ValueOf(&c).Elem(), ""); err != nil {
+		return nil, err
 	}
-	c.file = name
 	if _, err := c.Resolve(); err != nil {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// syntaxError turns the YAML parser's "yaml: line N: problem" into an
+// *Error; the parser knows the line but not yet the field.
+func syntaxError(name string, err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	line := 0
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if num, after, ok := strings.Cut(rest, ": "); ok {
+			if n, err := strconv.Atoi(num); err == nil {
+				line, msg = n, after
+			}
+		}
+	}
+	return &Error{File: name, Line: line, Field: "(syntax)", Msg: msg}
+}
+
+const nullTag = "!!null"
+
+var scalarType = reflect.TypeFor[Scalar]()
+
+// maxNodes bounds the values a file may hold once its aliases are
+// expanded, so that a few lines of anchors cannot make a billion values.
+const maxNodes = 1 << 18
+
+// decoder walks a YAML tree into the schema; it counts the nodes it visits.
+type decoder struct {
+	c     *Config
+	nodes int
+}
+
+// decode fills v, a value of the schema above, from n, and checks the
+// shape as it goes: a mapping of known keys where the schema has a
+// struct, a list where it has a slice, a single value where it has a
+// Scalar. A misspelt key is an error, not a silently ignored setting.
+// Each mismatch is an *Error naming its line and path (such as
+// "guests[0].rules[1].ports"); a struct's Line gets its mapping's line. A
+// key with no value (null) leaves its field unset.
+func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
+	for n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if d.nodes++; d.nodes > maxNodes {
+		return d.c.errf(n.Line, topLevel(path), "more than %d values once aliases are expanded", maxNodes)
+	}
+	if n.ShortTag() == nullTag {
+		return nil
+	}
+	switch {
+	case v.Type() == scalarType:
+		if n.Kind != yaml.ScalarNode {
+			return d.c.errf(n.Line, path, "want a single value, got a %s", kindName(n.Kind))
+		}
+		v.Set(reflect.ValueOf(Scalar{Value: n.Value, Line: n.Line, Set: true}))
+	case v.Kind() == reflect.Pointer:
+		v.Set(reflect.New(v.Type().Elem()))
+		return d.decode(n, v.Elem(), path)
+	case v.Kind() == reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			return d.c.errf(n.Line, path, "want a list, got a %s", kindName(n.Kind))
+		}
+		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		for i, item := range n.Content {
+			ip := fmt.Sprintf("%s[%d]", path, i)
+			if item.ShortTag() == nullTag {
+				return d.c.errf(item.Line, ip, "empty list item")
+			}
+			if err := d.decode(item, s.Index(i), ip); err != nil {
+				return err
+			}
+		}
+		v.Set(s)
+	case v.Kind() == reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return d.c.errf(n.Line, topLevel(path), "want a mapping, got a %s", kindName(n.Kind))
+		}
+		t := v.Type()
+		field := map[string]int{}
+		var known []string
+		for i := range t.NumField() {
+			if tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); tag != "" && tag != "-" {
+				field[tag] = i
+				known = append(known, tag)
+			}
+		}
+		seen := map[string]int{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			if k.Kind != yaml.ScalarNode {
+				return d.c.errf(k.Line, topLevel(path), "want a key name, got a %s", kindName(k.Kind))
+			}
+			kp := keyPath(path, k.Value)
+			fi, ok := field[k.Value]
+			if !ok {
+				return d.c.errf(k.Line, kp, "unknown field (known: %s)", strings.Join(known, ", "))
+			}
+			if first, dup := seen[k.Value]; dup {
+				return d.c.errf(k.Line, kp, "given twice (first on line %d)", first)
+			}
+			seen[k.Value] = k.Line
+			if err := d.decode(val, v.Field(fi), kp); err != nil {
+				return err
+			}
+		}
+		if l := v.FieldByName("Line"); l.IsValid() && l.Kind() == reflect.Int {
+			l.SetInt(int64(n.Line))
+		}
+	default:
+		return d.c.errf(n.Line, path, "no such setting") // not reached: the schema has only these kinds
+	}
+	return nil
+}
+
+// topLevel names the document itself where path is empty.
+func topLevel(path string) string {
+	if path == "" {
+		return "(top level)"
+	}
+	return path
+}
+
+// keyPath is the path of key under path; a key that is not a plain name
+// (empty, spaces, dots) is quoted so that the path stays readable.
+func keyPath(path, key string) string {
+	plain := key != ""
+	for _, r := range key {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			plain = false
+		}
+	}
+	if !plain {
+		key = strconv.Quote(key)
+	}
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func kindName(k yaml.Kind) string {
+	switch k {
+	case yaml.MappingNode:
+		return "mapping"
+	case yaml.SequenceNode:
+		return "list"
+	case yaml.ScalarNode:
+		return "value"
+	}
+	return "node"
+}
+
+// Command is an xnic command that reads a configuration; each uses a
+// different part of it.
+type Command string
+
+const (
+	// Run is `xnic run`: the engine and its guests' steering, no stacks.
+	Run Command = "run"
+	// Serve is `xnic serve`: guests with their own TCP/IP stacks and
+	// built-in services.
+	Serve Command = "serve"
+)
+
+// Ignored lists the settings in the file that cmd does not use, each as
+// an *Error (file:line: path: message) for the command to print as a
+// warning: xnic run gives its guests no stacks, so it ignores their
+// services and engine.tso. xnic serve uses every setting.
+func (c *Config) Ignored(cmd Command) []*Error {
+	if cmd != Run {
+		return nil
+	}
+	var out []*Error
+	why := "ignored by xnic run: only xnic serve gives guests a TCP/IP stack"
+	if c.Engine.TSO.Set {
+		out = append(out, &Error{File: c.file, Line: c.Engine.TSO.Line, Field: "engine.tso", Msg: why})
+	}
+	for i, g := range c.Guests {
+		if len(g.Services) > 0 {
+			out = append(out, &Error{File: c.file, Line: g.Services[0].Line, Field: fmt.Sprintf("guests[%d].services", i),
+				Msg: "ignored by xnic run: only xnic serve runs services"})
+		}
+	}
+	return out
 }
 
 // Resolved is a checked configuration in engine terms.

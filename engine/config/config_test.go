@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -116,7 +117,7 @@ func TestErrorsNameLineAndField(t *testing.T) {
 		{"bad service port", `{kind: udp-echo}`, `{kind: echo, port: 0}`, `bad.yaml:21: guests[1].services[1].port`},
 		{"bad poll_ms", `classes:`, "engine:\n  poll_ms: -1\nclasses:", `bad.yaml:6: engine.poll_ms`},
 		{"bad coalesce_acks", `classes:`, "engine:\n  coalesce_acks: maybe\nclasses:", `bad.yaml:6: engine.coalesce_acks`},
-		{"misspelt key", `{proto: tcp, ports: "80"}`, `{proto: tcp, prots: "80"}`, `line 13: unknown field "prots"`},
+		{"misspelt key", `{proto: tcp, ports: "80"}`, `{proto: tcp, prots: "80"}`, `bad.yaml:13: guests[0].rules[0].prots: unknown field (known: dst, proto, ports, class)`},
 		{"bad spoof_check", `name: db`, "name: db\n    spoof_check: maybe", `bad.yaml:16: guests[1].spoof_check`},
 		// Guests that overlap: the later one is refused, naming both.
 		{"same mac", `name: db`, "name: db\n    mac: 02:00:00:00:00:01",
@@ -183,7 +184,7 @@ func TestGuestPorts(t *testing.T) {
 		{"port and ports", `ports: [xnic1, xnic0]`, "port: xnic0\n    ports: [xnic1, xnic0]", `two.yaml:7: guests[0].port:`},
 		{"bad bool", `link_down: true`, `link_down: often`, `two.yaml:8: guests[0].failover.link_down`},
 		{"failover alone", `[xnic1, xnic0]`, `[xnic1]`, `two.yaml:8: guests[0].failover`},
-		{"misspelt failover key", `failback: true`, `fallback: true`, `unknown field "fallback"`},
+		{"misspelt failover key", `failback: true`, `fallback: true`, `two.yaml:8: guests[0].failover.fallback: unknown field (known: link_down, failback)`},
 		{"no port with two ports", `ports: [xnic1, xnic0]`, `ipv6: []`, `guests[0].port`},
 	}
 	for _, c := range cases {
@@ -272,7 +273,7 @@ func TestClasses(t *testing.T) {
 		{"ecn", `ecn: true`, `ecn: sometimes`, `cls.yaml:16: classes[2].ecn`},
 		{"port", `"3260"`, `"70000"`, `cls.yaml:9: classes[1].match.ports[1]`},
 		{"id twice", `id: 3`, `id: 2`, `cls.yaml:11: classes[2].id`},
-		{"unknown key", `weight: 1`, `wieght: 1`, `unknown field "wieght"`},
+		{"unknown key", `weight: 1`, `wieght: 1`, `cls.yaml:13: classes[2].wieght: unknown field`},
 		{"guest rate", `rate: 1gbit`, `rate: fast`, `cls.yaml:21: guests[0].rate`},
 	}
 	for _, tc := range cases {
@@ -284,6 +285,110 @@ func TestClasses(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: got %v, want %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+// TestShapeErrors: YAML of the wrong shape (a list where a single value
+// belongs, a mapping where a list does), unknown and repeated keys and
+// syntax errors are all reported as file:line: path: message, as *Error.
+func TestShapeErrors(t *testing.T) {
+	cases := []struct{ name, find, replace, want string }{
+		{"list for a scalar", `iface: xnic0`, `iface: [xnic0, xnic1]`,
+			`bad.yaml:3: ports[0].iface: want a single value, got a list`},
+		{"mapping for a scalar", `mac: 02:00:00:00:00:01`, `mac: {a: 1}`,
+			`bad.yaml:9: guests[0].mac: want a single value, got a mapping`},
+		{"mapping for a list", `ipv4: [198.18.0.10/24]`, `ipv4: {addr: 198.18.0.10/24}`,
+			`bad.yaml:10: guests[0].ipv4: want a list, got a mapping`},
+		{"scalar for a list", `queues: [0]`, `queues: 0`,
+			`bad.yaml:4: ports[0].queues: want a list, got a value`},
+		{"list of lists", `queues: [0]`, `queues: [[0]]`,
+			`bad.yaml:4: ports[0].queues[0]: want a single value, got a list`},
+		{"scalar for a mapping", "guests:\n  - name: web", "guests:\n  - web\n  - name: web",
+			`bad.yaml:8: guests[0]: want a mapping, got a value`},
+		{"list for a mapping", `classes:`, "engine: [1, 2]\nclasses:",
+			`bad.yaml:5: engine: want a mapping, got a list`},
+		{"scalar for failover", `name: db`, "name: db\n    failover: yes",
+			`bad.yaml:16: guests[1].failover: want a mapping, got a value`},
+		{"nested unknown key", `{name: storage, id: 1, dscp: [10, 12]}`, `{name: storage, id: 1, match: {dcsp: [10]}}`,
+			`bad.yaml:6: classes[0].match.dcsp: unknown field (known: dscp, ports)`},
+		{"top-level unknown key", `classes:`, "servces: []\nclasses:",
+			`bad.yaml:5: servces: unknown field (known: ports, engine, classes, guests)`},
+		{"key twice", `name: db`, "name: db\n    name: db2",
+			`bad.yaml:16: guests[1].name: given twice (first on line 15)`},
+		{"empty list item", "guests:\n  - name: web", "guests:\n  -\n  - name: web",
+			`bad.yaml:8: guests[0]: empty list item`},
+		{"syntax", `mac: 02:00:00:00:00:01`, "mac: [02:00",
+			`bad.yaml:`},
+	}
+	for _, tc := range cases {
+		src := strings.Replace(goodConfig, tc.find, tc.replace, 1)
+		if src == goodConfig {
+			t.Fatalf("%s: the replacement did not apply", tc.name)
+		}
+		_, err := Parse("bad.yaml", []byte(src))
+		var ce *Error
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.As(err, &ce) {
+			t.Errorf("%s: got %v (%T), want an *Error containing %q", tc.name, err, err, tc.want)
+			continue
+		}
+		if ce.Line == 0 || ce.Field == "" {
+			t.Errorf("%s: %q lacks a line or a field", tc.name, err)
+		}
+	}
+	_, err := Parse("top.yaml", []byte("- iface: xnic0\n"))
+	if err == nil || err.Error() != "top.yaml:1: (top level): want a mapping, got a list" {
+		t.Errorf("a list at the top: %v", err)
+	}
+	_, err = Parse("syn.yaml", []byte("ports:\n  - iface: xnic0\n   queues: [0]\n"))
+	// The parser names the line of the collection it was in, not always
+	// the line at fault.
+	if err == nil || !regexp.MustCompile(`^syn\.yaml:[1-3]: \(syntax\): \S`).MatchString(err.Error()) {
+		t.Errorf("a syntax error: %v", err)
+	}
+	// Aliases are expanded with a bound: a few lines may not make a
+	// million values.
+	var bomb strings.Builder
+	bomb.WriteString("ports: [{iface: a}]\nguests:\n  - {name: g, ipv4: &a [198.18.0.1" + strings.Repeat(", 198.18.0.1", 999) + "]}\n")
+	for range 500 {
+		bomb.WriteString("  - {name: g, ipv4: *a}\n")
+	}
+	if _, err = Parse("bomb.yaml", []byte(bomb.String())); err == nil || !strings.Contains(err.Error(), "values once aliases are expanded") {
+		t.Errorf("an alias bomb: %v", err)
+	}
+	// Anchors and aliases are YAML's: a rule list shared by two guests.
+	shared := strings.Replace(goodConfig, "rules:\n      - {proto: any, class: dscp}", "rules: &any\n      - {proto: any, class: dscp}", 1)
+	if _, err := Parse("alias.yaml", []byte(shared+"  - name: db2\n    ipv4: [198.18.1.11]\n    rules: *any\n")); err != nil {
+		t.Errorf("an alias: %v", err)
+	}
+}
+
+// TestIgnored: xnic run warns of the settings only xnic serve uses, at
+// their lines; xnic serve uses them all.
+func TestIgnored(t *testing.T) {
+	c, err := Parse("good.yaml", []byte(strings.Replace(goodConfig, "classes:", "engine:\n  tso: false\nclasses:", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range c.Ignored(Run) {
+		got = append(got, w.Error())
+	}
+	want := []string{
+		"good.yaml:6: engine.tso: ignored by xnic run: only xnic serve gives guests a TCP/IP stack",
+		"good.yaml:22: guests[1].services: ignored by xnic run: only xnic serve runs services",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("ignored by run:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if w := c.Ignored(Serve); len(w) != 0 {
+		t.Errorf("ignored by serve: %v", w)
+	}
+	c, err = Parse("class.yaml", []byte(classConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := c.Ignored(Run); len(w) != 0 {
+		t.Errorf("a config without services or tso: %v", w)
 	}
 }
 

@@ -17,6 +17,11 @@ import (
 // on it without printing it again.
 var ErrUsage = errors.New("usage")
 
+// ErrReported marks a failure the command has already reported in its own
+// form (such as a checker's file:line: messages): main exits 1 without
+// printing it again.
+var ErrReported = errors.New("failure reported")
+
 // NewFlags makes a command's flag set; parse errors come back as ErrUsage
 // after the flag package has printed them with the usage.
 func NewFlags(name, args string) *flag.FlagSet {
