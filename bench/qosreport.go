@@ -151,9 +151,15 @@ func (s QoSSummary) WorstShareErrPct() float64 {
 // QoSDropCost is the CPU time per frame of dropping a class's frames early
 // in XDP against dropping them in user space.
 type QoSDropCost struct {
+	// XDPNsPerFrame and UserNsPerFrame are the two drops' CPU per frame
+	// above the baseline: the generator flooding a bare XDP_DROP.
 	XDPNsPerFrame  float64 `json:"xdp_ns_per_frame"`
 	UserNsPerFrame float64 `json:"user_ns_per_frame"`
-	Method         string  `json:"method"`
+	// The measured totals, generator included.
+	BaselineNsPerFrame   float64 `json:"baseline_ns_per_frame,omitempty"`
+	EarlyTotalNsPerFrame float64 `json:"early_total_ns_per_frame,omitempty"`
+	UserTotalNsPerFrame  float64 `json:"user_total_ns_per_frame,omitempty"`
+	Method               string  `json:"method"`
 }
 
 // Metrics of a QoSTarget.
