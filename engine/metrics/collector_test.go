@@ -1,10 +1,13 @@
 package metrics
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -271,5 +274,73 @@ func TestCollectorPartialFailure(t *testing.T) {
 	}
 	if _, ok := mf["xnic_stack_tcp_retransmits_total"]; ok {
 		t.Error("stack metrics without a stack")
+	}
+}
+
+// The Grafana dashboard reads only metrics the collector sends, through
+// its Prometheus data source variable.
+func TestGrafanaDashboard(t *testing.T) {
+	b, err := os.ReadFile("../../docs/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Templating struct {
+			List []struct{ Name, Type, Query any }
+		}
+		Panels []struct {
+			Type, Title string
+			Datasource  struct{ Type, UID string }
+			Targets     []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("grafana-dashboard.json: %v", err)
+	}
+	ds := false
+	for _, v := range d.Templating.List {
+		if v.Name == "datasource" && v.Type == "datasource" && v.Query == "prometheus" {
+			ds = true
+		}
+	}
+	if !ds {
+		t.Error("no Prometheus data source variable")
+	}
+	known := map[string]bool{"xnic_build_info": true}
+	for _, f := range registry {
+		known[f.name] = true
+		known[f.name+"_bucket"], known[f.name+"_count"], known[f.name+"_sum"] = true, true, true
+	}
+	re := regexp.MustCompile(`\bxnic_[a-z0-9_]+`)
+	used := map[string]bool{}
+	graphs := 0
+	for _, p := range d.Panels {
+		if p.Type == "row" {
+			continue
+		}
+		graphs++
+		if p.Datasource.Type != "prometheus" || p.Datasource.UID != "${datasource}" {
+			t.Errorf("panel %q: datasource %+v", p.Title, p.Datasource)
+		}
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q: no query", p.Title)
+		}
+		for _, tg := range p.Targets {
+			for _, name := range re.FindAllString(tg.Expr, -1) {
+				used[name] = true
+				if !known[name] {
+					t.Errorf("panel %q: %s is not a metric xnic sends", p.Title, name)
+				}
+			}
+		}
+	}
+	for _, want := range []string{"xnic_steer_rx_packets_total", "xnic_class_tx_sent_bytes_total", "xnic_gro_segments_total",
+		"xnic_class_tx_drops_total", "xnic_guest_migrations_total", "xnic_steer_drops_total"} {
+		if !used[want] {
+			t.Errorf("the dashboard does not show %s", want)
+		}
+	}
+	if graphs < 10 {
+		t.Errorf("%d panels", graphs)
 	}
 }
