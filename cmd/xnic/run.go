@@ -4,12 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
+	"net"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/xnic/xnic/engine"
 	"github.com/xnic/xnic/engine/config"
+	"github.com/xnic/xnic/engine/metrics"
 	"github.com/xnic/xnic/internal/cli"
 )
 
@@ -22,17 +26,21 @@ type runGuestStats struct {
 }
 
 func runRun(ctx context.Context, args []string) error {
-	fs := cli.NewFlags("run", "--config FILE.yaml [--duration D] [--ctl SOCKET] [--json]")
+	fs := cli.NewFlags("run", "--config FILE.yaml [--duration D] [--ctl SOCKET] [--metrics-addr HOST:PORT] [--json]")
 	file := fs.String("config", "", "the engine's ports, classes and guests (YAML; required)")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C)")
 	asJSON := fs.Bool("json", false, "print the final per-guest counters as a JSON line")
 	quiet := fs.Bool("quiet", false, "no per-second lines")
 	ctl := fs.String("ctl", engine.DefaultControlPath, "serve counters and connections here for `xnic stats --conns` (\"\": none)")
+	metricsAddr := metricsFlag(fs)
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if *file == "" {
 		return cli.FlagError("config", "required")
+	}
+	if err := checkMetricsAddr(*metricsAddr); err != nil {
+		return err
 	}
 	// The whole file is checked before anything is loaded.
 	cfg, err := config.Load(*file)
@@ -62,6 +70,11 @@ func runRun(ctx context.Context, args []string) error {
 		guests = append(guests, g)
 		fmt.Fprintf(os.Stderr, "guest %s (id %d) on %s: %d rules\n", spec.Name, g.ID, spec.Port, len(spec.Rules))
 	}
+	stopMetrics, err := startMetrics("run", *metricsAddr, e, metrics.Options{})
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	fmt.Fprintf(os.Stderr, "xnic run: %d ports, %d guests; maps under %s\n", len(opts.Ifaces), len(guests), opts.PinDir)
 	everySecond(ctx, e.Done(), *duration, *quiet, func() {
 		for _, g := range guests {
@@ -79,7 +92,7 @@ func runRun(ctx context.Context, args []string) error {
 		out = append(out, s)
 		fmt.Printf("guest %s: %d packets, %d bytes\n", s.Name, s.RxPackets, s.RxBytes)
 	}
-	if err := errors.Join(e.Err(), e.Close()); err != nil {
+	if err := errors.Join(stopMetrics(), e.Err(), e.Close()); err != nil {
 		return err
 	}
 	if *asJSON {
@@ -109,6 +122,42 @@ func startConfigEngine(r *config.Resolved, ctl string) (_ *engine.Engine, stopCt
 		stopCtl = func() { cs.Close() }
 	}
 	return e, stopCtl, nil
+}
+
+// metricsFlag defines --metrics-addr, for run and serve.
+func metricsFlag(fs *flag.FlagSet) *string {
+	return fs.String("metrics-addr", "", "serve Prometheus metrics at http://HOST:PORT/metrics (\"\": none; port 0 picks a free one)")
+}
+
+// checkMetricsAddr checks --metrics-addr before anything is loaded.
+func checkMetricsAddr(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return cli.FlagError("metrics-addr", "want HOST:PORT: %s", err)
+	}
+	return nil
+}
+
+// startMetrics serves e's metrics at addr ("" for none) and says where on
+// stderr. stop is safe to call more than once; call it before closing the
+// engine, so that no scrape reads an engine being torn down.
+func startMetrics(cmd, addr string, e *engine.Engine, o metrics.Options) (stop func() error, err error) {
+	if addr == "" {
+		return func() error { return nil }, nil
+	}
+	s, err := metrics.Serve(addr, metrics.New(metrics.FromEngine(e), o), nil)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(os.Stderr, "xnic %s: metrics at http://%s/metrics\n", cmd, s.Addr())
+	var once sync.Once
+	return func() error {
+		err := error(nil)
+		once.Do(func() { err = s.Close() })
+		return err
+	}, nil
 }
 
 // everySecond calls fn once a second (unless quiet) until ctx is done, stop

@@ -17,6 +17,7 @@ import (
 
 	"github.com/xnic/xnic/engine"
 	"github.com/xnic/xnic/engine/config"
+	"github.com/xnic/xnic/engine/metrics"
 	"github.com/xnic/xnic/engine/services"
 	"github.com/xnic/xnic/engine/stack"
 	"github.com/xnic/xnic/flows/offload"
@@ -48,7 +49,7 @@ type servedGuest struct {
 }
 
 func runServe(ctx context.Context, args []string) error {
-	fs := cli.NewFlags("serve", "--config FILE.yaml [--duration D] [--gro on|off] [--tso on|off] [--capture FILE.pcap] [--ctl SOCKET] [--json]")
+	fs := cli.NewFlags("serve", "--config FILE.yaml [--duration D] [--gro on|off] [--tso on|off] [--capture FILE.pcap] [--ctl SOCKET] [--metrics-addr HOST:PORT] [--json]")
 	file := fs.String("config", "", "ports, guests and their services (YAML; required)")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C)")
 	asJSON := fs.Bool("json", false, "print the final per-guest counters as a JSON line")
@@ -57,7 +58,11 @@ func runServe(ctx context.Context, args []string) error {
 	capture := fs.String("capture", "", "write what the engine delivers to the guests (GRO aggregates, single frames) to this pcap; slows the data path")
 	gro := fs.String("gro", "", "on or off: override the config's engine.gro")
 	tso := fs.String("tso", "", "on or off: override the config's engine.tso")
+	metricsAddr := metricsFlag(fs)
 	if err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	if err := checkMetricsAddr(*metricsAddr); err != nil {
 		return err
 	}
 	onOff := func(name, v string) (set, on bool, err error) {
@@ -160,6 +165,15 @@ func runServe(ctx context.Context, args []string) error {
 		fmt.Fprintf(os.Stderr, "guest %s (id %d) on %s: %s, mac %s, %d rules\n",
 			spec.Name, g.EngineGuest().ID, spec.Port, addrList(spec.GuestSpec), spec.MAC, len(spec.Rules)+len(stack.OwnRules(spec.Addrs)))
 	}
+	var stacks []metrics.GuestStack
+	for _, sg := range guests {
+		stacks = append(stacks, metrics.GuestStack{Guest: sg.name, Stack: sg.g})
+	}
+	stopMetrics, err := startMetrics("serve", *metricsAddr, e, metrics.Options{Stacks: stacks})
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	fmt.Fprintf(os.Stderr, "xnic serve: ready: %d guests on %d ports; gro %v, tso %v\n",
 		len(guests), len(opts.Ifaces), r.Options.Pipeline.GRO, r.TSO)
 
@@ -189,7 +203,7 @@ func runServe(ctx context.Context, args []string) error {
 		fmt.Printf("guest %s: %d packets in, %d connections, %d bytes in, %d bytes out, %d http requests\n",
 			s.Name, s.RxPackets, s.Conns, s.BytesIn, s.BytesOut, s.Requests)
 	}
-	errs := []error{e.Err()}
+	errs := []error{stopMetrics(), e.Err()}
 	for _, sg := range guests {
 		for _, s := range sg.svc {
 			errs = append(errs, s.Stop())
