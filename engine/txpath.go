@@ -236,7 +236,11 @@ func (t *txPath) sendOne(i int32, class uint8) {
 			return
 		}
 		nseg := offload.Segments(int(p.PayloadLen), gso)
-		if nseg > maxSegs || !t.alloc(nseg) {
+		if nseg > maxSegs {
+			t.dropped++ // more segments than a request may make: too big
+			return
+		}
+		if !t.alloc(nseg) {
 			return
 		}
 		n, err := t.gso.SegmentFrame(frame, p, gso, s.fixedID, t.out[:nseg], t.sizes[:nseg])
@@ -321,9 +325,21 @@ func (t *txPath) drain(ep *Endpoint, sched *qos.Scheduler, now int64) int {
 }
 
 // alloc takes n free frames into t.addrs and t.out; false if there are not
-// enough (counted; the request is dropped, as a full NIC queue would).
+// enough (counted; the request is dropped, as a full NIC queue would). On a
+// shortfall it first has the kernel send what waits in the endpoint's tx
+// ring (copy mode sends only inside a kick) and takes the sent frames back
+// from the completion ring: a large request, a retransmission of 64 KB
+// among them, must not be dropped for frames that are only waiting to be
+// sent.
 func (t *txPath) alloc(n int) bool {
-	if got := t.u.AllocN(t.addrs[:n]); got < n {
+	got := t.u.AllocN(t.addrs[:n])
+	for try := 0; got < n && try < 4; try++ {
+		s := t.ep.Sock
+		s.KickTx()
+		t.complete(s)
+		got += t.u.AllocN(t.addrs[got:n])
+	}
+	if got < n {
 		t.u.ReleaseN(t.addrs[:got])
 		t.noFrame++
 		t.dropped++
