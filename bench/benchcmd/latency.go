@@ -24,14 +24,17 @@ func runBenchLatency(ctx context.Context, args []string) error {
 		return bench.ServeKernelEcho(ctx, args[1], os.Stderr, os.Stdout)
 	}
 	fs := cli.NewFlags("bench latency", "[--rounds N] [--requests N] [--warmup N] [--size BYTES] [--only a,b] "+
-		"[--gvisorxdp PATH] [--json FILE] [--plot FILE.svg|FILE.png] [--markdown]")
+		"[--breakdown] [--gvisorxdp PATH] [--json FILE] [--plot FILE.svg|FILE.png] [--markdown]")
 	d := bench.DefaultLatencyOptions()
 	rounds := fs.Int("rounds", d.Rounds, "rounds; the table shows the median of each round's percentiles")
 	requests := fs.Int("requests", d.Requests, "timed requests of each kind (TCP, UDP) per contender and round")
 	warmup := fs.Int("warmup", d.Warmup, "requests before the timed ones, not counted")
 	size := fs.Int("size", d.Size, "bytes of each request and of its answer")
 	timeout := fs.Duration("timeout", d.Timeout, "bound on one request: a TCP one fails the round, a UDP one is lost")
-	only := fs.String("only", "", "comma-separated contenders to run (default: "+strings.Join(bench.LatencyContenders(), ",")+")")
+	only := fs.String("only", "", "comma-separated contenders to run (default: "+strings.Join(bench.LatencyContenders(), ",")+
+		"; known: "+strings.Join(bench.AllLatencyContenders(), ",")+")")
+	breakdown := fs.Bool("breakdown", false, "add in-process engine UDP echoes without netstack ("+
+		strings.Join(bench.BreakdownContenders(), ",")+") and attribute the round trip to its parts by differences")
 	port := fs.Int("port", d.Port, "port of the TCP and UDP echo services")
 	gvisorxdp := fs.String("gvisorxdp", "", "the gvisorxdp binary (default: gvisorxdp beside this xnic; make -C bench/peers builds it)")
 	clientCPU := fs.Int("client-cpu", d.ClientCPU, "CPU of the client (this process); -1: unpinned")
@@ -61,6 +64,7 @@ func runBenchLatency(ctx context.Context, args []string) error {
 		o.GvisorXDP = filepath.Join(filepath.Dir(self), "gvisorxdp")
 	}
 	o.Only = cli.SplitList(*only)
+	o.Breakdown = *breakdown
 	if !*quiet {
 		o.Log = os.Stderr
 	}
