@@ -50,21 +50,22 @@ import (
 
 // Stamps of one traced request, in the order the request passes them.
 const (
-	stClientWrite = iota // client: before Write
-	stWorkerRx           // engine worker: the request's frame out of the rx ring
-	stNetstackIn         // the pipeline delivers it to netstack
-	stServerRead         // the application's Read returns it
-	stServerWrite        // the application calls Write with the answer
-	stEngineSend         // netstack calls the engine's Guest.Send with it
-	stEngineSent         // Guest.Send returns
-	stServerWritten      // the application's Write returns
-	stClientRead         // client: the answer's read returns
+	stClientWrite   = iota // client: before Write
+	stWorkerRx             // engine worker: the request's frame out of the rx ring
+	stNetstackIn           // the pipeline delivers it to netstack
+	stNetstackDone         // netstack's receive returns on the worker
+	stServerRead           // the application's Read returns it
+	stServerWrite          // the application calls Write with the answer
+	stEngineSend           // netstack calls the engine's Guest.Send with it
+	stEngineSent           // Guest.Send returns
+	stServerWritten        // the application's Write returns
+	stClientRead           // client: the answer's read returns
 	numStamps
 )
 
 // stampNames are the stamps' names in reports.
 var stampNames = [numStamps]string{
-	"client write", "worker rx", "to netstack", "server read", "server write",
+	"client write", "worker rx", "to netstack", "netstack returned", "server read", "server write",
 	"engine send", "send returned", "write returned", "client read",
 }
 
@@ -79,7 +80,8 @@ var traceStageDefs = []struct {
 }{
 	{stClientWrite, stWorkerRx, "client kernel tx, veth, XDP, AF_XDP rx ring, worker wake-up or poll", true},
 	{stWorkerRx, stNetstackIn, "pipeline: parse, lookahead, context, GRO until flush", true},
-	{stNetstackIn, stServerRead, "netstack rx, wake-up of the application's goroutine", true},
+	{stNetstackIn, stNetstackDone, "netstack rx on the worker (inline: IP, UDP/TCP, queue to the socket)", true},
+	{stNetstackDone, stServerRead, "wake-up of the application's goroutine (and TCP's processor), Read's return", true},
 	{stServerRead, stServerWrite, "the application", true},
 	{stServerWrite, stEngineSend, "netstack tx (TCP: Nagle, segment building)", true},
 	{stEngineSend, stClientRead, "send queue, worker wake-up, send path, tx ring and kick, veth, client kernel rx and wake-up", true},
@@ -236,15 +238,18 @@ func (t *tracedGuest) frames(_ *engine.Guest, ep *engine.Endpoint, descs []umem.
 // stack.Guest does (a frame passed through is parsed once more).
 func (t *tracedGuest) aggregates(_ *engine.Endpoint, a *goffload.Aggregate) {
 	if a.Flags&goffload.AggPassThrough != 0 {
-		p := &a.Pkt
-		if p.Reason == flows.ReasonOK && int(p.PayloadOff)+int(p.PayloadLen) <= len(a.Head) {
-			t.rec.markPayload(stNetstackIn, a.Head[p.PayloadOff:int(p.PayloadOff)+int(p.PayloadLen)])
+		var payload []byte
+		if p := &a.Pkt; p.Reason == flows.ReasonOK && int(p.PayloadOff)+int(p.PayloadLen) <= len(a.Head) {
+			payload = a.Head[p.PayloadOff : int(p.PayloadOff)+int(p.PayloadLen)]
 		}
-		t.st.DeliverFrame(a.Head, false)
+		t.rec.markPayload(stNetstackIn, payload)
+		t.st.DeliverFrame(a.Head, false) // copies the frame: payload stays as it was
+		t.rec.markPayload(stNetstackDone, payload)
 		return
 	}
 	t.rec.markPayload(stNetstackIn, a.Segs...)
 	t.st.DeliverAggregate(a)
+	t.rec.markPayload(stNetstackDone, a.Segs...)
 }
 
 // send is the stack's TxFunc: the engine's Send, stamped around.
