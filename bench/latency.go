@@ -47,10 +47,16 @@ const (
 	LatKernel    = TCPKernel
 )
 
-// LatencyContenders returns every latency contender in the order a round
-// runs them.
+// LatencyContenders returns the latency contenders a run measures by
+// default, in the order a round runs them.
 func LatencyContenders() []string {
 	return []string{LatXnic, LatXnicBusy, LatGvisorXDP, LatKernel}
+}
+
+// AllLatencyContenders are the default contenders and then the breakdown's
+// (BreakdownContenders), the order of a round that runs them all.
+func AllLatencyContenders() []string {
+	return append(LatencyContenders(), BreakdownContenders()...)
 }
 
 // Kinds of latency measurement.
@@ -81,9 +87,15 @@ type LatencyOptions struct {
 	// Timeout bounds one request: a TCP request not answered by then fails
 	// the measurement; a UDP one is counted lost.
 	Timeout time.Duration
-	// Only restricts the run to these contenders (nil: all), still in the
-	// order of LatencyContenders.
+	// Only restricts the run to these contenders (nil: LatencyContenders,
+	// and BreakdownContenders with Breakdown), still in the order of
+	// AllLatencyContenders.
 	Only []string
+	// Breakdown adds the breakdown's contenders (latencybreakdown.go):
+	// in-process engines that echo UDP without a netstack, on the worker
+	// and through a goroutine, so that differences between contenders
+	// attribute the round trip to its parts.
+	Breakdown bool
 	// Port is the port of the TCP and UDP echo services, and HTTPPort the
 	// port gvisorxdp's HTTP service takes (it always runs one).
 	Port, HTTPPort int
@@ -148,8 +160,8 @@ func (o LatencyOptions) Validate() error {
 		return optErr("timeout", "must be at least 1ms, got %s", o.Timeout)
 	}
 	for _, name := range o.Only {
-		if !slices.Contains(LatencyContenders(), name) {
-			return optErr("only", "unknown contender %q (known: %v)", name, LatencyContenders())
+		if !slices.Contains(AllLatencyContenders(), name) {
+			return optErr("only", "unknown contender %q (known: %v)", name, AllLatencyContenders())
 		}
 	}
 	if len(o.contenders()) == 0 {
@@ -191,15 +203,20 @@ func (o LatencyOptions) Validate() error {
 }
 
 // latUsesXnic reports whether the contender's server is the xnic binary.
-func latUsesXnic(name string) bool { return name != LatGvisorXDP }
+func latUsesXnic(name string) bool {
+	return name == LatXnic || name == LatXnicBusy || name == LatKernel
+}
 
 // contenders are the selected contenders in run order.
 func (o LatencyOptions) contenders() []string {
 	if len(o.Only) == 0 {
+		if o.Breakdown {
+			return AllLatencyContenders()
+		}
 		return LatencyContenders()
 	}
 	var out []string
-	for _, c := range LatencyContenders() {
+	for _, c := range AllLatencyContenders() {
 		if slices.Contains(o.Only, c) {
 			out = append(out, c)
 		}
@@ -211,6 +228,9 @@ func (o LatencyOptions) contenders() []string {
 // binary is not an executable file, or ethtool is missing for the kernel.
 func (o LatencyOptions) checkBinaries() error {
 	for _, name := range o.contenders() {
+		if isEngineEcho(name) {
+			continue // in this process
+		}
 		path, hint := o.Xnic, "go build ./cmd/xnic"
 		if name == LatGvisorXDP {
 			path, hint = o.GvisorXDP, "make -C bench/peers builds it"
@@ -290,6 +310,9 @@ func RunLatency(ctx context.Context, opts LatencyOptions) (rep *LatencyReport, e
 	defer func() {
 		rep.Summary, rep.Targets = summarizeLatency(opts.contenders(), rep.Rounds)
 		rep.CDF = b.distributions()
+		if opts.Breakdown {
+			rep.Breakdown = latencyBreakdown(rep.Summary)
+		}
 	}()
 
 	err = runRounds(ctx, "bench latency", opts.Rounds, opts.contenders(), opts.Pause, b.measure, func(i int, res LatencyResult) {
@@ -318,6 +341,13 @@ func (b *latBencher) env() LatencyEnv {
 			LatXnicBusy:  "the same with engine.poll_ms 0: the worker spins",
 			LatGvisorXDP: "gVisor netstack on gVisor's AF_XDP link endpoint (copy mode), xnic_steer redirecting the guest's addresses",
 			LatKernel:    "the host kernel's TCP and UDP on the host veth (" + b.srv.port.HostIPv4.String() + "), GRO on",
+			LatEngineEcho: fmt.Sprintf("UDP only: an engine in the client's process, engine.poll_ms %d, pipeline on, a raw guest "+
+				"(no netstack) on %s whose frame handler swaps each datagram's addresses and ports and sends it back "+
+				"with Guest.Send on the worker", config.DefaultPollMs, TCPGuestIPv4.Addr()),
+			LatEngineEchoBusy: "the same with engine.poll_ms 0",
+			LatEngineHandoff: fmt.Sprintf("UDP only: as %s, but the handler copies each frame to a channel and a goroutine "+
+				"swaps and sends it (the hand-off, and the worker woken to send), engine.poll_ms %d", LatEngineEcho, config.DefaultPollMs),
+			LatEngineHandoffBusy: "the same with engine.poll_ms 0",
 		},
 	}
 }
@@ -354,6 +384,8 @@ func (b *latBencher) measureServer(ctx context.Context, name string, res *Latenc
 	case LatKernel:
 		target = b.srv.kernelTarget(o.Port)
 		spec = kernelServer(o.Xnic, "bench", "latency", "--serve-kernel", target.String())
+	case LatEngineEcho, LatEngineEchoBusy, LatEngineHandoff, LatEngineHandoffBusy:
+		return b.measureEngineEcho(ctx, name, res)
 	default:
 		return fmt.Errorf("unknown contender %q", name)
 	}
@@ -397,6 +429,9 @@ func (b *latBencher) logResult(round int, r LatencyResult) {
 		return
 	}
 	cell := func(s LatencyStat) string {
+		if s.NotRun {
+			return "not run"
+		}
 		if !s.OK() {
 			return "FAILED (" + s.Err + ")"
 		}

@@ -23,6 +23,9 @@ type LatencyReport struct {
 	// CDF is the distribution of every contender and kind over all
 	// rounds, as WritePlot draws it.
 	CDF []LatencyCDF `json:"cdf"`
+	// Breakdown attributes the round trip to its parts by differences
+	// between contenders (with LatencyOptions.Breakdown).
+	Breakdown []BreakdownStep `json:"breakdown,omitempty"`
 }
 
 // LatencyEnv describes the machine and the set-up of a latency run.
@@ -89,6 +92,9 @@ type LatencyStat struct {
 	P999Us   float64 `json:"p999_us"`
 	MaxUs    float64 `json:"max_us"`
 	Err      string  `json:"error,omitempty"`
+	// NotRun: the contender does not serve this kind (the breakdown's
+	// engine echoes answer UDP only). Not a failure.
+	NotRun bool `json:"not_run,omitempty"`
 }
 
 // OK reports whether the measurement succeeded.
@@ -254,6 +260,9 @@ func summarizeLatency(contenders []string, rounds []LatencyRound) ([]LatencySumm
 						continue
 					}
 					st := r.stat(kind)
+					if st.NotRun {
+						continue
+					}
 					ks.Lost += st.Lost
 					ok := r.Err == "" && st.OK() && st.Requests > 0
 					for _, pct := range []struct {
@@ -313,6 +322,10 @@ func findLatencySummary(sums []LatencySummary, name string) *LatencySummary {
 func pctCells(k LatencyKindSummary) []string {
 	var out []string
 	for _, st := range []Stat{k.P50, k.P99, k.P999} {
+		if st.Rounds == 0 && st.Failed == 0 {
+			out = append(out, "-") // not run
+			continue
+		}
 		if st.Rounds == 0 {
 			out = append(out, "failed")
 			continue
@@ -322,11 +335,21 @@ func pctCells(k LatencyKindSummary) []string {
 	return out
 }
 
-// latRoundsCell is "ok/all" over both kinds of every round.
+// latRoundsCell is "ok/all" over the kinds the contender ran in every
+// round.
 func latRoundsCell(s LatencySummary) string {
-	ok := min(s.TCP.P50.Rounds, s.UDP.P50.Rounds)
-	all := s.TCP.P50.Rounds + s.TCP.P50.Failed
-	return fmt.Sprintf("%d/%d", ok, all)
+	ok, all := -1, 0
+	for _, k := range []LatencyKindSummary{s.TCP, s.UDP} {
+		n := k.P50.Rounds + k.P50.Failed
+		if n == 0 {
+			continue // not run
+		}
+		if ok < 0 || k.P50.Rounds < ok {
+			ok = k.P50.Rounds
+		}
+		all = max(all, n)
+	}
+	return fmt.Sprintf("%d/%d", max(ok, 0), all)
 }
 
 func (r *LatencyReport) headline() string {
@@ -397,6 +420,7 @@ func (r *LatencyReport) WriteTable(w io.Writer) error {
 		v, verdict := targetLine(t)
 		fmt.Fprintf(&b, "%-32s %5s  (target <= %.2f: %s)\n", t.Name(), v, t.Max, verdict)
 	}
+	writeBreakdownTable(&b, r.Breakdown)
 	if w := r.noiseWarning(); w != "" {
 		b.WriteString(w + "\n")
 	}
@@ -434,6 +458,7 @@ func (r *LatencyReport) WriteMarkdown(w io.Writer) error {
 		v, verdict := targetLine(t)
 		fmt.Fprintf(&b, "| %s | %s | ≤ %.2f (%s) |\n", t.Name(), v, t.Max, verdict)
 	}
+	writeBreakdownMarkdown(&b, r.Breakdown)
 	if w := r.noiseWarning(); w != "" {
 		b.WriteString("\n" + w + "\n")
 	}

@@ -3,10 +3,12 @@ package benchcmd
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/xnic/xnic/bench"
 	"github.com/xnic/xnic/internal/cli"
@@ -24,14 +26,17 @@ func runBenchLatency(ctx context.Context, args []string) error {
 		return bench.ServeKernelEcho(ctx, args[1], os.Stderr, os.Stdout)
 	}
 	fs := cli.NewFlags("bench latency", "[--rounds N] [--requests N] [--warmup N] [--size BYTES] [--only a,b] "+
-		"[--gvisorxdp PATH] [--json FILE] [--plot FILE.svg|FILE.png] [--markdown]")
+		"[--breakdown | --trace] [--gvisorxdp PATH] [--json FILE] [--plot FILE.svg|FILE.png] [--markdown]")
 	d := bench.DefaultLatencyOptions()
 	rounds := fs.Int("rounds", d.Rounds, "rounds; the table shows the median of each round's percentiles")
 	requests := fs.Int("requests", d.Requests, "timed requests of each kind (TCP, UDP) per contender and round")
 	warmup := fs.Int("warmup", d.Warmup, "requests before the timed ones, not counted")
 	size := fs.Int("size", d.Size, "bytes of each request and of its answer")
 	timeout := fs.Duration("timeout", d.Timeout, "bound on one request: a TCP one fails the round, a UDP one is lost")
-	only := fs.String("only", "", "comma-separated contenders to run (default: "+strings.Join(bench.LatencyContenders(), ",")+")")
+	only := fs.String("only", "", "comma-separated contenders to run (default: "+strings.Join(bench.LatencyContenders(), ",")+
+		"; known: "+strings.Join(bench.AllLatencyContenders(), ",")+")")
+	breakdown := fs.Bool("breakdown", false, "add in-process engine UDP echoes without netstack ("+
+		strings.Join(bench.BreakdownContenders(), ",")+") and attribute the round trip to its parts by differences")
 	port := fs.Int("port", d.Port, "port of the TCP and UDP echo services")
 	gvisorxdp := fs.String("gvisorxdp", "", "the gvisorxdp binary (default: gvisorxdp beside this xnic; make -C bench/peers builds it)")
 	clientCPU := fs.Int("client-cpu", d.ClientCPU, "CPU of the client (this process); -1: unpinned")
@@ -40,6 +45,8 @@ func runBenchLatency(ctx context.Context, args []string) error {
 	plotFile := fs.String("plot", "", "draw the latency distributions (CDF) into this .svg or .png file")
 	markdown := fs.Bool("markdown", false, "also print the summary as Markdown for the README")
 	quiet := fs.Bool("quiet", false, "no per-measurement lines on stderr")
+	trace := fs.Bool("trace", false, "instead, trace single requests against an in-process xnic guest, stamp by stamp, "+
+		"with engine.poll_ms 10 and 0 (uses --requests, --warmup, --size, --timeout, --port, --json)")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
@@ -48,6 +55,9 @@ func runBenchLatency(ctx context.Context, args []string) error {
 	}
 	if ext := strings.ToLower(filepath.Ext(*plotFile)); *plotFile != "" && ext != ".svg" && ext != ".png" {
 		return cli.FlagError("plot", "want a .svg or .png file, got %q", *plotFile)
+	}
+	if *trace {
+		return runLatencyTrace(ctx, fs, *requests, *warmup, *size, *timeout, *port, *jsonFile, *quiet)
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -61,6 +71,7 @@ func runBenchLatency(ctx context.Context, args []string) error {
 		o.GvisorXDP = filepath.Join(filepath.Dir(self), "gvisorxdp")
 	}
 	o.Only = cli.SplitList(*only)
+	o.Breakdown = *breakdown
 	if !*quiet {
 		o.Log = os.Stderr
 	}
@@ -79,6 +90,50 @@ func runBenchLatency(ctx context.Context, args []string) error {
 	if *plotFile != "" && len(rep.CDF) > 0 {
 		if perr := rep.WritePlot(*plotFile); perr != nil {
 			return errors.Join(err, perr)
+		}
+	}
+	return err
+}
+
+// runLatencyTrace is `xnic bench latency --trace`: the stages of single
+// requests' round trips against an xnic guest in this process.
+func runLatencyTrace(ctx context.Context, fs *flag.FlagSet, requests, warmup, size int, timeout time.Duration, port int,
+	jsonFile string, quiet bool) error {
+	o := bench.DefaultLatencyTraceOptions()
+	// The trace keeps every stamp: a thousand requests are plenty, unless
+	// asked for more.
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["requests"] {
+		o.Requests = requests
+	}
+	if set["warmup"] {
+		o.Warmup = warmup
+	}
+	o.Size, o.Timeout, o.Port = size, timeout, port
+	if !quiet {
+		o.Log = os.Stderr
+	}
+	if err := o.Validate(); err != nil {
+		return benchOptionError(err, fs)
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("must run as root: it builds a netns and a veth pair and loads XDP programs (try sudo)")
+	}
+	rep, err := bench.RunLatencyTrace(ctx, o)
+	if rep == nil {
+		return trimBenchErr(err, "bench latency --trace: ")
+	}
+	if werr := rep.WriteTable(os.Stdout); werr != nil {
+		return errors.Join(err, werr)
+	}
+	if jsonFile != "" {
+		f, ferr := os.Create(jsonFile)
+		if ferr == nil {
+			ferr = errors.Join(rep.WriteJSON(f), f.Close())
+		}
+		if ferr != nil {
+			return errors.Join(err, fmt.Errorf("write %s: %w", jsonFile, ferr))
 		}
 	}
 	return err

@@ -1,0 +1,117 @@
+package bench_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/xnic/xnic/bench"
+	"github.com/xnic/xnic/engine/lab/labtest"
+)
+
+// TestRunLatencyTrace traces a few hundred requests of each kind with both
+// idle modes and checks that every request was stamped at every stage of
+// the chain, that the stages add up to the round trip, that a spinning
+// worker never slept, and that nothing is left behind.
+func TestRunLatencyTrace(t *testing.T) {
+	labtest.RequireRoot(t, "builds a veth lab, loads XDP programs and runs an engine")
+	labtest.HoldSlot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	o := bench.DefaultLatencyTraceOptions()
+	o.LabSlot = ""
+	o.Requests, o.Warmup = 200, 50
+	o.Log = testLog{t}
+	rep, err := bench.RunLatencyTrace(ctx, o)
+	if rep != nil {
+		var b bytes.Buffer
+		rep.WriteTable(&b)
+		t.Logf("\n%s", b.String())
+	}
+	if err != nil {
+		t.Fatalf("RunLatencyTrace: %v", err)
+	}
+	checkGone(t, rep.Env.Lab, t.TempDir()) // no child processes: all in this one
+	if len(rep.Runs) != 4 {
+		t.Fatalf("%d runs, want 2 idle modes × 2 kinds", len(rep.Runs))
+	}
+	for _, r := range rep.Runs {
+		name := fmt.Sprintf("%s poll_ms %d", r.Kind, r.PollMs)
+		// A lost datagram is possible but rare on a veth; TCP loses none.
+		if r.Requests != o.Requests || r.Complete+r.Lost < o.Requests-o.Requests/100 || (r.Kind == bench.KindTCP && r.Complete != o.Requests) {
+			t.Errorf("%s: %d of %d complete, %d lost", name, r.Complete, r.Requests, r.Lost)
+		}
+		if r.PollMs == 0 && r.SleepsPerRequest != 0 {
+			t.Errorf("%s: a spinning worker slept %.2f times per request", name, r.SleepsPerRequest)
+		}
+		if r.SendErrors != 0 {
+			t.Errorf("%s: %d sends refused", name, r.SendErrors)
+		}
+		sum := 0.0
+		for _, s := range r.Stages {
+			if s.Chain {
+				sum += s.MeanUs
+				if s.Samples != r.Complete || s.P50Us < 0 || s.P50Us > s.P99Us || s.P99Us > s.MaxUs {
+					t.Errorf("%s: stage %s → %s: %+v", name, s.From, s.To, s)
+				}
+			}
+		}
+		if r.Total.Samples != r.Complete || r.Total.P50Us < 1 || math.Abs(sum-r.Total.MeanUs) > 1e-6*r.Total.MeanUs {
+			t.Errorf("%s: round trip %+v; the stages' means add up to %v", name, r.Total, sum)
+		}
+	}
+}
+
+// TestRunLatencyBreakdown runs the engine echoes alone and checks that they
+// answered every datagram, ran no TCP, and gave the breakdown's hand-off
+// step.
+func TestRunLatencyBreakdown(t *testing.T) {
+	labtest.RequireRoot(t, "builds a veth lab, loads XDP programs and runs engines")
+	labtest.HoldSlot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	o := bench.DefaultLatencyOptions()
+	o.LabSlot = ""
+	o.Rounds, o.Requests, o.Warmup, o.Pause = 1, 300, 50, 50*time.Millisecond
+	o.Only = []string{bench.LatEngineEcho, bench.LatEngineHandoff, bench.LatEngineHandoffBusy}
+	o.Breakdown = true
+	o.Log = testLog{t}
+	rep, err := bench.RunLatency(ctx, o)
+	if rep != nil {
+		var b bytes.Buffer
+		rep.WriteTable(&b)
+		t.Logf("\n%s", b.String())
+	}
+	if err != nil {
+		t.Fatalf("RunLatency: %v", err)
+	}
+	checkGone(t, rep.Env.Lab, t.TempDir()) // no child processes: all in this one
+	if len(rep.Rounds) != 1 || len(rep.Rounds[0].Results) != 3 {
+		t.Fatalf("rounds %+v", rep.Rounds)
+	}
+	for _, r := range rep.Rounds[0].Results {
+		if !r.OK() || !r.TCP.NotRun || r.UDP.Requests+r.UDP.Lost != o.Requests || r.UDP.Lost > o.Requests/100 {
+			t.Errorf("%s: %+v", r.Contender, r)
+		}
+		if got, _ := r.Server["echoed"].(uint64); got < uint64(o.Requests+o.Warmup) {
+			t.Errorf("%s: echoed %v, want at least %d", r.Contender, r.Server["echoed"], o.Requests+o.Warmup)
+		}
+		if r.UDP.MinUs < 1 || r.UDP.P50Us > r.UDP.P99Us {
+			t.Errorf("%s: percentiles not sane: %+v", r.Contender, r.UDP)
+		}
+	}
+	var handoff *bench.BreakdownStep
+	for i, s := range rep.Breakdown {
+		if s.From == "engine-echo udp" && s.To == "engine-handoff udp" {
+			handoff = &rep.Breakdown[i]
+		} else if s.P50Us != nil {
+			t.Errorf("step %s → %s measured without both sides", s.From, s.To)
+		}
+	}
+	if handoff == nil || handoff.P50Us == nil || *handoff.ToP50Us <= 0 {
+		t.Errorf("no hand-off step in %+v", rep.Breakdown)
+	}
+}
