@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/xnic/xnic/engine"
+	"github.com/xnic/xnic/engine/gen"
 	"github.com/xnic/xnic/engine/config"
 	"github.com/xnic/xnic/engine/lab"
 	"github.com/xnic/xnic/engine/stack"
@@ -209,8 +210,10 @@ type qosBencher struct {
 	// stopped: stop has run (before the drop-cost runs, which need the
 	// port to themselves).
 	stopped bool
-	// floodSent is the frames the last drop-cost flood sent.
+	// floodSent and floodMode: the last drop-cost flood's frames and
+	// generator mode.
 	floodSent uint64
+	floodMode gen.Mode
 }
 
 // RunQoS builds the lab, runs the engine and the guest, measures every
