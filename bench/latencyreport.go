@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -459,15 +458,7 @@ func (r *LatencyReport) WriteMarkdown(w io.Writer) error {
 		fmt.Fprintf(&b, "| %s | %s | ≤ %.2f (%s) |\n", t.Name(), v, t.Max, verdict)
 	}
 	writeBreakdownMarkdown(&b, r.Breakdown)
-	if w := r.noiseWarning(); w != "" {
-		b.WriteString("\n" + w + "\n")
-	}
-	if f := r.failures(); len(f) > 0 {
-		b.WriteString("\nFailures:\n\n")
-		for _, line := range f {
-			b.WriteString("- " + line + "\n")
-		}
-	}
+	writeTail(&b, r.noiseWarning(), r.failures())
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -475,10 +466,5 @@ func (r *LatencyReport) WriteMarkdown(w io.Writer) error {
 // WriteJSON writes the whole report, every raw round included, as indented
 // JSON.
 func (r *LatencyReport) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(r); err != nil {
-		return fmt.Errorf("encode latency bench report: %w", err)
-	}
-	return nil
+	return writeJSON(w, r, "latency bench report")
 }

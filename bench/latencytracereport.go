@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -156,10 +155,5 @@ func (r *LatencyTraceReport) WriteTable(w io.Writer) error {
 
 // WriteJSON writes the whole report as indented JSON.
 func (r *LatencyTraceReport) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(r); err != nil {
-		return fmt.Errorf("encode latency trace report: %w", err)
-	}
-	return nil
+	return writeJSON(w, r, "latency trace report")
 }

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -406,15 +405,7 @@ func (r *MigrateReport) WriteMarkdown(w io.Writer) error {
 	for _, t := range r.Targets {
 		fmt.Fprintf(&b, "| %s | %s | %s |\n", strings.Replace(t.Goal(), "<=", "≤", 1), r.targetValue(t), verdict(t.Met))
 	}
-	if w := r.noiseWarning(); w != "" {
-		b.WriteString("\n" + w + "\n")
-	}
-	if f := r.failures(); len(f) > 0 {
-		b.WriteString("\nFailures:\n\n")
-		for _, line := range f {
-			b.WriteString("- " + line + "\n")
-		}
-	}
+	writeTail(&b, r.noiseWarning(), r.failures())
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -422,10 +413,5 @@ func (r *MigrateReport) WriteMarkdown(w io.Writer) error {
 // WriteJSON writes the whole report, every event included, as indented
 // JSON.
 func (r *MigrateReport) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(r); err != nil {
-		return fmt.Errorf("encode migrate bench report: %w", err)
-	}
-	return nil
+	return writeJSON(w, r, "migrate bench report")
 }

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/xnic/xnic/engine"
-	"github.com/xnic/xnic/engine/gen"
 	"github.com/xnic/xnic/engine/config"
+	"github.com/xnic/xnic/engine/gen"
 	"github.com/xnic/xnic/engine/lab"
 	"github.com/xnic/xnic/engine/stack"
 )

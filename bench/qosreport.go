@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -483,15 +482,7 @@ func (r *QoSReport) WriteMarkdown(w io.Writer) error {
 	for _, t := range r.Targets {
 		fmt.Fprintf(&b, "| %s | %s | %s |\n", strings.Replace(t.Goal(), "<=", "≤", 1), t.valueCell(), ratioVerdict(t.Value, t.Met))
 	}
-	if w := r.noiseWarning(); w != "" {
-		b.WriteString("\n" + w + "\n")
-	}
-	if f := r.failures(); len(f) > 0 {
-		b.WriteString("\nFailures:\n\n")
-		for _, line := range f {
-			b.WriteString("- " + line + "\n")
-		}
-	}
+	writeTail(&b, r.noiseWarning(), r.failures())
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -499,10 +490,5 @@ func (r *QoSReport) WriteMarkdown(w io.Writer) error {
 // WriteJSON writes the whole report, every round included, as indented
 // JSON.
 func (r *QoSReport) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(r); err != nil {
-		return fmt.Errorf("encode qos bench report: %w", err)
-	}
-	return nil
+	return writeJSON(w, r, "qos bench report")
 }

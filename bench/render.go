@@ -158,10 +158,30 @@ func (r *Report) noiseWarning() string {
 // WriteJSON writes the whole report, every raw round included, as indented
 // JSON.
 func (r *Report) WriteJSON(w io.Writer) error {
+	return writeJSON(w, r, "bench report")
+}
+
+// writeJSON writes v, a whole report, as indented JSON; what names it in
+// the error.
+func writeJSON(w io.Writer, v any, what string) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	if err := enc.Encode(r); err != nil {
-		return fmt.Errorf("encode bench report: %w", err)
+	if err := enc.Encode(v); err != nil {
+		return fmt.Errorf("encode %s: %w", what, err)
 	}
 	return nil
+}
+
+// writeTail ends a Markdown report as every one ends: the noise warning,
+// if any, and the failed measurements as a list.
+func writeTail(b *strings.Builder, warning string, failures []string) {
+	if warning != "" {
+		b.WriteString("\n" + warning + "\n")
+	}
+	if len(failures) > 0 {
+		b.WriteString("\nFailures:\n\n")
+		for _, line := range failures {
+			b.WriteString("- " + line + "\n")
+		}
+	}
 }

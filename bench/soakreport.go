@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -292,10 +291,5 @@ func (r *SoakReport) WriteMarkdown(w io.Writer) error {
 // WriteJSON writes the whole report, every sample included, as indented
 // JSON.
 func (r *SoakReport) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(r); err != nil {
-		return fmt.Errorf("encode soak report: %w", err)
-	}
-	return nil
+	return writeJSON(w, r, "soak report")
 }

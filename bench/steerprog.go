@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -385,9 +384,7 @@ func (r *SteerProgReport) WriteMarkdown(w io.Writer) error {
 
 // WriteJSON writes the report as indented JSON.
 func (r *SteerProgReport) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(r)
+	return writeJSON(w, r, "steer-prog bench report")
 }
 
 func xBare(row SteerProgRow) string {

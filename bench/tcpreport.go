@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -349,15 +348,7 @@ func (r *TCPReport) WriteMarkdown(w io.Writer) error {
 	for _, t := range r.Ratios {
 		fmt.Fprintf(&b, "| %s | %s | ≥ %.2f (%s) |\n", t.Name(), ratioValue(t.Value), t.Target, ratioVerdict(t.Value, t.Met()))
 	}
-	if w := r.noiseWarning(); w != "" {
-		b.WriteString("\n" + w + "\n")
-	}
-	if f := r.failures(); len(f) > 0 {
-		b.WriteString("\nFailures:\n\n")
-		for _, line := range f {
-			b.WriteString("- " + line + "\n")
-		}
-	}
+	writeTail(&b, r.noiseWarning(), r.failures())
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -365,10 +356,5 @@ func (r *TCPReport) WriteMarkdown(w io.Writer) error {
 // WriteJSON writes the whole report, every raw round included, as indented
 // JSON.
 func (r *TCPReport) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(r); err != nil {
-		return fmt.Errorf("encode tcp bench report: %w", err)
-	}
-	return nil
+	return writeJSON(w, r, "tcp bench report")
 }
