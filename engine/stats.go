@@ -213,7 +213,7 @@ func (e *Engine) Stats() (Stats, error) {
 		ws := w.Stats()
 		sum.add(&ws)
 		st.Tx.add(&w.Tx)
-		for _, ep := range w.eps {
+		for _, ep := range w.PolledEndpoints() {
 			x, err := ep.Sock.Statistics()
 			if err != nil {
 				return st, fmt.Errorf("engine: %w", err)

@@ -578,8 +578,17 @@ func (w *Worker) Stop() {
 }
 
 // Endpoints are the endpoints the worker polls. Read them only while the
-// worker is stopped, or from a function passed to Do.
+// worker is stopped, or from a function passed to Do; PolledEndpoints is
+// for any other thread.
 func (w *Worker) Endpoints() []*Endpoint { return w.eps }
+
+// PolledEndpoints is a copy of the endpoints the worker polls, taken
+// between two of its passes (Do): for the control plane, from any thread.
+func (w *Worker) PolledEndpoints() []*Endpoint {
+	var eps []*Endpoint
+	w.Do(func() { eps = append(eps, w.eps...) })
+	return eps
+}
 
 // UMEM is the worker's UMEM.
 func (w *Worker) UMEM() *umem.UMEM { return w.u }

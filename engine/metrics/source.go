@@ -78,7 +78,7 @@ func (s engineSource) QueueStats() ([]QueueStats, error) {
 		}
 	}
 	for _, w := range s.Workers() {
-		for _, ep := range w.Endpoints() {
+		for _, ep := range w.PolledEndpoints() {
 			i, ok := at[[2]int{ep.Port, ep.Sock.Queue()}]
 			if !ok {
 				continue
