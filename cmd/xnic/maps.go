@@ -110,9 +110,6 @@ func runStats(ctx context.Context, args []string) error {
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return cli.FlagError("conns", "unexpected argument %q", fs.Arg(0))
-	}
 	if *showClasses {
 		if *guests || *conns != 0 {
 			return cli.FlagError("classes", "give one of --classes, --guests and --conns")

@@ -89,14 +89,14 @@ func (f engineFlags) options(ifaces []string, queues []int) (engine.Options, err
 }
 
 func runRx(ctx context.Context, args []string) error {
-	fs := cli.NewFlags("rx", "--iface IF [--duration D] [--queue Q] [--pipeline [--window W] [--cache N]] [--json]")
+	fs := cli.NewFlags("rx", "--iface IF [--duration D] [--queue Q] [--pipeline [--window W] [--cache N]] [--log-level L] [--log-format text|json] [--json]")
 	iface := fs.String("iface", "", "interface to receive on (required)")
 	duration := fs.Duration("duration", 10*time.Second, "how long to receive")
 	queue := fs.Int("queue", 0, "rx queue id")
 	asJSON := fs.Bool("json", false, "print a JSON object as the last line")
 	quiet := fs.Bool("quiet", false, "no per-second lines")
 	nRules := fs.Int("rules", 0, "steering benchmark: install this many rules (one of them, 198.18.0.1/32 UDP, matches the lab's traffic; the others are /32s elsewhere)")
-	nFlows := fs.Int("flows", 0, "steering benchmark: install this many exact flows, the first ones those of `xnic gen --flows N` (src port 10000+i)")
+	nFlows := fs.Int("flows", 0, "steering benchmark: install this many exact flows, the first ones those of xnic gen --flows (src port 10000+i)")
 	pin := fs.Bool("pin", false, "keep the maps pinned under "+engine.DefaultPinDir+"/IFACE after exit; the next run reuses them")
 	pipeline := fs.Bool("pipeline", false, "run the receive pipeline: parse, lookahead, connection contexts, GRO")
 	window := fs.Int("window", 64, "with --pipeline: lookahead window W (1: none)")
@@ -104,7 +104,12 @@ func runRx(ctx context.Context, args []string) error {
 	conns := fs.Int("conns", 1<<18, "with --pipeline: connection table capacity, a power of two")
 	gro := fs.Bool("gro", true, "with --pipeline: merge TCP segments")
 	ef := addEngineFlags(fs)
+	lf := addLogFlags(fs)
 	if err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	logger, err := lf.logger()
+	if err != nil {
 		return err
 	}
 	if *iface == "" {
@@ -121,6 +126,7 @@ func runRx(ctx context.Context, args []string) error {
 		return err
 	}
 	opts.KeepPins = *pin
+	opts.Logger = logger
 	if *pipeline {
 		po := engine.DefaultPipelineOptions()
 		po.Window, po.Cache.Entries, po.Table.Capacity, po.GRO = *window, *cache, *conns, *gro
