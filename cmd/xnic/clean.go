@@ -106,7 +106,7 @@ func cleanPort(p statusPaths, ps portStatus) (cleanedPort, error) {
 	}
 	lock, o, err := portlock.Acquire(p.lockDir, ps.Iface, "xnic-clean")
 	if errors.Is(err, portlock.ErrHeld) {
-		return c, fmt.Errorf("port %s: %w", ps.Iface, &engine.PortInUseError{Port: ps.Iface, Holder: o.Name, PID: o.PID})
+		return c, &engine.PortInUseError{Port: ps.Iface, Holder: o.Name, PID: o.PID}
 	}
 	if err != nil {
 		return c, fmt.Errorf("port %s: %w", ps.Iface, err)
