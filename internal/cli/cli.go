@@ -87,6 +87,13 @@ func ParseArgs(fs *flag.FlagSet, args []string) error {
 	return ErrUsage
 }
 
+// Alias makes old another spelling of the flag named name, kept for one
+// release after a rename: both set the same value, and the usage sends
+// readers to the new name.
+func Alias(fs *flag.FlagSet, old, name string) {
+	fs.Var(fs.Lookup(name).Value, old, "old spelling of --"+name)
+}
+
 // FlagError is a bad flag value found after parsing; it names the flag.
 func FlagError(flagName string, format string, a ...any) error {
 	return &UsageError{Flag: flagName, Msg: fmt.Sprintf(format, a...)}
