@@ -132,7 +132,11 @@ func xnicMain(ctx context.Context, args []string) int {
 	case err == nil:
 	case errors.Is(err, flag.ErrHelp):
 	case errors.As(err, &ue):
-		fmt.Fprintf(os.Stderr, "xnic %s: %s\n", name, err)
+		cmd := ue.Cmd
+		if cmd == "" {
+			cmd = "xnic " + name
+		}
+		fmt.Fprintf(os.Stderr, "%s: %s\n", cmd, err)
 		return 2
 	case errors.Is(err, cli.ErrUsage):
 		return 2

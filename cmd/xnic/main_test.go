@@ -53,7 +53,7 @@ var allCommands = [][]string{
 func TestCLIStrayArgument(t *testing.T) {
 	for _, cmd := range allCommands {
 		_, stderr, code := xnicRun(t, append(append([]string{}, cmd...), "stray")...)
-		want := "xnic " + cmd[0] + `: unexpected argument "stray"`
+		want := "xnic " + strings.Join(cmd, " ") + `: unexpected argument "stray"`
 		if code != 2 || !strings.Contains(stderr, want) {
 			t.Errorf("xnic %s stray: exit %d, stderr %q; want 2 and %q", strings.Join(cmd, " "), code, stderr, want)
 		}

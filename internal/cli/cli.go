@@ -27,6 +27,7 @@ var ErrReported = errors.New("failure reported")
 // printed where it is made: main prints it as "xnic COMMAND: --flag: msg".
 // errors.Is(err, ErrUsage) holds.
 type UsageError struct {
+	Cmd  string // the command in full ("xnic lab up") when known, for main to print
 	Flag string // the flag at fault, without dashes; "" for an argument
 	Msg  string
 }
@@ -61,7 +62,7 @@ func Parse(fs *flag.FlagSet, args []string) error {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return &UsageError{Msg: fmt.Sprintf("unexpected argument %q: flags only", fs.Arg(0))}
+		return &UsageError{Cmd: fs.Name(), Msg: fmt.Sprintf("unexpected argument %q: flags only", fs.Arg(0))}
 	}
 	return nil
 }
