@@ -98,7 +98,7 @@ func (b *bencher) measureXnicRx(ctx context.Context, res *Result, extra ...strin
 		"--duration", b.opts.Duration.String(), "--json", "--quiet", "--attach", "native"}
 	if len(extra) > 0 {
 		args = append(args, extra...)
-		args = append(args, "--cache", strconv.Itoa(b.opts.PipeCache), "--conns", strconv.Itoa(b.opts.PipeConns))
+		args = append(args, "--cache", strconv.Itoa(b.opts.PipeCache), "--conn-table", strconv.Itoa(b.opts.PipeConns))
 	}
 	spec := receiverSpec{
 		path:  b.opts.Xnic,

@@ -68,23 +68,65 @@ type ControlServer struct {
 	sem  chan struct{} // one token per connection being served
 }
 
+// ControlState is what is at a control socket's path.
+type ControlState string
+
+// The states of a control socket's path.
+const (
+	ControlAbsent  ControlState = "absent"  // nothing there
+	ControlServing ControlState = "serving" // an engine answers
+	ControlStale   ControlState = "stale"   // a socket nobody answers: its engine is gone
+)
+
+// ProbeControl says what is at the control socket path: a file there that
+// is not a socket is an error.
+func ProbeControl(path string) (ControlState, error) {
+	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+		c.Close()
+		return ControlServing, nil
+	}
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return ControlAbsent, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("control socket %s: %w", path, err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return "", fmt.Errorf("control socket %s: a %s is there, not a socket", path, fi.Mode().Type())
+	}
+	return ControlStale, nil
+}
+
+// RemoveStaleControl removes the control socket at path when no engine
+// answers there, and says whether it did; one that answers is an error.
+func RemoveStaleControl(path string) (removed bool, err error) {
+	st, err := ProbeControl(path)
+	switch {
+	case err != nil:
+		return false, err
+	case st == ControlServing:
+		return false, fmt.Errorf("control socket %s: another engine is serving there", path)
+	case st == ControlAbsent:
+		return false, nil
+	}
+	if err := os.Remove(path); err != nil {
+		return false, fmt.Errorf("control socket: remove stale %s: %w", path, err)
+	}
+	return true, nil
+}
+
 // ServeControl listens on path. A socket file left by an engine that died
 // is replaced, and the engine logs it; one that answers is an error.
 func (e *Engine) ServeControl(path string) (*ControlServer, error) {
 	if err := safedir.Ensure(filepath.Dir(path)); err != nil {
 		return nil, fmt.Errorf("engine: control socket: %w", err)
 	}
-	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("engine: control socket %s: another engine is serving there", path)
+	removed, err := RemoveStaleControl(path)
+	if err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
 	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("engine: control socket %s: a %s is there, not a socket", path, fi.Mode().Type())
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("engine: control socket: remove stale %s: %w", path, err)
-		}
+	if removed {
 		e.logf("removed the control socket %s of an engine that no longer runs", path)
 	}
 	ln, err := net.Listen("unix", path)

@@ -84,7 +84,7 @@ func TestCLIBadInput(t *testing.T) {
 	}{
 		{[]string{"rx"}, "--iface"},
 		{[]string{"rx", "--iface", "lo", "--ring", "1000"}, "--ring"},
-		{[]string{"rx", "--iface", "lo", "--mode", "fast"}, "--mode"},
+		{[]string{"rx", "--iface", "lo", "--mode", "fast"}, "--bind-mode"},
 		{[]string{"rx", "--iface", "lo", "--duration", "-1s"}, "--duration"},
 		{[]string{"rx", "--iface", "lo", "--bogus"}, "bogus"},
 		{[]string{"rx", "--iface", "lo", "--rules", "-1"}, "--rules"},

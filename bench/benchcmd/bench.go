@@ -71,9 +71,6 @@ func Run(ctx context.Context, args []string) error {
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return cli.FlagError("rounds", "unexpected argument %q", fs.Arg(0))
-	}
 	if os.Geteuid() != 0 {
 		return errors.New("must run as root: it builds a netns and a veth pair and loads XDP programs (try sudo)")
 	}

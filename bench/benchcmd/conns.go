@@ -43,9 +43,6 @@ func runBenchConns(ctx context.Context, args []string) error {
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return cli.FlagError("conns", "unexpected argument %q", fs.Arg(0))
-	}
 	o := d
 	lists := []struct {
 		flag string

@@ -50,9 +50,6 @@ func runBenchLatency(ctx context.Context, args []string) error {
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return cli.FlagError("rounds", "unexpected argument %q", fs.Arg(0))
-	}
 	if ext := strings.ToLower(filepath.Ext(*plotFile)); *plotFile != "" && ext != ".svg" && ext != ".png" {
 		return cli.FlagError("plot", "want a .svg or .png file, got %q", *plotFile)
 	}

@@ -25,9 +25,6 @@ func runBenchMigrate(ctx context.Context, args []string) error {
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return cli.FlagError("reps", "unexpected argument %q", fs.Arg(0))
-	}
 	o := d
 	o.Reps, o.Settle, o.Goodput, o.PollMs = *reps, *settle, *goodput, *pollMs
 	if !*quiet {

@@ -39,9 +39,6 @@ func runBenchOffload(ctx context.Context, args []string) error {
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return cli.FlagError("rounds", "unexpected argument %q", fs.Arg(0))
-	}
 	o := d
 	o.Rounds, o.Duration, o.CPU, o.Batch = *rounds, *duration, *cpu, *batch
 	if err := o.Validate(); err != nil {

@@ -31,9 +31,6 @@ func runBenchQoS(ctx context.Context, args []string) error {
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return cli.FlagError("rounds", "unexpected argument %q", fs.Arg(0))
-	}
 	o := d
 	o.Rounds, o.Duration, o.Settle, o.Requests, o.PollMs = *rounds, *duration, *settle, *requests, *pollMs
 	o.Rate = *rate * 1_000_000

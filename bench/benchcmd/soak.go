@@ -37,9 +37,6 @@ func runBenchSoak(ctx context.Context, args []string) error {
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return cli.FlagError("duration", "unexpected argument %q", fs.Arg(0))
-	}
 	if ext := strings.ToLower(filepath.Ext(*svgFile)); *svgFile != "" && ext != ".svg" && ext != ".png" {
 		return cli.FlagError("svg", "want a .svg or .png file, got %q", *svgFile)
 	}

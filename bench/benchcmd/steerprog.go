@@ -24,9 +24,6 @@ func runBenchSteerProg(ctx context.Context, args []string) error {
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return cli.FlagError("rounds", "unexpected argument %q", fs.Arg(0))
-	}
 	o := d
 	o.Rounds, o.Repeat, o.Only = *rounds, *repeat, cli.SplitList(*only)
 	if !*quiet {

@@ -39,9 +39,6 @@ func runBenchTCP(ctx context.Context, args []string) error {
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return cli.FlagError("rounds", "unexpected argument %q", fs.Arg(0))
-	}
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find the xnic executable: %w", err)

@@ -52,7 +52,7 @@ func configCmd(args []string, stdout, stderr io.Writer) error {
 	var files []string
 	rest := args[1:]
 	for {
-		if err := cli.Parse(fs, rest); err != nil {
+		if err := cli.ParseArgs(fs, rest); err != nil {
 			return err
 		}
 		if fs.NArg() == 0 {
@@ -62,8 +62,7 @@ func configCmd(args []string, stdout, stderr io.Writer) error {
 		rest = fs.Args()[1:]
 	}
 	if len(files) == 0 {
-		fmt.Fprintln(stderr, "xnic config check: FILE: required")
-		return cli.ErrUsage
+		return &cli.UsageError{Msg: "check: no FILE given"}
 	}
 	human := stdout
 	if *asJSON {

@@ -24,9 +24,10 @@ type genResult struct {
 }
 
 func runGen(ctx context.Context, args []string) error {
-	fs := cli.NewFlags("gen", "(--lab NAME [--port I] | --netns NS --iface IF) [flags]")
+	fs := cli.NewFlags("gen", "(--lab NAME [--lab-port I] | --netns NS --iface IF) [flags]")
 	labName := fs.String("lab", "", "send into port --port of this lab (sets --netns, --iface, MACs and addresses)")
-	port := fs.Int("port", 0, "lab port index, with --lab")
+	port := fs.Int("lab-port", 0, "lab port index, with --lab")
+	cli.Alias(fs, "port", "lab-port")
 	netns := fs.String("netns", "", "network namespace to send from")
 	iface := fs.String("iface", "", "interface to send out of (inside --netns)")
 	mode := fs.String("mode", "auto", "live: BPF_PROG_RUN live frames with XDP_TX (the receiver needs an XDP program); xsk: AF_XDP TX; auto: live where the kernel allows it, else xsk")
@@ -52,7 +53,7 @@ func runGen(ctx context.Context, args []string) error {
 			return err
 		}
 		if *port < 0 || *port >= len(l.Ports) {
-			return cli.FlagError("port", "lab %s has ports 0..%d, got %d", l.Name, len(l.Ports)-1, *port)
+			return cli.FlagError("lab-port", "lab %s has ports 0..%d, got %d", l.Name, len(l.Ports)-1, *port)
 		}
 		p := l.Ports[*port]
 		o.Netns, o.Iface = l.Netns, p.Peer

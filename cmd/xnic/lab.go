@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/netip"
@@ -13,12 +14,24 @@ import (
 	"github.com/xnic/xnic/internal/cli"
 )
 
+const labUsage = `usage: xnic lab up|down|status [flags]
+
+  up       build a veth lab: NAME<i> here, NAMEp<i> in netns NAME-peer
+  down     remove it
+  status   show it
+
+Run 'xnic lab VERB -h' for the flags of a verb.`
+
 func runLab(ctx context.Context, args []string) error { return labCmd(ctx, args, os.Stdout) }
 
 // labCmd runs `xnic lab VERB` and writes its report to out.
 func labCmd(_ context.Context, args []string, out io.Writer) error {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		fmt.Fprintln(os.Stderr, labUsage)
+		return flag.ErrHelp
+	}
 	if len(args) == 0 || (args[0] != "up" && args[0] != "down" && args[0] != "status") {
-		fmt.Fprintln(os.Stderr, "usage: xnic lab up|down|status [flags]")
+		fmt.Fprintln(os.Stderr, labUsage)
 		return cli.ErrUsage
 	}
 	verb := args[0]

@@ -20,7 +20,11 @@
 //	xnic replay --stage S     a capture through gro, gso or csum offload, into a pcap
 //	xnic config check FILE    check a config without loading anything (no root needed)
 //
-// Run `xnic COMMAND -h` for a command's flags.
+//	xnic status [--json]      XDP programs, port owners, pins and control socket
+//	xnic clean [--iface IF]   remove what a dead engine left
+//	xnic version              module version, VCS revision, Go version
+//
+// Run `xnic help COMMAND` or `xnic COMMAND -h` for a command's flags.
 package main
 
 import (
@@ -28,11 +32,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/xnic/xnic/bench/benchcmd"
+	"github.com/xnic/xnic/engine/metrics"
 	"github.com/xnic/xnic/internal/cli"
 )
 
@@ -56,51 +62,100 @@ func init() {
 		{"migrate", "move a running engine's guest to another of its ports (make before break)", runMigrate},
 		{"serve", "run guests with their own TCP/IP stacks and built-in services (http, echo, discard)", runServe},
 		{"replay", "run a pcap through GRO, GSO or checksum offload into a pcap", runReplay},
+		{"status", "XDP programs, the engines owning the ports (alive or not), pins and control socket", runStatus},
+		{"clean", "remove what a dead engine left: pins, its XDP program, a stale control socket", runClean},
 		{"config", "check a YAML config without loading anything: config check FILE... [--json]", runConfig},
 	}
 }
 
-func usage() {
-	fmt.Fprintf(os.Stderr, "usage: xnic COMMAND [flags]\n\ncommands:\n")
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "usage: xnic COMMAND [flags]\n\ncommands:\n")
 	for _, c := range commands {
-		fmt.Fprintf(os.Stderr, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(os.Stderr, "\nRun 'xnic COMMAND -h' for the flags of a command.\n")
+	fmt.Fprintf(w, "  %-8s %s\n", "version", "print the module version, VCS revision and Go version (also --version)")
+	fmt.Fprintf(w, "  %-8s %s\n", "help", "help CMD: the flags of a command")
+	fmt.Fprintf(w, "\nRun 'xnic help COMMAND' or 'xnic COMMAND -h' for the flags of a command.\n")
 }
 
 func main() {
-	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
-		usage()
-		if len(os.Args) < 2 {
-			os.Exit(2)
-		}
-		return
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	name := os.Args[1]
-	for _, c := range commands {
-		if c.name != name {
-			continue
-		}
-		err := c.run(ctx, os.Args[2:])
-		switch {
-		case err == nil:
-		case errors.Is(err, flag.ErrHelp):
-		case errors.Is(err, cli.ErrUsage):
-			stop()
-			os.Exit(2)
-		case errors.Is(err, cli.ErrReported):
-			stop()
-			os.Exit(1)
-		default:
-			fmt.Fprintf(os.Stderr, "xnic %s: %s\n", name, err)
-			stop()
-			os.Exit(1)
-		}
-		return
+	code := xnicMain(ctx, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+// xnicMain runs the command args name and returns the exit status: 0 on
+// success and for -h, 2 on a usage error, 1 on any other failure. Every
+// error it prints names the command: "xnic run: --config: required".
+func xnicMain(ctx context.Context, args []string) int {
+	if len(args) == 0 {
+		usage(os.Stderr)
+		return 2
 	}
-	fmt.Fprintf(os.Stderr, "xnic: unknown command %q\n\n", name)
-	usage()
-	os.Exit(2)
+	name := args[0]
+	switch name {
+	case "-h", "-help", "--help":
+		usage(os.Stderr)
+		return 0
+	case "-version", "--version":
+		name, args = "version", []string{"version"}
+	case "help":
+		if len(args) == 1 {
+			usage(os.Stderr)
+			return 0
+		}
+		if len(args) > 2 {
+			fmt.Fprintf(os.Stderr, "xnic help: unexpected argument %q: give one command\n", args[2])
+			return 2
+		}
+		// `xnic help CMD` is `xnic CMD -h`.
+		name, args = args[1], []string{args[1], "-h"}
+	}
+	run := func(ctx context.Context, args []string) error { return runVersion(args, os.Stdout) }
+	if name != "version" {
+		run = nil
+		for _, c := range commands {
+			if c.name == name {
+				run = c.run
+			}
+		}
+	}
+	if run == nil {
+		fmt.Fprintf(os.Stderr, "xnic: unknown command %q\n\n", name)
+		usage(os.Stderr)
+		return 2
+	}
+	err := run(ctx, args[1:])
+	var ue *cli.UsageError
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+	case errors.As(err, &ue):
+		cmd := ue.Cmd
+		if cmd == "" {
+			cmd = "xnic " + name
+		}
+		fmt.Fprintf(os.Stderr, "%s: %s\n", cmd, err)
+		return 2
+	case errors.Is(err, cli.ErrUsage):
+		return 2
+	case errors.Is(err, cli.ErrReported):
+		return 1
+	default:
+		fmt.Fprintf(os.Stderr, "xnic %s: %s\n", name, err)
+		return 1
+	}
+	return 0
+}
+
+// runVersion is `xnic version`: the build information of the binary.
+func runVersion(args []string, out io.Writer) error {
+	fs := cli.NewFlags("version", "")
+	if err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	b := metrics.ReadBuildInfo()
+	fmt.Fprintf(out, "xnic version %s\nrevision %s\ngo %s\n", b.Version, b.Revision, b.GoVersion)
+	return nil
 }

@@ -98,9 +98,10 @@ func runMaps(ctx context.Context, args []string) error {
 }
 
 func runStats(ctx context.Context, args []string) error {
-	fs := cli.NewFlags("stats", "[--port IFACE] [--pin-dir DIR] [--json] | --conns N | --guests | --classes [--interval D] [--ctl SOCKET] [--json]")
+	fs := cli.NewFlags("stats", "[--iface IFACE] [--pin-dir DIR] [--json] | --conns N | --guests | --classes [--interval D] [--ctl SOCKET] [--json]")
 	root := fs.String("pin-dir", engine.DefaultPinDir, "where the engine pins its maps, one directory per port")
-	port := fs.String("port", "", "only this port (default: every pinned port)")
+	port := fs.String("iface", "", "only this port (default: every pinned port)")
+	cli.Alias(fs, "port", "iface")
 	asJSON := fs.Bool("json", false, "JSON output")
 	conns := fs.Int("conns", 0, "print the top N connections by bytes and the pipeline counters, from the engine's control socket")
 	guests := fs.Bool("guests", false, "print each guest's active and standby ports and its migrations, from the engine's control socket")
@@ -109,9 +110,6 @@ func runStats(ctx context.Context, args []string) error {
 	ctl := fs.String("ctl", engine.DefaultControlPath, "the engine's control socket (--conns, --guests, and the XSK counters of plain stats)")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return cli.FlagError("conns", "unexpected argument %q", fs.Arg(0))
 	}
 	if *showClasses {
 		if *guests || *conns != 0 {

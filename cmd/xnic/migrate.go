@@ -23,9 +23,6 @@ func runMigrate(ctx context.Context, args []string) error {
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return cli.FlagError("migrate", "unexpected argument %q", fs.Arg(0))
-	}
 	if *guest == "" {
 		return cli.FlagError("guest", "required: the name of the guest to move")
 	}

@@ -44,9 +44,6 @@ func runReplay(ctx context.Context, args []string) error {
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return cli.FlagError("stage", "unexpected argument %q (flags only)", fs.Arg(0))
-	}
 	if *in == "" {
 		return cli.FlagError("in", "required")
 	}

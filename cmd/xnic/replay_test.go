@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -202,7 +203,7 @@ func TestReplayCLIBadFlags(t *testing.T) {
 		{[]string{"--in", in, "--out", out, "--stage", "gro", "--bogus"}, "-bogus"},
 	} {
 		_, stderr, err := runCaptured(t, c.args...)
-		if !errors.Is(err, cli.ErrUsage) || !strings.Contains(stderr, c.flag) {
+		if !errors.Is(err, cli.ErrUsage) || !strings.Contains(stderr+fmt.Sprint(err), c.flag) {
 			t.Errorf("%v: error %v, stderr %q; want a usage error naming %s", c.args, err, stderr, c.flag)
 		}
 		if _, serr := os.Stat(out); !os.IsNotExist(serr) {

@@ -26,14 +26,19 @@ type runGuestStats struct {
 }
 
 func runRun(ctx context.Context, args []string) error {
-	fs := cli.NewFlags("run", "--config FILE.yaml [--duration D] [--ctl SOCKET] [--metrics-addr HOST:PORT] [--json]")
+	fs := cli.NewFlags("run", "--config FILE.yaml [--duration D] [--ctl SOCKET] [--metrics-addr HOST:PORT] [--log-level L] [--log-format text|json] [--json]")
 	file := fs.String("config", "", "the engine's ports, classes and guests (YAML; required)")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C)")
 	asJSON := fs.Bool("json", false, "print the final per-guest counters as a JSON line")
 	quiet := fs.Bool("quiet", false, "no per-second lines")
-	ctl := fs.String("ctl", engine.DefaultControlPath, "serve counters and connections here for `xnic stats --conns` (\"\": none)")
+	ctl := fs.String("ctl", engine.DefaultControlPath, "serve counters and connections at this unix socket, for xnic stats --conns (\"\": none)")
 	metricsAddr := metricsFlag(fs)
+	lf := addLogFlags(fs)
 	if err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	logger, err := lf.logger()
+	if err != nil {
 		return err
 	}
 	if *file == "" {
@@ -54,6 +59,7 @@ func runRun(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	r.Options.Logger = logger
 	e, stopCtl, err := startConfigEngine(r, *ctl)
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -43,12 +44,10 @@ type engineFlags struct {
 	poll                *int
 }
 
-func addEngineFlags(fs interface {
-	String(string, string, string) *string
-	Int(string, int, string) *int
-}) engineFlags {
+func addEngineFlags(fs *flag.FlagSet) engineFlags {
+	defer cli.Alias(fs, "mode", "bind-mode")
 	return engineFlags{
-		mode:   fs.String("mode", "auto", "XSK bind mode: auto, zerocopy or copy"),
+		mode:   fs.String("bind-mode", "auto", "XSK bind mode: auto, zerocopy or copy"),
 		attach: fs.String("attach", "auto", "XDP attach mode: auto, native or generic"),
 		frames: fs.Int("frames", 4096, "UMEM frames per queue"),
 		ring:   fs.Int("ring", 2048, "rx ring size (fill ring is twice this)"),
@@ -62,7 +61,7 @@ func (f engineFlags) options(ifaces []string, queues []int) (engine.Options, err
 	o.Ifaces, o.Queues = ifaces, queues
 	var err error
 	if o.Socket.Mode, err = umem.ParseBindMode(*f.mode); err != nil {
-		return o, cli.FlagError("mode", "%s", err)
+		return o, cli.FlagError("bind-mode", "%s", err)
 	}
 	if o.Attach, err = bpf.ParseAttachMode(*f.attach); err != nil {
 		return o, cli.FlagError("attach", "want auto, native or generic, got %q", *f.attach)
@@ -89,22 +88,29 @@ func (f engineFlags) options(ifaces []string, queues []int) (engine.Options, err
 }
 
 func runRx(ctx context.Context, args []string) error {
-	fs := cli.NewFlags("rx", "--iface IF [--duration D] [--queue Q] [--pipeline [--window W] [--cache N]] [--json]")
+	fs := cli.NewFlags("rx", "--iface IF [--duration D] [--queue Q] [--pipeline [--window W] [--cache N] [--conn-table N]] [--rules N] [--exact-flows N] [--log-level L] [--log-format text|json] [--json]")
 	iface := fs.String("iface", "", "interface to receive on (required)")
 	duration := fs.Duration("duration", 10*time.Second, "how long to receive")
 	queue := fs.Int("queue", 0, "rx queue id")
 	asJSON := fs.Bool("json", false, "print a JSON object as the last line")
 	quiet := fs.Bool("quiet", false, "no per-second lines")
 	nRules := fs.Int("rules", 0, "steering benchmark: install this many rules (one of them, 198.18.0.1/32 UDP, matches the lab's traffic; the others are /32s elsewhere)")
-	nFlows := fs.Int("flows", 0, "steering benchmark: install this many exact flows, the first ones those of `xnic gen --flows N` (src port 10000+i)")
+	nFlows := fs.Int("exact-flows", 0, "steering benchmark: install this many exact flows, the first ones those of xnic gen --flows (src port 10000+i)")
 	pin := fs.Bool("pin", false, "keep the maps pinned under "+engine.DefaultPinDir+"/IFACE after exit; the next run reuses them")
 	pipeline := fs.Bool("pipeline", false, "run the receive pipeline: parse, lookahead, connection contexts, GRO")
 	window := fs.Int("window", 64, "with --pipeline: lookahead window W (1: none)")
 	cache := fs.Int("cache", 512, "with --pipeline: context cache entries, a power of two")
-	conns := fs.Int("conns", 1<<18, "with --pipeline: connection table capacity, a power of two")
+	conns := fs.Int("conn-table", 1<<18, "with --pipeline: connection table capacity, a power of two")
 	gro := fs.Bool("gro", true, "with --pipeline: merge TCP segments")
 	ef := addEngineFlags(fs)
+	cli.Alias(fs, "flows", "exact-flows")
+	cli.Alias(fs, "conns", "conn-table")
+	lf := addLogFlags(fs)
 	if err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	logger, err := lf.logger()
+	if err != nil {
 		return err
 	}
 	if *iface == "" {
@@ -121,6 +127,7 @@ func runRx(ctx context.Context, args []string) error {
 		return err
 	}
 	opts.KeepPins = *pin
+	opts.Logger = logger
 	if *pipeline {
 		po := engine.DefaultPipelineOptions()
 		po.Window, po.Cache.Entries, po.Table.Capacity, po.GRO = *window, *cache, *conns, *gro
@@ -132,7 +139,7 @@ func runRx(ctx context.Context, args []string) error {
 			case strings.Contains(err.Error(), "cache"):
 				return cli.FlagError("cache", "%s", err)
 			default:
-				return cli.FlagError("conns", "%s", err)
+				return cli.FlagError("conn-table", "%s", err)
 			}
 		}
 		opts.Pipeline = &po
@@ -141,7 +148,7 @@ func runRx(ctx context.Context, args []string) error {
 		return cli.FlagError("rules", "must be 0..16384, got %d", *nRules)
 	}
 	if *nFlows < 0 || *nFlows > 131072 {
-		return cli.FlagError("flows", "must be 0..131072, got %d", *nFlows)
+		return cli.FlagError("exact-flows", "must be 0..131072, got %d", *nFlows)
 	}
 	e, err := engine.New(opts, nil)
 	if err != nil {

@@ -49,17 +49,22 @@ type servedGuest struct {
 }
 
 func runServe(ctx context.Context, args []string) error {
-	fs := cli.NewFlags("serve", "--config FILE.yaml [--duration D] [--gro on|off] [--tso on|off] [--capture FILE.pcap] [--ctl SOCKET] [--metrics-addr HOST:PORT] [--json]")
+	fs := cli.NewFlags("serve", "--config FILE.yaml [--duration D] [--gro on|off] [--tso on|off] [--capture FILE.pcap] [--ctl SOCKET] [--metrics-addr HOST:PORT] [--log-level L] [--log-format text|json] [--json]")
 	file := fs.String("config", "", "ports, guests and their services (YAML; required)")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C)")
 	asJSON := fs.Bool("json", false, "print the final per-guest counters as a JSON line")
 	quiet := fs.Bool("quiet", false, "no per-second lines")
-	ctl := fs.String("ctl", engine.DefaultControlPath, "serve counters and connections here for `xnic stats --conns` (\"\": none)")
+	ctl := fs.String("ctl", engine.DefaultControlPath, "serve counters and connections at this unix socket, for xnic stats --conns (\"\": none)")
 	capture := fs.String("capture", "", "write what the engine delivers to the guests (GRO aggregates, single frames) to this pcap; slows the data path")
 	gro := fs.String("gro", "", "on or off: override the config's engine.gro")
 	tso := fs.String("tso", "", "on or off: override the config's engine.tso")
 	metricsAddr := metricsFlag(fs)
+	lf := addLogFlags(fs)
 	if err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	logger, err := lf.logger()
+	if err != nil {
 		return err
 	}
 	if err := checkMetricsAddr(*metricsAddr); err != nil {
@@ -123,6 +128,7 @@ func runServe(ctx context.Context, args []string) error {
 			r.Guests[i].MAC = net.HardwareAddr{0x02, 0x78, 0x6e, 0x69, 0x63, byte(0x10 + i)}
 		}
 	}
+	r.Options.Logger = logger
 	e, stopCtl, err := startConfigEngine(r, *ctl)
 	if err != nil {
 		return err
