@@ -227,20 +227,21 @@ func TestCLIRunMetrics(t *testing.T) {
 	for _, c := range []struct {
 		name   string
 		labels map[string]string
+		extra  float64 // frames the peer's own kernel may send meanwhile (ARP, neighbour discovery): seen, not steered
 	}{
-		{"xnic_steer_rx_packets_total", map[string]string{"port": p.Host, "queue": "0"}},
-		{"xnic_steer_redirected_total", map[string]string{"port": p.Host}},
-		{"xnic_worker_rx_packets_total", nil},
-		{"xnic_pipeline_packets_total", nil},
-		{"xnic_guest_rx_packets_total", map[string]string{"guest": "web"}},
+		{"xnic_steer_rx_packets_total", map[string]string{"port": p.Host, "queue": "0"}, 10},
+		{"xnic_steer_redirected_total", map[string]string{"port": p.Host}, 0},
+		{"xnic_worker_rx_packets_total", nil, 0},
+		{"xnic_pipeline_packets_total", nil, 0},
+		{"xnic_guest_rx_packets_total", map[string]string{"guest": "web"}, 0},
 	} {
 		b, _ := sample(t, before, c.name, dto.MetricType_COUNTER, c.labels)
 		a, ok := sample(t, after, c.name, dto.MetricType_COUNTER, c.labels)
 		t.Logf("%s %v: %v -> %v", c.name, c.labels, b, a)
 		// gen sends 1000 frames; the guest gets all of them but for
 		// what a full ring drops (none is expected at this rate).
-		if !ok || a-b < 900 || a-b > 1000 {
-			t.Errorf("%s%v: %v -> %v, want it up by 900 to 1000", c.name, c.labels, b, a)
+		if !ok || a-b < 900 || a-b > 1000+c.extra {
+			t.Errorf("%s%v: %v -> %v, want it up by 900 to %v", c.name, c.labels, b, a, 1000+c.extra)
 		}
 	}
 	if _, ok := after["xnic_stack_tcp_retransmits_total"]; ok {
