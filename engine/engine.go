@@ -169,6 +169,9 @@ type Engine struct {
 	// The link watcher (links.go).
 	linksDone chan struct{}
 	linksWG   sync.WaitGroup
+	// The drop watcher (dropwatch.go), while the workers run.
+	dropsStop chan struct{}
+	dropsWG   sync.WaitGroup
 
 	// locks are the ports' locks (owner.go), held until teardown ends.
 	locks []*portlock.Lock
@@ -324,10 +327,18 @@ func (e *Engine) Start() {
 			w.Run()
 		}()
 	}
+	e.dropsStop = make(chan struct{})
+	e.dropsWG.Add(1)
+	go e.watchDrops(e.dropsStop, &e.dropsWG)
 }
 
 // Stop stops the workers and waits for them.
 func (e *Engine) Stop() {
+	if e.dropsStop != nil {
+		close(e.dropsStop)
+		e.dropsWG.Wait()
+		e.dropsStop = nil
+	}
 	for _, w := range e.workers {
 		w.Stop()
 	}
@@ -456,6 +467,15 @@ func (e *Engine) logf(format string, args ...any) {
 		l = slog.Default()
 	}
 	l.Info(fmt.Sprintf(format, args...), "component", "engine")
+}
+
+// logWarn reports an event that needs an operator's eye: drops.
+func (e *Engine) logWarn(msg string) {
+	l := e.opts.Logger
+	if l == nil {
+		l = slog.Default()
+	}
+	l.Warn(msg, "component", "engine")
 }
 
 // Options are the options the engine was made with.

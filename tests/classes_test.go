@@ -3,8 +3,10 @@ package tests
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -256,6 +258,8 @@ func TestClassEarlyDrop(t *testing.T) {
 	o.Ifaces = []string{p.Host}
 	o.NoCatchAll = true
 	o.Classes = []engine.ClassSpec{{Name: "bulk", ID: 3, RxThreshold: 64}}
+	logs := &syncBuffer{}
+	o.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	e, err := engine.New(o, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -330,75 +334,11 @@ func TestClassEarlyDrop(t *testing.T) {
 	if st.XSK.RxRingFull+st.XSK.RxDropped != 0 {
 		t.Errorf("XSK rings overflowed: %+v", st.XSK)
 	}
-}
-
-// TestDialDSCPClass: a guest's connection dialled with a DSCP
-// (stack.DialOptions) is sent in the class that DSCP selects, a class the
-// guest has no receive socket for; a DSCP past 63 is refused.
-func TestDialDSCPClass(t *testing.T) {
-	l := labtest.New(t, labOptions(1))
-	p := l.Ports[0]
-	o := engine.DefaultOptions()
-	o.Ifaces = []string{p.Host}
-	o.NoCatchAll = true
-	po := engine.DefaultPipelineOptions()
-	o.Pipeline = &po
-	o.Classes = []engine.ClassSpec{{Name: "interactive", ID: 1, DSCP: []uint8{46}}}
-	e, err := engine.New(o, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := e.Close(); err != nil {
-			t.Error(err)
-		}
+	// The engine says so once, as an event, not per frame.
+	waitFor(t, "the early drops in the engine's log", func() bool {
+		return strings.Contains(logs.String(), "drops started: frames dropped early by the steering program")
 	})
-	e.Start()
-	g, err := stack.Attach(e, engine.GuestSpec{Name: "caller", Port: p.Host,
-		MAC:   net.HardwareAddr{0x02, 0x78, 0x6e, 0x69, 0x63, 21},
-		Addrs: []netip.Prefix{netip.PrefixFrom(p.AddrIPv4(21), lab.PrefixLenIPv4)},
-	}, stack.DefaultOptions())
-	if err != nil {
-		t.Fatal(err)
+	if n := strings.Count(logs.String(), "frames dropped early"); n != 1 {
+		t.Errorf("the early drops were logged %d times, want once:\n%s", n, logs.String())
 	}
-	t.Cleanup(func() { g.Close() })
-	ln, err := l.PeerListen("tcp4", net.JoinHostPort(p.PeerIPv4.String(), "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		io.Copy(io.Discard, c)
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := g.DialWith(ctx, "tcp4", ln.Addr().String(), stack.DialOptions{DSCP: 64}); err == nil {
-		t.Fatal("DSCP 64 accepted")
-	}
-	c, err := g.DialWith(ctx, "tcp4", ln.Addr().String(), stack.DialOptions{DSCP: 46})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Write(make([]byte, 256<<10)); err != nil {
-		t.Fatal(err)
-	}
-	c.Close()
-	<-done
-	cs, err := e.ClassStats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range cs {
-		if s.Class == 1 && s.Sent >= 100 {
-			return
-		}
-	}
-	t.Errorf("class stats %+v: want the connection's frames sent in class 1 (interactive)", cs)
 }
