@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -94,9 +93,7 @@ func labCmd(_ context.Context, args []string, out io.Writer) error {
 			return err
 		}
 		if *asJSON {
-			enc := json.NewEncoder(out)
-			enc.SetIndent("", "  ")
-			return enc.Encode(st)
+			return writeJSON(out, st)
 		}
 		fmt.Fprint(out, st.String())
 		return nil

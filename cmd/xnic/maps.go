@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -56,6 +55,24 @@ type pinnedStats struct {
 	engineOf
 }
 
+// statsJSON is one port of `xnic stats --json`: its pinned counters, and
+// the engine's XSK counters (summed over all its sockets, the same on
+// every port) when the engine answers.
+type statsJSON struct {
+	pinnedStats
+	XSK *umem.Statistics `json:"xsk,omitempty"`
+}
+
+// connsJSON is `xnic stats --conns N --json`.
+type connsJSON struct {
+	Conns       []engine.ConnStat    `json:"conns"`
+	Pipeline    engine.PipelineStats `json:"pipeline"`
+	EmptyPasses uint64               `json:"empty_passes"`
+	Sleeps      uint64               `json:"sleeps"`
+	Tx          engine.TxStats       `json:"tx"`
+	XSK         umem.Statistics      `json:"xsk"`
+}
+
 func runMaps(ctx context.Context, args []string) error {
 	fs := cli.NewFlags("maps", "[--pin-dir DIR] [--json]")
 	root := fs.String("pin-dir", engine.DefaultPinDir, "where the engine pins its maps, one directory per port")
@@ -75,7 +92,7 @@ func runMaps(ctx context.Context, args []string) error {
 		}
 	}
 	if *asJSON {
-		return json.NewEncoder(os.Stdout).Encode(maps)
+		return writeJSON(os.Stdout, maps)
 	}
 	if len(maps) == 0 {
 		fmt.Printf("no maps pinned under %s (is an engine running?)\n", *root)
@@ -173,17 +190,11 @@ func runStats(ctx context.Context, args []string) error {
 	}
 	cancel()
 	if *asJSON {
-		// Each port's pinned counters, and the engine's XSK counters
-		// (summed over all its sockets, the same on every port).
-		type portStats struct {
-			pinnedStats
-			XSK *umem.Statistics `json:"xsk,omitempty"`
-		}
-		out := make([]portStats, len(all))
+		out := make([]statsJSON, len(all))
 		for i := range all {
-			out[i] = portStats{all[i], xsk}
+			out[i] = statsJSON{all[i], xsk}
 		}
-		return json.NewEncoder(os.Stdout).Encode(out)
+		return writeJSON(os.Stdout, out)
 	}
 	if xsk != nil {
 		printXSK(*xsk)
@@ -243,8 +254,12 @@ func printConns(ctx context.Context, path string, n int, asJSON bool) error {
 		return err
 	}
 	if asJSON {
-		return json.NewEncoder(os.Stdout).Encode(map[string]any{"conns": rep.Conns, "pipeline": st.Stats.Pipeline,
-			"empty_passes": st.Stats.EmptyPasses, "sleeps": st.Stats.Sleeps, "tx": st.Stats.Tx, "xsk": st.Stats.XSK})
+		c := connsJSON{Conns: rep.Conns, Pipeline: st.Stats.Pipeline, EmptyPasses: st.Stats.EmptyPasses,
+			Sleeps: st.Stats.Sleeps, Tx: st.Stats.Tx, XSK: st.Stats.XSK}
+		if c.Conns == nil {
+			c.Conns = []engine.ConnStat{}
+		}
+		return writeJSON(os.Stdout, c)
 	}
 	p := st.Stats.Pipeline
 	fmt.Printf("workers: %d empty passes, %d sleeps in poll(2)\n", st.Stats.EmptyPasses, st.Stats.Sleeps)
@@ -303,7 +318,7 @@ func printClasses(ctx context.Context, path string, interval time.Duration, asJS
 		return err
 	}
 	if asJSON {
-		return json.NewEncoder(os.Stdout).Encode(cs)
+		return writeJSON(os.Stdout, cs)
 	}
 	fmt.Printf("%-10s %-12s %-12s %10s %10s %10s %10s %8s %8s %8s %6s %7s %9s %12s\n", "port", "guest", "class", "rx pkts", "rx early",
 		"tx queued", "tx sent", "tail", "red", "policer", "ecn", "depth", "max depth", "rate Mbit/s")
