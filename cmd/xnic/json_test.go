@@ -2,20 +2,24 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding"
 	"encoding/json"
 	"errors"
 	"io"
+	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/xnic/xnic/bpf"
 	"github.com/xnic/xnic/engine"
 	"github.com/xnic/xnic/engine/lab"
+	"github.com/xnic/xnic/engine/lab/labtest"
 	"github.com/xnic/xnic/engine/stack"
 	"github.com/xnic/xnic/flows/replay"
 )
@@ -150,32 +154,33 @@ func decodeAll(t *testing.T, what, stdout string) []any {
 // snake_case.
 func TestJSONTypesSnakeCase(t *testing.T) {
 	for name, v := range map[string]any{
-		"maps":            []pinnedMap{},
-		"stats":           pinnedStats{},
-		"stats.xsk":       statsJSON{},
-		"stats --conns":   connsJSON{},
-		"stats --classes": []engine.ClassStats{},
-		"stats --guests":  []engine.GuestStats{},
-		"migrate":         engine.Migration{},
-		"rx":              rxResult{},
-		"rx interval":     rxTick{},
-		"gen":             genResult{},
-		"gen interval":    genTick{},
-		"run":             runReport{},
-		"run interval":    runTick{},
-		"serve":           serveReport{},
-		"serve interval":  serveTick{},
-		"status":          statusReport{},
-		"clean":           cleanReport{},
-		"config check":    configCheck{},
-		"lab status":      lab.Status{},
-		"steer counters":  bpf.SteerStats{},
-		"slot counters":   bpf.SlotStats{},
-		"guest stack":     stack.Stats{},
-		"pinned":          bpf.PinnedStats{},
-		"control reply":   engine.ControlReply{},
-		"replay":          replay.Report{},
-		"version":         versionJSON{},
+		"maps":             []pinnedMap{},
+		"stats":            pinnedStats{},
+		"stats.xsk":        statsJSON{},
+		"stats --interval": statsLive{},
+		"stats --conns":    connsJSON{},
+		"stats --classes":  []engine.ClassStats{},
+		"stats --guests":   []engine.GuestStats{},
+		"migrate":          engine.Migration{},
+		"rx":               rxResult{},
+		"rx interval":      rxTick{},
+		"gen":              genResult{},
+		"gen interval":     genTick{},
+		"run":              runReport{},
+		"run interval":     runTick{},
+		"serve":            serveReport{},
+		"serve interval":   serveTick{},
+		"status":           statusReport{},
+		"clean":            cleanReport{},
+		"config check":     configCheck{},
+		"lab status":       lab.Status{},
+		"steer counters":   bpf.SteerStats{},
+		"slot counters":    bpf.SlotStats{},
+		"guest stack":      stack.Stats{},
+		"pinned":           bpf.PinnedStats{},
+		"control reply":    engine.ControlReply{},
+		"replay":           replay.Report{},
+		"version":          versionJSON{},
 	} {
 		checkJSONType(t, reflect.TypeOf(v), name, map[reflect.Type]bool{})
 	}
@@ -258,6 +263,54 @@ func TestJSONContract(t *testing.T) {
 		stdout, stderr, code := xnicRun(t, args...)
 		if code == 0 || stdout != "" || !strings.HasPrefix(stderr, "xnic ") && !strings.HasPrefix(stderr, "usage: xnic ") {
 			t.Errorf("xnic %s: exit %d, stdout %q, stderr %q; want an error on stderr only", what, code, stdout, stderr)
+		}
+	}
+}
+
+// TestStatsIntervalJSON runs `xnic stats --interval D --json` on maps a
+// steering program pinned (no engine, no traffic): one interval object per
+// D while it runs, a summary object after Ctrl-C, with the counters under
+// their BTF names.
+func TestStatsIntervalJSON(t *testing.T) {
+	labtest.RequireRoot(t, "load and pin the steering program")
+	root, err := os.MkdirTemp("/sys/fs/bpf", "xnic-jsontest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	st, err := bpf.LoadSteer(bpf.DefaultSteerOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if err := st.Pin(filepath.Join(root, "xjtest0")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 550*time.Millisecond)
+	defer cancel()
+	stdout, stderr, code := xnicRunCtx(t, ctx, "stats", "--pin-dir", root, "--ctl", filepath.Join(root, "no.sock"),
+		"--interval", "200ms", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	vals := decodeAll(t, "stats --interval", stdout)
+	if len(vals) < 2 || len(vals) > 3 {
+		t.Fatalf("550ms at 200ms: want 1 or 2 intervals and a summary, got %d values:\n%s", len(vals), stdout)
+	}
+	for i, v := range vals {
+		m, _ := v.(map[string]any)
+		want := map[bool]string{true: "summary", false: "interval"}[i == len(vals)-1]
+		if m["type"] != want {
+			t.Errorf("line %d: type %v, want %s", i+1, m["type"], want)
+		}
+		ports, _ := m["ports"].([]any)
+		if len(ports) != 1 {
+			t.Fatalf("line %d: ports %v, want one", i+1, m["ports"])
+		}
+		p := ports[0].(map[string]any)
+		total, _ := p["total"].(map[string]any)
+		if p["port"] != "xjtest0" || total["rx_packets"] != 0.0 || total["pass_non_ip"] != 0.0 || total["redirected_class0"] != 0.0 {
+			t.Errorf("line %d: port %v total %v; want xjtest0 with rx_packets, pass_non_ip, redirected_class0 0", i+1, p["port"], total)
 		}
 	}
 }
