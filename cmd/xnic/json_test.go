@@ -174,6 +174,7 @@ func TestJSONTypesSnakeCase(t *testing.T) {
 		"clean":            cleanReport{},
 		"config check":     configCheck{},
 		"lab status":       lab.Status{},
+		"lab down":         labDown{},
 		"steer counters":   bpf.SteerStats{},
 		"slot counters":    bpf.SlotStats{},
 		"guest stack":      stack.Stats{},
@@ -312,5 +313,50 @@ func TestStatsIntervalJSON(t *testing.T) {
 		if p["port"] != "xjtest0" || total["rx_packets"] != 0.0 || total["pass_non_ip"] != 0.0 || total["redirected_class0"] != 0.0 {
 			t.Errorf("line %d: port %v total %v; want xjtest0 with rx_packets, pass_non_ip, redirected_class0 0", i+1, p["port"], total)
 		}
+	}
+}
+
+// TestLabJSON: lab up, status and down with --json print one object each
+// on stdout and their text, if any, on stderr.
+func TestLabJSON(t *testing.T) {
+	labtest.HoldSlot(t)
+	name := lab.RandomName(labtest.Prefix)
+	t.Cleanup(func() { (&lab.Lab{Name: name, Netns: lab.NetnsName(name)}).Down() })
+	one := func(args ...string) map[string]any {
+		t.Helper()
+		what := strings.Join(args, " ")
+		stdout, stderr, code := xnicRun(t, args...)
+		if code != 0 {
+			t.Fatalf("xnic %s: exit %d\n%s", what, code, stderr)
+		}
+		vals := decodeAll(t, what, stdout)
+		m, ok := vals[0].(map[string]any)
+		if len(vals) != 1 || !ok {
+			t.Fatalf("xnic %s: want one object, got %s", what, stdout)
+		}
+		return m
+	}
+	for _, m := range []map[string]any{
+		one("lab", "up", "--name", name, "--ports", "1", "--no-ipv6", "--json"),
+		one("lab", "status", "--name", name, "--json"),
+	} {
+		ports, _ := m["ports"].([]any)
+		if m["name"] != name || len(ports) != 1 {
+			t.Fatalf("lab %s: want name %s and one port, got %v", name, name, m)
+		}
+		host, _ := ports[0].(map[string]any)["host"].(map[string]any)
+		mac, _ := host["mac"].(string)
+		if host["name"] != name+"0" || len(mac) != 17 {
+			t.Errorf("port 0 host end: %v, want %s0 with a MAC as a string", host, name)
+		}
+		if _, ok := m["bridge"]; ok {
+			t.Errorf("a lab without --peer-bridge has a bridge: %v", m)
+		}
+	}
+	if m := one("lab", "down", "--name", name, "--json"); m["name"] != name || m["removed"] != true {
+		t.Errorf("lab down: %v, want removed", m)
+	}
+	if m := one("lab", "down", "--name", name, "--json"); m["removed"] != false {
+		t.Errorf("lab down of no lab: %v, want removed false", m)
 	}
 }
