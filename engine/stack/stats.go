@@ -1,6 +1,11 @@
 package stack
 
-import "sync/atomic"
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+)
 
 // DropReason says why a frame or packet did not make it into netstack or
 // out to the TxFunc.
@@ -32,6 +37,44 @@ func (r DropReason) String() string {
 	return "drop_reason(?)"
 }
 
+// DropCounts are drops by DropReason. In JSON they are an object keyed by
+// the reasons' names: {"rx_malformed": 0, "rx_csum_bad": 2, ...}.
+type DropCounts [NumDropReasons]uint64
+
+// MarshalJSON writes every reason, in DropReason order.
+func (d DropCounts) MarshalJSON() ([]byte, error) {
+	b := []byte{'{'}
+	for r, n := range d {
+		if r > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendQuote(b, DropReason(r).String())
+		b = append(b, ':')
+		b = strconv.AppendUint(b, n, 10)
+	}
+	return append(b, '}'), nil
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote; an unknown reason is an error.
+func (d *DropCounts) UnmarshalJSON(b []byte) error {
+	var m map[string]uint64
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*d = DropCounts{}
+next:
+	for k, n := range m {
+		for r := range numDropReasons {
+			if r.String() == k {
+				d[r] = n
+				continue next
+			}
+		}
+		return fmt.Errorf("decode drops: unknown reason %q", k)
+	}
+	return nil
+}
+
 // Stats is a snapshot of a Stack's counters.
 type Stats struct {
 	// Receive: what DeliverAggregate and DeliverFrame were given.
@@ -47,7 +90,7 @@ type Stats struct {
 	TxGSOPackets  uint64 `json:"tx_gso_packets"`  // of TxPackets, those with GSOSize > 0 (to be segmented)
 	TxCsumPartial uint64 `json:"tx_csum_partial"` // of TxPackets, those with CsumPartial
 
-	Drops [NumDropReasons]uint64 `json:"drops"`
+	Drops DropCounts `json:"drops"`
 
 	// From netstack's own counters.
 	TCPRetransmits     uint64 `json:"tcp_retransmits"`       // TCP segments retransmitted
