@@ -215,7 +215,7 @@ func (b *bencher) runReceiver(ctx context.Context, spec receiverSpec, res *Resul
 		res.Seconds = s
 	}
 	if steer, ok := obj["steer"].(map[string]any); ok && xdpCount == nil {
-		if n, ok := steer["RxPackets"].(float64); ok { // xnic rx's own program
+		if n, ok := steer["rx_packets"].(float64); ok { // xnic rx's own program (struct steer_stats)
 			res.XDPPackets = uint64(n)
 		}
 	}

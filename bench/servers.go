@@ -179,7 +179,8 @@ func (s *serverLab) dial(ctx context.Context, network, address string) (net.Conn
 }
 
 // lastJSONLine parses the last non-empty line of out as JSON: an object
-// as it is, an array (xnic serve's one object per guest) as {"guests":
+// (xnic serve's {"type":"summary","guests":[...]}) as it is, an array (the
+// form xnic serve printed before its summary object) as {"guests":
 // [...]}; nil if it is neither.
 func lastJSONLine(out string) map[string]any {
 	lines := strings.Split(strings.TrimSpace(out), "\n")

@@ -325,6 +325,8 @@ func TestLastJSONLine(t *testing.T) {
 	}{
 		{"guest web: 3 packets\n{\"requests\":3}\n", `{"requests":3}`},
 		{"guest web: 3 packets\n[{\"name\":\"web\",\"requests\":3}]\n\n", `{"guests":[{"name":"web","requests":3}]}`},
+		{"{\"type\":\"interval\",\"guests\":[]}\n{\"type\":\"summary\",\"guests\":[{\"name\":\"web\"}]}\n",
+			`{"guests":[{"name":"web"}],"type":"summary"}`},
 		{"no json here\n", "null"},
 		{"", "null"},
 		{"7\n", "null"},

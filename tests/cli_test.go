@@ -186,12 +186,17 @@ func upLab(t *testing.T, args ...string) string {
 	return name
 }
 
-// rxReport is the JSON object xnic rx --json ends with.
+// rxReport is the summary object xnic rx --json ends with.
 type rxReport struct {
+	Type    string  `json:"type"`
 	PPS     float64 `json:"pps"`
 	Packets uint64  `json:"packets"`
-	Steer   struct{ Redirected, FlowHits, RuleHits uint64 }
-	XSK     struct {
+	Steer   struct {
+		Redirected uint64 `json:"redirected"`
+		FlowHits   uint64 `json:"flow_hits"`
+		RuleHits   uint64 `json:"rule_hits"`
+	} `json:"steer"`
+	XSK struct {
 		RxDropped  uint64 `json:"rx_dropped"`
 		RxRingFull uint64 `json:"rx_ring_full"`
 	} `json:"xsk"`
@@ -200,11 +205,31 @@ type rxReport struct {
 func parseRxReport(t *testing.T, out string) rxReport {
 	t.Helper()
 	var res rxReport
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
-		t.Fatalf("rx --json: last line is not JSON: %v\n%s", err, out)
+	lines := jsonLines(t, "rx --json", out)
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil || res.Type != "summary" {
+		t.Fatalf("rx --json: last line is not the summary object: %v\n%s", err, out)
 	}
 	return res
+}
+
+// jsonLines checks the JSON contract of a command's stdout: one JSON
+// object per line and nothing else, the intervals first and the summary
+// last. It returns the lines.
+func jsonLines(t *testing.T, what, out string) []string {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for i, l := range lines {
+		var obj struct {
+			Type string `json:"type"`
+		}
+		if err := json.Unmarshal([]byte(l), &obj); err != nil {
+			t.Fatalf("%s: stdout line %d is not a JSON object: %v\n%s", what, i+1, err, out)
+		}
+		if want := map[bool]string{true: "summary", false: "interval"}[i == len(lines)-1]; obj.Type != want {
+			t.Fatalf("%s: stdout line %d has type %q, want %q\n%s", what, i+1, obj.Type, want, out)
+		}
+	}
+	return lines
 }
 
 // checkNoLoss: nothing redirected to the socket is lost silently: it was
@@ -331,7 +356,9 @@ func TestCLILabRxGen(t *testing.T) {
 	}
 	stats := runXnic(t, 20*time.Second, "stats", "--port", name+"1", "--json")
 	var ps []struct {
-		Total struct{ Redirected uint64 }
+		Total struct {
+			Redirected uint64 `json:"redirected"`
+		} `json:"total"`
 	}
 	if err := json.Unmarshal([]byte(stats.stdout), &ps); err != nil || len(ps) != 1 || ps[0].Total.Redirected == 0 {
 		t.Errorf("xnic stats --json after gen: %v %+v\n%s%s", err, ps, stats.stdout, stats.stderr)
@@ -345,7 +372,7 @@ func TestCLILabRxGen(t *testing.T) {
 	}
 	res.checkNoLoss(t)
 	var gres struct{ Packets uint64 }
-	glines := strings.Split(strings.TrimSpace(g.stdout), "\n")
+	glines := jsonLines(t, "gen --json", g.stdout)
 	if err := json.Unmarshal([]byte(glines[len(glines)-1]), &gres); err != nil || gres.Packets < res.Packets {
 		t.Fatalf("gen reported %d sent (%v), rx got %d", gres.Packets, err, res.Packets)
 	}
@@ -477,12 +504,16 @@ func TestCLIRunConfig(t *testing.T) {
 	if err := run.Wait(); err != nil {
 		t.Fatalf("run: %v\n%s", err, errb.String())
 	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	var gs []struct {
-		Name      string `json:"name"`
-		RxPackets uint64 `json:"rx_packets"`
+	lines := jsonLines(t, "run --json", out.String())
+	var rep struct {
+		Guests []struct {
+			Name      string `json:"name"`
+			RxPackets uint64 `json:"rx_packets"`
+		} `json:"guests"`
 	}
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &gs); err != nil || len(gs) != 1 {
+	err := json.Unmarshal([]byte(lines[len(lines)-1]), &rep)
+	gs := rep.Guests
+	if err != nil || len(gs) != 1 {
 		t.Fatalf("run --json: %v\n%s", err, out.String())
 	}
 	if gs[0].Name != "web" || gs[0].RxPackets == 0 || gs[0].RxPackets > 1000 {
@@ -583,13 +614,17 @@ func TestCLIServe(t *testing.T) {
 	if err := srv.Wait(); err != nil {
 		t.Fatalf("serve exit: %v\n%s", err, stderr.String())
 	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	var gs []struct {
-		Name     string `json:"name"`
-		Requests uint64 `json:"requests"`
-		BytesOut uint64 `json:"bytes_out"`
+	lines := jsonLines(t, "serve --json", out.String())
+	var srep struct {
+		Guests []struct {
+			Name     string `json:"name"`
+			Requests uint64 `json:"requests"`
+			BytesOut uint64 `json:"bytes_out"`
+		} `json:"guests"`
 	}
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &gs); err != nil || len(gs) != 1 {
+	err = json.Unmarshal([]byte(lines[len(lines)-1]), &srep)
+	gs := srep.Guests
+	if err != nil || len(gs) != 1 {
 		t.Fatalf("serve --json: %v\n%s", err, out.String())
 	}
 	if gs[0].Name != "web" || gs[0].Requests < 2 || gs[0].BytesOut < 5000000 {

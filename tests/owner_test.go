@@ -146,7 +146,8 @@ type portStats struct {
 	Engine string `json:"engine"`
 	PID    int    `json:"pid"`
 	Total  struct {
-		RxPackets, PassUnmatched uint64
+		RxPackets     uint64 `json:"rx_packets"`
+		PassUnmatched uint64 `json:"pass_unmatched"`
 	} `json:"total"`
 	Slots map[string]struct{ Packets uint64 } `json:"slots"`
 }

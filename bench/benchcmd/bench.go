@@ -51,7 +51,7 @@ func Run(ctx context.Context, args []string) error {
 		// GRO and GSO on one core against the raw receive rate, in one run.
 		return runBenchOffload(ctx, args[1:])
 	}
-	fs := cli.NewFlags("bench", "[--rounds N] [--duration D] [--size BYTES] [--flows N] [--peers DIR] [--only a,b] [--json FILE] [--markdown]")
+	fs := cli.NewFlags("bench", "[--rounds N] [--duration D] [--size BYTES] [--flows N] [--peers DIR] [--only a,b] [-o FILE] [--markdown]")
 	d := bench.DefaultOptions()
 	rounds := fs.Int("rounds", d.Rounds, "rounds; the table shows the median over them")
 	duration := fs.Duration("duration", d.Duration, "measurement window of each contender")
@@ -61,7 +61,7 @@ func Run(ctx context.Context, args []string) error {
 	only := fs.String("only", "", "comma-separated contenders to run (default: "+strings.Join(bench.Contenders(), ",")+"); also: "+bench.XnicPipeW1+","+bench.XnicPipeW64)
 	pipeCache := fs.Int("pipe-cache", d.PipeCache, "context cache entries of the pipeline contenders")
 	pipeConns := fs.Int("pipe-conns", d.PipeConns, "connection table capacity of the pipeline contenders")
-	jsonFile := fs.String("json", "", "write every raw round and the summary as JSON to this file")
+	jsonFile := jsonOutFlag(fs, "write every raw round and the summary as JSON to this file")
 	markdown := fs.Bool("markdown", false, "also print the summary as a Markdown table for the README")
 	genCPU := fs.Int("gen-cpu", d.GenCPU, "CPU of the generator (this process); -1: unpinned")
 	rxCPU := fs.Int("rx-cpu", d.RxCPU, "CPU of every receiver process; -1: unpinned")
@@ -183,4 +183,14 @@ func writeReport(path string, rep benchReport) error {
 		return fmt.Errorf("write report %s: %w", path, err)
 	}
 	return nil
+}
+
+// jsonOutFlag defines -o FILE, also spelled --json-out FILE: the file a
+// benchmark writes its JSON report to (its stdout is the human report).
+// --json FILE is the old spelling, kept for one release.
+func jsonOutFlag(fs *flag.FlagSet, usage string) *string {
+	p := fs.String("json-out", "", usage)
+	fs.Var(fs.Lookup("json-out").Value, "o", "short for --json-out")
+	cli.Alias(fs, "json", "json-out")
+	return p
 }

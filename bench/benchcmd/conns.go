@@ -21,7 +21,7 @@ import (
 // cache size and lookahead window), in pure Go: no root, no lab.
 func runBenchConns(ctx context.Context, args []string) error {
 	fs := cli.NewFlags("bench conns", "[--conns 16,1000,100000,1000000] [--cache 64,512] [--window 1,64] "+
-		"[--packets N] [--rounds N] [--svg FILE] [--json FILE] [--markdown]")
+		"[--packets N] [--rounds N] [--svg FILE] [-o FILE] [--markdown]")
 	d := connbench.DefaultOptions()
 	conns := fs.String("conns", connsJoin(d.Conns), "connection counts N, comma-separated (k and M suffixes allowed)")
 	caches := fs.String("cache", connsJoin(d.CacheSizes), "context cache sizes in entries, powers of two, comma-separated")
@@ -37,7 +37,7 @@ func runBenchConns(ctx context.Context, args []string) error {
 	rounds := fs.Int("rounds", d.Rounds, "timed passes per configuration; the table shows the median")
 	seed := fs.Int64("seed", d.Seed, "seed of the traffic and of the table's insertion order")
 	svgFile := fs.String("svg", "", "draw the curve into this SVG file")
-	jsonFile := fs.String("json", "", "write the options, the machine and every row as JSON to this file")
+	jsonFile := jsonOutFlag(fs, "write the options, the machine and every row as JSON to this file")
 	markdown := fs.Bool("markdown", false, "also print the table in Markdown for the README")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
 	if err := cli.Parse(fs, args); err != nil {

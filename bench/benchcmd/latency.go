@@ -26,7 +26,7 @@ func runBenchLatency(ctx context.Context, args []string) error {
 		return bench.ServeKernelEcho(ctx, args[1], os.Stderr, os.Stdout)
 	}
 	fs := cli.NewFlags("bench latency", "[--rounds N] [--requests N] [--warmup N] [--size BYTES] [--only a,b] "+
-		"[--breakdown | --trace] [--gvisorxdp PATH] [--json FILE] [--plot FILE.svg|FILE.png] [--markdown]")
+		"[--breakdown | --trace] [--gvisorxdp PATH] [-o FILE] [--plot FILE.svg|FILE.png] [--markdown]")
 	d := bench.DefaultLatencyOptions()
 	rounds := fs.Int("rounds", d.Rounds, "rounds; the table shows the median of each round's percentiles")
 	requests := fs.Int("requests", d.Requests, "timed requests of each kind (TCP, UDP) per contender and round")
@@ -41,12 +41,12 @@ func runBenchLatency(ctx context.Context, args []string) error {
 	gvisorxdp := fs.String("gvisorxdp", "", "the gvisorxdp binary (default: gvisorxdp beside this xnic; make -C bench/peers builds it)")
 	clientCPU := fs.Int("client-cpu", d.ClientCPU, "CPU of the client (this process); -1: unpinned")
 	serverCPU := fs.Int("server-cpu", d.ServerCPU, "CPU of every server process; -1: unpinned")
-	jsonFile := fs.String("json", "", "write every raw round, the summary and the distributions as JSON to this file")
+	jsonFile := jsonOutFlag(fs, "write every raw round, the summary and the distributions as JSON to this file")
 	plotFile := fs.String("plot", "", "draw the latency distributions (CDF) into this .svg or .png file")
 	markdown := fs.Bool("markdown", false, "also print the summary as Markdown for the README")
 	quiet := fs.Bool("quiet", false, "no per-measurement lines on stderr")
 	trace := fs.Bool("trace", false, "instead, trace single requests against an in-process xnic guest, stamp by stamp, "+
-		"with engine.poll_ms 10 and 0 (uses --requests, --warmup, --size, --timeout, --port, --json)")
+		"with engine.poll_ms 10 and 0 (uses --requests, --warmup, --size, --timeout, --port, -o)")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}

@@ -13,13 +13,13 @@ import (
 // failover between two ports, against the targets, with the
 // download's goodput on each port alone.
 func runBenchMigrate(ctx context.Context, args []string) error {
-	fs := cli.NewFlags("bench migrate", "[--reps N] [--settle D] [--goodput D] [--poll-ms N] [--json FILE] [--markdown]")
+	fs := cli.NewFlags("bench migrate", "[--reps N] [--settle D] [--goodput D] [--poll-ms N] [-o FILE] [--markdown]")
 	d := bench.DefaultMigrateOptions()
 	reps := fs.Int("reps", d.Reps, "repetitions of each event; the table shows the median and the max")
 	settle := fs.Duration("settle", d.Settle, "quiet stream after each event, the tail of its window")
 	goodput := fs.Duration("goodput", d.Goodput, "goodput window on each port")
 	pollMs := fs.Int("poll-ms", d.PollMs, "the engine's poll_ms: an idle worker sleeps up to this many ms; 0 spins")
-	jsonFile := fs.String("json", "", "write every event and the summary as JSON to this file")
+	jsonFile := jsonOutFlag(fs, "write every event and the summary as JSON to this file")
 	markdown := fs.Bool("markdown", false, "also print the summary as Markdown for docs/benchmarks.md")
 	quiet := fs.Bool("quiet", false, "no per-event lines and engine events on stderr")
 	if err := cli.Parse(fs, args); err != nil {

@@ -25,7 +25,7 @@ const benchOffloadFrameSize = offloadbench.FrameLen + bench.FCSLen
 // libxdp when its binary is there) and the rates of software GRO and GSO on
 // one core, set against it (issue 5: each at least 5x the raw rate).
 func runBenchOffload(ctx context.Context, args []string) error {
-	fs := cli.NewFlags("bench offload", "[--rounds N] [--duration D] [--cpu N] [--batch N] [--no-rx] [--peers DIR] [--json FILE] [--markdown]")
+	fs := cli.NewFlags("bench offload", "[--rounds N] [--duration D] [--cpu N] [--batch N] [--no-rx] [--peers DIR] [-o FILE] [--markdown]")
 	d := offloadbench.DefaultOptions()
 	rounds := fs.Int("rounds", d.Rounds, "rounds of the receive benchmark and of every offload stage; tables show the median")
 	duration := fs.Duration("duration", d.Duration, "measurement window of each receiver and each offload stage")
@@ -33,7 +33,7 @@ func runBenchOffload(ctx context.Context, args []string) error {
 	batch := fs.Int("batch", d.Batch, "frames GRO receives between two flushes")
 	noRx := fs.Bool("no-rx", false, "skip the raw receive benchmark (no root needed; no ratios)")
 	peers := fs.String("peers", "", "directory of rxdrop_libxdp (default: the directory of this xnic); libxdp runs if it is there")
-	jsonFile := fs.String("json", "", "write the options, the machine, the receive report and every row as JSON to this file")
+	jsonFile := jsonOutFlag(fs, "write the options, the machine, the receive report and every row as JSON to this file")
 	markdown := fs.Bool("markdown", false, "also print the tables in Markdown for the README")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
 	if err := cli.Parse(fs, args); err != nil {

@@ -51,7 +51,7 @@ func captureOutput(t *testing.T, f func() error) (stdout, stderr string, err err
 func TestBenchOffloadNoRx(t *testing.T) {
 	js := filepath.Join(t.TempDir(), "offload.json")
 	stdout, stderr, err := captureOutput(t, func() error {
-		return Run(context.Background(), []string{"offload", "--no-rx", "--rounds", "1", "--duration", "50ms", "--cpu", "-1", "--json", js})
+		return Run(context.Background(), []string{"offload", "--no-rx", "--rounds", "1", "--duration", "50ms", "--cpu", "-1", "-o", js})
 	})
 	if err != nil {
 		t.Fatalf("bench offload: %v\n%s", err, stderr)

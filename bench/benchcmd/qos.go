@@ -16,7 +16,7 @@ import (
 // targets.
 func runBenchQoS(ctx context.Context, args []string) error {
 	fs := cli.NewFlags("bench qos", "[--rounds N] [--duration D] [--settle D] [--rate-mbit N] [--weights 6,3,1] "+
-		"[--requests N] [--poll-ms N] [--json FILE] [--markdown]")
+		"[--requests N] [--poll-ms N] [-o FILE] [--markdown]")
 	d := bench.DefaultQoSOptions()
 	rounds := fs.Int("rounds", d.Rounds, "rounds; the table shows the median over them")
 	duration := fs.Duration("duration", d.Duration, "window over which the shares and the rate are measured")
@@ -25,7 +25,7 @@ func runBenchQoS(ctx context.Context, args []string) error {
 	weights := fs.String("weights", "6,3,1", "the bulk classes' weights, one class per weight")
 	requests := fs.Int("requests", d.Requests, "timed ping-pong requests of the priority class, alone and loaded")
 	pollMs := fs.Int("poll-ms", d.PollMs, "the engine's poll_ms: an idle worker sleeps up to this many ms; 0 spins")
-	jsonFile := fs.String("json", "", "write every round and the summary as JSON to this file")
+	jsonFile := jsonOutFlag(fs, "write every round and the summary as JSON to this file")
 	markdown := fs.Bool("markdown", false, "also print the summary as Markdown for docs/benchmarks.md")
 	quiet := fs.Bool("quiet", false, "no per-measurement lines and engine events on stderr")
 	if err := cli.Parse(fs, args); err != nil {

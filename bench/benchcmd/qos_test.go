@@ -33,7 +33,7 @@ func TestBenchQoS(t *testing.T) {
 	defer cancel()
 	js := filepath.Join(t.TempDir(), "qos.json")
 	stdout, stderr, err := captureOutput(t, func() error {
-		return Run(ctx, []string{"qos", "--rounds", "1", "--duration", "1s", "--settle", "500ms", "--requests", "300", "--json", js})
+		return Run(ctx, []string{"qos", "--rounds", "1", "--duration", "1s", "--settle", "500ms", "--requests", "300", "--json-out", js})
 	})
 	if err != nil {
 		t.Fatalf("bench qos: %v\n%s\n%s", err, stdout, stderr)

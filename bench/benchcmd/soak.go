@@ -18,7 +18,7 @@ import (
 // and a verdict on the RSS growth and the failures.
 func runBenchSoak(ctx context.Context, args []string) error {
 	fs := cli.NewFlags("bench soak", "[--duration 10m] [--interval 10s] [--warmup D] [--window D] [--max-growth PCT] "+
-		"[--json FILE] [--markdown] [--svg FILE.svg|FILE.png]")
+		"[-o FILE] [--markdown] [--svg FILE.svg|FILE.png]")
 	d := bench.DefaultSoakOptions()
 	duration := fs.Duration("duration", d.Duration, "how long the load runs")
 	interval := fs.Duration("interval", d.Interval, "time between two samples")
@@ -30,7 +30,7 @@ func runBenchSoak(ctx context.Context, args []string) error {
 	downloadSize := fs.Int64("download-size", d.DownloadSize, "bytes of each verified download")
 	downloadEvery := fs.Duration("download-every", d.DownloadEvery, "time between two downloads")
 	serverCPU := fs.Int("server-cpu", d.ServerCPU, "CPU of the xnic serve process; -1: unpinned")
-	jsonFile := fs.String("json", "", "write every sample, the totals and the verdict as JSON to this file")
+	jsonFile := jsonOutFlag(fs, "write every sample, the totals and the verdict as JSON to this file")
 	svgFile := fs.String("svg", "", "draw RSS over time into this .svg or .png file")
 	markdown := fs.Bool("markdown", false, "also print the samples and the verdict as Markdown")
 	quiet := fs.Bool("quiet", false, "no per-sample lines on stderr")

@@ -13,12 +13,12 @@ import (
 // runBenchSteerProg is `xnic bench steer-prog`: the steering program's own
 // cost per frame, by BPF_PROG_TEST_RUN, beside a bare redirect program.
 func runBenchSteerProg(ctx context.Context, args []string) error {
-	fs := cli.NewFlags("bench steer-prog", "[--rounds N] [--repeat N] [--only a,b] [--json FILE] [--markdown]")
+	fs := cli.NewFlags("bench steer-prog", "[--rounds N] [--repeat N] [--only a,b] [-o FILE] [--markdown]")
 	d := bench.DefaultSteerProgOptions()
 	rounds := fs.Int("rounds", d.Rounds, "BPF_PROG_TEST_RUN calls per case; the table shows the median")
 	repeat := fs.Int("repeat", d.Repeat, "runs of the program per call")
 	only := fs.String("only", "", "comma-separated cases (default: all: "+strings.Join(bench.SteerProgCases(), ", ")+")")
-	jsonFile := fs.String("json", "", "write every round and the summary as JSON to this file")
+	jsonFile := jsonOutFlag(fs, "write every round and the summary as JSON to this file")
 	markdown := fs.Bool("markdown", false, "also print the table as Markdown for the README")
 	quiet := fs.Bool("quiet", false, "no per-case lines on stderr")
 	if err := cli.Parse(fs, args); err != nil {

@@ -23,7 +23,7 @@ func runBenchTCP(ctx context.Context, args []string) error {
 		return bench.ServeKernel(ctx, args[1], os.Stderr, os.Stdout)
 	}
 	fs := cli.NewFlags("bench tcp", "[--rounds N] [--duration D] [--only a,b] [--concurrency N] "+
-		"[--gvisorxdp PATH] [--json FILE] [--markdown]")
+		"[--gvisorxdp PATH] [-o FILE] [--markdown]")
 	d := bench.DefaultTCPOptions()
 	rounds := fs.Int("rounds", d.Rounds, "rounds; the table shows the median over them")
 	duration := fs.Duration("duration", d.Duration, "window of each metric (upload, download, requests)")
@@ -33,7 +33,7 @@ func runBenchTCP(ctx context.Context, args []string) error {
 	gvisorxdp := fs.String("gvisorxdp", "", "the gvisorxdp binary (default: gvisorxdp beside this xnic; make -C bench/peers builds it)")
 	clientCPU := fs.Int("client-cpu", d.ClientCPU, "CPU of the client (this process); -1: unpinned")
 	serverCPU := fs.Int("server-cpu", d.ServerCPU, "CPU of every server process; -1: unpinned")
-	jsonFile := fs.String("json", "", "write every raw round and the summary as JSON to this file")
+	jsonFile := jsonOutFlag(fs, "write every raw round and the summary as JSON to this file")
 	markdown := fs.Bool("markdown", false, "also print the summary as Markdown for the README")
 	quiet := fs.Bool("quiet", false, "no per-measurement lines on stderr")
 	if err := cli.Parse(fs, args); err != nil {

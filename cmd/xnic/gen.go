@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -14,13 +13,23 @@ import (
 	"github.com/xnic/xnic/internal/cli"
 )
 
+// genResult is the summary line of `xnic gen --json`.
 type genResult struct {
+	Type    string  `json:"type"` // "summary"
 	Name    string  `json:"name"`
 	Mode    string  `json:"mode"`
 	Packets uint64  `json:"packets"`
 	Bytes   uint64  `json:"bytes"`
 	Seconds float64 `json:"seconds"`
 	PPS     float64 `json:"pps"`
+}
+
+// genTick is an interval line of `xnic gen --json`.
+type genTick struct {
+	Type    string  `json:"type"`    // "interval"
+	Seconds float64 `json:"seconds"` // since the start
+	Packets uint64  `json:"packets"` // sent so far
+	PPS     float64 `json:"pps"`     // over the last interval
 }
 
 func runGen(ctx context.Context, args []string) error {
@@ -40,7 +49,7 @@ func runGen(ctx context.Context, args []string) error {
 	dstMAC := fs.String("dst-mac", "", "destination MAC (default: the veth peer's, or broadcast)")
 	srcIP := fs.String("src-ip", "", "source address (default 198.18.0.2 or 2001:2::2)")
 	dstIP := fs.String("dst-ip", "", "destination address (default 198.18.0.1 or 2001:2::1)")
-	asJSON := fs.Bool("json", false, "print a JSON object as the last line")
+	asJSON := fs.Bool("json", false, "JSON on stdout: one object per second and a summary object; text on stderr")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
@@ -96,18 +105,21 @@ func runGen(ctx context.Context, args []string) error {
 	}
 	o.Mode = m
 	o.Progress = func(t gen.Tick) {
+		if *asJSON {
+			writeJSON(os.Stdout, genTick{Type: lineInterval, Seconds: t.Elapsed.Seconds(), Packets: t.Packets, PPS: t.PPS})
+			return
+		}
 		fmt.Fprintf(os.Stderr, "%6.1fs %14d sent %9.3f Mpps\n", t.Elapsed.Seconds(), t.Packets, t.PPS/1e6)
 	}
 	res, err := gen.Run(ctx, o)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("sent %d frames (%d bytes) in %.2fs: %.3f Mpps (%s mode)\n", res.Packets, res.Bytes,
+	fmt.Fprintf(humanOut(*asJSON), "sent %d frames (%d bytes) in %.2fs: %.3f Mpps (%s mode)\n", res.Packets, res.Bytes,
 		res.Duration.Seconds(), res.PPS/1e6, res.Mode)
 	if *asJSON {
-		b, _ := json.Marshal(genResult{Name: "xnic-gen", Mode: string(res.Mode), Packets: res.Packets, Bytes: res.Bytes,
-			Seconds: res.Duration.Seconds(), PPS: res.PPS})
-		fmt.Println(string(b))
+		return writeJSON(os.Stdout, genResult{Type: lineSummary, Name: "xnic-gen", Mode: string(res.Mode), Packets: res.Packets,
+			Bytes: res.Bytes, Seconds: res.Duration.Seconds(), PPS: res.PPS})
 	}
 	return nil
 }

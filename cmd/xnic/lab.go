@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -49,7 +48,7 @@ func labCmd(_ context.Context, args []string, out io.Writer) error {
 		bridge = fs.Bool("peer-bridge", false, "join the peer ends under one bridge NAMEbr holding the peer's 198.18.0.2/24 and 2001:2::2/64: "+
 			"two NIC ports into one switch; only port 0's host end has addresses")
 	}
-	asJSON := fs.Bool("json", false, "status as JSON")
+	asJSON := fs.Bool("json", false, "one JSON object on stdout: the lab's status (up, status) or what was removed (down)")
 	if err := cli.Parse(fs, args[1:]); err != nil {
 		return err
 	}
@@ -64,12 +63,24 @@ func labCmd(_ context.Context, args []string, out io.Writer) error {
 		if err != nil {
 			return err
 		}
+		if *asJSON {
+			// What was built, as lab status shows it.
+			st, err := l.Status()
+			if err != nil {
+				return err
+			}
+			printLab(os.Stderr, l)
+			return writeJSON(out, st)
+		}
 		printLab(out, l)
 		fmt.Fprintf(out, "lab %s is up; remove it with: xnic lab down --name %s\n", l.Name, l.Name)
 		return nil
 	case "down":
 		l, err := lab.Open(*name)
 		if errors.Is(err, lab.ErrNotFound) {
+			if *asJSON {
+				return writeJSON(out, labDown{Name: *name, Removed: false})
+			}
 			fmt.Fprintf(out, "lab %s: nothing to remove\n", *name)
 			return nil
 		}
@@ -81,6 +92,9 @@ func labCmd(_ context.Context, args []string, out io.Writer) error {
 		}
 		if err := l.Down(); err != nil {
 			return err
+		}
+		if *asJSON {
+			return writeJSON(out, labDown{Name: *name, Removed: true})
 		}
 		fmt.Fprintf(out, "lab %s removed\n", *name)
 		return nil
@@ -94,13 +108,17 @@ func labCmd(_ context.Context, args []string, out io.Writer) error {
 			return err
 		}
 		if *asJSON {
-			enc := json.NewEncoder(out)
-			enc.SetIndent("", "  ")
-			return enc.Encode(st)
+			return writeJSON(out, st)
 		}
 		fmt.Fprint(out, st.String())
 		return nil
 	}
+}
+
+// labDown is `xnic lab down --json`.
+type labDown struct {
+	Name    string `json:"name"`
+	Removed bool   `json:"removed"` // false: there was no such lab
 }
 
 // printLab prints what Up built, one line per port (and the bridge first).

@@ -61,7 +61,9 @@ func TestLabPeerBridge(t *testing.T) {
 		len(st.Bridge.Addrs) < 2 || st.Bridge.Addrs[0].String() != "198.18.0.2/24" || st.Ports[1].Peer.Master != br {
 		t.Errorf("lab status --json: bridge %+v, port 1 peer master %q", st.Bridge, st.Ports[1].Peer.Master)
 	}
-	if !strings.Contains(out, `"Master": "`+br+`"`) || !strings.Contains(out, `"ForwardDelay": 0`) {
+	if !strings.Contains(out, `"master":"`+br+`"`) || !strings.Contains(out, `"forward_delay_ns":0`) ||
+		!strings.Contains(out, `"mac":"`+st.Ports[0].Host.MAC.String()+`"`) || len(st.Ports[0].Host.MAC) != 6 ||
+		strings.Count(strings.TrimSpace(out), "\n") != 0 {
 		t.Errorf("lab status --json lacks the bridge's keys:\n%s", out)
 	}
 
@@ -100,7 +102,7 @@ func TestLabPlainOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(out, "Bridge") || strings.Contains(out, "Master") {
+	if strings.Contains(out, `"bridge"`) || strings.Contains(out, `"master"`) {
 		t.Errorf("status of a plain lab shows a bridge:\n%s", out)
 	}
 	if out, err := labOut(t, "down", "--name", name); err != nil || !strings.Contains(out, "removed") {

@@ -149,13 +149,24 @@ func xnicMain(ctx context.Context, args []string) int {
 	return 0
 }
 
+// versionJSON is `xnic version --json`.
+type versionJSON struct {
+	Version  string `json:"version"`
+	Revision string `json:"revision"`
+	Go       string `json:"go"`
+}
+
 // runVersion is `xnic version`: the build information of the binary.
 func runVersion(args []string, out io.Writer) error {
-	fs := cli.NewFlags("version", "")
+	fs := cli.NewFlags("version", "[--json]")
+	asJSON := fs.Bool("json", false, "one JSON object: version, revision, go")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	b := metrics.ReadBuildInfo()
+	if *asJSON {
+		return writeJSON(out, versionJSON{b.Version, b.Revision, b.GoVersion})
+	}
 	fmt.Fprintf(out, "xnic version %s\nrevision %s\ngo %s\n", b.Version, b.Revision, b.GoVersion)
 	return nil
 }

@@ -14,6 +14,12 @@ import (
 // status.
 func xnicRun(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return xnicRunCtx(t, context.Background(), args...)
+}
+
+// xnicRunCtx is xnicRun with a context: its end is Ctrl-C.
+func xnicRunCtx(t *testing.T, ctx context.Context, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	grab := func(f **os.File) func() string {
 		r, w, err := os.Pipe()
 		if err != nil {
@@ -35,7 +41,7 @@ func xnicRun(t *testing.T, args ...string) (stdout, stderr string, code int) {
 		}
 	}
 	outDone, errDone := grab(&os.Stdout), grab(&os.Stderr)
-	code = xnicMain(context.Background(), args)
+	code = xnicMain(ctx, args)
 	return outDone(), errDone(), code
 }
 

@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -56,6 +56,24 @@ type pinnedStats struct {
 	engineOf
 }
 
+// statsJSON is one port of `xnic stats --json`: its pinned counters, and
+// the engine's XSK counters (summed over all its sockets, the same on
+// every port) when the engine answers.
+type statsJSON struct {
+	pinnedStats
+	XSK *umem.Statistics `json:"xsk,omitempty"`
+}
+
+// connsJSON is `xnic stats --conns N --json`.
+type connsJSON struct {
+	Conns       []engine.ConnStat    `json:"conns"`
+	Pipeline    engine.PipelineStats `json:"pipeline"`
+	EmptyPasses uint64               `json:"empty_passes"`
+	Sleeps      uint64               `json:"sleeps"`
+	Tx          engine.TxStats       `json:"tx"`
+	XSK         umem.Statistics      `json:"xsk"`
+}
+
 func runMaps(ctx context.Context, args []string) error {
 	fs := cli.NewFlags("maps", "[--pin-dir DIR] [--json]")
 	root := fs.String("pin-dir", engine.DefaultPinDir, "where the engine pins its maps, one directory per port")
@@ -75,7 +93,7 @@ func runMaps(ctx context.Context, args []string) error {
 		}
 	}
 	if *asJSON {
-		return json.NewEncoder(os.Stdout).Encode(maps)
+		return writeJSON(os.Stdout, maps)
 	}
 	if len(maps) == 0 {
 		fmt.Printf("no maps pinned under %s (is an engine running?)\n", *root)
@@ -98,7 +116,7 @@ func runMaps(ctx context.Context, args []string) error {
 }
 
 func runStats(ctx context.Context, args []string) error {
-	fs := cli.NewFlags("stats", "[--iface IFACE] [--pin-dir DIR] [--json] | --conns N | --guests | --classes [--interval D] [--ctl SOCKET] [--json]")
+	fs := cli.NewFlags("stats", "[--iface IFACE] [--pin-dir DIR] [--interval D] [--json] | --conns N | --guests | --classes [--interval D] [--ctl SOCKET] [--json]")
 	root := fs.String("pin-dir", engine.DefaultPinDir, "where the engine pins its maps, one directory per port")
 	port := fs.String("iface", "", "only this port (default: every pinned port)")
 	cli.Alias(fs, "port", "iface")
@@ -106,7 +124,7 @@ func runStats(ctx context.Context, args []string) error {
 	conns := fs.Int("conns", 0, "print the top N connections by bytes and the pipeline counters, from the engine's control socket")
 	guests := fs.Bool("guests", false, "print each guest's active and standby ports and its migrations, from the engine's control socket")
 	showClasses := fs.Bool("classes", false, "print each (port, guest, class): received, queued, sent, drops by reason, ECN marks, queue depth and rate, from the engine's control socket")
-	interval := fs.Duration("interval", time.Second, "with --classes: the rate is measured over this interval")
+	interval := fs.Duration("interval", time.Second, "plain stats: print the counters every interval until Ctrl-C (with --json, one object per interval and a summary); with --classes: the rate is measured over this interval")
 	ctl := fs.String("ctl", engine.DefaultControlPath, "the engine's control socket (--conns, --guests, and the XSK counters of plain stats)")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
@@ -132,35 +150,101 @@ func runStats(ctx context.Context, args []string) error {
 		}
 		return printConns(ctx, *ctl, *conns, *asJSON)
 	}
+	live := false
+	fs.Visit(func(f *flag.Flag) { live = live || f.Name == "interval" })
+	if !live {
+		all, xsk, err := readStats(ctx, *root, *port, *ctl)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return writeJSON(os.Stdout, statsLines(all, xsk))
+		}
+		printStats(all, xsk)
+		return nil
+	}
+	// --interval D: the counters every D until Ctrl-C, then once more as
+	// the summary.
+	if *interval <= 0 {
+		return cli.FlagError("interval", "must be positive, got %s", *interval)
+	}
+	start := time.Now()
+	tick := time.NewTicker(*interval)
+	defer tick.Stop()
+	for {
+		done := false
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-tick.C:
+		}
+		all, xsk, err := readStats(context.WithoutCancel(ctx), *root, *port, *ctl)
+		if err != nil {
+			return err
+		}
+		switch {
+		case *asJSON && done:
+			return writeJSON(os.Stdout, statsLive{Type: lineSummary, Seconds: time.Since(start).Seconds(), Ports: statsLines(all, xsk)})
+		case *asJSON:
+			writeJSON(os.Stdout, statsLive{Type: lineInterval, Seconds: time.Since(start).Seconds(), Ports: statsLines(all, xsk)})
+		default:
+			fmt.Printf("--- %.1fs\n", time.Since(start).Seconds())
+			printStats(all, xsk)
+		}
+		if done {
+			return nil
+		}
+	}
+}
+
+// statsLive is a line of `xnic stats --interval D --json`.
+type statsLive struct {
+	Type    string      `json:"type"`    // "interval", or "summary" after Ctrl-C
+	Seconds float64     `json:"seconds"` // since the start
+	Ports   []statsJSON `json:"ports"`
+}
+
+// statsLines pairs each port's counters with the engine's XSK counters.
+func statsLines(all []pinnedStats, xsk *umem.Statistics) []statsJSON {
+	out := make([]statsJSON, len(all))
+	for i := range all {
+		out[i] = statsJSON{all[i], xsk}
+	}
+	return out
+}
+
+// readStats reads the pinned counters of port (every pinned port for "")
+// and, if the engine at ctl answers, its XSK counters.
+func readStats(ctx context.Context, root, port, ctl string) ([]pinnedStats, *umem.Statistics, error) {
 	var dirs []string
-	if *port != "" {
-		dirs = []string{filepath.Join(*root, *port)}
+	if port != "" {
+		dirs = []string{filepath.Join(root, port)}
 		if _, err := os.Stat(dirs[0]); err != nil {
-			return fmt.Errorf("port %s: no maps pinned at %s (is an engine running on it?)", *port, dirs[0])
+			return nil, nil, fmt.Errorf("port %s: no maps pinned at %s (is an engine running on it?)", port, dirs[0])
 		}
 	} else {
-		ents, err := os.ReadDir(*root)
+		ents, err := os.ReadDir(root)
 		if err != nil && !os.IsNotExist(err) {
-			return fmt.Errorf("read %s: %w", *root, err)
+			return nil, nil, fmt.Errorf("read %s: %w", root, err)
 		}
 		for _, e := range ents {
 			if e.IsDir() {
-				dirs = append(dirs, filepath.Join(*root, e.Name()))
+				dirs = append(dirs, filepath.Join(root, e.Name()))
 			}
 		}
 	}
 	if len(dirs) == 0 {
-		return fmt.Errorf("no maps pinned under %s (is an engine running?)", *root)
+		return nil, nil, fmt.Errorf("no maps pinned under %s (is an engine running?)", root)
 	}
 	var all []pinnedStats
 	for _, d := range dirs {
 		ps, err := bpf.ReadPinnedStats(d)
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		eo, err := engineOfPort(ps.Port)
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		all = append(all, pinnedStats{PinnedStats: ps, engineOf: eo})
 	}
@@ -168,23 +252,15 @@ func runStats(ctx context.Context, args []string) error {
 	// the engine, if one answers.
 	var xsk *umem.Statistics
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	if rep, err := engine.QueryControl(qctx, *ctl, engine.ControlRequest{Op: "stats"}); err == nil && rep.Stats != nil {
+	if rep, err := engine.QueryControl(qctx, ctl, engine.ControlRequest{Op: "stats"}); err == nil && rep.Stats != nil {
 		xsk = &rep.Stats.XSK
 	}
 	cancel()
-	if *asJSON {
-		// Each port's pinned counters, and the engine's XSK counters
-		// (summed over all its sockets, the same on every port).
-		type portStats struct {
-			pinnedStats
-			XSK *umem.Statistics `json:"xsk,omitempty"`
-		}
-		out := make([]portStats, len(all))
-		for i := range all {
-			out[i] = portStats{all[i], xsk}
-		}
-		return json.NewEncoder(os.Stdout).Encode(out)
-	}
+	return all, xsk, nil
+}
+
+// printStats prints what readStats read, for a human.
+func printStats(all []pinnedStats, xsk *umem.Statistics) {
 	if xsk != nil {
 		printXSK(*xsk)
 	}
@@ -219,7 +295,6 @@ func runStats(ctx context.Context, args []string) error {
 				i/classes, i%classes, st.Packets, st.Bytes, st.Redirected, st.RedirectedClass0, st.PassNoSocket, st.EarlyDrops, st.EcnMarked)
 		}
 	}
-	return nil
 }
 
 // printXSK prints the kernel's XSK drop counters, summed over sockets:
@@ -243,8 +318,12 @@ func printConns(ctx context.Context, path string, n int, asJSON bool) error {
 		return err
 	}
 	if asJSON {
-		return json.NewEncoder(os.Stdout).Encode(map[string]any{"conns": rep.Conns, "pipeline": st.Stats.Pipeline,
-			"empty_passes": st.Stats.EmptyPasses, "sleeps": st.Stats.Sleeps, "tx": st.Stats.Tx, "xsk": st.Stats.XSK})
+		c := connsJSON{Conns: rep.Conns, Pipeline: st.Stats.Pipeline, EmptyPasses: st.Stats.EmptyPasses,
+			Sleeps: st.Stats.Sleeps, Tx: st.Stats.Tx, XSK: st.Stats.XSK}
+		if c.Conns == nil {
+			c.Conns = []engine.ConnStat{}
+		}
+		return writeJSON(os.Stdout, c)
 	}
 	p := st.Stats.Pipeline
 	fmt.Printf("workers: %d empty passes, %d sleeps in poll(2)\n", st.Stats.EmptyPasses, st.Stats.Sleeps)
@@ -303,7 +382,7 @@ func printClasses(ctx context.Context, path string, interval time.Duration, asJS
 		return err
 	}
 	if asJSON {
-		return json.NewEncoder(os.Stdout).Encode(cs)
+		return writeJSON(os.Stdout, cs)
 	}
 	fmt.Printf("%-10s %-12s %-12s %10s %10s %10s %10s %8s %8s %8s %6s %7s %9s %12s\n", "port", "guest", "class", "rx pkts", "rx early",
 		"tx queued", "tx sent", "tail", "red", "policer", "ecn", "depth", "max depth", "rate Mbit/s")

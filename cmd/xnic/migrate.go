@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -40,7 +39,7 @@ func runMigrate(ctx context.Context, args []string) error {
 		return fmt.Errorf("migrate: the engine gave no answer")
 	}
 	if *asJSON {
-		return json.NewEncoder(os.Stdout).Encode(m)
+		return writeJSON(os.Stdout, m)
 	}
 	fmt.Printf("guest %s moved from %s to %s in %s (%d announcements sent from %s)\n",
 		m.Guest, m.From, m.To, m.Took.Round(time.Microsecond), m.Announced, m.To)
@@ -62,7 +61,7 @@ func printGuests(ctx context.Context, path string, asJSON bool) error {
 		gs = []engine.GuestStats{}
 	}
 	if asJSON {
-		return json.NewEncoder(os.Stdout).Encode(gs)
+		return writeJSON(os.Stdout, gs)
 	}
 	fmt.Printf("%-12s %4s %-10s %-16s %-14s %12s %9s %9s %6s  %s\n", "guest", "id", "port", "standby", "failover", "rx packets",
 		"wrong mac", "spoofed", "moves", "last move")

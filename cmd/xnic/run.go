@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 	"github.com/xnic/xnic/internal/cli"
 )
 
+// runGuestStats is one guest in `xnic run --json`.
 type runGuestStats struct {
 	Name      string `json:"name"`
 	ID        int    `json:"id"`
@@ -25,11 +25,34 @@ type runGuestStats struct {
 	RxBytes   uint64 `json:"rx_bytes"`
 }
 
+// runTick is an interval line of `xnic run --json`.
+type runTick struct {
+	Type     string                `json:"type"`    // "interval"
+	Seconds  float64               `json:"seconds"` // since the engine started
+	Guests   []runGuestStats       `json:"guests"`
+	Pipeline *engine.PipelineStats `json:"pipeline,omitempty"` // when the engine runs the pipeline
+}
+
+// runReport is the summary line of `xnic run --json`, its last.
+type runReport struct {
+	Type   string          `json:"type"` // "summary"
+	Guests []runGuestStats `json:"guests"`
+}
+
+// runGuestCounters reads each guest's counters now.
+func runGuestCounters(guests []*engine.Guest) []runGuestStats {
+	out := make([]runGuestStats, 0, len(guests))
+	for _, g := range guests {
+		out = append(out, runGuestStats{Name: g.Spec.Name, ID: g.ID, Port: g.Spec.Port, RxPackets: g.RxPackets.Load(), RxBytes: g.RxBytes.Load()})
+	}
+	return out
+}
+
 func runRun(ctx context.Context, args []string) error {
 	fs := cli.NewFlags("run", "--config FILE.yaml [--duration D] [--ctl SOCKET] [--metrics-addr HOST:PORT] [--log-level L] [--log-format text|json] [--json]")
 	file := fs.String("config", "", "the engine's ports, classes and guests (YAML; required)")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C)")
-	asJSON := fs.Bool("json", false, "print the final per-guest counters as a JSON line")
+	asJSON := fs.Bool("json", false, "JSON on stdout: each guest's counters once a second (unless --quiet) and a summary object; text on stderr")
 	quiet := fs.Bool("quiet", false, "no per-second lines")
 	ctl := fs.String("ctl", engine.DefaultControlPath, "serve counters and connections at this unix socket, for xnic stats --conns (\"\": none)")
 	metricsAddr := metricsFlag(fs)
@@ -82,7 +105,16 @@ func runRun(ctx context.Context, args []string) error {
 	}
 	defer stopMetrics()
 	fmt.Fprintf(os.Stderr, "xnic run: %d ports, %d guests; maps under %s\n", len(opts.Ifaces), len(guests), opts.PinDir)
+	start := time.Now()
 	everySecond(ctx, e.Done(), *duration, *quiet, func() {
+		if *asJSON {
+			tk := runTick{Type: lineInterval, Seconds: time.Since(start).Seconds(), Guests: runGuestCounters(guests)}
+			if st, err := e.Stats(); err == nil && opts.Pipeline != nil {
+				tk.Pipeline = &st.Pipeline
+			}
+			writeJSON(os.Stdout, tk)
+			return
+		}
 		for _, g := range guests {
 			fmt.Fprintf(os.Stderr, "  %-12s %12d pkts %14d bytes\n", g.Spec.Name, g.RxPackets.Load(), g.RxBytes.Load())
 		}
@@ -92,18 +124,15 @@ func runRun(ctx context.Context, args []string) error {
 				p.Conns, p.LoadsPerPacket(), p.GRORatio(), p.Malformed, p.CsumBad)
 		}
 	})
-	var out []runGuestStats
-	for _, g := range guests {
-		s := runGuestStats{Name: g.Spec.Name, ID: g.ID, Port: g.Spec.Port, RxPackets: g.RxPackets.Load(), RxBytes: g.RxBytes.Load()}
-		out = append(out, s)
-		fmt.Printf("guest %s: %d packets, %d bytes\n", s.Name, s.RxPackets, s.RxBytes)
+	out := runGuestCounters(guests)
+	for _, s := range out {
+		fmt.Fprintf(humanOut(*asJSON), "guest %s: %d packets, %d bytes\n", s.Name, s.RxPackets, s.RxBytes)
 	}
 	if err := errors.Join(stopMetrics(), e.Err(), e.Close()); err != nil {
 		return err
 	}
 	if *asJSON {
-		b, _ := json.Marshal(out)
-		fmt.Println(string(b))
+		return writeJSON(os.Stdout, runReport{Type: lineSummary, Guests: out})
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,8 +16,9 @@ import (
 	"github.com/xnic/xnic/umem"
 )
 
-// rxResult is the JSON object `xnic rx --json` prints as its last line.
+// rxResult is the summary line of `xnic rx --json`, its last.
 type rxResult struct {
+	Type      string          `json:"type"` // "summary"
 	Name      string          `json:"name"`
 	Iface     string          `json:"iface"`
 	Queue     int             `json:"queue"`
@@ -35,6 +35,16 @@ type rxResult struct {
 	Pipeline *engine.PipelineStats `json:"pipeline,omitempty"`
 	Window   int                   `json:"window,omitempty"`
 	Cache    int                   `json:"cache,omitempty"`
+}
+
+// rxTick is an interval line of `xnic rx --json`.
+type rxTick struct {
+	Type          string  `json:"type"`    // "interval"
+	Seconds       float64 `json:"seconds"` // since the start
+	Packets       uint64  `json:"packets"` // received so far
+	PPS           float64 `json:"pps"`     // over the last interval
+	Drops         uint64  `json:"drops"`
+	FillRingEmpty uint64  `json:"rx_fill_ring_empty_descs"`
 }
 
 // engineFlags are the data-path flags rx and demo share.
@@ -92,7 +102,7 @@ func runRx(ctx context.Context, args []string) error {
 	iface := fs.String("iface", "", "interface to receive on (required)")
 	duration := fs.Duration("duration", 10*time.Second, "how long to receive")
 	queue := fs.Int("queue", 0, "rx queue id")
-	asJSON := fs.Bool("json", false, "print a JSON object as the last line")
+	asJSON := fs.Bool("json", false, "JSON on stdout: one object per second (unless --quiet) and a summary object; text on stderr")
 	quiet := fs.Bool("quiet", false, "no per-second lines")
 	nRules := fs.Int("rules", 0, "steering benchmark: install this many rules (one of them, 198.18.0.1/32 UDP, matches the lab's traffic; the others are /32s elsewhere)")
 	nFlows := fs.Int("exact-flows", 0, "steering benchmark: install this many exact flows, the first ones those of xnic gen --flows (src port 10000+i)")
@@ -187,9 +197,14 @@ loop:
 			if err != nil {
 				continue
 			}
-			fmt.Fprintf(os.Stderr, "%6.1fs  %12d pkts  %8.3f Mpps  drops %d  fill-ring-empty %d\n",
-				now.Sub(start).Seconds(), st.RxPackets, float64(st.RxPackets-last)/now.Sub(lastT).Seconds()/1e6,
-				st.Drops(), st.XSK.RxFillRingEmptyDescs)
+			tk := rxTick{Type: lineInterval, Seconds: now.Sub(start).Seconds(), Packets: st.RxPackets,
+				PPS: float64(st.RxPackets-last) / now.Sub(lastT).Seconds(), Drops: st.Drops(), FillRingEmpty: st.XSK.RxFillRingEmptyDescs}
+			if *asJSON {
+				writeJSON(os.Stdout, tk)
+			} else {
+				fmt.Fprintf(os.Stderr, "%6.1fs  %12d pkts  %8.3f Mpps  drops %d  fill-ring-empty %d\n",
+					tk.Seconds, tk.Packets, tk.PPS/1e6, tk.Drops, tk.FillRingEmpty)
+			}
 			last, lastT = st.RxPackets, now
 		}
 	}
@@ -204,7 +219,7 @@ loop:
 		return err
 	}
 	res := rxResult{
-		Name: "xnic-rx", Iface: *iface, Queue: *queue, Packets: st.RxPackets, Bytes: st.RxBytes,
+		Type: lineSummary, Name: "xnic-rx", Iface: *iface, Queue: *queue, Packets: st.RxPackets, Bytes: st.RxBytes,
 		Seconds: elapsed.Seconds(), PPS: float64(st.RxPackets) / elapsed.Seconds(),
 		ZeroCopy: sock.ZeroCopy(), XDPMode: e.Ports()[0].AttachMode().String(),
 		XSK: st.XSK, Steer: st.Steer, RxWakeups: st.RxWakeups,
@@ -213,18 +228,18 @@ loop:
 		res.Name = fmt.Sprintf("xnic-pipe-w%d", *window)
 		res.Pipeline, res.Window, res.Cache = &st.Pipeline, *window, *cache
 	}
-	fmt.Printf("received %d packets (%d bytes) in %.2fs: %.3f Mpps\n", res.Packets, res.Bytes, res.Seconds, res.PPS/1e6)
-	fmt.Printf("xsk: rx_dropped %d rx_ring_full %d rx_fill_ring_empty_descs %d rx_invalid_descs %d\n",
+	human := humanOut(*asJSON)
+	fmt.Fprintf(human, "received %d packets (%d bytes) in %.2fs: %.3f Mpps\n", res.Packets, res.Bytes, res.Seconds, res.PPS/1e6)
+	fmt.Fprintf(human, "xsk: rx_dropped %d rx_ring_full %d rx_fill_ring_empty_descs %d rx_invalid_descs %d\n",
 		st.XSK.RxDropped, st.XSK.RxRingFull, st.XSK.RxFillRingEmptyDescs, st.XSK.RxInvalidDescs)
-	fmt.Printf("steer: seen %d redirected %d pass_non_ip %d pass_control %d pass_unmatched %d pass_no_socket %d malformed %d\n",
+	fmt.Fprintf(human, "steer: seen %d redirected %d pass_non_ip %d pass_control %d pass_unmatched %d pass_no_socket %d malformed %d\n",
 		st.Steer.RxPackets, st.Steer.Redirected, st.Steer.PassNonIp, st.Steer.PassControl, st.Steer.PassUnmatched, st.Steer.PassNoSocket, st.Steer.DroppedMalformed)
 	if p := res.Pipeline; p != nil {
-		fmt.Printf("pipeline: W=%d cache %d: %d packets, %d connections, %.3f context loads per packet, %d evictions, %d malformed\n",
+		fmt.Fprintf(human, "pipeline: W=%d cache %d: %d packets, %d connections, %.3f context loads per packet, %d evictions, %d malformed\n",
 			*window, *cache, p.Packets, p.Conns, p.LoadsPerPacket(), p.Evictions, p.Malformed)
 	}
 	if *asJSON {
-		b, _ := json.Marshal(res)
-		fmt.Println(string(b))
+		return writeJSON(os.Stdout, res)
 	}
 	return nil
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -41,6 +40,38 @@ type serveGuestStats struct {
 	ServeError string      `json:"serve_error,omitempty"`
 }
 
+// serveTick is an interval line of `xnic serve --json`.
+type serveTick struct {
+	Type     string               `json:"type"`    // "interval"
+	Seconds  float64              `json:"seconds"` // since the guests were ready
+	Packets  uint64               `json:"packets"` // the engine's, in
+	Pipeline engine.PipelineStats `json:"pipeline"`
+	Guests   []serveGuestStats    `json:"guests"`
+}
+
+// serveReport is the summary line of `xnic serve --json`, its last.
+type serveReport struct {
+	Type   string            `json:"type"` // "summary"
+	Guests []serveGuestStats `json:"guests"`
+}
+
+// serveCounters reads the guests' counters now.
+func serveCounters(guests []*servedGuest) []serveGuestStats {
+	out := make([]serveGuestStats, 0, len(guests))
+	for _, sg := range guests {
+		eg := sg.g.EngineGuest()
+		s := serveGuestStats{
+			Name: sg.name, ID: eg.ID, Port: eg.Spec.Port,
+			RxPackets: eg.RxPackets.Load(), RxBytes: eg.RxBytes.Load(), Stack: sg.g.Stats(),
+			Conns: sg.c.Conns.Load(), BytesIn: sg.c.BytesIn.Load(), BytesOut: sg.c.BytesOut.Load(),
+			Requests: sg.c.Requests.Load(), TxRefused: sg.g.TxRefused(),
+		}
+		s.ServeError, _ = sg.c.LastError()
+		out = append(out, s)
+	}
+	return out
+}
+
 type servedGuest struct {
 	name string
 	g    *stack.Guest
@@ -52,7 +83,7 @@ func runServe(ctx context.Context, args []string) error {
 	fs := cli.NewFlags("serve", "--config FILE.yaml [--duration D] [--gro on|off] [--tso on|off] [--capture FILE.pcap] [--ctl SOCKET] [--metrics-addr HOST:PORT] [--log-level L] [--log-format text|json] [--json]")
 	file := fs.String("config", "", "ports, guests and their services (YAML; required)")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C)")
-	asJSON := fs.Bool("json", false, "print the final per-guest counters as a JSON line")
+	asJSON := fs.Bool("json", false, "JSON on stdout: the engine's and each guest's counters once a second (unless --quiet) and a summary object; text on stderr")
 	quiet := fs.Bool("quiet", false, "no per-second lines")
 	ctl := fs.String("ctl", engine.DefaultControlPath, "serve counters and connections at this unix socket, for xnic stats --conns (\"\": none)")
 	capture := fs.String("capture", "", "write what the engine delivers to the guests (GRO aggregates, single frames) to this pcap; slows the data path")
@@ -183,9 +214,15 @@ func runServe(ctx context.Context, args []string) error {
 	fmt.Fprintf(os.Stderr, "xnic serve: ready: %d guests on %d ports; gro %v, tso %v\n",
 		len(guests), len(opts.Ifaces), r.Options.Pipeline.GRO, r.TSO)
 
+	start := time.Now()
 	everySecond(ctx, e.Done(), *duration, *quiet, func() {
 		st, _ := e.Stats()
 		p := st.Pipeline
+		if *asJSON {
+			writeJSON(os.Stdout, serveTick{Type: lineInterval, Seconds: time.Since(start).Seconds(), Packets: st.RxPackets,
+				Pipeline: p, Guests: serveCounters(guests)})
+			return
+		}
 		fmt.Fprintf(os.Stderr, "  engine: %d pkts in, %d conns, gro %.1f segs/agg, %d malformed, %d bad csum\n",
 			st.RxPackets, p.Conns, p.GRORatio(), p.Malformed, p.CsumBad)
 		for _, sg := range guests {
@@ -195,18 +232,9 @@ func runServe(ctx context.Context, args []string) error {
 				sg.c.Conns.Load(), sg.c.BytesIn.Load(), sg.c.BytesOut.Load(), sg.c.Requests.Load())
 		}
 	})
-	var out []serveGuestStats
-	for _, sg := range guests {
-		eg := sg.g.EngineGuest()
-		s := serveGuestStats{
-			Name: sg.name, ID: eg.ID, Port: eg.Spec.Port,
-			RxPackets: eg.RxPackets.Load(), RxBytes: eg.RxBytes.Load(), Stack: sg.g.Stats(),
-			Conns: sg.c.Conns.Load(), BytesIn: sg.c.BytesIn.Load(), BytesOut: sg.c.BytesOut.Load(),
-			Requests: sg.c.Requests.Load(), TxRefused: sg.g.TxRefused(),
-		}
-		s.ServeError, _ = sg.c.LastError()
-		out = append(out, s)
-		fmt.Printf("guest %s: %d packets in, %d connections, %d bytes in, %d bytes out, %d http requests\n",
+	out := serveCounters(guests)
+	for _, s := range out {
+		fmt.Fprintf(humanOut(*asJSON), "guest %s: %d packets in, %d connections, %d bytes in, %d bytes out, %d http requests\n",
 			s.Name, s.RxPackets, s.Conns, s.BytesIn, s.BytesOut, s.Requests)
 	}
 	errs := []error{stopMetrics(), e.Err()}
@@ -227,8 +255,7 @@ func runServe(ctx context.Context, args []string) error {
 		return err
 	}
 	if *asJSON {
-		b, _ := json.Marshal(out)
-		fmt.Println(string(b))
+		return writeJSON(os.Stdout, serveReport{Type: lineSummary, Guests: out})
 	}
 	return nil
 }

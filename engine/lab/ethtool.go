@@ -13,12 +13,12 @@ import (
 // Offloads is the state of the offloads a lab switches. Each one is on when
 // any kernel feature of its group is active, as `ethtool -k` aggregates them.
 type Offloads struct {
-	TxChecksum bool // tx-checksumming: tx-checksum-*
-	TSO        bool // tcp-segmentation-offload: tx-tcp*-segmentation
-	USO        bool // tx-udp-segmentation
-	GSO        bool // generic-segmentation-offload: tx-generic-segmentation
-	GRO        bool // generic-receive-offload: rx-gro
-	LRO        bool // large-receive-offload: rx-lro
+	TxChecksum bool `json:"tx_checksum"` // tx-checksumming: tx-checksum-*
+	TSO        bool `json:"tso"`         // tcp-segmentation-offload: tx-tcp*-segmentation
+	USO        bool `json:"uso"`         // tx-udp-segmentation
+	GSO        bool `json:"gso"`         // generic-segmentation-offload: tx-generic-segmentation
+	GRO        bool `json:"gro"`         // generic-receive-offload: rx-gro
+	LRO        bool `json:"lro"`         // large-receive-offload: rx-lro
 }
 
 // offloadGroups maps each Offloads field to the kernel feature names (shell

@@ -15,57 +15,88 @@ import (
 // Status is a snapshot of a lab, read from the system. Its String method
 // prints it for `xnic lab status`.
 type Status struct {
-	Name, Netns string
-	Bridge      *BridgeStatus `json:",omitempty"` // nil in a lab without a peer bridge
-	Ports       []PortStatus
+	Name   string        `json:"name"`
+	Netns  string        `json:"netns"`
+	Bridge *BridgeStatus `json:"bridge,omitempty"` // nil in a lab without a peer bridge
+	Ports  []PortStatus  `json:"ports"`
 }
 
 // BridgeStatus is the state of the peer bridge: the link itself, as for a veth
 // end, its members and its switching settings.
 type BridgeStatus struct {
 	EndStatus
-	Members           []string // the links enslaved to it, sorted
-	STP               bool
-	ForwardDelay      time.Duration
-	AgeingTime        time.Duration
-	MulticastSnooping bool
+	Members           []string      `json:"members"` // the links enslaved to it, sorted
+	STP               bool          `json:"stp"`
+	ForwardDelay      time.Duration `json:"forward_delay_ns"`
+	AgeingTime        time.Duration `json:"ageing_time_ns"`
+	MulticastSnooping bool          `json:"multicast_snooping"`
 }
 
 // PortStatus is the state of both ends of one port.
 type PortStatus struct {
-	Index      int
-	Host, Peer EndStatus
+	Index int       `json:"index"`
+	Host  EndStatus `json:"host"`
+	Peer  EndStatus `json:"peer"`
 }
 
 // EndStatus is the state of one veth end.
 type EndStatus struct {
-	Name      string
-	Ifindex   int
-	MAC       net.HardwareAddr
-	MTU       int
-	OperState string // "up", "down", "lowerlayerdown", ...
-	Addrs     []netip.Prefix
-	Queues    Queues
-	Offloads  Offloads
+	Name      string         `json:"name"`
+	Ifindex   int            `json:"ifindex"`
+	MAC       MAC            `json:"mac"`
+	MTU       int            `json:"mtu"`
+	OperState string         `json:"oper_state"` // "up", "down", "lowerlayerdown", ...
+	Addrs     []netip.Prefix `json:"addrs"`
+	Queues    Queues         `json:"queues"`
+	Offloads  Offloads       `json:"offloads"`
 	// Master is the bridge the link is a port of, if any.
-	Master string `json:",omitempty"`
+	Master string `json:"master,omitempty"`
 
 	// Counters from the link's statistics (IFLA_STATS64).
-	RxPackets, TxPackets uint64
-	RxBytes, TxBytes     uint64
-	RxDropped, TxDropped uint64
+	RxPackets uint64 `json:"rx_packets"`
+	TxPackets uint64 `json:"tx_packets"`
+	RxBytes   uint64 `json:"rx_bytes"`
+	TxBytes   uint64 `json:"tx_bytes"`
+	RxDropped uint64 `json:"rx_dropped"`
+	TxDropped uint64 `json:"tx_dropped"`
 
-	XDP XDPStatus
+	XDP XDPStatus `json:"xdp"`
+}
+
+// MAC is a link's hardware address; in JSON, a string as ip link shows it
+// ("f6:d7:27:3b:36:19"), not base64.
+type MAC net.HardwareAddr
+
+func (m MAC) String() string { return net.HardwareAddr(m).String() }
+
+// MarshalText writes m as String does.
+func (m MAC) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+
+// UnmarshalText reads what MarshalText wrote ("" for none).
+func (m *MAC) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		*m = nil
+		return nil
+	}
+	hw, err := net.ParseMAC(string(b))
+	if err != nil {
+		return fmt.Errorf("decode mac: %w", err)
+	}
+	*m = MAC(hw)
+	return nil
 }
 
 // Queues are the numbers of rx and tx queues of a link.
-type Queues struct{ Rx, Tx int }
+type Queues struct {
+	Rx int `json:"rx"`
+	Tx int `json:"tx"`
+}
 
 // XDPStatus says whether an XDP program is attached to a link.
 type XDPStatus struct {
-	Attached bool
-	ProgID   uint32
-	Mode     string // "drv", "skb", "hw", "multi" or "" when none
+	Attached bool   `json:"attached"`
+	ProgID   uint32 `json:"prog_id"`
+	Mode     string `json:"mode"` // "drv", "skb", "hw", "multi" or "" when none
 }
 
 // Status reads the state of every port of the lab, both ends; the peer side
@@ -149,11 +180,12 @@ func endStatus(h *netlink.Handle, eth *ethtoolSocket, name string) (EndStatus, e
 	e := EndStatus{
 		Name:      a.Name,
 		Ifindex:   a.Index,
-		MAC:       a.HardwareAddr,
+		MAC:       MAC(a.HardwareAddr),
 		MTU:       a.MTU,
 		OperState: a.OperState.String(),
 		Queues:    Queues{Rx: a.NumRxQueues, Tx: a.NumTxQueues},
 	}
+	e.Addrs = []netip.Prefix{} // [] in JSON when the end has none
 	if st := a.Statistics; st != nil {
 		e.RxPackets, e.TxPackets = st.RxPackets, st.TxPackets
 		e.RxBytes, e.TxBytes = st.RxBytes, st.TxBytes

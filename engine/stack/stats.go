@@ -1,6 +1,11 @@
 package stack
 
-import "sync/atomic"
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+)
 
 // DropReason says why a frame or packet did not make it into netstack or
 // out to the TxFunc.
@@ -32,29 +37,67 @@ func (r DropReason) String() string {
 	return "drop_reason(?)"
 }
 
+// DropCounts are drops by DropReason. In JSON they are an object keyed by
+// the reasons' names: {"rx_malformed": 0, "rx_csum_bad": 2, ...}.
+type DropCounts [NumDropReasons]uint64
+
+// MarshalJSON writes every reason, in DropReason order.
+func (d DropCounts) MarshalJSON() ([]byte, error) {
+	b := []byte{'{'}
+	for r, n := range d {
+		if r > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendQuote(b, DropReason(r).String())
+		b = append(b, ':')
+		b = strconv.AppendUint(b, n, 10)
+	}
+	return append(b, '}'), nil
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote; an unknown reason is an error.
+func (d *DropCounts) UnmarshalJSON(b []byte) error {
+	var m map[string]uint64
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*d = DropCounts{}
+next:
+	for k, n := range m {
+		for r := range numDropReasons {
+			if r.String() == k {
+				d[r] = n
+				continue next
+			}
+		}
+		return fmt.Errorf("decode drops: unknown reason %q", k)
+	}
+	return nil
+}
+
 // Stats is a snapshot of a Stack's counters.
 type Stats struct {
 	// Receive: what DeliverAggregate and DeliverFrame were given.
-	RxAggregates uint64 // DeliverAggregate calls
-	RxFrames     uint64 // wire frames behind them: Count() per aggregate, one per DeliverFrame
-	RxPackets    uint64 // packets handed to netstack
-	RxBytes      uint64 // bytes of those packets, Ethernet header included
-	RxVerified   uint64 // packets whose checksums were verified here (not validated by the engine)
+	RxAggregates uint64 `json:"rx_aggregates"` // DeliverAggregate calls
+	RxFrames     uint64 `json:"rx_frames"`     // wire frames behind them: Count() per aggregate, one per DeliverFrame
+	RxPackets    uint64 `json:"rx_packets"`    // packets handed to netstack
+	RxBytes      uint64 `json:"rx_bytes"`      // bytes of those packets, Ethernet header included
+	RxVerified   uint64 `json:"rx_verified"`   // packets whose checksums were verified here (not validated by the engine)
 
 	// Transmit: what netstack handed to the TxFunc.
-	TxPackets     uint64 // packets the TxFunc accepted
-	TxBytes       uint64 // their bytes, headers included, before segmentation
-	TxGSOPackets  uint64 // of TxPackets, those with GSOSize > 0 (to be segmented)
-	TxCsumPartial uint64 // of TxPackets, those with CsumPartial
+	TxPackets     uint64 `json:"tx_packets"`      // packets the TxFunc accepted
+	TxBytes       uint64 `json:"tx_bytes"`        // their bytes, headers included, before segmentation
+	TxGSOPackets  uint64 `json:"tx_gso_packets"`  // of TxPackets, those with GSOSize > 0 (to be segmented)
+	TxCsumPartial uint64 `json:"tx_csum_partial"` // of TxPackets, those with CsumPartial
 
-	Drops [NumDropReasons]uint64
+	Drops DropCounts `json:"drops"`
 
 	// From netstack's own counters.
-	TCPRetransmits     uint64 // TCP segments retransmitted
-	TCPChecksumErrors  uint64 // TCP segments netstack found a bad checksum in
-	IPMalformed        uint64 // IP packets netstack dropped as malformed
-	TCPCurrentEstab    uint64 // connections in ESTABLISHED or CLOSE-WAIT
-	NetstackTxDropsNIC uint64 // packets netstack's NIC dropped on transmit (no buffer space)
+	TCPRetransmits     uint64 `json:"tcp_retransmits"`       // TCP segments retransmitted
+	TCPChecksumErrors  uint64 `json:"tcp_checksum_errors"`   // TCP segments netstack found a bad checksum in
+	IPMalformed        uint64 `json:"ip_malformed"`          // IP packets netstack dropped as malformed
+	TCPCurrentEstab    uint64 `json:"tcp_current_estab"`     // connections in ESTABLISHED or CLOSE-WAIT
+	NetstackTxDropsNIC uint64 `json:"netstack_tx_drops_nic"` // packets netstack's NIC dropped on transmit (no buffer space)
 }
 
 // Drop returns the count of one drop reason.
