@@ -53,7 +53,10 @@ test: need build
 # follows the rules of the other tests: it skips without root, and fails
 # instead under CI=true. Minimizing an input that adds coverage takes time
 # quadratic in its length and go test counts none of it until done (60 s
-# by default), so it is bounded by FUZZMINIMIZE executions.
+# by default), so it is bounded by FUZZMINIMIZE executions. Go 1.26's fuzz
+# coordinator can fail a target with a bare "context deadline exceeded" as
+# -fuzztime ends (go.dev/issue/75804, fixed in 1.27): such a run, with no
+# input written and no test failure, is run once more; anything else fails.
 FUZZTIME ?= 3s
 FUZZMINIMIZE ?= 1000x
 fuzz:
@@ -61,9 +64,19 @@ fuzz:
 		sed -E 's#^(.*)/[^/]+:func (Fuzz[A-Za-z0-9_]*)\($$#\1 \2#' | sort -u); \
 	if [ -z "$$targets" ]; then echo "fuzz: no fuzz targets found"; exit 1; fi; \
 	failed=""; start=$$(date +%s); \
+	log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
 	while read -r dir name; do \
-		echo "fuzz: $$name in $$dir for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) "$$dir" || failed="$$failed $$dir:$$name"; \
+		for try in 1 2; do \
+			echo "fuzz: $$name in $$dir for $(FUZZTIME)"; \
+			if $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) "$$dir" 2>&1 | tee "$$log"; \
+				[ "$${PIPESTATUS[0]}" = 0 ]; then break; fi; \
+			if [ "$$try" = 1 ] && grep -q 'context deadline exceeded' "$$log" && \
+				! grep -qE 'Failing input written|panic:|_test\.go:[0-9]+:' "$$log"; then \
+				echo "fuzz: $$name: a bare 'context deadline exceeded' at the end of -fuzztime, no input written: Go's fuzz coordinator race (go.dev/issue/75804, fixed in Go 1.27); once more"; \
+				continue; \
+			fi; \
+			failed="$$failed $$dir:$$name"; break; \
+		done; \
 	done <<< "$$targets"; \
 	echo "fuzz: $$(wc -l <<< "$$targets") targets in $$(( $$(date +%s) - start ))s"; \
 	if [ -n "$$failed" ]; then echo "fuzz: failed:$$failed"; exit 1; fi
