@@ -88,15 +88,22 @@ func (d *dropWatch) observe(now time.Time, st *Stats) []string {
 	return lines
 }
 
+// dropBase is a watch whose base is the counters now: what came before
+// is not news. Start takes it before the workers run, so that no drop
+// after Start can fall before the base.
+func (e *Engine) dropBase() *dropWatch {
+	d := &dropWatch{}
+	if st, err := e.Stats(); err == nil {
+		d.observe(time.Now(), &st)
+	}
+	return d
+}
+
 // watchDrops logs the drop events every second until stop is closed.
-func (e *Engine) watchDrops(stop <-chan struct{}, wg *sync.WaitGroup) {
+func (e *Engine) watchDrops(d *dropWatch, stop <-chan struct{}, wg *sync.WaitGroup) {
 	defer wg.Done()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	var d dropWatch
-	if st, err := e.Stats(); err == nil {
-		d.observe(time.Now(), &st) // the base: what came before the workers ran is not news
-	}
 	for {
 		select {
 		case <-stop:

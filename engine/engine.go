@@ -320,6 +320,7 @@ func (e *Engine) Start() {
 		return
 	}
 	e.started = true
+	base := e.dropBase()
 	for _, w := range e.workers {
 		e.wg.Add(1)
 		go func() {
@@ -329,7 +330,7 @@ func (e *Engine) Start() {
 	}
 	e.dropsStop = make(chan struct{})
 	e.dropsWG.Add(1)
-	go e.watchDrops(e.dropsStop, &e.dropsWG)
+	go e.watchDrops(base, e.dropsStop, &e.dropsWG)
 }
 
 // Stop stops the workers and waits for them.
