@@ -129,14 +129,23 @@ func (e *Engine) ServeControl(path string) (*ControlServer, error) {
 	if removed {
 		e.logf("removed the control socket %s of an engine that no longer runs", path)
 	}
-	ln, err := net.Listen("unix", path)
+	// Bind under a temporary name, make it 0600, then rename it into
+	// place: the socket never appears at path with the umask's mode.
+	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
+	os.Remove(tmp)
+	ln, err := net.Listen("unix", tmp)
 	if err != nil {
 		return nil, fmt.Errorf("engine: control socket: %w", err)
 	}
-	// Before the first accept; the 0700 directory keeps others out of the
-	// window between bind and chmod.
-	if err := os.Chmod(path, 0o600); err != nil {
+	ln.(*net.UnixListener).SetUnlinkOnClose(false) // Close removes path itself
+	if err := os.Chmod(tmp, 0o600); err != nil {
 		ln.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("engine: control socket: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
+		os.Remove(tmp)
 		return nil, fmt.Errorf("engine: control socket: %w", err)
 	}
 	s := &ControlServer{e: e, ln: ln, path: path, sem: make(chan struct{}, MaxControlConns)}
