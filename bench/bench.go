@@ -119,6 +119,12 @@ func (o Options) checkBinaries() error {
 func upLab(what, prefix string, ipv6 bool) (*lab.Lab, error) {
 	lo := lab.DefaultOptions()
 	lo.IPv6 = ipv6
+	return upLabWith(what, prefix, lo)
+}
+
+// upLabWith builds the lab lo describes under a fresh random name with
+// prefix (a few tries if the name is taken); what prefixes errors.
+func upLabWith(what, prefix string, lo lab.Options) (*lab.Lab, error) {
 	for attempt := 0; ; attempt++ {
 		lo.Name = lab.RandomName(prefix)
 		l, err := lab.Up(lo)

@@ -244,19 +244,7 @@ func RunMigrate(ctx context.Context, opts MigrateOptions) (rep *MigrateReport, e
 func upBridgedLab(prefix string) (*lab.Lab, error) {
 	lo := lab.DefaultOptions()
 	lo.Ports, lo.PeerBridge, lo.IPv6 = 2, true, false
-	for attempt := 0; ; attempt++ {
-		lo.Name = lab.RandomName(prefix)
-		l, err := lab.Up(lo)
-		switch {
-		case err == nil:
-			return l, nil
-		case errors.Is(err, lab.ErrExists) && attempt < 3:
-			continue
-		case errors.Is(err, lab.ErrAddrInUse):
-			return nil, fmt.Errorf("bench migrate: %w (see `ip netns list`; `xnic lab down --name NAME` removes a lab)", err)
-		}
-		return nil, fmt.Errorf("bench migrate: %w", err)
-	}
+	return upLabWith("bench migrate", prefix, lo)
 }
 
 // start runs one engine over both ports and attaches the guest on port 0.

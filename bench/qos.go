@@ -299,19 +299,7 @@ func RunQoS(ctx context.Context, opts QoSOptions) (rep *QoSReport, err error) {
 func upQoSLab(prefix string) (*lab.Lab, error) {
 	lo := lab.DefaultOptions()
 	lo.IPv6, lo.HostOffloadsOff = false, true
-	for attempt := 0; ; attempt++ {
-		lo.Name = lab.RandomName(prefix)
-		l, err := lab.Up(lo)
-		switch {
-		case err == nil:
-			return l, nil
-		case errors.Is(err, lab.ErrExists) && attempt < 3:
-			continue
-		case errors.Is(err, lab.ErrAddrInUse):
-			return nil, fmt.Errorf("bench qos: %w (see `ip netns list`; `xnic lab down --name NAME` removes a lab)", err)
-		}
-		return nil, fmt.Errorf("bench qos: %w", err)
-	}
+	return upLabWith("bench qos", prefix, lo)
 }
 
 // start runs the engine with the classes, attaches the shaped guest and

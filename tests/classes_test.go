@@ -19,6 +19,35 @@ import (
 	"github.com/xnic/xnic/umem"
 )
 
+// startClassEngine runs an engine on the lab port host with classes (and
+// the receive pipeline with pipeline), changed by more if not nil; its
+// Close, frame audit included, must succeed at the test's end.
+func startClassEngine(t *testing.T, host string, pipeline bool, classes []engine.ClassSpec, more func(*engine.Options)) *engine.Engine {
+	t.Helper()
+	o := engine.DefaultOptions()
+	o.Ifaces = []string{host}
+	o.NoCatchAll = true
+	o.Classes = classes
+	if pipeline {
+		po := engine.DefaultPipelineOptions()
+		o.Pipeline = &po
+	}
+	if more != nil {
+		more(&o)
+	}
+	e, err := engine.New(o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.Close(); err != nil {
+			t.Error(err) // the frame audit included: nothing held by a scheduler is lost
+		}
+	})
+	e.Start()
+	return e
+}
+
 // TestClassSockets: a guest that uses a storage class (by port, NVMe/TCP's
 // 4420) and a bulk class (by its rule) has a socket per class on the
 // queue: frames to 4420 arrive on the storage class's socket, UDP 5000 on
@@ -27,25 +56,10 @@ import (
 func TestClassSockets(t *testing.T) {
 	l := labtest.New(t, labOptions(1))
 	p := l.Ports[0]
-	o := engine.DefaultOptions()
-	o.Ifaces = []string{p.Host}
-	o.NoCatchAll = true
-	po := engine.DefaultPipelineOptions()
-	o.Pipeline = &po
-	o.Classes = []engine.ClassSpec{
+	e := startClassEngine(t, p.Host, true, []engine.ClassSpec{
 		{Name: "storage", ID: 2, Ports: []engine.PortRange{{Lo: 4420, Hi: 4420}}},
 		{Name: "bulk", ID: 3},
-	}
-	e, err := engine.New(o, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := e.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	e.Start()
+	}, nil)
 	addr := netip.MustParseAddr("198.18.0.10")
 	dst := netip.PrefixFrom(addr, 32)
 	var byClass [4]atomic.Uint64
@@ -113,28 +127,11 @@ func TestClassSockets(t *testing.T) {
 // --classes (ClassStats) shows both classes' sends.
 func TestClassesOnSend(t *testing.T) {
 	l := labtest.New(t, labOptions(1))
-	o := engine.DefaultOptions()
-	o.Ifaces = []string{l.Ports[0].Host}
-	o.NoCatchAll = true
-	o.UMEM.NumFrames = 8192
-	o.PollMs = 1
-	po := engine.DefaultPipelineOptions()
-	o.Pipeline = &po
-	o.Classes = []engine.ClassSpec{
+	e := startClassEngine(t, l.Ports[0].Host, true, []engine.ClassSpec{
 		{Name: "default", ID: 0, Priority: 1},
 		{Name: "interactive", ID: 1, Priority: 0, Ports: []engine.PortRange{{Lo: 6001, Hi: 6001}}},
 		{Name: "bulk", ID: 2, Priority: 1, Ports: []engine.PortRange{{Lo: 6002, Hi: 6002}}},
-	}
-	e, err := engine.New(o, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := e.Close(); err != nil {
-			t.Error(err) // the frame audit included: nothing held by a scheduler is lost
-		}
-	})
-	e.Start()
+	}, func(o *engine.Options) { o.UMEM.NumFrames, o.PollMs = 8192, 1 })
 	p := l.Ports[0]
 	const rate = 100e6 / 8
 	spec := engine.GuestSpec{Name: "shaped", Port: p.Host, Rate: rate, Burst: 64 << 10,
@@ -254,27 +251,14 @@ func TestClassesOnSend(t *testing.T) {
 func TestClassEarlyDrop(t *testing.T) {
 	l := labtest.New(t, labOptions(1))
 	p := l.Ports[0]
-	o := engine.DefaultOptions()
-	o.Ifaces = []string{p.Host}
-	o.NoCatchAll = true
-	o.Classes = []engine.ClassSpec{{Name: "bulk", ID: 3, RxThreshold: 64}}
 	logs := &syncBuffer{}
-	o.Logger = slog.New(slog.NewTextHandler(logs, nil))
-	e, err := engine.New(o, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := e.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	e.Start()
+	e := startClassEngine(t, p.Host, false, []engine.ClassSpec{{Name: "bulk", ID: 3, RxThreshold: 64}},
+		func(o *engine.Options) { o.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
 	addr := netip.MustParseAddr("198.18.0.10")
 	dst := netip.PrefixFrom(addr, 32)
 	var byClass [4]atomic.Uint64
 	var stalled atomic.Bool
-	_, err = e.AttachGuest(engine.GuestSpec{Name: "g", Port: p.Host, Rules: []engine.RuleSpec{
+	_, err := e.AttachGuest(engine.GuestSpec{Name: "g", Port: p.Host, Rules: []engine.RuleSpec{
 		{Dst: dst, Proto: 17, PortLo: 5000, PortHi: 5000, Class: 3},
 		{Dst: dst, PortHi: 65535},
 	}}, func(g *engine.Guest, ep *engine.Endpoint, descs []umem.Desc) {
@@ -341,4 +325,60 @@ func TestClassEarlyDrop(t *testing.T) {
 	if n := strings.Count(logs.String(), "frames dropped early"); n != 1 {
 		t.Errorf("the early drops were logged %d times, want once:\n%s", n, logs.String())
 	}
+}
+
+// TestDialDSCPClass: a guest's connection dialled with a DSCP
+// (stack.DialOptions) is sent in the class that DSCP selects, a class the
+// guest has no receive socket for; a DSCP past 63 is refused.
+func TestDialDSCPClass(t *testing.T) {
+	l := labtest.New(t, labOptions(1))
+	p := l.Ports[0]
+	e := startClassEngine(t, p.Host, true, []engine.ClassSpec{{Name: "interactive", ID: 1, DSCP: []uint8{46}}}, nil)
+	g, err := stack.Attach(e, engine.GuestSpec{Name: "caller", Port: p.Host,
+		MAC:   net.HardwareAddr{0x02, 0x78, 0x6e, 0x69, 0x63, 21},
+		Addrs: []netip.Prefix{netip.PrefixFrom(p.AddrIPv4(21), lab.PrefixLenIPv4)},
+	}, stack.DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	ln, err := l.PeerListen("tcp4", net.JoinHostPort(p.PeerIPv4.String(), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(io.Discard, c)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := g.DialWith(ctx, "tcp4", ln.Addr().String(), stack.DialOptions{DSCP: 64}); err == nil {
+		t.Fatal("DSCP 64 accepted")
+	}
+	c, err := g.DialWith(ctx, "tcp4", ln.Addr().String(), stack.DialOptions{DSCP: 46})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(make([]byte, 256<<10)); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	<-done
+	cs, err := e.ClassStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range cs {
+		if s.Class == 1 && s.Sent >= 100 {
+			return
+		}
+	}
+	t.Errorf("class stats %+v: want the connection's frames sent in class 1 (interactive)", cs)
 }
