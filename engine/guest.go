@@ -90,15 +90,22 @@ func (gp *guestPort) each(fn func(wi int, ep *Endpoint)) {
 // SendQueueFull counts the guest's sends refused because its send queue
 // on a worker stayed full for TxWait (ErrTxFull).
 func (g *Guest) SendQueueFull() uint64 {
-	qs := g.sendQs.Load()
-	if qs == nil {
-		return 0
-	}
 	var n uint64
-	for _, q := range *qs {
+	for _, q := range g.txqs {
 		n += q.full.Load()
 	}
 	return n
+}
+
+// addSendCounters adds what the guest's producers counted, before the
+// workers see its requests, to s.
+func (g *Guest) addSendCounters(s *TxStats) {
+	for _, q := range g.txqs {
+		s.SendQueueFull += q.full.Load()
+		s.NoFrames += q.noFrames.Load()
+		s.Dropped += q.bad.Load() + q.noFrames.Load()
+		s.MSSClamped += q.clamped.Load()
+	}
 }
 
 // Port is the guest's active port.
@@ -204,7 +211,8 @@ func (e *Engine) AttachGuestWith(spec GuestSpec, o GuestOptions) (_ *Guest, err 
 	cfg, shaped := e.opts.schedConfig(spec)
 	for _, w := range e.workers {
 		if e.opts.Pipeline != nil {
-			q := newTxQueue(&w.tid, w.idle)
+			q := newTxQueue(w.UMEM(), &w.tid, w.idle)
+			q.reclaim = w.reclaimTx
 			if shaped {
 				if q.sched, err = qos.NewScheduler(cfg, monotime()); err != nil {
 					return nil, fmt.Errorf("engine: attach guest %s: classes: %w", spec.Name, err)
@@ -231,6 +239,7 @@ func (e *Engine) AttachGuestWith(spec GuestSpec, o GuestOptions) (_ *Guest, err 
 				if c == 0 {
 					if i == 0 && g.txqs != nil {
 						ep.tx = g.txqs[wi]
+						ep.tx.setPort(ep)
 					}
 					gp.eps = append(gp.eps, ep)
 				} else {
@@ -350,13 +359,16 @@ func (e *Engine) detachLocked(g *Guest) error {
 		})
 		gp.eps, gp.ceps = nil, nil
 	}
-	// The frames the guest's schedulers still hold go back to the free
-	// lists; the workers no longer serve its queues.
+	// The frames the guest's queues and schedulers still hold go back to
+	// the free lists; the workers no longer serve its queues.
 	for wi, q := range g.txqs {
-		if q.sched != nil {
-			w := e.workers[wi]
-			w.Do(func() { q.sched.Flush(func(it qos.Item) { w.u.Release(it.Addr) }) })
-		}
+		w := e.workers[wi]
+		w.Do(func() {
+			q.release(w.u)
+			if q.sched != nil {
+				q.sched.Flush(func(it qos.Item) { w.u.Release(it.Addr) })
+			}
+		})
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("engine: detach guest %s: %w", g.Spec.Name, errors.Join(errs...))

@@ -206,6 +206,7 @@ func (e *Engine) moveLocked(g *Guest, ti int, reason string) (Migration, error) 
 		w.Do(func() {
 			oep.tx = nil
 			nep.tx = q
+			q.setPort(nep)
 		})
 	}
 	g.active = ti

@@ -230,7 +230,7 @@ func (e *Engine) Stats() (Stats, error) {
 	st.RxWakeups, st.EmptyPasses, st.Sleeps = sum.RxWakeups, sum.EmptyPasses, sum.Sleeps
 	st.RxWrongMAC, st.TxSpoofed = sum.RxWrongMAC, st.Tx.Spoofed
 	for _, g := range e.Guests() {
-		st.Tx.SendQueueFull += g.SendQueueFull()
+		g.addSendCounters(&st.Tx)
 	}
 	st.Pipeline = sum.Pipeline
 	for _, p := range e.ports {

@@ -30,6 +30,10 @@ var (
 	// ErrTxTooBig: a request larger than MaxWorkRequest, or one without
 	// GSOSize larger than a frame.
 	ErrTxTooBig = errors.New("work request too big")
+	// ErrTxMalformed: a request to segment whose headers GSO cannot
+	// parse or does not segment (Head must be exactly the headers,
+	// Ethernet through TCP or UDP).
+	ErrTxMalformed = errors.New("malformed work request")
 	// ErrTxDetached: the guest is no longer attached.
 	ErrTxDetached = errors.New("guest detached")
 )
@@ -39,9 +43,9 @@ var (
 const MaxWorkRequest = 65535 + 64
 
 // Send queues a work request of the guest for transmission on its active
-// port.
-// It copies the packet before it returns, so the caller may reuse wr's
-// buffers. It is safe to call from any goroutine. A connection's requests
+// port. It copies the packet once, into the engine's frames (segmenting it
+// there if it asks for GSO), before it returns, so the caller may reuse
+// wr's buffers. It is safe to call from any goroutine. A connection's requests
 // always go through the same queue, so they leave in order.
 func (g *Guest) Send(wr *WorkRequest) error {
 	q0 := g.sendQs.Load()

@@ -37,7 +37,7 @@ func newTxWorkerPoll(t testing.TB, pollMs int) (*Worker, *Guest, *umem.UMEM, *um
 	g := &Guest{ID: 1, Spec: GuestSpec{Name: "g", MAC: testGuestMAC,
 		Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.0.2/24")}}}
 	g.guard = newGuard(g.Spec) // as AttachGuest does: sends are spoof-checked
-	ep := &Endpoint{Sock: s, Guest: 1, Owner: g, tx: newTxQueue(nil, nil), hw: [6]byte(testGuestMAC)}
+	ep := &Endpoint{Sock: s, Guest: 1, Owner: g, tx: newTxQueue(u, nil, nil), hw: [6]byte(testGuestMAC)}
 	g.ports = []*guestPort{{eps: []*Endpoint{ep}}}
 	g.txqs = []*txQueue{ep.tx}
 	g.sendQs.Store(&g.txqs)
@@ -52,6 +52,7 @@ func newTxWorkerPoll(t testing.TB, pollMs int) (*Worker, *Guest, *umem.UMEM, *um
 	}
 	w.txReserve = 1024
 	w.Prime()
+	ep.tx.refill(u) // as the worker's first pass does
 	return w, g, u, k
 }
 
@@ -133,8 +134,9 @@ func TestSendSegmentsAndChecksums(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Engine != 0 || r.TxQ != 0 || r.CompQ != 0 {
-		t.Fatalf("frames not back after completion: %s", r)
+	// The engine holds only the free frames of the guest's send pool.
+	if pooled := g.txqs[0].pooled(); r.Engine != pooled || r.TxQ != 0 || r.CompQ != 0 {
+		t.Fatalf("frames not back after completion: %s; %d in the send pool", r, pooled)
 	}
 }
 
@@ -175,7 +177,7 @@ func TestSendWaitsForRoom(t *testing.T) {
 	g.txqs[0].maxWait = time.Minute // so that only the worker's signal ends the wait in time
 	done := make(chan error, 1)
 	go func() { done <- g.Send(&WorkRequest{Head: f}) }()
-	for !g.txqs[0].waiting.Load() {
+	for g.txqs[0].waiters.Load() == 0 {
 		time.Sleep(100 * time.Microsecond)
 	}
 	select {
@@ -357,7 +359,7 @@ func TestSendLinkDown(t *testing.T) {
 	var link atomic.Bool
 	ep := g.ports[0].eps[0]
 	ep.link = &link
-	free := u.Free()
+	free := freeFrames(u, g)
 	if err := g.Send(&WorkRequest{Head: udpFrame(7, 200)}); err != nil {
 		t.Fatal(err)
 	}
@@ -366,8 +368,8 @@ func TestSendLinkDown(t *testing.T) {
 	if d, n := w.Tx.LinkDown.Load(), w.Tx.Dropped.Load(); d != 1 || n != 1 {
 		t.Fatalf("link down: %d dropped for the link, %d in all; want 1 and 1", d, n)
 	}
-	if ep.Sock.TxPending() || u.Free() != free {
-		t.Fatalf("link down: tx ring pending %v, %d frames free, want none pending and %d free", ep.Sock.TxPending(), u.Free(), free)
+	if ep.Sock.TxPending() || freeFrames(u, g) != free {
+		t.Fatalf("link down: tx ring pending %v, %d frames free, want none pending and %d free", ep.Sock.TxPending(), freeFrames(u, g), free)
 	}
 	link.Store(true)
 	if err := g.Send(&WorkRequest{Head: udpFrame(7, 200)}); err != nil {
@@ -412,7 +414,7 @@ func TestSendClassScheduler(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.txp.classes = newTxClassifier(o)
-	free := u.Free()
+	free := freeFrames(u, g)
 	for range 6 {
 		if err := g.Send(&WorkRequest{Head: udpFrame(7, 1000)}); err != nil {
 			t.Fatal(err)
@@ -453,7 +455,166 @@ func TestSendClassScheduler(t *testing.T) {
 	q.sched.Flush(func(it qos.Item) { u.Release(it.Addr) })
 	for w.Poll() > 0 {
 	}
-	if u.Free() != free {
-		t.Fatalf("%d frames free after the flush and completions, want %d", u.Free(), free)
+	if freeFrames(u, g) != free {
+		t.Fatalf("%d frames free after the flush and completions, want %d", freeFrames(u, g), free)
 	}
+}
+
+// freeFrames is the frames free for sending: on u's free list or in the
+// guest's send pools.
+func freeFrames(u *umem.UMEM, g *Guest) int {
+	n := u.Free()
+	for _, q := range g.txqs {
+		n += q.pooled()
+	}
+	return n
+}
+
+// TestSendCopiesOnce: Send segments a GSO request straight into UMEM
+// frames before it returns (the worker copies nothing): the queue's frame
+// ring holds the segments, with their payload, before any worker pass;
+// what the guest does to its buffers afterwards changes nothing sent.
+func TestSendCopiesOnce(t *testing.T) {
+	w, g, u, k := newTxWorker(t)
+	defer u.Close()
+	const mss = 1448
+	payload := make([]byte, 65000)
+	for i := range payload {
+		payload[i] = byte(i * 13)
+	}
+	want := slices.Clone(payload)
+	big := tcpFrame(5201, 1, flows.TCPFlagPSH|flows.TCPFlagFIN, payload, 1)
+	head, pay := big[:54], big[54:]
+	if err := g.Send(&WorkRequest{Head: head, Payload: [][]byte{pay}, GSOSize: mss}); err != nil {
+		t.Fatal(err)
+	}
+	q := g.txqs[0]
+	nseg := (len(payload) + mss - 1) / mss
+	if got := int(q.fTail - q.fHead.Load()); got != nseg {
+		t.Fatalf("%d frames in the queue before the worker ran, want the %d segments", got, nseg)
+	}
+	for j := range nseg {
+		f := (q.fHead.Load() + uint64(j)) % txFrames
+		seg := u.Frame(q.fAddr[f])[u.DataOffset():][:q.fLen[f]]
+		lo, hi := j*mss, min((j+1)*mss, len(payload))
+		if !bytes.Equal(seg[54:], want[lo:hi]) {
+			t.Fatalf("segment %d in UMEM does not hold payload bytes %d-%d", j, lo, hi)
+		}
+	}
+	// The guest reuses its buffers at once: headers and payload.
+	for i := range big {
+		big[i] ^= 0xff
+	}
+	for w.Poll() > 0 {
+	}
+	var got []byte
+	var flags uint8
+	k.Send(func(f []byte) {
+		var p flows.Packet
+		flows.Parse(f, &p)
+		if p.Reason != flows.ReasonOK || p.Key.SrcPort != 5201 {
+			t.Fatalf("sent frame: reason %v, source port %d", p.Reason, p.Key.SrcPort)
+		}
+		got = append(got, f[p.PayloadOff:int(p.PayloadOff)+int(p.PayloadLen)]...)
+		flags = p.TCPFlags
+	})
+	if !bytes.Equal(got, want) {
+		t.Fatal("what left differs from what was sent")
+	}
+	if flags&flows.TCPFlagFIN == 0 {
+		t.Fatal("the last segment lost the request's FIN")
+	}
+	// The connection counts the request whole: one packet out, its IP
+	// length, and the FIN its last segment carried.
+	e := &Engine{workers: []*Worker{w}, opts: Options{Pipeline: &PipelineOptions{}}}
+	cs := e.TopConns(1)
+	if len(cs) != 1 || cs[0].PacketsOut != 1 || cs[0].BytesOut != uint64(len(big)) {
+		t.Fatalf("connection: %+v, want 1 packet and %d bytes out", cs, len(big))
+	}
+}
+
+// TestSendMalformed: a request to segment whose headers GSO cannot use is
+// refused by name at Send and counted as dropped; its frames stay free.
+func TestSendMalformed(t *testing.T) {
+	_, g, u, _ := newTxWorker(t)
+	defer u.Close()
+	free := freeFrames(u, g)
+	big := tcpFrame(5201, 1, 0, make([]byte, 9000), 1)
+	for _, wr := range []*WorkRequest{
+		{Head: big[:60], Payload: [][]byte{big[60:]}, GSOSize: 1448}, // head runs into the payload
+		{Head: big[:30], Payload: [][]byte{big[30:]}, GSOSize: 1448}, // head ends inside the IP header
+		{Head: make([]byte, 300), Payload: [][]byte{big}, GSOSize: 1448},
+	} {
+		if err := g.Send(wr); !errors.Is(err, ErrTxMalformed) {
+			t.Fatalf("head of %d bytes: %v, want ErrTxMalformed", len(wr.Head), err)
+		}
+	}
+	var st TxStats
+	g.addSendCounters(&st)
+	if st.Dropped != 3 || freeFrames(u, g) != free {
+		t.Fatalf("%d counted dropped, %d frames free; want 3 and %d", st.Dropped, freeFrames(u, g), free)
+	}
+	if err := g.Send(&WorkRequest{Head: make([]byte, 3000)}); !errors.Is(err, ErrTxTooBig) {
+		t.Fatalf("3000 bytes without GSO: %v, want ErrTxTooBig", err)
+	}
+}
+
+// TestSendWaitsForFrames: a producer whose pool is short waits for the
+// worker to refill it (from frames that come back), and the pool grows;
+// with no frame to be had it gives up after TxWait, counted as no_frames.
+func TestSendWaitsForFrames(t *testing.T) {
+	w, g, u, k := newTxWorker(t)
+	defer u.Close()
+	q := g.txqs[0]
+	held := make([]uint64, u.Free())
+	held = held[:u.AllocN(held)] // the free list is empty: only the pool's 64 frames are left
+	payload := make([]byte, 45*1448)
+	big := tcpFrame(5201, 1, 0, payload, 1)
+	wr := &WorkRequest{Head: big[:54], Payload: [][]byte{big[54:]}, GSOSize: 1448}
+	if err := g.Send(wr); err != nil {
+		t.Fatal(err)
+	}
+	q.maxWait = time.Minute
+	done := make(chan error, 1)
+	go func() { done <- g.Send(wr) }() // needs 45, the pool has 19
+	for q.waiters.Load() == 0 {
+		time.Sleep(100 * time.Microsecond)
+	}
+	u.ReleaseN(held)
+	w.Poll() // sends the first request and refills the pool
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the send waiting for frames was not woken by the refill")
+	}
+	if q.want.Load() <= poolMin {
+		t.Fatalf("pool target %d after a shortfall, want more than %d", q.want.Load(), poolMin)
+	}
+	for w.Poll() > 0 {
+	}
+	sent := 0
+	k.Send(func([]byte) { sent++ })
+	if sent != 90 {
+		t.Fatalf("%d segments left, want 90", sent)
+	}
+	// Nothing to refill from: the send gives up, counted.
+	for w.Poll() > 0 {
+	}
+	held = make([]uint64, u.Free())
+	held = held[:u.AllocN(held)]
+	q.maxWait = 10 * time.Millisecond
+	q.want.Store(0) // and no refill of what the pool holds
+	for err := error(nil); err == nil; {
+		err = g.Send(wr)
+		if err != nil && !errors.Is(err, ErrTxFull) {
+			t.Fatalf("send without frames: %v, want ErrTxFull", err)
+		}
+	}
+	if n := q.noFrames.Load(); n != 1 {
+		t.Fatalf("no_frames %d, want 1", n)
+	}
+	u.ReleaseN(held)
 }

@@ -68,17 +68,17 @@ func (s *TxStats) add(c *TxCounters) {
 // context → GSO + checksum → tx ring. It belongs to the worker.
 type txPath struct {
 	u    *umem.UMEM
-	gso  *offload.GSO
 	proc *conn.Processor // nil without a pipeline: no accounting
 
-	pkts   []flows.Packet // the requests of one round, parsed
+	pkts   []flows.Packet // the requests of one round, parsed from their first frames
 	frames [][]byte
 	slots  []*txSlot
-	out    [][]byte // GSO output: frame slices
+	out    [][]byte // a request's frames, for ECN marking
 	sizes  []int
 	addrs  []uint64
 	descs  []umem.Desc
 
+	q       *txQueue       // the queue being served
 	ep      *Endpoint      // the endpoint whose queue is being served
 	sched   *qos.Scheduler // ep's guest's class scheduler on this worker; nil: straight to the tx ring
 	classes *txClassifier  // nil without classes
@@ -105,12 +105,8 @@ type txPath struct {
 const maxSegs = 256
 
 func newTxPath(u *umem.UMEM, batch int, cache *conn.Cache, c *TxCounters) (*txPath, error) {
-	g, err := offload.NewGSO(offload.DefaultGSOOptions())
-	if err != nil {
-		return nil, fmt.Errorf("engine: send path: %w", err)
-	}
 	t := &txPath{
-		u: u, gso: g, counters: c,
+		u: u, counters: c,
 		pkts: make([]flows.Packet, batch), frames: make([][]byte, batch), slots: make([]*txSlot, batch),
 		out: make([][]byte, maxSegs), sizes: make([]int, maxSegs), addrs: make([]uint64, maxSegs),
 		descs: make([]umem.Desc, maxSegs), items: make([]qos.Item, maxSegs),
@@ -119,6 +115,7 @@ func newTxPath(u *umem.UMEM, batch int, cache *conn.Cache, c *TxCounters) (*txPa
 		po := conn.DefaultProcessorOptions()
 		po.Dir = conn.DirTX
 		po.Window = batch
+		var err error
 		if t.proc, err = conn.NewProcessor(cache, po); err != nil {
 			return nil, fmt.Errorf("engine: send path: %w", err)
 		}
@@ -128,7 +125,9 @@ func newTxPath(u *umem.UMEM, batch int, cache *conn.Cache, c *TxCounters) (*txPa
 
 // serve takes up to a batch of work requests off ep's queue, accounts them
 // to their connections with lookahead, and transmits them. It returns how
-// many requests it finished.
+// many requests it finished. Each request is already in UMEM frames (the
+// producer's one copy); the worker reads its first frame, which carries
+// the headers every segment has.
 func (t *txPath) serve(ep *Endpoint, now int64) int {
 	q := ep.tx
 	h := q.head.Load()
@@ -139,10 +138,15 @@ func (t *txPath) serve(ep *Endpoint, now int64) int {
 	for i := range n {
 		s := &q.slot[(h+uint64(i))%txSlots]
 		t.slots[i] = s
-		t.frames[i] = s.buf[:s.n]
-		flows.Parse(t.frames[i], &t.pkts[i])
+		f := s.first % txFrames
+		t.frames[i] = t.u.Frame(q.fAddr[f])[t.u.DataOffset():][:q.fLen[f]]
+		p := &t.pkts[i]
+		flows.Parse(t.frames[i], p)
+		if s.seg && p.Reason == flows.ReasonOK {
+			t.describeRequest(q, s, p)
+		}
 	}
-	t.ep, t.sched, t.now = ep, q.sched, now
+	t.q, t.ep, t.sched, t.now = q, ep, q.sched, now
 	if t.proc != nil {
 		// Account the requests to their connections, connection by
 		// connection, and send each connection's in order.
@@ -161,10 +165,32 @@ func (t *txPath) serve(ep *Endpoint, now int64) int {
 			t.sendOne(int32(i), t.classOf(nil, &t.pkts[i]))
 		}
 	}
+	last := t.slots[n-1]
+	q.fHead.Store(last.first + uint64(last.n))
 	q.head.Store(h + uint64(n))
 	q.freed()
-	t.ep, t.sched = nil, nil
+	t.q, t.ep, t.sched = nil, nil, nil
 	return n
+}
+
+// describeRequest makes p, parsed from the first segment of a segmented
+// request, describe the whole request for the connection's accounting:
+// its IP length and payload, and the TCP flags the last segment carries
+// (FIN, PSH).
+func (t *txPath) describeRequest(q *txQueue, s *txSlot, p *flows.Packet) {
+	po := int(p.PayloadOff)
+	total := po
+	for j := range s.n {
+		total += int(q.fLen[(s.first+uint64(j))%txFrames]) - po
+	}
+	p.IPLen = uint16(min(total-int(p.L3Off), 0xffff))
+	p.PayloadLen = uint16(min(total-po, 0xffff))
+	if p.Proto == flows.ProtoTCP {
+		f := (s.first + uint64(s.n) - 1) % txFrames
+		if lf := t.u.Frame(q.fAddr[f])[t.u.DataOffset():]; int(p.L4Off)+13 < len(lf) {
+			p.TCPFlags |= lf[p.L4Off+13]
+		}
+	}
 }
 
 // classOf is the class a send goes in: its connection's (the class its
@@ -195,8 +221,13 @@ func (t *txPath) classOf(ctx *conn.Context, p *flows.Packet) uint8 {
 func (t *txPath) sendOne(i int32, class uint8) {
 	t.reqs++
 	s, p, frame := t.slots[i], &t.pkts[i], t.frames[i]
+	q := t.q
+	for j := range s.n {
+		f := (s.first + uint64(j)) % txFrames
+		t.addrs[j], t.sizes[j] = q.fAddr[f], int(q.fLen[f])
+	}
 	if p.Reason.Malformed() {
-		t.dropped++
+		t.drop(s.n)
 		return
 	}
 	// A port without link takes nothing from its tx ring: drop, as a NIC
@@ -204,69 +235,43 @@ func (t *txPath) sendOne(i int32, class uint8) {
 	// would leave, stale, whenever the link comes back.
 	if !t.ep.linkUp() {
 		t.down++
-		t.dropped++
+		t.drop(s.n)
 		return
 	}
 	// Spoof checking: once per request, on the headers every segment
-	// will carry, in the engine's own copy of them.
+	// carries, in the engine's frame (the guest holds no reference to it).
 	if g := t.ep.Owner; g != nil && g.guard != nil {
 		if r := g.guard.check(frame, p, &t.ep.hw); r != SpoofNone {
 			t.spoofed++
 			g.spoofed[r].Add(1)
+			t.u.ReleaseN(t.addrs[:s.n])
 			return
 		}
 	}
-	fs := int(t.u.FrameSize() - uint32(t.u.DataOffset()))
-	// The largest frame the port takes: its MTU plus the link header.
-	limit := fs
-	if mtu := t.ep.mtu; mtu > 0 {
-		limit = min(fs, int(p.L3Off)+mtu)
+	// The largest frame the port takes: its MTU plus the link header. The
+	// first frame is the largest of a segmented request.
+	if mtu := t.ep.mtu; mtu > 0 && len(frame) > int(p.L3Off)+mtu {
+		t.drop(s.n)
+		return
 	}
-	if s.gsoSize > 0 && len(frame) > limit && p.Reason == flows.ReasonOK &&
-		(p.Proto == flows.ProtoTCP || p.Proto == flows.ProtoUDP) {
-		gso := s.gsoSize
-		// A stack may size segments by the peer's MSS without its own
-		// TCP options: never make a frame the port would drop.
-		if room := limit - int(p.PayloadOff); gso > room {
-			gso = room
-			t.clamped++
-		}
-		if gso <= 0 {
-			t.dropped++
-			return
-		}
-		nseg := offload.Segments(int(p.PayloadLen), gso)
-		if nseg > maxSegs {
-			t.dropped++ // more segments than a request may make: too big
-			return
-		}
-		if !t.alloc(nseg) {
-			return
-		}
-		n, err := t.gso.SegmentFrame(frame, p, gso, s.fixedID, t.out[:nseg], t.sizes[:nseg])
-		if err != nil {
-			t.u.ReleaseN(t.addrs[:nseg])
-			t.dropped++
-			return
-		}
+	if s.seg {
 		t.gsoReqs++
-		t.emit(n, class, p)
-		return
+	} else if s.partial {
+		offload.CompletePartial(frame, p)
 	}
-	if len(frame) > limit {
-		t.dropped++
-		return
+	if t.sched != nil {
+		off := t.u.DataOffset()
+		for j := range s.n {
+			t.out[j] = t.u.Frame(t.addrs[j])[off:]
+		}
 	}
-	if !t.alloc(1) {
-		return
-	}
-	o := t.out[0][:len(frame)]
-	copy(o, frame)
-	if s.partial {
-		offload.CompletePartial(o, p) // o is a copy of frame: p describes it
-	}
-	t.sizes[0] = len(o)
-	t.emit(1, class, p)
+	t.emit(s.n, class, p)
+}
+
+// drop gives a refused request's n frames (in t.addrs) back, counted.
+func (t *txPath) drop(n int) {
+	t.u.ReleaseN(t.addrs[:n])
+	t.dropped++
 }
 
 // emit sends the n frames in t.addrs/t.sizes: to the tx ring, or through
@@ -322,34 +327,6 @@ func (t *txPath) drain(ep *Endpoint, sched *qos.Scheduler, now int64) int {
 		}
 	}
 	return posted
-}
-
-// alloc takes n free frames into t.addrs and t.out; false if there are not
-// enough (counted; the request is dropped, as a full NIC queue would). On a
-// shortfall it first has the kernel send what waits in the endpoint's tx
-// ring (copy mode sends only inside a kick) and takes the sent frames back
-// from the completion ring: a large request, a retransmission of 64 KB
-// among them, must not be dropped for frames that are only waiting to be
-// sent.
-func (t *txPath) alloc(n int) bool {
-	got := t.u.AllocN(t.addrs[:n])
-	for try := 0; got < n && try < 4; try++ {
-		s := t.ep.Sock
-		s.KickTx()
-		t.complete(s)
-		got += t.u.AllocN(t.addrs[got:n])
-	}
-	if got < n {
-		t.u.ReleaseN(t.addrs[:got])
-		t.noFrame++
-		t.dropped++
-		return false
-	}
-	off := t.u.DataOffset()
-	for j := range n {
-		t.out[j] = t.u.Frame(t.addrs[j])[off:]
-	}
-	return true
 }
 
 // transmit posts the n frames in t.addrs/t.sizes to the endpoint's tx ring,

@@ -414,6 +414,9 @@ func (w *Worker) serveTx() int {
 		if ep.Sock.OwnsRings() {
 			w.txp.complete(ep.Sock)
 		}
+		if q := ep.tx; q != nil {
+			q.refill(w.u)
+		}
 	}
 	if n > 0 {
 		w.txp.publish()
@@ -421,6 +424,23 @@ func (w *Worker) serveTx() int {
 		w.Tx.Completed.Store(w.txp.done)
 	}
 	return n
+}
+
+// reclaimTx has the kernel send what waits in the guests' tx rings and
+// takes the sent frames back to the free list: for a send on the worker's
+// own thread that found the free list short. On the worker only.
+func (w *Worker) reclaimTx() {
+	if w.txp == nil {
+		return
+	}
+	for _, ep := range w.eps {
+		if ep.tx != nil && ep.linkUp() {
+			ep.Sock.KickTx()
+		}
+		if ep.Sock.OwnsRings() {
+			w.txp.complete(ep.Sock)
+		}
+	}
 }
 
 // publish makes the worker's counters what Stats reads. The wakeups are
