@@ -78,9 +78,10 @@ func (s *serverLab) xnicServe(xnic, name string, engine []string, classes string
 		return receiverSpec{}, fmt.Errorf("write serve config: %w", err)
 	}
 	return receiverSpec{
-		path:  xnic,
-		args:  []string{"serve", "--config", path, "--json", "--quiet", "--ctl", s.ctl},
-		ready: func(line string) bool { return strings.HasPrefix(line, xnicServeReady) },
+		path: xnic,
+		args: []string{"serve", "--config", path, "--json", "--quiet", "--ctl", s.ctl},
+		// serve logs it as a slog record: msg="xnic serve: ready" ...
+		ready: func(line string) bool { return strings.Contains(line, `msg="`+xnicServeReady+`"`) },
 	}, nil
 }
 

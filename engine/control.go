@@ -17,7 +17,7 @@ import (
 	"github.com/xnic/xnic/internal/safedir"
 )
 
-// DefaultControlPath is where a running engine answers `xnic stats --conns`.
+// DefaultControlPath is where a running engine answers `xnic stats --top`.
 const DefaultControlPath = "/run/xnic/engine.sock"
 
 // ControlRequest is one request on the control socket, a JSON line.

@@ -53,6 +53,13 @@ type Options struct {
 	// guests are dropped when the next engine starts (its guests attach
 	// anew); those of the raw socket (guest 0) are kept.
 	KeepPins bool
+	// ReusePins lets New take over the pins of an engine that died (was
+	// killed, crashed) without stopping cleanly: it removes them, or with
+	// KeepPins reuses them without the dead engine's guests, and logs it.
+	// Without it New refuses such a port with a *StalePinsError (errors.Is
+	// ErrStalePins) and leaves the pins for `xnic clean`. Pins an engine
+	// left on purpose (KeepPins, a clean stop) are taken either way.
+	ReusePins bool
 	// LockDir holds the port locks (owner.go); "" is DefaultLockDir.
 	LockDir string
 	// Pipeline, when not nil, makes every worker run the receive pipeline
@@ -216,9 +223,9 @@ func New(opts Options, fn RxFunc) (_ *Engine, err error) {
 		so := opts.Steer
 		so.PinDir = ""
 		if opts.PinDir != "" {
-			// Maps already pinned there by an engine run with KeepPins are
-			// reused; those of an engine that died without KeepPins are
-			// removed first.
+			// Maps already pinned there by an engine that stopped with
+			// KeepPins are reused; those of an engine that died are refused
+			// unless ReusePins (owner.go).
 			so.PinDir = filepath.Join(opts.PinDir, name)
 			if err := e.claimPins(name, ifi.Index, so.PinDir, gone[name]); err != nil {
 				return nil, err
@@ -427,7 +434,17 @@ func (e *Engine) teardown(failed bool) error {
 			errs = append(errs, fmt.Errorf("engine: remove %s: %w", e.opts.PinDir, err))
 		}
 	}
-	errs = append(errs, e.unlockPorts())
+	// The next engine on these ports takes pins left on purpose without
+	// being told to; after a failed start the lock files name the engine
+	// before this one again, whose pins these may be (owner.go).
+	mode := unlockStopped
+	switch {
+	case failed:
+		mode = unlockFailed
+	case e.opts.KeepPins && e.opts.PinDir != "":
+		mode = unlockKept
+	}
+	errs = append(errs, e.unlockPorts(mode))
 	return errors.Join(errs...)
 }
 

@@ -19,9 +19,14 @@ import (
 // kernel drops when the engine dies, however it dies. A second engine on
 // the port fails at once with ErrPortInUse and changes nothing. Pins found
 // in a port's directory while nobody holds its lock and no XDP program is
-// attached were left by an engine that is gone: without KeepPins they are
-// removed; with KeepPins they are reused, but the rules and flows of the
-// gone engine's guests are dropped, since guest ids are handed out again.
+// attached were left by an engine that is gone. If it stopped cleanly with
+// KeepPins it said so in the lock file (portlock.Lock.MarkKept), and the
+// pins are taken as they are meant to be. Otherwise it died (kill -9, a
+// crash, or a lock file lost with /run), and New refuses the port with a
+// StalePinsError, changing nothing, unless Options.ReusePins: then without
+// KeepPins the pins are removed; with KeepPins they are reused. Either way
+// the start is logged. Reused maps lose the rules and flows of the gone
+// engine's guests, since guest ids are handed out again.
 // Every directory on the way (the pin root, each port's pin directory,
 // /run/xnic and its ports directory) is checked with safedir: a real
 // directory, owned by root, writable by nobody else.
@@ -32,8 +37,13 @@ const DefaultRunDir = "/run/xnic"
 // DefaultLockDir holds one lock file per port.
 const DefaultLockDir = DefaultRunDir + "/ports"
 
-// ErrPortInUse reports a port another running engine owns.
-var ErrPortInUse = errors.New("port is in use")
+var (
+	// ErrPortInUse reports a port another running engine owns.
+	ErrPortInUse = errors.New("port is in use")
+	// ErrStalePins reports a port with the pins of an engine that died,
+	// which New takes over only with Options.ReusePins.
+	ErrStalePins = errors.New("pins left by an engine that no longer runs")
+)
 
 // PortInUseError is the error New returns (wrapped) for a port whose lock
 // another engine holds; errors.Is(err, ErrPortInUse) holds.
@@ -56,6 +66,26 @@ func (e *PortInUseError) Error() string {
 
 // Is makes errors.Is(err, ErrPortInUse) true.
 func (e *PortInUseError) Is(target error) bool { return target == ErrPortInUse }
+
+// StalePinsError is the error New returns (wrapped) for a port whose pin
+// directory holds maps of an engine that died; errors.Is(err,
+// ErrStalePins) holds. The pins are left in place.
+type StalePinsError struct {
+	Port   string
+	PinDir string
+	Pins   int    // the map files in PinDir
+	Holder string // the dead engine's program name, "" when unknown
+	PID    int    // the dead engine's pid, 0 when unknown
+}
+
+func (e *StalePinsError) Error() string {
+	return fmt.Sprintf("port %s: %d maps pinned in %s by %s, which no longer runs: refusing to take them over; "+
+		"remove them with `xnic clean --iface %s`, or start with --reuse-pins to remove them (with pin: true, reuse them)",
+		e.Port, e.Pins, e.PinDir, describeGone(portlock.Owner{PID: e.PID, Name: e.Holder}), e.Port)
+}
+
+// Is makes errors.Is(err, ErrStalePins) true.
+func (e *StalePinsError) Is(target error) bool { return target == ErrStalePins }
 
 // lockDir is the directory of the port locks.
 func (o Options) lockDir() string {
@@ -80,7 +110,7 @@ func (e *Engine) lockPorts() (prev map[string]portlock.Owner, err error) {
 	for _, iface := range e.opts.Ifaces {
 		l, o, err := portlock.Acquire(dir, iface, name)
 		if err != nil {
-			e.unlockPorts()
+			e.unlockPorts(unlockFailed)
 			if errors.Is(err, portlock.ErrHeld) {
 				return nil, fmt.Errorf("engine: %w", &PortInUseError{Port: iface, Holder: o.Name, PID: o.PID})
 			}
@@ -92,11 +122,27 @@ func (e *Engine) lockPorts() (prev map[string]portlock.Owner, err error) {
 	return prev, nil
 }
 
+// How unlockPorts leaves the lock files for the next engine.
+type unlockMode int
+
+const (
+	unlockStopped unlockMode = iota // a clean stop, its pins removed
+	unlockKept                      // a clean stop, its pins left on purpose
+	unlockFailed                    // New failed: the files name the last holder again
+)
+
 // unlockPorts releases the port locks: the last thing an engine does.
-func (e *Engine) unlockPorts() error {
+func (e *Engine) unlockPorts(m unlockMode) error {
 	var errs []error
 	for _, l := range e.locks {
-		errs = append(errs, l.Close())
+		switch m {
+		case unlockKept:
+			errs = append(errs, l.MarkKept(), l.Close())
+		case unlockFailed:
+			errs = append(errs, l.Abandon())
+		default:
+			errs = append(errs, l.Close())
+		}
 	}
 	e.locks = nil
 	return errors.Join(errs...)
@@ -104,9 +150,9 @@ func (e *Engine) unlockPorts() error {
 
 // claimPins readies the pin directory of a locked port: it refuses a port
 // with an XDP program on it (an engine that takes no lock, or another
-// program), checks the directory, and removes the pins of a gone engine
-// unless they are to be reused. gone is the engine that held the lock
-// last.
+// program), checks the directory, refuses the pins of an engine that died
+// unless ReusePins, and removes a gone engine's pins unless they are to be
+// reused. gone is the engine that held the lock last.
 func (e *Engine) claimPins(iface string, ifindex int, dir string, gone portlock.Owner) error {
 	if l, err := netlink.LinkByIndex(ifindex); err == nil {
 		if x := l.Attrs().Xdp; x != nil && x.Attached {
@@ -116,7 +162,14 @@ func (e *Engine) claimPins(iface string, ifindex int, dir string, gone portlock.
 	if err := safedir.Ensure(dir); err != nil {
 		return fmt.Errorf("engine: port %s: pin dir: %w", iface, err)
 	}
-	if e.opts.KeepPins || !bpf.HasPins(dir) {
+	if !bpf.HasPins(dir) {
+		return nil
+	}
+	if !gone.Kept && !e.opts.ReusePins {
+		ents, _ := os.ReadDir(dir)
+		return fmt.Errorf("engine: %w", &StalePinsError{Port: iface, PinDir: dir, Pins: len(ents), Holder: gone.Name, PID: gone.PID})
+	}
+	if e.opts.KeepPins {
 		return nil
 	}
 	n, err := bpf.RemovePinned(dir)
@@ -155,7 +208,7 @@ func describeGone(o portlock.Owner) string {
 	case o.PID != 0:
 		return fmt.Sprintf("pid %d", o.PID)
 	}
-	return "an engine"
+	return "an engine (pid unknown)"
 }
 
 // EngineState says whether the engine that owns port iface runs, as `xnic

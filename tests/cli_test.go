@@ -97,7 +97,8 @@ func TestCLIBadInput(t *testing.T) {
 		{[]string{"nosuchcommand"}, "unknown command"},
 		{[]string{"rx", "--iface", "lo", "--pipeline", "--window", "0"}, "--window"},
 		{[]string{"rx", "--iface", "lo", "--pipeline", "--cache", "100"}, "--cache"},
-		{[]string{"stats", "--conns", "-3"}, "--conns"},
+		{[]string{"stats", "--top", "-3"}, "--top"},
+		{[]string{"stats", "--conns", "-3"}, "--top"}, // the old spelling, kept for one release
 		{[]string{"bench", "--pipe-cache", "3"}, "--pipe-cache"},
 		{[]string{"bench", "conns", "--cache", "500"}, "--cache"},
 		{[]string{"bench", "conns", "--model", "zipf"}, "--model"},
@@ -230,6 +231,33 @@ func jsonLines(t *testing.T, what, out string) []string {
 		}
 	}
 	return lines
+}
+
+// logLines checks the stderr of a command run with --log-format json:
+// every line is one slog JSON record (time, level, msg), and the messages
+// want are among them. It returns the records.
+func logLines(t *testing.T, what, stderr string, want ...string) []map[string]any {
+	t.Helper()
+	var recs []map[string]any
+	msgs := map[string]bool{}
+	for i, l := range strings.Split(strings.TrimSpace(stderr), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatalf("%s: stderr line %d is not JSON: %v\n%s", what, i+1, err, stderr)
+		}
+		msg, _ := rec["msg"].(string)
+		if _, ok := rec["time"]; !ok || rec["level"] == nil || msg == "" {
+			t.Fatalf("%s: stderr line %d is not a log record (time, level, msg):\n%s", what, i+1, l)
+		}
+		msgs[msg] = true
+		recs = append(recs, rec)
+	}
+	for _, m := range want {
+		if !msgs[m] {
+			t.Errorf("%s: no log record %q on stderr:\n%s", what, m, stderr)
+		}
+	}
+	return recs
 }
 
 // checkNoLoss: nothing redirected to the socket is lost silently: it was
@@ -466,7 +494,9 @@ func TestCLIRunConfig(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	sock := dir + "/ctl.sock"
-	run := exec.CommandContext(ctx, xnic(t), "run", "--config", dir+"/good.yaml", "--duration", "4s", "--json", "--quiet", "--ctl", sock)
+	// With --log-format json, stderr holds only log records; stdout only
+	// the interval and summary objects.
+	run := exec.CommandContext(ctx, xnic(t), "run", "--config", dir+"/good.yaml", "--duration", "4s", "--json", "--log-format", "json", "--ctl", sock)
 	var out, errb bytes.Buffer
 	run.Stdout, run.Stderr = &out, &errb
 	if err := run.Start(); err != nil {
@@ -478,7 +508,7 @@ func TestCLIRunConfig(t *testing.T) {
 		t.Fatalf("gen: %s", g.stderr)
 	}
 	// The connection the engine tracked, from its control socket.
-	cs := runXnic(t, 20*time.Second, "stats", "--conns", "5", "--ctl", sock, "--json")
+	cs := runXnic(t, 20*time.Second, "stats", "--top", "5", "--ctl", sock, "--json")
 	var conns struct {
 		Conns []struct {
 			Flow      string `json:"flow"`
@@ -491,11 +521,12 @@ func TestCLIRunConfig(t *testing.T) {
 		XSK map[string]uint64 `json:"xsk"` // issue 15: ring-full drops must show
 	}
 	if err := json.Unmarshal([]byte(cs.stdout), &conns); err != nil || cs.code != 0 {
-		t.Fatalf("stats --conns: exit %d, %v\n%s%s", cs.code, err, cs.stdout, cs.stderr)
+		t.Fatalf("stats --top: exit %d, %v\n%s%s", cs.code, err, cs.stdout, cs.stderr)
 	}
 	if _, ok := conns.XSK["rx_ring_full"]; !ok {
-		t.Fatalf("stats --conns --json has no xsk rx_ring_full:\n%s", cs.stdout)
+		t.Fatalf("stats --top --json has no xsk rx_ring_full:\n%s", cs.stdout)
 	}
+	// --conns, the old spelling of --top, still works for one release.
 	human := runXnic(t, 20*time.Second, "stats", "--conns", "5", "--ctl", sock)
 	if !strings.Contains(human.stdout, "198.18.0.10:9") || !strings.Contains(human.stdout, "loads") ||
 		!strings.Contains(human.stdout, "rx ring full") {
@@ -505,6 +536,14 @@ func TestCLIRunConfig(t *testing.T) {
 		t.Fatalf("run: %v\n%s", err, errb.String())
 	}
 	lines := jsonLines(t, "run --json", out.String())
+	if len(lines) < 2 {
+		t.Fatalf("run --json for 4s printed no interval line:\n%s", out.String())
+	}
+	for _, rec := range logLines(t, "run --log-format json", errb.String(), "guest attached", "xnic run: running", "guest summary") {
+		if rec["msg"] == "guest attached" && (rec["guest"] != "web" || rec["port"] != p.Host) {
+			t.Fatalf("run: guest attached record %v; want guest web on %s", rec, p.Host)
+		}
+	}
 	var rep struct {
 		Guests []struct {
 			Name      string `json:"name"`
@@ -521,10 +560,10 @@ func TestCLIRunConfig(t *testing.T) {
 	}
 	if len(conns.Conns) != 1 || conns.Conns[0].PacketsIn != gs[0].RxPackets || conns.Conns[0].Guest == 0 ||
 		!strings.Contains(conns.Conns[0].Flow, "198.18.0.10:9") {
-		t.Fatalf("stats --conns: %+v; want the one flow to the guest with the %d packets it received", conns.Conns, gs[0].RxPackets)
+		t.Fatalf("stats --top: %+v; want the one flow to the guest with the %d packets it received", conns.Conns, gs[0].RxPackets)
 	}
-	if r := runXnic(t, 20*time.Second, "stats", "--conns", "5", "--ctl", sock); r.code == 0 || !strings.Contains(r.stderr, "no engine answers") {
-		t.Fatalf("stats --conns with no engine: exit %d, %q", r.code, r.stderr)
+	if r := runXnic(t, 20*time.Second, "stats", "--top", "5", "--ctl", sock); r.code == 0 || !strings.Contains(r.stderr, "no engine answers") {
+		t.Fatalf("stats --top with no engine: exit %d, %q", r.code, r.stderr)
 	}
 }
 
@@ -549,7 +588,7 @@ func TestCLIServe(t *testing.T) {
 	defer cancel()
 	sock := dir + "/ctl.sock"
 	capFile := dir + "/deliveries.pcap"
-	srv := exec.CommandContext(ctx, xnic(t), "serve", "--config", dir+"/serve.yaml", "--ctl", sock, "--json", "--quiet", "--capture", capFile)
+	srv := exec.CommandContext(ctx, xnic(t), "serve", "--config", dir+"/serve.yaml", "--ctl", sock, "--json", "--quiet", "--capture", capFile, "--log-format", "json")
 	var out bytes.Buffer
 	stderr := &syncBuffer{}
 	srv.Stdout, srv.Stderr = &out, stderr
@@ -606,15 +645,16 @@ func TestCLIServe(t *testing.T) {
 		t.Fatalf("udp echo: %q %v", buf[:n], err)
 	}
 	uc.Close()
-	cs := runXnic(t, 20*time.Second, "stats", "--conns", "10", "--ctl", sock)
+	cs := runXnic(t, 20*time.Second, "stats", "--top", "10", "--ctl", sock)
 	if cs.code != 0 || !strings.Contains(cs.stdout, "198.18.0.10:80") || !strings.Contains(cs.stdout, "[2001:2::10]:80") {
-		t.Fatalf("stats --conns:\n%s%s", cs.stdout, cs.stderr)
+		t.Fatalf("stats --top:\n%s%s", cs.stdout, cs.stderr)
 	}
 	srv.Process.Signal(syscall.SIGTERM)
 	if err := srv.Wait(); err != nil {
 		t.Fatalf("serve exit: %v\n%s", err, stderr.String())
 	}
 	lines := jsonLines(t, "serve --json", out.String())
+	logLines(t, "serve --log-format json", stderr.String(), "service started", "guest attached", "xnic serve: ready", "xnic serve: capture written", "guest summary")
 	var srep struct {
 		Guests []struct {
 			Name     string `json:"name"`

@@ -34,9 +34,9 @@ func TestCLIConfigCheck(t *testing.T) {
 	}
 }
 
-// TestCLIRunWarnsIgnoredKeys: xnic run warns of the keys only xnic serve
-// uses, naming their lines, before it starts anything (here it then fails
-// on an interface that does not exist).
+// TestCLIRunWarnsIgnoredKeys: xnic run warns (a WARN log record) of the
+// keys only xnic serve uses, naming their lines, before it starts
+// anything (here it then fails on an interface that does not exist).
 func TestCLIRunWarnsIgnoredKeys(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "run.yaml")
 	os.WriteFile(cfg, []byte(`ports:
@@ -49,8 +49,8 @@ guests:
 `), 0o644)
 	r := runXnic(t, 20*time.Second, "run", "--config", cfg, "--duration", "1s", "--ctl", "")
 	for _, want := range []string{
-		"xnic run: warning: " + cfg + ":3: engine.tso: ignored by xnic run",
-		"xnic run: warning: " + cfg + ":7: guests[0].services: ignored by xnic run: only xnic serve runs services",
+		`level=WARN msg="xnic run: ` + cfg + ":3: engine.tso: ignored by xnic run",
+		`level=WARN msg="xnic run: ` + cfg + ":7: guests[0].services: ignored by xnic run: only xnic serve runs services",
 	} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("xnic run: stderr lacks %q:\n%s", want, r.stderr)

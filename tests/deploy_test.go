@@ -72,8 +72,9 @@ func TestSystemdUnit(t *testing.T) {
 			t.Errorf("%s: %s=%s, want %s", unit, key, got, want)
 		}
 	}
-	if s := one("ExecStart"); !strings.HasPrefix(s, "/usr/local/bin/xnic serve --config /etc/xnic/xnic.yaml") {
-		t.Errorf("ExecStart=%s", s)
+	if s := one("ExecStart"); !strings.HasPrefix(s, "/usr/local/bin/xnic serve --config /etc/xnic/xnic.yaml") ||
+		!strings.Contains(s, " --reuse-pins") {
+		t.Errorf("ExecStart=%s: want serve --config /etc/xnic/xnic.yaml with --reuse-pins (Restart= after a crash must not stop at the dead engine's pins)", s)
 	}
 	if s := one("ExecStartPre"); !strings.HasPrefix(s, "+") || !strings.Contains(s, "mount -t bpf") ||
 		!strings.Contains(s, "install -d -o xnic -g xnic -m 0700 /sys/fs/bpf/xnic") {
@@ -221,6 +222,9 @@ func TestDaemonSet(t *testing.T) {
 	if i := slices.Index(c.Args, "--metrics-addr"); i < 0 || i+1 >= len(c.Args) || c.Args[i+1] != ":9464" ||
 		c.Args[0] != "serve" || !slices.Contains(c.Args, "/etc/xnic/xnic.yaml") {
 		t.Errorf("args %q: want serve --config /etc/xnic/xnic.yaml --metrics-addr :9464", c.Args)
+	}
+	if !slices.Contains(c.Args, "--reuse-pins") {
+		t.Errorf("args %q: want --reuse-pins, so that a restarted pod takes over the pins of the one that crashed", c.Args)
 	}
 	if len(c.Ports) != 1 || c.Ports[0].ContainerPort != 9464 {
 		t.Errorf("ports %+v: want 9464", c.Ports)

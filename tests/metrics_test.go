@@ -101,7 +101,7 @@ func TestCLIServeMetrics(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	m := regexp.MustCompile(`xnic serve: metrics at (http://127\.0\.0\.1:\d+/metrics)`).FindStringSubmatch(stderr.String())
+	m := regexp.MustCompile(`msg="xnic serve: metrics" url=(http://127\.0\.0\.1:\d+/metrics)`).FindStringSubmatch(stderr.String())
 	if m == nil {
 		t.Fatalf("serve did not say where its metrics are:\n%s", stderr.String())
 	}
@@ -210,7 +210,7 @@ func TestCLIRunMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer run.Process.Kill()
-	re := regexp.MustCompile(`xnic run: metrics at (http://127\.0\.0\.1:\d+/metrics)`)
+	re := regexp.MustCompile(`msg="xnic run: metrics" url=(http://127\.0\.0\.1:\d+/metrics)`)
 	var m []string
 	for deadline := time.Now().Add(20 * time.Second); m == nil; m = re.FindStringSubmatch(stderr.String()) {
 		if time.Now().After(deadline) {

@@ -206,10 +206,13 @@ func ctlPath(t *testing.T) string {
 }
 
 // TestKilledServeLeftovers: after kill -9 of xnic serve, stats and maps
-// say the engine is gone; a new serve with another guest removes the
-// leftovers (or, with pin: true, reuses the maps without the dead guest's
-// rules), says so, and datagrams to the dead guest's address reach no
-// guest, while the new guest's own do.
+// say the engine is gone; a new serve (and engine.New) without
+// --reuse-pins refuses the port, naming it, the dead pid, the pin
+// directory and both ways out, and leaves the pins alone; with
+// --reuse-pins a new serve with another guest removes the leftovers (or,
+// with pin: true, reuses the maps without the dead guest's rules), says
+// so, and datagrams to the dead guest's address reach no guest, while the
+// new guest's own do.
 func TestKilledServeLeftovers(t *testing.T) {
 	l := labtest.New(t, labOptions(1))
 	p := l.Ports[0]
@@ -258,7 +261,8 @@ func TestKilledServeLeftovers(t *testing.T) {
 			if err != nil || len(pins) == 0 {
 				t.Fatalf("kill -9 left no pins in %s to find: %v", pinDir, err)
 			}
-			next, stderr := startServe(t, ctx, "--config", cfg("other", "198.18.0.20"), "--ctl", ctl)
+			refuseStalePins(t, p.Host, pinDir, pins, dead.Process.Pid, pin, "serve", "--config", cfg("other", "198.18.0.20"), "--ctl", ctl, "--duration", "2s", "--quiet")
+			next, stderr := startServe(t, ctx, "--config", cfg("other", "198.18.0.20"), "--ctl", ctl, "--reuse-pins")
 			log := stderr.String()
 			wantLog := fmt.Sprintf("removed %d maps pinned in %s by xnic (pid %d), which no longer runs", len(pins), pinDir, dead.Process.Pid)
 			if pin {
@@ -291,6 +295,47 @@ func TestKilledServeLeftovers(t *testing.T) {
 				t.Fatalf("serve exit: %v\n%s", err, stderr.String())
 			}
 		})
+	}
+}
+
+// refuseStalePins checks that a port whose pin directory holds the pins of
+// the dead engine pid is refused: by `xnic args...` with exit 1 and an
+// error naming the port, the pid, the directory, `xnic clean --iface` and
+// --reuse-pins, and by engine.New without ReusePins with a StalePinsError;
+// the pins stay as they were, no XDP program is left on the port, and the
+// lock file still names pid for the next engine.
+func refuseStalePins(t *testing.T, port, pinDir string, pins []os.DirEntry, pid int, keep bool, args ...string) {
+	t.Helper()
+	want := fmt.Sprintf("port %s: %d maps pinned in %s by xnic (pid %d), which no longer runs: refusing", port, len(pins), pinDir, pid)
+	r := runXnic(t, 30*time.Second, args...)
+	if r.code != 1 || !strings.Contains(r.stderr, "xnic "+args[0]+": ") || !strings.Contains(r.stderr, want) ||
+		!strings.Contains(r.stderr, "xnic clean --iface "+port) || !strings.Contains(r.stderr, "--reuse-pins") {
+		t.Fatalf("xnic %s on a dead engine's pins: exit %d, want 1 and %q with both ways out:\n%s%s", args[0], r.code, want, r.stdout, r.stderr)
+	}
+	o := engine.DefaultOptions()
+	o.Ifaces, o.KeepPins = []string{port}, keep
+	e, err := engine.New(o, nil)
+	var se *engine.StalePinsError
+	if !errors.Is(err, engine.ErrStalePins) || !errors.As(err, &se) || se.Port != port || se.PID != pid || se.PinDir != pinDir || se.Pins != len(pins) {
+		if e != nil {
+			e.Close()
+		}
+		t.Fatalf("engine.New on a dead engine's pins: %v (%+v); want a StalePinsError for %s, pid %d, %s", err, se, port, pid, pinDir)
+	}
+	after, err := os.ReadDir(pinDir)
+	if err != nil || len(after) != len(pins) {
+		t.Fatalf("the refused starts changed the pins: %d, was %d (%v)", len(after), len(pins), err)
+	}
+	for i := range after {
+		if after[i].Name() != pins[i].Name() {
+			t.Fatalf("the refused starts changed the pins: %s, was %s", after[i].Name(), pins[i].Name())
+		}
+	}
+	if out, _ := exec.Command("ip", "-o", "link", "show", port).CombinedOutput(); strings.Contains(string(out), "xdp") {
+		t.Fatalf("a refused start left an XDP program on %s", port)
+	}
+	if state, last, err := engine.EngineState("", port); err != nil || state != "gone" || last != pid {
+		t.Fatalf("the port's owner after the refused starts: %q, pid %d, %v; want gone, pid %d", state, last, err, pid)
 	}
 }
 
@@ -404,7 +449,7 @@ func TestControlSocketPrivate(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(pub, "xnic"), bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, args := range [][]string{{"stats", "--conns", "5", "--ctl", ctl}, {"migrate", "--guest", "web", "--to", "x", "--ctl", ctl}} {
+	for _, args := range [][]string{{"stats", "--top", "5", "--ctl", ctl}, {"migrate", "--guest", "web", "--to", "x", "--ctl", ctl}} {
 		c := exec.CommandContext(ctx, filepath.Join(pub, "xnic"), args...)
 		c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 		out, err := c.CombinedOutput()

@@ -62,7 +62,8 @@ func statusOf(t *testing.T, ctl, port string) (string, *statusPort) {
 // TestStatusCleanAfterKill: xnic status shows a port of a running serve as
 // owned by its pid with xnic_steer attached and pins; clean refuses that
 // port. After kill -9, status shows the engine gone, the pins and a stale
-// control socket; with a xnic_steer left attached (as an engine attaching
+// control socket; a new serve without --reuse-pins refuses the port and
+// leaves all that in place; with a xnic_steer left attached (as an engine attaching
 // through netlink leaves it), clean detaches it, removes the pins and the
 // socket, and status then shows nothing of the port.
 func TestStatusCleanAfterKill(t *testing.T) {
@@ -102,6 +103,14 @@ func TestStatusCleanAfterKill(t *testing.T) {
 	// outlives its process, through netlink, as a leftover for clean.
 	if ps.XDP != nil {
 		t.Fatalf("xdp after kill -9: %+v; the engine's bpf_link should have gone with it", ps.XDP)
+	}
+	ents, err := os.ReadDir(pinDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refuseStalePins(t, p.Host, pinDir, ents, pid, false, "serve", "--config", cfg, "--ctl", ctl, "--duration", "2s", "--quiet")
+	if state, ps = statusOf(t, ctl, p.Host); state != "stale" || ps == nil || ps.Engine.State != "gone" || ps.Engine.PID != pid || ps.Pins != pins {
+		t.Fatalf("status after a refused serve: control %q, port %+v; want what kill -9 left", state, ps)
 	}
 	link, err := netlink.LinkByName(p.Host)
 	if err != nil {

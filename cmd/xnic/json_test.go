@@ -158,7 +158,7 @@ func TestJSONTypesSnakeCase(t *testing.T) {
 		"stats":            pinnedStats{},
 		"stats.xsk":        statsJSON{},
 		"stats --interval": statsLive{},
-		"stats --conns":    connsJSON{},
+		"stats --top":      connsJSON{},
 		"stats --classes":  []engine.ClassStats{},
 		"stats --guests":   []engine.GuestStats{},
 		"migrate":          engine.Migration{},

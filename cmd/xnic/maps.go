@@ -34,7 +34,7 @@ func (e engineOf) String() string {
 	return "gone"
 }
 
-const goneNote = "the engine that pinned these maps no longer runs: they are leftovers; the next engine on the port removes them (or, with pin: true, reuses them without the old guests' rules and flows)"
+const goneNote = "the engine that pinned these maps no longer runs: they are leftovers; remove them with xnic clean --iface PORT, or start the next engine with --reuse-pins (it removes them, or with pin: true reuses them without the old guests' rules and flows)"
 
 func engineOfPort(port string) (engineOf, error) {
 	state, pid, err := engine.EngineState(engine.DefaultLockDir, port)
@@ -64,7 +64,7 @@ type statsJSON struct {
 	XSK *umem.Statistics `json:"xsk,omitempty"`
 }
 
-// connsJSON is `xnic stats --conns N --json`.
+// connsJSON is `xnic stats --top N --json`.
 type connsJSON struct {
 	Conns       []engine.ConnStat    `json:"conns"`
 	Pipeline    engine.PipelineStats `json:"pipeline"`
@@ -116,22 +116,23 @@ func runMaps(ctx context.Context, args []string) error {
 }
 
 func runStats(ctx context.Context, args []string) error {
-	fs := cli.NewFlags("stats", "[--iface IFACE] [--pin-dir DIR] [--interval D] [--json] | --conns N | --guests | --classes [--interval D] [--ctl SOCKET] [--json]")
+	fs := cli.NewFlags("stats", "[--iface IFACE] [--pin-dir DIR] [--interval D] [--json] | --top N | --guests | --classes [--interval D] [--ctl SOCKET] [--json]")
 	root := fs.String("pin-dir", engine.DefaultPinDir, "where the engine pins its maps, one directory per port")
 	port := fs.String("iface", "", "only this port (default: every pinned port)")
 	cli.Alias(fs, "port", "iface")
 	asJSON := fs.Bool("json", false, "JSON output")
-	conns := fs.Int("conns", 0, "print the top N connections by bytes and the pipeline counters, from the engine's control socket")
+	conns := fs.Int("top", 0, "print the top N connections by bytes and the pipeline counters, from the engine's control socket")
+	cli.Alias(fs, "conns", "top")
 	guests := fs.Bool("guests", false, "print each guest's active and standby ports and its migrations, from the engine's control socket")
 	showClasses := fs.Bool("classes", false, "print each (port, guest, class): received, queued, sent, drops by reason, ECN marks, queue depth and rate, from the engine's control socket")
 	interval := fs.Duration("interval", time.Second, "plain stats: print the counters every interval until Ctrl-C (with --json, one object per interval and a summary); with --classes: the rate is measured over this interval")
-	ctl := fs.String("ctl", engine.DefaultControlPath, "the engine's control socket (--conns, --guests, and the XSK counters of plain stats)")
+	ctl := fs.String("ctl", engine.DefaultControlPath, "the engine's control socket (--top, --guests, and the XSK counters of plain stats)")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if *showClasses {
 		if *guests || *conns != 0 {
-			return cli.FlagError("classes", "give one of --classes, --guests and --conns")
+			return cli.FlagError("classes", "give one of --classes, --guests and --top")
 		}
 		if *interval <= 0 || *interval > time.Minute {
 			return cli.FlagError("interval", "want 1ms..1m, got %s", *interval)
@@ -140,13 +141,13 @@ func runStats(ctx context.Context, args []string) error {
 	}
 	if *guests {
 		if *conns != 0 {
-			return cli.FlagError("guests", "give --guests or --conns, not both")
+			return cli.FlagError("guests", "give --guests or --top, not both")
 		}
 		return printGuests(ctx, *ctl, *asJSON)
 	}
 	if *conns != 0 {
 		if *conns < 0 || *conns > engine.MaxTopConns {
-			return cli.FlagError("conns", "want 1..%d, got %d", engine.MaxTopConns, *conns)
+			return cli.FlagError("top", "want 1..%d, got %d", engine.MaxTopConns, *conns)
 		}
 		return printConns(ctx, *ctl, *conns, *asJSON)
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
+	"math"
 	"net"
 	"os"
 	"sync"
@@ -49,12 +51,13 @@ func runGuestCounters(guests []*engine.Guest) []runGuestStats {
 }
 
 func runRun(ctx context.Context, args []string) error {
-	fs := cli.NewFlags("run", "--config FILE.yaml [--duration D] [--ctl SOCKET] [--metrics-addr HOST:PORT] [--log-level L] [--log-format text|json] [--json]")
+	fs := cli.NewFlags("run", "--config FILE.yaml [--duration D] [--ctl SOCKET] [--reuse-pins] [--metrics-addr HOST:PORT] [--log-level L] [--log-format text|json] [--json]")
 	file := fs.String("config", "", "the engine's ports, classes and guests (YAML; required)")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C)")
 	asJSON := fs.Bool("json", false, "JSON on stdout: each guest's counters once a second (unless --quiet) and a summary object; text on stderr")
 	quiet := fs.Bool("quiet", false, "no per-second lines")
-	ctl := fs.String("ctl", engine.DefaultControlPath, "serve counters and connections at this unix socket, for xnic stats --conns (\"\": none)")
+	ctl := fs.String("ctl", engine.DefaultControlPath, "serve counters and connections at this unix socket, for xnic stats --top (\"\": none)")
+	reusePins := reusePinsFlag(fs)
 	metricsAddr := metricsFlag(fs)
 	lf := addLogFlags(fs)
 	if err := cli.Parse(fs, args); err != nil {
@@ -76,13 +79,14 @@ func runRun(ctx context.Context, args []string) error {
 		return err
 	}
 	for _, w := range cfg.Ignored(config.Run) {
-		fmt.Fprintf(os.Stderr, "xnic run: warning: %s\n", w)
+		logger.Warn("xnic run: " + w.Error())
 	}
 	r, err := cfg.Resolve()
 	if err != nil {
 		return err
 	}
 	r.Options.Logger = logger
+	r.Options.ReusePins = *reusePins
 	e, stopCtl, err := startConfigEngine(r, *ctl)
 	if err != nil {
 		return err
@@ -97,14 +101,14 @@ func runRun(ctx context.Context, args []string) error {
 			return err
 		}
 		guests = append(guests, g)
-		fmt.Fprintf(os.Stderr, "guest %s (id %d) on %s: %d rules\n", spec.Name, g.ID, spec.Port, len(spec.Rules))
+		logger.Info("guest attached", "guest", spec.Name, "id", g.ID, "port", spec.Port, "rules", len(spec.Rules))
 	}
-	stopMetrics, err := startMetrics("run", *metricsAddr, e, metrics.Options{})
+	stopMetrics, err := startMetrics(logger, "run", *metricsAddr, e, metrics.Options{})
 	if err != nil {
 		return err
 	}
 	defer stopMetrics()
-	fmt.Fprintf(os.Stderr, "xnic run: %d ports, %d guests; maps under %s\n", len(opts.Ifaces), len(guests), opts.PinDir)
+	logger.Info("xnic run: running", "ports", len(opts.Ifaces), "guests", len(guests), "pin_dir", opts.PinDir)
 	start := time.Now()
 	everySecond(ctx, e.Done(), *duration, *quiet, func() {
 		if *asJSON {
@@ -115,18 +119,25 @@ func runRun(ctx context.Context, args []string) error {
 			writeJSON(os.Stdout, tk)
 			return
 		}
+		// Without --json the per-second figures are log records on
+		// stderr, in the format --log-format asks for.
 		for _, g := range guests {
-			fmt.Fprintf(os.Stderr, "  %-12s %12d pkts %14d bytes\n", g.Spec.Name, g.RxPackets.Load(), g.RxBytes.Load())
+			logger.Info("guest", "guest", g.Spec.Name, "rx_packets", g.RxPackets.Load(), "rx_bytes", g.RxBytes.Load())
 		}
 		if st, err := e.Stats(); err == nil && opts.Pipeline != nil {
 			p := st.Pipeline
-			fmt.Fprintf(os.Stderr, "  pipeline: %d conns, %.3f loads/pkt, gro %.1f segs/agg, %d malformed, %d bad csum\n",
-				p.Conns, p.LoadsPerPacket(), p.GRORatio(), p.Malformed, p.CsumBad)
+			logger.Info("pipeline", "conns", p.Conns, "loads_per_packet", round3(p.LoadsPerPacket()), "gro_segs_per_agg", round3(p.GRORatio()),
+				"malformed", p.Malformed, "csum_bad", p.CsumBad)
 		}
 	})
 	out := runGuestCounters(guests)
 	for _, s := range out {
-		fmt.Fprintf(humanOut(*asJSON), "guest %s: %d packets, %d bytes\n", s.Name, s.RxPackets, s.RxBytes)
+		if *asJSON {
+			// The summary object on stdout says it all; stderr has the log.
+			logger.Info("guest summary", "guest", s.Name, "rx_packets", s.RxPackets, "rx_bytes", s.RxBytes)
+			continue
+		}
+		fmt.Printf("guest %s: %d packets, %d bytes\n", s.Name, s.RxPackets, s.RxBytes)
 	}
 	if err := errors.Join(stopMetrics(), e.Err(), e.Close()); err != nil {
 		return err
@@ -159,6 +170,16 @@ func startConfigEngine(r *config.Resolved, ctl string) (_ *engine.Engine, stopCt
 	return e, stopCtl, nil
 }
 
+// reusePinsFlag defines --reuse-pins, for the commands that start an
+// engine from a config: engine.Options.ReusePins.
+func reusePinsFlag(fs *flag.FlagSet) *bool {
+	return fs.Bool("reuse-pins", false, "take over the pins a dead engine (kill -9, crash) left under "+engine.DefaultPinDir+
+		": remove them, or with pin: true (rx: --pin) reuse them; without it the start refuses such a port (xnic clean --iface IF removes them)")
+}
+
+// round3 rounds a ratio for a log record.
+func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
+
 // metricsFlag defines --metrics-addr, for run and serve.
 func metricsFlag(fs *flag.FlagSet) *string {
 	return fs.String("metrics-addr", "", "serve Prometheus metrics at http://HOST:PORT/metrics (\"\": none; port 0 picks a free one)")
@@ -175,10 +196,10 @@ func checkMetricsAddr(addr string) error {
 	return nil
 }
 
-// startMetrics serves e's metrics at addr ("" for none) and says where on
-// stderr. stop is safe to call more than once; call it before closing the
-// engine, so that no scrape reads an engine being torn down.
-func startMetrics(cmd, addr string, e *engine.Engine, o metrics.Options) (stop func() error, err error) {
+// startMetrics serves e's metrics at addr ("" for none) and logs where.
+// stop is safe to call more than once; call it before closing the engine,
+// so that no scrape reads an engine being torn down.
+func startMetrics(logger *slog.Logger, cmd, addr string, e *engine.Engine, o metrics.Options) (stop func() error, err error) {
 	if addr == "" {
 		return func() error { return nil }, nil
 	}
@@ -186,7 +207,7 @@ func startMetrics(cmd, addr string, e *engine.Engine, o metrics.Options) (stop f
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(os.Stderr, "xnic %s: metrics at http://%s/metrics\n", cmd, s.Addr())
+	logger.Info("xnic "+cmd+": metrics", "url", "http://"+s.Addr().String()+"/metrics")
 	var once sync.Once
 	return func() error {
 		err := error(nil)

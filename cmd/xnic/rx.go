@@ -98,7 +98,7 @@ func (f engineFlags) options(ifaces []string, queues []int) (engine.Options, err
 }
 
 func runRx(ctx context.Context, args []string) error {
-	fs := cli.NewFlags("rx", "--iface IF [--duration D] [--queue Q] [--pipeline [--window W] [--cache N] [--conn-table N]] [--rules N] [--exact-flows N] [--log-level L] [--log-format text|json] [--json]")
+	fs := cli.NewFlags("rx", "--iface IF [--duration D] [--queue Q] [--pipeline [--window W] [--cache N] [--conn-table N]] [--rules N] [--exact-flows N] [--pin] [--reuse-pins] [--log-level L] [--log-format text|json] [--json]")
 	iface := fs.String("iface", "", "interface to receive on (required)")
 	duration := fs.Duration("duration", 10*time.Second, "how long to receive")
 	queue := fs.Int("queue", 0, "rx queue id")
@@ -107,6 +107,7 @@ func runRx(ctx context.Context, args []string) error {
 	nRules := fs.Int("rules", 0, "steering benchmark: install this many rules (one of them, 198.18.0.1/32 UDP, matches the lab's traffic; the others are /32s elsewhere)")
 	nFlows := fs.Int("exact-flows", 0, "steering benchmark: install this many exact flows, the first ones those of xnic gen --flows (src port 10000+i)")
 	pin := fs.Bool("pin", false, "keep the maps pinned under "+engine.DefaultPinDir+"/IFACE after exit; the next run reuses them")
+	reusePins := reusePinsFlag(fs)
 	pipeline := fs.Bool("pipeline", false, "run the receive pipeline: parse, lookahead, connection contexts, GRO")
 	window := fs.Int("window", 64, "with --pipeline: lookahead window W (1: none)")
 	cache := fs.Int("cache", 512, "with --pipeline: context cache entries, a power of two")
@@ -137,6 +138,7 @@ func runRx(ctx context.Context, args []string) error {
 		return err
 	}
 	opts.KeepPins = *pin
+	opts.ReusePins = *reusePins
 	opts.Logger = logger
 	if *pipeline {
 		po := engine.DefaultPipelineOptions()

@@ -80,15 +80,16 @@ type servedGuest struct {
 }
 
 func runServe(ctx context.Context, args []string) error {
-	fs := cli.NewFlags("serve", "--config FILE.yaml [--duration D] [--gro on|off] [--tso on|off] [--capture FILE.pcap] [--ctl SOCKET] [--metrics-addr HOST:PORT] [--log-level L] [--log-format text|json] [--json]")
+	fs := cli.NewFlags("serve", "--config FILE.yaml [--duration D] [--gro on|off] [--tso on|off] [--capture FILE.pcap] [--ctl SOCKET] [--reuse-pins] [--metrics-addr HOST:PORT] [--log-level L] [--log-format text|json] [--json]")
 	file := fs.String("config", "", "ports, guests and their services (YAML; required)")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C)")
 	asJSON := fs.Bool("json", false, "JSON on stdout: the engine's and each guest's counters once a second (unless --quiet) and a summary object; text on stderr")
 	quiet := fs.Bool("quiet", false, "no per-second lines")
-	ctl := fs.String("ctl", engine.DefaultControlPath, "serve counters and connections at this unix socket, for xnic stats --conns (\"\": none)")
+	ctl := fs.String("ctl", engine.DefaultControlPath, "serve counters and connections at this unix socket, for xnic stats --top (\"\": none)")
 	capture := fs.String("capture", "", "write what the engine delivers to the guests (GRO aggregates, single frames) to this pcap; slows the data path")
 	gro := fs.String("gro", "", "on or off: override the config's engine.gro")
 	tso := fs.String("tso", "", "on or off: override the config's engine.tso")
+	reusePins := reusePinsFlag(fs)
 	metricsAddr := metricsFlag(fs)
 	lf := addLogFlags(fs)
 	if err := cli.Parse(fs, args); err != nil {
@@ -160,6 +161,7 @@ func runServe(ctx context.Context, args []string) error {
 		}
 	}
 	r.Options.Logger = logger
+	r.Options.ReusePins = *reusePins
 	e, stopCtl, err := startConfigEngine(r, *ctl)
 	if err != nil {
 		return err
@@ -197,22 +199,21 @@ func runServe(ctx context.Context, args []string) error {
 				return fmt.Errorf("guest %s: %w", spec.Name, err)
 			}
 			sg.svc = append(sg.svc, s)
-			fmt.Fprintf(os.Stderr, "guest %s: %s on port %s\n", spec.Name, sv.Kind, s.Addr[1:])
+			logger.Info("service started", "guest", spec.Name, "kind", sv.Kind, "port", s.Addr[1:])
 		}
-		fmt.Fprintf(os.Stderr, "guest %s (id %d) on %s: %s, mac %s, %d rules\n",
-			spec.Name, g.EngineGuest().ID, spec.Port, addrList(spec.GuestSpec), spec.MAC, len(spec.Rules)+len(stack.OwnRules(spec.Addrs)))
+		logger.Info("guest attached", "guest", spec.Name, "id", g.EngineGuest().ID, "port", spec.Port, "addrs", addrList(spec.GuestSpec),
+			"mac", spec.MAC.String(), "rules", len(spec.Rules)+len(stack.OwnRules(spec.Addrs)))
 	}
 	var stacks []metrics.GuestStack
 	for _, sg := range guests {
 		stacks = append(stacks, metrics.GuestStack{Guest: sg.name, Stack: sg.g})
 	}
-	stopMetrics, err := startMetrics("serve", *metricsAddr, e, metrics.Options{Stacks: stacks})
+	stopMetrics, err := startMetrics(logger, "serve", *metricsAddr, e, metrics.Options{Stacks: stacks})
 	if err != nil {
 		return err
 	}
 	defer stopMetrics()
-	fmt.Fprintf(os.Stderr, "xnic serve: ready: %d guests on %d ports; gro %v, tso %v\n",
-		len(guests), len(opts.Ifaces), r.Options.Pipeline.GRO, r.TSO)
+	logger.Info("xnic serve: ready", "guests", len(guests), "ports", len(opts.Ifaces), "gro", r.Options.Pipeline.GRO, "tso", r.TSO)
 
 	start := time.Now()
 	everySecond(ctx, e.Done(), *duration, *quiet, func() {
@@ -223,18 +224,26 @@ func runServe(ctx context.Context, args []string) error {
 				Pipeline: p, Guests: serveCounters(guests)})
 			return
 		}
-		fmt.Fprintf(os.Stderr, "  engine: %d pkts in, %d conns, gro %.1f segs/agg, %d malformed, %d bad csum\n",
-			st.RxPackets, p.Conns, p.GRORatio(), p.Malformed, p.CsumBad)
+		// Without --json the per-second figures are log records on
+		// stderr, in the format --log-format asks for.
+		logger.Info("engine", "rx_packets", st.RxPackets, "conns", p.Conns, "gro_segs_per_agg", round3(p.GRORatio()),
+			"malformed", p.Malformed, "csum_bad", p.CsumBad)
 		for _, sg := range guests {
 			ss := sg.g.Stats()
-			fmt.Fprintf(os.Stderr, "  %-10s rx %d pkts (%d aggregates) tx %d pkts (%d tso); %d conns, %d B in, %d B out, %d http requests\n",
-				sg.name, ss.RxPackets, ss.RxAggregates, ss.TxPackets, ss.TxGSOPackets,
-				sg.c.Conns.Load(), sg.c.BytesIn.Load(), sg.c.BytesOut.Load(), sg.c.Requests.Load())
+			logger.Info("guest", "guest", sg.name, "rx_packets", ss.RxPackets, "rx_aggregates", ss.RxAggregates,
+				"tx_packets", ss.TxPackets, "tx_gso_packets", ss.TxGSOPackets, "conns", sg.c.Conns.Load(),
+				"bytes_in", sg.c.BytesIn.Load(), "bytes_out", sg.c.BytesOut.Load(), "requests", sg.c.Requests.Load())
 		}
 	})
 	out := serveCounters(guests)
 	for _, s := range out {
-		fmt.Fprintf(humanOut(*asJSON), "guest %s: %d packets in, %d connections, %d bytes in, %d bytes out, %d http requests\n",
+		if *asJSON {
+			// The summary object on stdout says it all; stderr has the log.
+			logger.Info("guest summary", "guest", s.Name, "rx_packets", s.RxPackets, "conns", s.Conns,
+				"bytes_in", s.BytesIn, "bytes_out", s.BytesOut, "requests", s.Requests)
+			continue
+		}
+		fmt.Printf("guest %s: %d packets in, %d connections, %d bytes in, %d bytes out, %d http requests\n",
 			s.Name, s.RxPackets, s.Conns, s.BytesIn, s.BytesOut, s.Requests)
 	}
 	errs := []error{stopMetrics(), e.Err()}
@@ -249,7 +258,7 @@ func runServe(ctx context.Context, args []string) error {
 	if capw != nil {
 		n, err := capw.Close()
 		errs = append(errs, err)
-		fmt.Fprintf(os.Stderr, "xnic serve: wrote %d packets to %s\n", n, *capture)
+		logger.Info("xnic serve: capture written", "packets", n, "file", *capture)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err

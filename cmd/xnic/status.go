@@ -133,7 +133,7 @@ func statusCmd(args []string, out io.Writer) error {
 	fmt.Fprintf(out, "control socket %s: %s\n", rep.Control.Path, rep.Control.State)
 	for _, p := range rep.Ports {
 		if p.leftovers() {
-			fmt.Fprintf(out, "%s: left by an engine that no longer runs; remove with: xnic clean --iface %s\n", p.Iface, p.Iface)
+			fmt.Fprintf(out, "%s: left by an engine that no longer runs; remove with: xnic clean --iface %s (or start the next engine with --reuse-pins)\n", p.Iface, p.Iface)
 		}
 	}
 	return nil

@@ -2,7 +2,9 @@
 // file description lock (fcntl F_OFD_SETLK) on <dir>/<iface>.lock for as
 // long as it runs, with its pid and name written in the file. The kernel
 // drops the lock when the process dies, however it dies, so a lock file
-// nobody holds tells of an engine that is gone, and its pid says which.
+// nobody holds tells of an engine that is gone, and its pid says which. A
+// holder that stops cleanly and leaves its pins for the next engine says
+// so (MarkKept) before it lets go: "pid name kept".
 package portlock
 
 import (
@@ -24,6 +26,8 @@ var ErrHeld = errors.New("port lock held")
 type Lock struct {
 	f    *os.File
 	path string
+	line string // "pid name", what the holder wrote
+	prev string // what the file said before Acquire, for Abandon
 }
 
 // Owner is what a lock file says of the engine that holds, or last held,
@@ -32,6 +36,9 @@ type Owner struct {
 	PID  int    // 0 when the file says nothing (a holder still writing)
 	Name string // the holder's program name
 	Held bool   // someone holds the lock now
+	// Kept: the holder stopped cleanly and left its pins on purpose
+	// (MarkKept); false for a holder that died, or still runs.
+	Kept bool
 }
 
 // Path is the lock file of iface under dir.
@@ -61,17 +68,45 @@ func Acquire(dir, iface, name string) (*Lock, Owner, error) {
 		}
 		return nil, Owner{}, fmt.Errorf("lock %s: %w", path, err)
 	}
-	prev := readOwner(f)
-	line := strconv.Itoa(os.Getpid()) + " " + name + "\n"
-	if err := f.Truncate(0); err != nil {
+	raw := readRaw(f)
+	prev := parseOwner(raw)
+	l := &Lock{f: f, path: path, line: strconv.Itoa(os.Getpid()) + " " + name, prev: raw}
+	if err := l.write(l.line + "\n"); err != nil {
 		f.Close()
-		return nil, Owner{}, fmt.Errorf("write port lock %s: %w", path, err)
+		return nil, Owner{}, err
 	}
-	if _, err := f.WriteAt([]byte(line), 0); err != nil {
-		f.Close()
-		return nil, Owner{}, fmt.Errorf("write port lock %s: %w", path, err)
+	return l, prev, nil
+}
+
+func (l *Lock) write(line string) error {
+	if err := l.f.Truncate(0); err != nil {
+		return fmt.Errorf("write port lock %s: %w", l.path, err)
 	}
-	return &Lock{f: f, path: path}, prev, nil
+	if _, err := l.f.WriteAt([]byte(line), 0); err != nil {
+		return fmt.Errorf("write port lock %s: %w", l.path, err)
+	}
+	return nil
+}
+
+// MarkKept records, for the next holder, that this one stops cleanly and
+// leaves its pins on purpose. Call it last, just before Close: a holder
+// that dies after it still reads as a clean stop.
+func (l *Lock) MarkKept() error {
+	if l == nil || l.f == nil {
+		return nil
+	}
+	return l.write(l.line + " kept\n")
+}
+
+// Abandon puts back what the file said before Acquire and releases the
+// lock: for a holder that gives up having changed nothing, so that the
+// file still names the engine that held the port last (a dead one, whose
+// pins are still there).
+func (l *Lock) Abandon() error {
+	if l == nil || l.f == nil {
+		return nil
+	}
+	return errors.Join(l.write(l.prev), l.Close())
 }
 
 // Close releases the lock. The file stays, with the pid of its last
@@ -109,11 +144,17 @@ func Query(dir, iface string) (Owner, error) {
 	return o, nil
 }
 
-// readOwner parses "pid name" from f.
-func readOwner(f *os.File) Owner {
+// readOwner parses "pid name [kept]" from f.
+func readOwner(f *os.File) Owner { return parseOwner(readRaw(f)) }
+
+func readRaw(f *os.File) string {
 	b := make([]byte, 256)
 	n, _ := f.ReadAt(b, 0)
-	fields := strings.Fields(string(b[:n]))
+	return string(b[:n])
+}
+
+func parseOwner(raw string) Owner {
+	fields := strings.Fields(raw)
 	var o Owner
 	if len(fields) > 0 {
 		o.PID, _ = strconv.Atoi(fields[0])
@@ -121,5 +162,6 @@ func readOwner(f *os.File) Owner {
 	if len(fields) > 1 {
 		o.Name = fields[1]
 	}
+	o.Kept = len(fields) > 2 && fields[2] == "kept"
 	return o
 }

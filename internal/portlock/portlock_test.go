@@ -42,10 +42,35 @@ func TestAcquireExclusive(t *testing.T) {
 		t.Fatalf("Query after Close = %+v, %v; want not held, last pid %d", o, err, os.Getpid())
 	}
 	l, o, err = Acquire(dir, "p0", "again")
-	if err != nil || o.PID != os.Getpid() || o.Name != "first" || o.Held {
-		t.Fatalf("Acquire after Close = %+v, %v; want the previous owner first, pid %d, not holding", o, err, os.Getpid())
+	if err != nil || o.PID != os.Getpid() || o.Name != "first" || o.Held || o.Kept {
+		t.Fatalf("Acquire after Close = %+v, %v; want the previous owner first, pid %d, not holding, not kept", o, err, os.Getpid())
+	}
+	// A holder that marks its pins kept says so to the next one, and only
+	// to the next one.
+	if err := l.MarkKept(); err != nil {
+		t.Fatal(err)
 	}
 	l.Close()
+	if o, err := Query(dir, "p0"); err != nil || o.Held || !o.Kept || o.Name != "again" {
+		t.Fatalf("Query after MarkKept and Close = %+v, %v; want kept by again", o, err)
+	}
+	l, o, err = Acquire(dir, "p0", "third")
+	if err != nil || !o.Kept || o.Name != "again" {
+		t.Fatalf("Acquire after a kept stop = %+v, %v; want the previous owner again, kept", o, err)
+	}
+	// A holder that gives up puts the record back: the file still names
+	// the holder before it, kept or not.
+	if err := l.Abandon(); err != nil {
+		t.Fatal(err)
+	}
+	if o, _ := Query(dir, "p0"); o.Held || !o.Kept || o.Name != "again" {
+		t.Fatalf("Query after Abandon = %+v; want again, kept, as before third took it", o)
+	}
+	l, _, _ = Acquire(dir, "p0", "third")
+	l.Close()
+	if o, _ := Query(dir, "p0"); o.Kept || o.Name != "third" {
+		t.Fatalf("Query after a stop without MarkKept = %+v; want third, not kept", o)
+	}
 }
 
 // TestLockDiesWithProcess: a lock taken by a process that is killed is
@@ -85,7 +110,7 @@ func TestLockDiesWithProcess(t *testing.T) {
 		t.Fatalf("Query after kill = %+v, %v; want free, last held by %d", o, err, cmd.Process.Pid)
 	}
 	l, prev, err := Acquire(dir, "p0", "parent")
-	if err != nil || prev.PID != cmd.Process.Pid || prev.Name != "child" {
+	if err != nil || prev.PID != cmd.Process.Pid || prev.Name != "child" || prev.Kept {
 		t.Fatalf("Acquire after the holder died = %+v, %v; want the dead child as previous owner", prev, err)
 	}
 	l.Close()
