@@ -396,6 +396,20 @@ struct {
 	__type(value, struct steer_ctl);
 } ctl SEC(".maps");
 
+/*
+ * The program reads ctl and fast_rules_head, one-entry arrays, as global
+ * data: xnic_ctl and xnic_head stand for their values, and LoadSteer
+ * points the references to these sections at the maps themselves (see
+ * directMaps in steer.go). A field is then one load from a constant
+ * address, with no lookup, no key on the stack, no null check and no
+ * call, across which the compiler spills what it keeps in registers.
+ * Hidden, so that they are not variables of the collection, and not
+ * static, so that the compiler never takes their contents for constant.
+ */
+#define XNIC_HIDDEN __attribute__((visibility("hidden")))
+struct steer_ctl xnic_ctl SEC(".data.ctl") XNIC_HIDDEN;
+struct rule_head xnic_head SEC(".data.fast_rules_head") XNIC_HIDDEN;
+
 /* DSCP -> class, for rules and flows with XNIC_CLASS_FROM_DSCP. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -867,18 +881,15 @@ __noinline int xnic_steer_ip(struct xnic_pkt *pkt, __u32 queue, __u32 len)
 	struct flow_target target = {};
 	struct flow_target *ft;
 	struct steer_stats *st;
-	struct steer_ctl *c;
-	__u32 zero = 0;
+	struct steer_ctl *c = &xnic_ctl;
 	__u32 guest, class;
 	struct xnic_match m;
-	struct rule_head *h;
 	int res;
 
 	if (!pkt)
 		return XDP_PASS;
 	st = bpf_map_lookup_elem(&stats, &queue);
-	c = bpf_map_lookup_elem(&ctl, &zero);
-	if (!st || !c)
+	if (!st)
 		return XDP_PASS; /* cannot happen: checked by the caller */
 
 	if (!pkt->arp && pkt->key.family == 4 && c->fast_in_use &&
@@ -900,9 +911,8 @@ __noinline int xnic_steer_ip(struct xnic_pkt *pkt, __u32 queue, __u32 len)
 	 * cache only saves trie walks. */
 	match_of(pkt, &m);
 	res = XNIC_FAST_WALK;
-	h = bpf_map_lookup_elem(&fast_rules_head, &zero);
-	if (!pkt->arp && h)
-		res = fast_rules_decide(h, &m, &target);
+	if (!pkt->arp)
+		res = fast_rules_decide(&xnic_head, &m, &target);
 	if (res == XNIC_FAST_NO_MATCH) {
 		target.flags = XNIC_NO_MATCH;
 	} else if (res == XNIC_FAST_MATCH) {
@@ -992,11 +1002,11 @@ static __always_inline void mark_ce(void *l3, void *data_end, __u8 family)
  */
 static __always_inline int steer_common(void *data, void *data_end,
 					__u32 queue, __u32 len,
-					struct steer_stats *st,
-					const struct steer_ctl *c,
-					const struct rule_head *h)
+					struct steer_stats *st)
 {
-	struct flow_target target = {};
+	const struct steer_ctl *c = &xnic_ctl;
+	const struct rule_head *h = &xnic_head;
+	struct flow_target target; /* set on every path that reads it */
 	struct xnic_match m = {};
 	void *l3 = data + sizeof(struct ethhdr), *l4, *end;
 	__u8 tos;
@@ -1119,29 +1129,19 @@ int xnic_steer(struct xdp_md *ctx)
 	__u32 queue = ctx->rx_queue_index;
 	struct xnic_pkt pkt;
 	struct steer_stats *st;
-	struct steer_ctl *c;
-	struct rule_head *h;
-	__u32 zero = 0;
 	int ret;
 
 	if (queue >= cfg_queues)
 		return XDP_PASS;
-	/* The maps of the common path, looked up before the parse: each
-	 * lookup is a call to the compiler, which spills what lives across
-	 * it. */
 	st = bpf_map_lookup_elem(&stats, &queue);
-	c = bpf_map_lookup_elem(&ctl, &zero);
-	h = bpf_map_lookup_elem(&fast_rules_head, &zero);
 	if (!st)
 		return XDP_PASS;
 	st->rx_packets++;
 	st->rx_bytes += len;
 
-	if (c && h) {
-		ret = steer_common(data, data_end, queue, len, st, c, h);
-		if (ret >= 0)
-			return ret;
-	}
+	ret = steer_common(data, data_end, queue, len, st);
+	if (ret >= 0)
+		return ret;
 
 	__builtin_memset(&pkt, 0, sizeof(pkt));
 	xnic_parse(data, data_end, &pkt);
