@@ -396,6 +396,20 @@ struct {
 	__type(value, struct steer_ctl);
 } ctl SEC(".maps");
 
+/*
+ * The program reads ctl and fast_rules_head, one-entry arrays, as global
+ * data: xnic_ctl and xnic_head stand for their values, and LoadSteer
+ * points the references to these sections at the maps themselves (see
+ * directMaps in steer.go). A field is then one load from a constant
+ * address, with no lookup, no key on the stack, no null check and no
+ * call, across which the compiler spills what it keeps in registers.
+ * Hidden, so that they are not variables of the collection, and not
+ * static, so that the compiler never takes their contents for constant.
+ */
+#define XNIC_HIDDEN __attribute__((visibility("hidden")))
+struct steer_ctl xnic_ctl SEC(".data.ctl") XNIC_HIDDEN;
+struct rule_head xnic_head SEC(".data.fast_rules_head") XNIC_HIDDEN;
+
 /* DSCP -> class, for rules and flows with XNIC_CLASS_FROM_DSCP. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -867,18 +881,15 @@ __noinline int xnic_steer_ip(struct xnic_pkt *pkt, __u32 queue, __u32 len)
 	struct flow_target target = {};
 	struct flow_target *ft;
 	struct steer_stats *st;
-	struct steer_ctl *c;
-	__u32 zero = 0;
+	struct steer_ctl *c = &xnic_ctl;
 	__u32 guest, class;
 	struct xnic_match m;
-	struct rule_head *h;
 	int res;
 
 	if (!pkt)
 		return XDP_PASS;
 	st = bpf_map_lookup_elem(&stats, &queue);
-	c = bpf_map_lookup_elem(&ctl, &zero);
-	if (!st || !c)
+	if (!st)
 		return XDP_PASS; /* cannot happen: checked by the caller */
 
 	if (!pkt->arp && pkt->key.family == 4 && c->fast_in_use &&
@@ -900,9 +911,8 @@ __noinline int xnic_steer_ip(struct xnic_pkt *pkt, __u32 queue, __u32 len)
 	 * cache only saves trie walks. */
 	match_of(pkt, &m);
 	res = XNIC_FAST_WALK;
-	h = bpf_map_lookup_elem(&fast_rules_head, &zero);
-	if (!pkt->arp && h)
-		res = fast_rules_decide(h, &m, &target);
+	if (!pkt->arp)
+		res = fast_rules_decide(&xnic_head, &m, &target);
 	if (res == XNIC_FAST_NO_MATCH) {
 		target.flags = XNIC_NO_MATCH;
 	} else if (res == XNIC_FAST_MATCH) {
@@ -978,76 +988,19 @@ static __always_inline void mark_ce(void *l3, void *data_end, __u8 family)
 	}
 }
 
-/*
- * steer_common decides for the common frame without the full parser and
- * without a call: Ethernet with at most one VLAN tag, then IPv4 without
- * options and not a fragment, or IPv6 without extension headers, carrying
- * UDP or TCP with its header whole inside the IP length. For such a frame
- * xnic_parse says XNIC_OK, and steer_common reads the same key fields
- * (the tests run the corpus and mutated frames through both paths). It
- * decides with the fast flow table, the fast rule index and, where the
- * index says so, a trie walk; it returns -1 having counted nothing when
- * the LRU flow table or the rule cache is on, and for other frames: the
- * full path decides those.
- */
-static __always_inline int steer_common(void *data, void *data_end,
-					__u32 queue, __u32 len,
-					struct steer_stats *st,
-					const struct steer_ctl *c,
-					const struct rule_head *h)
+/* steer_l4 is the rest of steer_common once the IP header is read, inlined
+ * once per family: with the family a constant, the compiler drops what
+ * the other family needs (IPv4's a0 is 0) and keeps fewer values live. */
+static __always_inline int steer_l4(void *data, void *data_end, __u32 queue,
+				    __u32 len, struct steer_stats *st,
+				    void *l3, void *l4, void *end,
+				    struct xnic_match m, __u8 tos)
 {
+	const struct steer_ctl *c = &xnic_ctl;
+	const struct rule_head *h = &xnic_head;
 	struct flow_target target = {};
-	struct xnic_match m = {};
-	void *l3 = data + sizeof(struct ethhdr), *l4, *end;
-	__u8 tos;
-	__u16 proto;
 	int res;
 
-	/* Few values live at once: what only some frames need (the source
-	 * address and port, the VLAN, the TOS) is read again from the frame
-	 * when needed, rather than kept. */
-	if (l3 + sizeof(struct iphdr) > data_end)
-		return -1;
-	proto = *(__u16 *)(data + 12);
-	if (proto != bpf_htons(ETH_P_IP) && proto != bpf_htons(ETH_P_IPV6)) {
-		if (proto != bpf_htons(ETH_P_8021Q) &&
-		    proto != bpf_htons(ETH_P_8021AD) &&
-		    proto != bpf_htons(XNIC_ETH_P_QINQ2))
-			return -1;
-		proto = *(__u16 *)(l3 + 2); /* the tag's EtherType */
-		l3 += sizeof(struct xnic_vlan_hdr);
-	}
-	if (proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *iph = l3;
-
-		if ((void *)(iph + 1) > data_end)
-			return -1;
-		if (*(__u8 *)iph != 0x45 || /* version 4, no options */
-		    (iph->frag_off & bpf_htons(XNIC_IP_MF | XNIC_IP_OFFSET)))
-			return -1;
-		end = l3 + bpf_ntohs(iph->tot_len);
-		m.proto = iph->protocol;
-		m.family = 4;
-		m.a1 = 0xffff0000ULL | ((__u64)iph->daddr << 32); /* ::ffff:dst */
-		tos = iph->tos;
-		l4 = l3 + sizeof(*iph);
-	} else if (proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = l3;
-
-		if ((void *)(ip6 + 1) > data_end)
-			return -1;
-		if (ip6->version != 6)
-			return -1;
-		end = l3 + sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
-		m.proto = ip6->nexthdr;
-		m.family = 6;
-		__builtin_memcpy(&m.a0, &ip6->daddr.in6_u.u6_addr8[0], 8);
-		__builtin_memcpy(&m.a1, &ip6->daddr.in6_u.u6_addr8[8], 8);
-		tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
-		l4 = l3 + sizeof(*ip6);
-	} else {
-		return -1;
-	}
 	/* The IP length inside the frame and the L4 header inside the IP
 	 * length: otherwise malformed, for the full path. */
 	if (end > data_end)
@@ -1110,6 +1063,77 @@ unmatched:
 	return XDP_PASS;
 }
 
+/*
+ * steer_common decides for the common frame without the full parser and
+ * without a call: Ethernet with at most one VLAN tag, then IPv4 without
+ * options and not a fragment, or IPv6 without extension headers, carrying
+ * UDP or TCP with its header whole inside the IP length. For such a frame
+ * xnic_parse says XNIC_OK, and steer_common reads the same key fields
+ * (the tests run the corpus and mutated frames through both paths). It
+ * decides with the fast flow table, the fast rule index and, where the
+ * index says so, a trie walk (steer_l4, once per family); it returns -1
+ * having counted nothing when the LRU flow table or the rule cache is on,
+ * and for other frames: the full path decides those.
+ */
+static __always_inline int steer_common(void *data, void *data_end,
+					__u32 queue, __u32 len,
+					struct steer_stats *st)
+{
+	struct xnic_match m = {};
+	void *l3 = data + sizeof(struct ethhdr), *l4, *end;
+	__u8 tos;
+	__u16 proto;
+
+	/* Few values live at once: what only some frames need (the source
+	 * address and port, the VLAN, the TOS) is read again from the frame
+	 * when needed, rather than kept. */
+	if (l3 + sizeof(struct iphdr) > data_end)
+		return -1;
+	proto = *(__u16 *)(data + 12);
+	if (proto != bpf_htons(ETH_P_IP) && proto != bpf_htons(ETH_P_IPV6)) {
+		if (proto != bpf_htons(ETH_P_8021Q) &&
+		    proto != bpf_htons(ETH_P_8021AD) &&
+		    proto != bpf_htons(XNIC_ETH_P_QINQ2))
+			return -1;
+		proto = *(__u16 *)(l3 + 2); /* the tag's EtherType */
+		l3 += sizeof(struct xnic_vlan_hdr);
+	}
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *iph = l3;
+
+		if ((void *)(iph + 1) > data_end)
+			return -1;
+		if (*(__u8 *)iph != 0x45 || /* version 4, no options */
+		    (iph->frag_off & bpf_htons(XNIC_IP_MF | XNIC_IP_OFFSET)))
+			return -1;
+		end = l3 + bpf_ntohs(iph->tot_len);
+		m.proto = iph->protocol;
+		m.family = 4;
+		m.a1 = 0xffff0000ULL | ((__u64)iph->daddr << 32); /* ::ffff:dst */
+		tos = iph->tos;
+		l4 = l3 + sizeof(*iph);
+		return steer_l4(data, data_end, queue, len, st, l3, l4, end, m,
+				tos);
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = l3;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return -1;
+		if (ip6->version != 6)
+			return -1;
+		end = l3 + sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+		m.proto = ip6->nexthdr;
+		m.family = 6;
+		__builtin_memcpy(&m.a0, &ip6->daddr.in6_u.u6_addr8[0], 8);
+		__builtin_memcpy(&m.a1, &ip6->daddr.in6_u.u6_addr8[8], 8);
+		tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+		l4 = l3 + sizeof(*ip6);
+		return steer_l4(data, data_end, queue, len, st, l3, l4, end, m,
+				tos);
+	}
+	return -1;
+}
+
 SEC("xdp")
 int xnic_steer(struct xdp_md *ctx)
 {
@@ -1119,29 +1143,19 @@ int xnic_steer(struct xdp_md *ctx)
 	__u32 queue = ctx->rx_queue_index;
 	struct xnic_pkt pkt;
 	struct steer_stats *st;
-	struct steer_ctl *c;
-	struct rule_head *h;
-	__u32 zero = 0;
 	int ret;
 
 	if (queue >= cfg_queues)
 		return XDP_PASS;
-	/* The maps of the common path, looked up before the parse: each
-	 * lookup is a call to the compiler, which spills what lives across
-	 * it. */
 	st = bpf_map_lookup_elem(&stats, &queue);
-	c = bpf_map_lookup_elem(&ctl, &zero);
-	h = bpf_map_lookup_elem(&fast_rules_head, &zero);
 	if (!st)
 		return XDP_PASS;
 	st->rx_packets++;
 	st->rx_bytes += len;
 
-	if (c && h) {
-		ret = steer_common(data, data_end, queue, len, st, c, h);
-		if (ret >= 0)
-			return ret;
-	}
+	ret = steer_common(data, data_end, queue, len, st);
+	if (ret >= 0)
+		return ret;
 
 	__builtin_memset(&pkt, 0, sizeof(pkt));
 	xnic_parse(data, data_end, &pkt);

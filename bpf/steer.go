@@ -184,6 +184,9 @@ func LoadSteer(opts SteerOptions) (_ *Steer, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("load steer spec: %w", err)
 	}
+	if err := directMaps(spec); err != nil {
+		return nil, fmt.Errorf("load steer spec: %w", err)
+	}
 	sizes := map[string]int{
 		steerMapXsks:      opts.Slots(),
 		steerMapOccupancy: opts.Slots(),
@@ -308,6 +311,45 @@ func LoadSteer(opts SteerOptions) (_ *Steer, err error) {
 		}
 	}
 	return s, nil
+}
+
+// directSections are the data sections of steer.bpf.c that stand for
+// the value of a one-entry array map: the program reads that map's value
+// as global data (xnic_ctl, xnic_head), one load from a constant address
+// per field instead of a lookup.
+var directSections = map[string]string{
+	".data.ctl":             steerMapCtl,
+	".data.fast_rules_head": steerMapFastRulesHead,
+}
+
+// directMaps points the program's references to each directSections
+// section at its map, which the kernel allows for an array of one entry
+// (a direct value load, as for global data), and drops the sections'
+// own maps. The maps stay what they were, pinned and read by name, and
+// user space writes them as before.
+func directMaps(spec *ebpf.CollectionSpec) error {
+	for sec, name := range directSections {
+		m, ok := spec.Maps[name]
+		if !ok || m.Type != ebpf.Array || m.MaxEntries != 1 {
+			return fmt.Errorf("map %s: not an array of one entry", name)
+		}
+		d, ok := spec.Maps[sec]
+		if !ok {
+			return fmt.Errorf("section %s: missing", sec)
+		}
+		if d.ValueSize != m.ValueSize {
+			return fmt.Errorf("section %s: %d bytes, map %s values %d", sec, d.ValueSize, name, m.ValueSize)
+		}
+		delete(spec.Maps, sec)
+	}
+	for _, p := range spec.Programs {
+		for i, ins := range p.Instructions {
+			if name, ok := directSections[ins.Reference()]; ok {
+				p.Instructions[i] = ins.WithReference(name)
+			}
+		}
+	}
+	return nil
 }
 
 // makePinDir creates dir when missing and says whether it did.
