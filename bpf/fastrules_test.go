@@ -503,8 +503,11 @@ func TestFastRulesNoTornReads(t *testing.T) {
 					moved[g][sl] += d.Packets
 				}
 			}
-			if d := subStats(after.total, before.total); d.RuleHits != 50 {
-				t.Fatalf("frames of guest %d: %d of 50 matched a rule", g, d.RuleHits)
+			// Every run matched a rule. (A test run interrupted by a
+			// signal is retried whole by the library after the kernel
+			// ran part of it: count the runs, not the repeat.)
+			if d := subStats(after.total, before.total); d.RxPackets < 50 || d.RuleHits != d.RxPackets {
+				t.Fatalf("frames of guest %d: %d of %d runs matched a rule", g, d.RuleHits, d.RxPackets)
 			}
 		}
 	}
