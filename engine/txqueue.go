@@ -37,7 +37,7 @@ const (
 // lockSpins bounds how long the worker's own send spins for a send
 // queue's lock before it parks: a 64 KB request takes a producer tens of
 // microseconds to segment.
-const lockSpins = 1 << 16
+const lockSpins = 1 << 12
 
 // hdrMax is the longest request headers the send path segments: Ethernet
 // with two VLAN tags, IPv4 with options or IPv6, TCP with options.

@@ -513,6 +513,15 @@ func (w *Worker) Run() {
 // first (no goroutine that runs on the old thread meanwhile may pass for
 // the worker) and set again after.
 func (w *Worker) yield() {
+	if w.shaping() {
+		// Shaped frames wait for their time: the worker keeps its thread
+		// (and gets its P back at once); let go of it, it would queue
+		// behind the guests' runnable goroutines (a strict-priority
+		// class's p99 went from 1.1x to 14x its unloaded p99 in xnic
+		// bench qos).
+		runtime.Gosched()
+		return
+	}
 	w.tid.Store(0)
 	runtime.UnlockOSThread()
 	runtime.Gosched()
@@ -565,6 +574,17 @@ func (w *Worker) hasWork() bool {
 			if now := monotime(); q.sched.NextEligible(now) <= now {
 				return true
 			}
+		}
+	}
+	return false
+}
+
+// shaping reports shaped frames waiting in a guest's scheduler on this
+// worker.
+func (w *Worker) shaping() bool {
+	for _, ep := range w.eps {
+		if q := ep.tx; q != nil && q.sched != nil && q.sched.Backlog() > 0 {
+			return true
 		}
 	}
 	return false
