@@ -65,10 +65,7 @@ func TestSendSegmentsAndChecksums(t *testing.T) {
 	w, g, u, k := newTxWorker(t)
 	defer u.Close()
 	const mss = 1448
-	payload := make([]byte, 65000)
-	for i := range payload {
-		payload[i] = byte(i * 7)
-	}
+	payload := pattern(65000, 7)
 	big := tcpFrame(5201, 1000, flows.TCPFlagPSH, payload, 100)
 	// As a stack with checksum offload leaves it: pseudo-header sum only.
 	var p flows.Packet
@@ -460,6 +457,16 @@ func TestSendClassScheduler(t *testing.T) {
 	}
 }
 
+// pattern is n payload bytes that differ from their neighbours: byte i is
+// i*step.
+func pattern(n int, step int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i * step)
+	}
+	return b
+}
+
 // freeFrames is the frames free for sending: on u's free list or in the
 // guest's send pools.
 func freeFrames(u *umem.UMEM, g *Guest) int {
@@ -478,10 +485,7 @@ func TestSendCopiesOnce(t *testing.T) {
 	w, g, u, k := newTxWorker(t)
 	defer u.Close()
 	const mss = 1448
-	payload := make([]byte, 65000)
-	for i := range payload {
-		payload[i] = byte(i * 13)
-	}
+	payload := pattern(65000, 13)
 	want := slices.Clone(payload)
 	big := tcpFrame(5201, 1, flows.TCPFlagPSH|flows.TCPFlagFIN, payload, 1)
 	head, pay := big[:54], big[54:]

@@ -19,8 +19,6 @@ type TxCounters struct {
 	Bytes       atomic.Uint64 // bytes written to the tx rings
 	Dropped     atomic.Uint64 // requests that could not be sent: malformed or too big
 	Spoofed     atomic.Uint64 // requests refused by the guests' spoof checks (Guest.Spoofed has them by guest and reason)
-	MSSClamped  atomic.Uint64 // requests whose segment size was cut to fit the port's MTU
-	NoFrames    atomic.Uint64 // passes that found no free frame for a request
 	LinkDown    atomic.Uint64 // requests dropped because their port had no link (also in Dropped)
 	Queued      atomic.Uint64 // frames the class schedulers took (Stats.Classes has them by class)
 	QueueDrops  atomic.Uint64 // frames the class schedulers dropped: tail, RED or policer
@@ -36,11 +34,14 @@ type TxStats struct {
 	Bytes       uint64 `json:"bytes"`
 	Dropped     uint64 `json:"dropped"`
 	Spoofed     uint64 `json:"spoofed"`
-	MSSClamped  uint64 `json:"mss_clamped"`
-	NoFrames    uint64 `json:"no_frames"`
-	LinkDown    uint64 `json:"link_down"`
-	Queued      uint64 `json:"queued"`
-	QueueDrops  uint64 `json:"queue_drops"`
+	// MSSClamped and NoFrames are counted by Send, per guest: requests
+	// whose segment size was cut to the port's MTU, and requests given up
+	// after TxWait for want of free frames (also in Dropped).
+	MSSClamped uint64 `json:"mss_clamped"`
+	NoFrames   uint64 `json:"no_frames"`
+	LinkDown   uint64 `json:"link_down"`
+	Queued     uint64 `json:"queued"`
+	QueueDrops uint64 `json:"queue_drops"`
 	// SendQueueFull are sends refused (ErrTxFull) because a guest's send
 	// queue stayed full for TxWait: the guest's stack drops them and
 	// recovers them by retransmission.
@@ -56,8 +57,6 @@ func (s *TxStats) add(c *TxCounters) {
 	s.Bytes += c.Bytes.Load()
 	s.Dropped += c.Dropped.Load()
 	s.Spoofed += c.Spoofed.Load()
-	s.MSSClamped += c.MSSClamped.Load()
-	s.NoFrames += c.NoFrames.Load()
 	s.LinkDown += c.LinkDown.Load()
 	s.Queued += c.Queued.Load()
 	s.QueueDrops += c.QueueDrops.Load()
@@ -90,8 +89,6 @@ type txPath struct {
 	bytes   uint64
 	dropped uint64
 	spoofed uint64
-	clamped uint64
-	noFrame uint64
 	down    uint64
 	queued  uint64
 	qdrops  uint64
@@ -384,8 +381,6 @@ func (t *txPath) publish() {
 	c.Bytes.Store(t.bytes)
 	c.Dropped.Store(t.dropped)
 	c.Spoofed.Store(t.spoofed)
-	c.MSSClamped.Store(t.clamped)
-	c.NoFrames.Store(t.noFrame)
 	c.LinkDown.Store(t.down)
 	c.Queued.Store(t.queued)
 	c.QueueDrops.Store(t.qdrops)

@@ -184,19 +184,24 @@ func (q *txQueue) put(wr *WorkRequest) error {
 	if n > MaxWorkRequest {
 		return fmt.Errorf("send %d bytes: %w", n, ErrTxTooBig)
 	}
-	onWorker := q.worker != nil && q.worker.Load() == int32(unix.Gettid())
-	if onWorker {
-		// The holder is a producer segmenting a request (waits release
-		// mu): spin for it rather than park the worker's thread, whose
-		// wake-up would cost more than the wait.
-		for i := 0; !q.mu.TryLock(); i++ {
-			if i == lockSpins {
-				q.mu.Lock()
-				break
+	// Whether this is the worker's own thread costs a system call: ask
+	// only when it matters (a contended lock, a full queue, a short pool).
+	onWorker, known := false, false
+	if !q.mu.TryLock() {
+		onWorker, known = q.onWorkerThread(), true
+		if onWorker {
+			// The holder is a producer segmenting a request (waits
+			// release mu): spin for it rather than park the worker's
+			// thread, whose wake-up would cost more than the wait.
+			for i := 0; !q.mu.TryLock(); i++ {
+				if i == lockSpins {
+					q.mu.Lock()
+					break
+				}
 			}
+		} else {
+			q.mu.Lock()
 		}
-	} else {
-		q.mu.Lock()
 	}
 	defer q.mu.Unlock()
 	// Plan the frames: one, or a segment per gso bytes of payload.
@@ -243,6 +248,9 @@ func (q *txQueue) put(wr *WorkRequest) error {
 			if w := q.want.Load(); int(w) < poolCap {
 				q.want.Store(int32(min(poolCap, max(2*int(w), need))))
 			}
+			if !known {
+				onWorker, known = q.onWorkerThread(), true
+			}
 			if onWorker {
 				direct = true
 				break
@@ -251,6 +259,9 @@ func (q *txQueue) put(wr *WorkRequest) error {
 		}
 		if what < 0 {
 			break
+		}
+		if !known {
+			onWorker, known = q.onWorkerThread(), true
 		}
 		if onWorker {
 			q.full.Add(1) // only the worker could make room
@@ -304,6 +315,12 @@ func (q *txQueue) put(wr *WorkRequest) error {
 	q.tail.Store(t + 1)
 	q.wake.wake()
 	return nil
+}
+
+// onWorkerThread reports whether the caller runs on the thread of the
+// worker that drains the queue: a stack answering inside a delivery.
+func (q *txQueue) onWorkerThread() bool {
+	return q.worker != nil && q.worker.Load() == int32(unix.Gettid())
 }
 
 // linkLen is where the IP header starts in a frame's headers: after the

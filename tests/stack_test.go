@@ -146,10 +146,10 @@ func TestStackGuestServesPeer(t *testing.T) {
 	} else {
 		t.Logf("download: %d pure ACKs coalesced", d)
 	}
-	w := e.Workers()[0]
+	tx, _ := e.Stats()
 	t.Logf("bulk %d MB guest -> peer in %v: engine tx %d requests (%d segmented) into %d frames, %d dropped, %d without frames; stack %+v",
-		n>>20, time.Since(t0).Round(time.Millisecond), w.Tx.Requests.Load(), w.Tx.GSORequests.Load(), w.Tx.Segments.Load(),
-		w.Tx.Dropped.Load(), w.Tx.NoFrames.Load(), g.Stats())
+		n>>20, time.Since(t0).Round(time.Millisecond), tx.Tx.Requests, tx.Tx.GSORequests, tx.Tx.Segments,
+		tx.Tx.Dropped, tx.Tx.NoFrames, g.Stats())
 	// The engine's own GRO output, seen through the guest's tap, carries
 	// exactly the bytes the peer sent, in sequence order.
 	rs := newStreamCheck(5003)

@@ -96,7 +96,7 @@ var (
 	mTxBytes          = counter("tx_bytes_total", "Bytes the send path wrote to the tx rings.")
 	mTxRequestDrops   = counter("tx_request_drops_total", "Work requests not sent, by reason (malformed, link_down, spoofed).", lReason)
 	mTxMSSClamped     = counter("tx_mss_clamped_total", "Work requests whose segment size was cut to the port's MTU.")
-	mTxNoFrames       = counter("tx_no_frames_total", "Send passes that found no free frame for a request.")
+	mTxNoFrames       = counter("tx_no_frames_total", "Guests' sends given up for want of a free frame.")
 	mTxQueued         = counter("tx_queued_total", "Frames the class schedulers took.")
 	mTxQueueDrops     = counter("tx_queue_drops_total", "Frames the class schedulers dropped (tail, RED or policer; by class in xnic_class_tx_drops_total).")
 	mTxCompleted      = counter("tx_completed_total", "Frames back from the completion rings.")
