@@ -3,11 +3,16 @@ package tests
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 
 	"github.com/xnic/xnic/engine"
 	"github.com/xnic/xnic/engine/config"
@@ -143,7 +148,7 @@ func during(t *testing.T, l *lab.Lab, e *engine.Engine, g *stack.Guest, addr net
 		checkNoDrops(t, e, before)
 	}
 	if err := <-done; err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\nthe guest's TCP endpoints: %s", err, tcpInfo(g))
 	}
 	if n := resets(g) - rst; n != 0 {
 		t.Errorf("%d RSTs sent or received during the transfer", n)
@@ -428,4 +433,27 @@ func TestFailoverHostPortDown(t *testing.T) {
 	if n := sleeps() - s0; n < 10 {
 		t.Errorf("idle workers slept %d times in 500 ms with poll_ms %d; want them asleep, not spinning", n, config.DefaultPollMs)
 	}
+}
+
+// tcpInfo describes the guest's TCP endpoints for a failed transfer: a
+// sender with a congestion window of 0 and nothing in flight never sends
+// again (gVisor's CUBIC could cut the window to 0 on ACKs after repeated
+// losses, until its RFC 9438 clamp), which reads as a stalled transfer.
+func tcpInfo(g *stack.Guest) string {
+	var b strings.Builder
+	for _, ep := range g.Netstack().RegisteredEndpoints() {
+		te, ok := ep.(*tcp.Endpoint)
+		if !ok {
+			continue
+		}
+		info, ok := te.Info().(*gstack.TransportEndpointInfo)
+		var ti tcpip.TCPInfoOption
+		if !ok || te.GetSockOpt(&ti) != nil {
+			continue
+		}
+		id := info.ID
+		fmt.Fprintf(&b, "\n  %s:%d <- %s:%d state %v cwnd %d ssthresh %d rtt %s rto %s",
+			id.LocalAddress, id.LocalPort, id.RemoteAddress, id.RemotePort, ti.State, ti.SndCwnd, ti.SndSsthresh, ti.RTT, ti.RTO)
+	}
+	return b.String()
 }
