@@ -19,7 +19,7 @@ import (
 
 // TestBenchQoS runs `xnic bench qos --rounds 1` on a real lab: the table
 // has every class, both contenders and every target, the early-drop row
-// not measured; the JSON report decodes with both contenders measured;
+// measured; the JSON report decodes with both contenders measured;
 // HTB, the reference, gives each class its weight's share and the
 // configured rate (within a margin wide enough for a busy machine), which
 // shows the measurement itself is sound; and the lab and the qdisc are gone
