@@ -41,13 +41,20 @@ if [ ! -e /usr/include/asm ] && [ -d "/usr/include/$(uname -m)-linux-gnu/asm" ];
   log "asm headers are under /usr/include/$(uname -m)-linux-gnu (bpf2go passes -I for that)"
 fi
 
-# Go, if absent or older than 1.26.
+# Go, if absent or older than the go line of go.mod (a go command older than
+# that would try to fetch a newer toolchain on every build). GOTOOLCHAIN=local:
+# the version of the go command itself, not of a toolchain it would switch to.
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+want_go=$(awk '$1 == "go" { print $2; exit }' "$root/go.mod")
+have_go=""
+for g in go /usr/local/go/bin/go; do
+  if command -v "$g" >/dev/null 2>&1; then
+    have_go=$(cd / && GOTOOLCHAIN=local "$g" env GOVERSION 2>/dev/null | sed 's/^go//; s/[ -].*//')
+    break
+  fi
+done
 need_go=1
-if command -v go >/dev/null 2>&1; then
-  v=$(go env GOVERSION 2>/dev/null | sed 's/^go//')
-  major=${v%%.*}; rest=${v#*.}; minor=${rest%%.*}
-  if [ "${major:-0}" -gt 1 ] || { [ "${major:-0}" -eq 1 ] && [ "${minor:-0}" -ge 26 ]; }; then need_go=0; fi
-elif [ -x /usr/local/go/bin/go ]; then
+if [ -n "$have_go" ] && [ "$(printf '%s\n%s\n' "$want_go" "$have_go" | sort -V | head -n1)" = "$want_go" ]; then
   need_go=0
 fi
 if [ $need_go -eq 1 ]; then
@@ -58,7 +65,7 @@ if [ $need_go -eq 1 ]; then
   ln -sf /usr/local/go/bin/go /usr/local/bin/go
   ln -sf /usr/local/go/bin/gofmt /usr/local/bin/gofmt
 else
-  log "go present"
+  log "go ${have_go} present (go.mod wants ${want_go})"
 fi
 
 # bpffs, for pinned maps.
