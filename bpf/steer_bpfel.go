@@ -114,6 +114,16 @@ type steerRuleKey struct {
 	Addr      [16]uint8
 }
 
+type steerRuleMemo struct {
+	_      structs.HostLayout
+	A0     uint64
+	A1     uint64
+	Tag    uint32
+	Gen    uint32
+	Target steerFlowTarget
+	Pad    uint32
+}
+
 type steerRuleSet struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -185,6 +195,7 @@ const (
 	steerMapFlows         = "flows"
 	steerMapOccupancy     = "occupancy"
 	steerMapRuleCache     = "rule_cache"
+	steerMapRuleMemos     = "rule_memos"
 	steerMapRules         = "rules"
 	steerMapSlotStats     = "slot_stats"
 	steerMapStats         = "stats"
@@ -256,6 +267,7 @@ type steerMapSpecs struct {
 	Flows         *ebpf.MapSpec `ebpf:"flows"`
 	Occupancy     *ebpf.MapSpec `ebpf:"occupancy"`
 	RuleCache     *ebpf.MapSpec `ebpf:"rule_cache"`
+	RuleMemos     *ebpf.MapSpec `ebpf:"rule_memos"`
 	Rules         *ebpf.MapSpec `ebpf:"rules"`
 	SlotStats     *ebpf.MapSpec `ebpf:"slot_stats"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
@@ -303,6 +315,7 @@ type steerMaps struct {
 	Flows         *ebpf.Map `ebpf:"flows"`
 	Occupancy     *ebpf.Map `ebpf:"occupancy"`
 	RuleCache     *ebpf.Map `ebpf:"rule_cache"`
+	RuleMemos     *ebpf.Map `ebpf:"rule_memos"`
 	Rules         *ebpf.Map `ebpf:"rules"`
 	SlotStats     *ebpf.Map `ebpf:"slot_stats"`
 	Stats         *ebpf.Map `ebpf:"stats"`
@@ -319,6 +332,7 @@ func (m *steerMaps) Close() error {
 		m.Flows,
 		m.Occupancy,
 		m.RuleCache,
+		m.RuleMemos,
 		m.Rules,
 		m.SlotStats,
 		m.Stats,

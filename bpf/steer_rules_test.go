@@ -1,7 +1,9 @@
 package bpf
 
 import (
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -647,4 +649,123 @@ func TestSteerQueues(t *testing.T) {
 	if ss.Packets != 4 || ss.Redirected != 3 || ss.PassNoSocket != 1 {
 		t.Errorf("slot (1, 0) over all queues: %+v", ss)
 	}
+}
+
+// memoEntry reads the rule memo's entry for a frame to dst:dport on rx
+// queue 0, on CPU cpu (the way the program picks: the address's low word
+// xor the port).
+func memoEntry(t *testing.T, s *Steer, cpu int, dst netip.Addr, dport uint16) steerRuleMemo {
+	t.Helper()
+	b := dst.As16()
+	low := binary.LittleEndian.Uint32(b[12:]) // the word as the program loads it
+	key := (low ^ uint32(dport)) & (memoWays - 1)
+	var per []steerRuleMemo
+	if err := s.objs.RuleMemos.Lookup(&key, &per); err != nil {
+		t.Fatalf("rule memo lookup %d: %v", key, err)
+	}
+	if cpu >= len(per) {
+		t.Fatalf("rule memo has %d CPUs, want CPU %d", len(per), cpu)
+	}
+	return per[cpu]
+}
+
+// memoWays is XNIC_MEMO_WAYS of steer.bpf.c: memo entries per rx queue.
+const memoWays = 8
+
+// TestRuleMemo: on one CPU, the frames of a flow after the first take
+// their rule decision from the rule memo, and every rule change (add,
+// delete, one that changes the decision through a shorter prefix, one
+// that does not) is seen by the very next frame; a match, no match and
+// two frames that share a memo entry each keep their own decision; the
+// DSCP class is still taken per frame.
+func TestRuleMemo(t *testing.T) {
+	s := loadSteerOptsT(t, smallSteerOptions())
+	slotSockets(t, s, Slot{1, 0}, Slot{1, 2}, Slot{2, 0})
+	cpu := pinCPU(t)
+	if err := s.SetDSCPClass(46, 2); err != nil {
+		t.Fatal(err)
+	}
+	udp := uint8(flows.ProtoUDP)
+	dst := addr("198.18.1.5")
+	f := pkt{dst: dst, proto: udp, sport: 1, dport: 5000}
+	unmatched := want{verdict: xdpPass, queue: "pass_unmatched"}
+	to := func(sl Slot) want {
+		return want{verdict: xdpRedirect, slot: sl, how: "redirected", queue: "redirected", hit: "rule"}
+	}
+	twice := func(name string, p pkt, w want) {
+		t.Helper()
+		checkFrame(t, s, name, p.frame(), w)
+		checkFrame(t, s, name+"-again", p.frame(), w)
+	}
+	gen := func() uint32 {
+		t.Helper()
+		var c steerSteerCtl
+		if err := s.objs.Ctl.Lookup(uint32(0), &c); err != nil {
+			t.Fatal(err)
+		}
+		return c.RuleGen
+	}
+	// The memo holds the decision for f, taken at the current generation.
+	held := func(name string, p pkt, match bool) {
+		t.Helper()
+		e := memoEntry(t, s, cpu, p.dst, p.dport)
+		tag := uint32(4)<<24 | uint32(p.proto)<<16 | uint32(p.dport)
+		if e.Tag != tag || e.Gen != gen() {
+			t.Errorf("%s: memo entry tag %#x gen %d, want %#x gen %d", name, e.Tag, e.Gen, tag, gen())
+		}
+		if got := e.Target.Flags&0x80 == 0; got != match {
+			t.Errorf("%s: memo entry holds a match: %v, want %v", name, got, match)
+		}
+	}
+
+	twice("no-rules", f, unmatched)
+	held("no-rules", f, false)
+	id1, err := s.AddRule(Rule{Prefix: pfx("198.18.1.5/32"), Proto: ProtoUDP, Guest: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	twice("exact", f, to(Slot{1, 0}))
+	held("exact", f, true)
+
+	// A rule elsewhere: the decision stays, taken again.
+	if _, err := s.AddRule(Rule{Prefix: pfx("198.18.7.0/24"), Guest: 2}); err != nil {
+		t.Fatal(err)
+	}
+	twice("rule-elsewhere", f, to(Slot{1, 0}))
+	// A shorter prefix with a higher priority match for the port wins
+	// only where the exact rule has none: the exact one still decides.
+	id3, err := s.AddRule(Rule{Prefix: pfx("198.18.1.0/24"), Proto: ProtoUDP, PortLo: 5000, PortHi: 5000, Guest: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	twice("shorter-prefix", f, to(Slot{1, 0}))
+	if err := s.DeleteRule(id1); err != nil {
+		t.Fatal(err)
+	}
+	twice("exact-deleted", f, to(Slot{2, 0}))
+	held("exact-deleted", f, true)
+
+	// Two frames in one memo entry (same way: ports 5000 and 5008), told
+	// apart by their port: each keeps its decision, alternating.
+	g := f
+	g.dport = 5008
+	for i := range 3 {
+		checkFrame(t, s, fmt.Sprintf("way-5000-%d", i), f.frame(), to(Slot{2, 0}))
+		checkFrame(t, s, fmt.Sprintf("way-5008-%d", i), g.frame(), unmatched)
+	}
+	// The class from DSCP is per frame, not per decision.
+	if _, err := s.AddRule(Rule{Prefix: pfx("198.18.1.5/32"), Proto: ProtoUDP, PortLo: 5008, PortHi: 5008, Guest: 1, ClassFromDSCP: true}); err != nil {
+		t.Fatal(err)
+	}
+	g46 := g
+	g46.tos = 46 << 2
+	twice("dscp-0", g, to(Slot{1, 0}))
+	twice("dscp-46", g46, to(Slot{1, 2}))
+	checkFrame(t, s, "dscp-0-after-46", g.frame(), to(Slot{1, 0}))
+
+	if err := s.DeleteRule(id3); err != nil {
+		t.Fatal(err)
+	}
+	twice("prefix-deleted", f, unmatched)
+	held("prefix-deleted", f, false)
 }
