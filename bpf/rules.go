@@ -345,6 +345,9 @@ func (s *Steer) addRule(r Rule, reuse bool) (RuleID, bool, error) {
 	s.nextRule++
 	s.ruleAt[r.ID] = k
 	s.prefixRules[k]++
+	if r.hasPorts() {
+		s.portRules[r.ID] = struct{}{}
+	}
 	if err := s.bumpRuleGen(); err != nil {
 		return r.ID, true, fmt.Errorf("add rule %d: %w", r.ID, err)
 	}
@@ -425,10 +428,23 @@ func (s *Steer) bumpRuleGen() error {
 	if len(s.prefixRules) >= RuleCacheMinPrefixes && !s.fastRules.answersAlone() {
 		on = 1
 	}
+	// The rule memo keys on the port only while some rule has a port
+	// range. That flag changes in a write of its own, before the one
+	// that bumps the generation (see struct rule_memo): a program that
+	// reads the new generation then reads the new flag.
+	if ports := uint32(min(len(s.portRules), 1)); ports != s.ctl.RulePorts {
+		if err := s.updateCtl(func(c *steerSteerCtl) { c.RulePorts = ports }); err != nil {
+			return err
+		}
+	}
 	// Switching the cache on or off in the same write as the generation
 	// bump: entries cached before are stale either way.
 	return s.updateCtl(func(c *steerSteerCtl) { c.RuleGen++; c.RuleCacheOn = on })
 }
+
+// hasPorts reports whether r matches only some destination ports (a
+// normalized rule without a range has 0-65535).
+func (r Rule) hasPorts() bool { return r.PortLo != 0 || r.PortHi != 0xffff }
 
 // RuleCacheMinPrefixes is the number of prefixes from which the program
 // uses the rule cache (when SteerOptions.RuleCache is not 0, and while
@@ -447,6 +463,9 @@ func (s *Steer) loadRuleIndex() error {
 		k := ruleKeyOf(r.Prefix)
 		s.ruleAt[r.ID] = k
 		s.prefixRules[k]++
+		if r.hasPorts() {
+			s.portRules[r.ID] = struct{}{}
+		}
 		s.nextRule = max(s.nextRule, r.ID+1)
 	}
 	return nil
@@ -455,6 +474,7 @@ func (s *Steer) loadRuleIndex() error {
 // forget drops rule id of prefix k from the index. Callers hold s.mu.
 func (s *Steer) forget(id RuleID, k ruleKey) {
 	delete(s.ruleAt, id)
+	delete(s.portRules, id)
 	if s.prefixRules[k]--; s.prefixRules[k] <= 0 {
 		delete(s.prefixRules, k)
 	}

@@ -366,7 +366,10 @@ struct {
  * The rule memo: the last rule decisions of a CPU, per rx queue. The rules
  * decide on the destination address, the protocol and the destination
  * port only, so while the rules do not change (ctl.rule_gen is the same)
- * the decision for a frame with the same three is the same. A frame of a
+ * the decision for a frame with the same three is the same; and while no
+ * rule has a port range (ctl.rule_ports is 0), the same for every port,
+ * so the memo then leaves the port out: a guest's connections, each to
+ * its own local port, share the entry of its address. A frame of a
  * busy flow then skips the fast rule index (or the trie walk) for a few
  * loads from this CPU's own memory: the index is shared memory, and in the
  * receive path, between two frames, the rest of the kernel's work evicts
@@ -376,14 +379,18 @@ struct {
  * decision, a match (the rule's target) or XNIC_NO_MATCH, and is valid
  * while gen == ctl.rule_gen: the program reads the generation before it
  * decides, and user space bumps it after every rule change, so a decision
- * taken on older rules is never used again. Not pinned: a new program
+ * taken on older rules is never used again. The program reads rule_ports
+ * after the generation, and user space changes rule_ports in a write of
+ * its own before the one that bumps the generation: a program that read
+ * the new generation reads the new rule_ports. Not pinned: a new program
  * starts with an empty memo. Per CPU, so no counter or entry is shared.
  */
 #define XNIC_MEMO_WAYS 8
 
 struct rule_memo {
 	__u64 a0, a1; /* destination address, IPv4-mapped, as in xnic_match */
-	__u32 tag;    /* family << 24 | proto << 16 | dport; 0: empty */
+	__u32 tag;    /* family << 24 | proto << 16 | dport (0 while no rule
+		       * has ports); 0: empty */
 	__u32 gen;    /* ctl.rule_gen read before the decision */
 	struct flow_target target; /* flags XNIC_NO_MATCH: no rule matched */
 	__u32 pad;
@@ -421,6 +428,8 @@ struct steer_ctl {
 	__u32 rule_cache_on; /* 0: the rule table is small, walk it every time */
 	__u32 fast_in_use;   /* 0 until a flow is placed in fast_flows */
 	__u32 cong_on;       /* 0 while no slot has a threshold: skip occupancy */
+	__u32 rule_ports;    /* 0 while no rule has a port range: the rule memo
+			      * then keys on the address and protocol only */
 };
 
 struct {
@@ -1034,7 +1043,7 @@ static __always_inline int steer_l4(void *data, void *data_end, __u32 queue,
 	const struct rule_head *h = &xnic_head;
 	struct flow_target target = {};
 	struct rule_memo *memo;
-	__u32 gen, tag, mkey;
+	__u32 gen, tag, mkey, mport;
 	int res;
 
 	/* The IP length inside the frame and the L4 header inside the IP
@@ -1073,11 +1082,12 @@ static __always_inline int steer_l4(void *data, void *data_end, __u32 queue,
 	}
 	if (c->flows_in_use)
 		return -1;
-	/* The generation before the decision: see struct rule_memo. */
+	/* The generation, then rule_ports: see struct rule_memo. */
 	gen = *(const volatile __u32 *)&c->rule_gen;
-	tag = (__u32)m.family << 24 | (__u32)m.proto << 16 | m.dport;
+	mport = *(const volatile __u32 *)&c->rule_ports ? m.dport : 0;
+	tag = (__u32)m.family << 24 | (__u32)m.proto << 16 | mport;
 	mkey = queue * XNIC_MEMO_WAYS +
-	       (((__u32)(m.a1 >> 32) ^ m.dport) & (XNIC_MEMO_WAYS - 1));
+	       (((__u32)(m.a1 >> 32) ^ mport) & (XNIC_MEMO_WAYS - 1));
 	memo = bpf_map_lookup_elem(&rule_memos, &mkey);
 	if (memo && memo->tag == tag && memo->gen == gen &&
 	    memo->a1 == m.a1 && memo->a0 == m.a0) {

@@ -160,7 +160,8 @@ type Steer struct {
 	pinKeep     bool     // pinned through SteerOptions.PinDir: Close keeps the pins
 	reused      []string // maps found pinned in PinDir and reused
 	ruleAt      map[RuleID]ruleKey
-	prefixRules map[ruleKey]int // rules per prefix
+	prefixRules map[ruleKey]int     // rules per prefix
+	portRules   map[RuleID]struct{} // rules with a port range (ctl.rule_ports)
 	nextRule    RuleID
 	ctl         steerSteerCtl   // the ctl map's value
 	fastRules   *fastRules      // the mmap'ed fast rule index; nil where unsupported
@@ -215,7 +216,7 @@ func LoadSteer(opts SteerOptions) (_ *Steer, err error) {
 		}
 	}
 
-	s := &Steer{opts: opts, ruleAt: map[RuleID]ruleKey{}, prefixRules: map[ruleKey]int{}, nextRule: 1}
+	s := &Steer{opts: opts, ruleAt: map[RuleID]ruleKey{}, prefixRules: map[ruleKey]int{}, portRules: map[RuleID]struct{}{}, nextRule: 1}
 	var colOpts *ebpf.CollectionOptions
 	var existed map[string]bool
 	made := false
@@ -266,6 +267,14 @@ func LoadSteer(opts SteerOptions) (_ *Steer, err error) {
 		if err := s.objs.Ctl.Lookup(uint32(0), &s.ctl); err != nil {
 			s.objs.Close()
 			return nil, fmt.Errorf("load steer: read pinned ctl: %w", err)
+		}
+		// The rule memo's port flag follows the rules found; this
+		// program is not attached yet, so one write will do.
+		if want := uint32(min(len(s.portRules), 1)); s.ctl.RulePorts != want {
+			if err := s.updateCtl(func(c *steerSteerCtl) { c.RulePorts = want; c.RuleGen++ }); err != nil {
+				s.objs.Close()
+				return nil, fmt.Errorf("load steer: %w", err)
+			}
 		}
 	}
 	if s.occ, err = mapOccupancy(s.objs.Occupancy.FD(), opts); err != nil {

@@ -138,6 +138,7 @@ type steerSteerCtl struct {
 	RuleCacheOn uint32
 	FastInUse   uint32
 	CongOn      uint32
+	RulePorts   uint32
 }
 
 type steerSteerSlotStats struct {

@@ -652,13 +652,14 @@ func TestSteerQueues(t *testing.T) {
 }
 
 // memoEntry reads the rule memo's entry for a frame to dst:dport on rx
-// queue 0, on CPU cpu (the way the program picks: the address's low word
-// xor the port).
-func memoEntry(t *testing.T, s *Steer, cpu int, dst netip.Addr, dport uint16) steerRuleMemo {
+// queue 0, on CPU cpu, as the program picks it: the address's low word xor
+// the port, where port is dport while some rule has a port range and 0
+// otherwise.
+func memoEntry(t *testing.T, s *Steer, cpu int, dst netip.Addr, port uint16) steerRuleMemo {
 	t.Helper()
 	b := dst.As16()
 	low := binary.LittleEndian.Uint32(b[12:]) // the word as the program loads it
-	key := (low ^ uint32(dport)) & (memoWays - 1)
+	key := (low ^ uint32(port)) & (memoWays - 1)
 	var per []steerRuleMemo
 	if err := s.objs.RuleMemos.Lookup(&key, &per); err != nil {
 		t.Fatalf("rule memo lookup %d: %v", key, err)
@@ -677,7 +678,9 @@ const memoWays = 8
 // delete, one that changes the decision through a shorter prefix, one
 // that does not) is seen by the very next frame; a match, no match and
 // two frames that share a memo entry each keep their own decision; the
-// DSCP class is still taken per frame.
+// DSCP class is still taken per frame. While no rule has a port range the
+// memo keys on the address alone, so frames to other ports of the address
+// share its entry.
 func TestRuleMemo(t *testing.T) {
 	s := loadSteerOptsT(t, smallSteerOptions())
 	slotSockets(t, s, Slot{1, 0}, Slot{1, 2}, Slot{2, 0})
@@ -697,21 +700,30 @@ func TestRuleMemo(t *testing.T) {
 		checkFrame(t, s, name, p.frame(), w)
 		checkFrame(t, s, name+"-again", p.frame(), w)
 	}
-	gen := func() uint32 {
+	ctl := func() steerSteerCtl {
 		t.Helper()
 		var c steerSteerCtl
 		if err := s.objs.Ctl.Lookup(uint32(0), &c); err != nil {
 			t.Fatal(err)
 		}
-		return c.RuleGen
+		return c
 	}
-	// The memo holds the decision for f, taken at the current generation.
-	held := func(name string, p pkt, match bool) {
+	// The memo holds p's decision, taken at the current generation, keyed
+	// on its port or not as ctl.rule_ports says, which must be ports.
+	held := func(name string, p pkt, match, ports bool) {
 		t.Helper()
-		e := memoEntry(t, s, cpu, p.dst, p.dport)
-		tag := uint32(4)<<24 | uint32(p.proto)<<16 | uint32(p.dport)
-		if e.Tag != tag || e.Gen != gen() {
-			t.Errorf("%s: memo entry tag %#x gen %d, want %#x gen %d", name, e.Tag, e.Gen, tag, gen())
+		c := ctl()
+		if got := c.RulePorts != 0; got != ports {
+			t.Fatalf("%s: ctl.rule_ports %d, want ports %v", name, c.RulePorts, ports)
+		}
+		port := uint16(0)
+		if ports {
+			port = p.dport
+		}
+		e := memoEntry(t, s, cpu, p.dst, port)
+		tag := uint32(4)<<24 | uint32(p.proto)<<16 | uint32(port)
+		if e.Tag != tag || e.Gen != c.RuleGen {
+			t.Errorf("%s: memo entry tag %#x gen %d, want %#x gen %d", name, e.Tag, e.Gen, tag, c.RuleGen)
 		}
 		if got := e.Target.Flags&0x80 == 0; got != match {
 			t.Errorf("%s: memo entry holds a match: %v, want %v", name, got, match)
@@ -719,31 +731,39 @@ func TestRuleMemo(t *testing.T) {
 	}
 
 	twice("no-rules", f, unmatched)
-	held("no-rules", f, false)
+	held("no-rules", f, false, false)
 	id1, err := s.AddRule(Rule{Prefix: pfx("198.18.1.5/32"), Proto: ProtoUDP, Guest: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	twice("exact", f, to(Slot{1, 0}))
-	held("exact", f, true)
+	held("exact", f, true, false)
+	// No rule has ports: another port of the address takes the same entry.
+	other := f
+	other.dport = 40000
+	checkFrame(t, s, "exact-other-port", other.frame(), to(Slot{1, 0}))
+	held("exact-other-port", other, true, false)
 
 	// A rule elsewhere: the decision stays, taken again.
 	if _, err := s.AddRule(Rule{Prefix: pfx("198.18.7.0/24"), Guest: 2}); err != nil {
 		t.Fatal(err)
 	}
 	twice("rule-elsewhere", f, to(Slot{1, 0}))
-	// A shorter prefix with a higher priority match for the port wins
-	// only where the exact rule has none: the exact one still decides.
+	// A shorter prefix's rule for the port wins only where the exact
+	// prefix has no match: the exact one still decides. It has a port
+	// range, so the memo keys on the port from now on.
 	id3, err := s.AddRule(Rule{Prefix: pfx("198.18.1.0/24"), Proto: ProtoUDP, PortLo: 5000, PortHi: 5000, Guest: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	twice("shorter-prefix", f, to(Slot{1, 0}))
+	held("shorter-prefix", f, true, true)
 	if err := s.DeleteRule(id1); err != nil {
 		t.Fatal(err)
 	}
 	twice("exact-deleted", f, to(Slot{2, 0}))
-	held("exact-deleted", f, true)
+	held("exact-deleted", f, true, true)
+	checkFrame(t, s, "exact-deleted-other-port", other.frame(), unmatched)
 
 	// Two frames in one memo entry (same way: ports 5000 and 5008), told
 	// apart by their port: each keeps its decision, alternating.
@@ -754,7 +774,8 @@ func TestRuleMemo(t *testing.T) {
 		checkFrame(t, s, fmt.Sprintf("way-5008-%d", i), g.frame(), unmatched)
 	}
 	// The class from DSCP is per frame, not per decision.
-	if _, err := s.AddRule(Rule{Prefix: pfx("198.18.1.5/32"), Proto: ProtoUDP, PortLo: 5008, PortHi: 5008, Guest: 1, ClassFromDSCP: true}); err != nil {
+	id5, err := s.AddRule(Rule{Prefix: pfx("198.18.1.5/32"), Proto: ProtoUDP, PortLo: 5008, PortHi: 5008, Guest: 1, ClassFromDSCP: true})
+	if err != nil {
 		t.Fatal(err)
 	}
 	g46 := g
@@ -767,5 +788,15 @@ func TestRuleMemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	twice("prefix-deleted", f, unmatched)
-	held("prefix-deleted", f, false)
+	held("prefix-deleted", f, false, true)
+	// The last rule with ports gone: keyed on the address again.
+	if err := s.DeleteRule(id5); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AddRule(Rule{Prefix: pfx("198.18.1.0/24"), Guest: 1}); err != nil {
+		t.Fatal(err)
+	}
+	twice("no-ports-again", g, to(Slot{1, 0}))
+	held("no-ports-again", g, true, false)
+	checkFrame(t, s, "no-ports-again-other-port", f.frame(), to(Slot{1, 0}))
 }
