@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/xnic/xnic/engine"
@@ -22,6 +23,7 @@ import (
 	"github.com/xnic/xnic/flows"
 	goffload "github.com/xnic/xnic/flows/offload"
 	"github.com/xnic/xnic/umem"
+	"golang.org/x/sys/unix"
 )
 
 // The latency trace (issue 12): where one small request's time goes, from
@@ -40,33 +42,36 @@ import (
 //   - the echo application on the guest's netstack: stamps when its Read
 //     returns, before its Write and after;
 //   - the stack's TxFunc, wrapped: stamps when netstack hands the answer to
-//     the engine (Guest.Send) and when Send returns.
+//     the engine (Guest.Send) and when Send returns;
+//   - the client's socket: its kernel's receive timestamp of the answer
+//     (SO_TIMESTAMPNS, wall clock, moved onto the epoch's clock).
 //
 // Each stamp is keyed by the request's sequence number, which the first 8
 // bytes of its payload carry (message). Nothing in engine/ changes: the
 // engine's own stages after Send (the worker's wake-up, the send path,
-// the tx ring and its kick) fall in the last stage, with the veth and the
+// the tx ring and its kick) fall in one stage with the veth, up to the
 // client's kernel.
 
 // Stamps of one traced request, in the order the request passes them.
 const (
-	stClientWrite   = iota // client: before Write
-	stWorkerRx             // engine worker: the request's frame out of the rx ring
-	stNetstackIn           // the pipeline delivers it to netstack
-	stNetstackDone         // netstack's receive returns on the worker
-	stServerRead           // the application's Read returns it
-	stServerWrite          // the application calls Write with the answer
-	stEngineSend           // netstack calls the engine's Guest.Send with it
-	stEngineSent           // Guest.Send returns
-	stServerWritten        // the application's Write returns
-	stClientRead           // client: the answer's read returns
+	stClientWrite    = iota // client: before Write
+	stWorkerRx              // engine worker: the request's frame out of the rx ring
+	stNetstackIn            // the pipeline delivers it to netstack
+	stNetstackDone          // netstack's receive returns on the worker
+	stServerRead            // the application's Read returns it
+	stServerWrite           // the application calls Write with the answer
+	stEngineSend            // netstack calls the engine's Guest.Send with it
+	stEngineSent            // Guest.Send returns
+	stServerWritten         // the application's Write returns
+	stClientKernelRx        // the client's kernel takes the answer in (its socket's receive timestamp)
+	stClientRead            // client: the answer's read returns
 	numStamps
 )
 
 // stampNames are the stamps' names in reports.
 var stampNames = [numStamps]string{
 	"client write", "worker rx", "to netstack", "netstack returned", "server read", "server write",
-	"engine send", "send returned", "write returned", "client read",
+	"engine send", "send returned", "write returned", "client kernel rx", "client read",
 }
 
 // traceStageDefs are the stages of the round trip, stamp to stamp: the
@@ -84,7 +89,8 @@ var traceStageDefs = []struct {
 	{stNetstackDone, stServerRead, "wake-up of the application's goroutine (and TCP's processor), Read's return", true},
 	{stServerRead, stServerWrite, "the application", true},
 	{stServerWrite, stEngineSend, "netstack tx (TCP: Nagle, segment building)", true},
-	{stEngineSend, stClientRead, "send queue, worker wake-up, send path, tx ring and kick, veth, client kernel rx and wake-up", true},
+	{stEngineSend, stClientKernelRx, "send queue, worker wake-up, send path, tx ring and kick, veth into the client's kernel", true},
+	{stClientKernelRx, stClientRead, "the client's kernel receive (TCP/UDP), its wake-up and read", true},
 	{stEngineSend, stEngineSent, "Guest.Send call: copy into the send queue, kick the worker", false},
 	{stServerWrite, stServerWritten, "the application's Write call", false},
 	{stClientWrite, stClientRead, "round trip", false},
@@ -174,6 +180,18 @@ func (r *traceRecorder) mark(seq uint64, stage int) {
 		return
 	}
 	r.stamps[int(seq)*numStamps+stage].CompareAndSwap(0, int64(time.Since(r.epoch))+1)
+}
+
+// markWall stamps seq's stage at wall-clock time wall (ns since 1970), as
+// a socket's receive timestamp (SO_TIMESTAMPNS) gives it, on the
+// recorder's clock, unless it has been stamped before.
+func (r *traceRecorder) markWall(seq uint64, stage int, wall int64) {
+	if seq >= uint64(len(r.stamps)/numStamps) {
+		return
+	}
+	if d := wall - r.epoch.UnixNano(); d >= 0 {
+		r.stamps[int(seq)*numStamps+stage].CompareAndSwap(0, d+1)
+	}
 }
 
 // markPayload stamps the request whose message starts payload, which is
@@ -485,6 +503,10 @@ func (c *pingClient) traced(ctx context.Context, kind string, rec *traceRecorder
 			return 0, fmt.Errorf("set TCP_NODELAY: %w", err)
 		}
 	}
+	rd, err := newStampedReader(conn)
+	if err != nil {
+		return 0, err
+	}
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 	defer stop()
 	req, resp := make([]byte, c.size), make([]byte, c.size+1)
@@ -499,17 +521,22 @@ func (c *pingClient) traced(ctx context.Context, kind string, rec *traceRecorder
 			return lost, fmt.Errorf("request %d: %w", i, err)
 		}
 		if kind == KindTCP {
-			if _, err := io.ReadFull(conn, resp[:c.size]); err != nil {
-				return lost, fmt.Errorf("request %d: %w", i, err)
+			for got := 0; got < c.size; {
+				n, err := rd.read(resp[got:c.size])
+				if err != nil {
+					return lost, fmt.Errorf("request %d: %w", i, err)
+				}
+				got += n
 			}
 			rec.mark(seq, stClientRead)
+			rec.markWall(seq, stClientKernelRx, rd.wall)
 			if !bytes.Equal(req, resp[:c.size]) {
 				return lost, fmt.Errorf("tcp request %d: the answer is not the request", i)
 			}
 			continue
 		}
 		for {
-			n, err := conn.Read(resp)
+			n, err := rd.read(resp)
 			if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
 				lost++
 				break
@@ -521,6 +548,7 @@ func (c *pingClient) traced(ctx context.Context, kind string, rec *traceRecorder
 				continue // a late echo
 			}
 			rec.mark(seq, stClientRead)
+			rec.markWall(seq, stClientKernelRx, rd.wall)
 			if n != c.size || !bytes.Equal(req, resp[:n]) {
 				return lost, fmt.Errorf("udp request %d: the answer is not the request", i)
 			}
@@ -528,4 +556,65 @@ func (c *pingClient) traced(ctx context.Context, kind string, rec *traceRecorder
 		}
 	}
 	return lost, ctx.Err()
+}
+
+// stampedReader reads a socket with recvmsg(2) and keeps the kernel's
+// receive timestamp (SO_TIMESTAMPNS) of what it read last: for TCP, of the
+// last segment the read took data from.
+type stampedReader struct {
+	rc   syscall.RawConn
+	oob  []byte
+	wall int64 // the last read's receive timestamp, ns since 1970; 0: none
+}
+
+func newStampedReader(conn net.Conn) (*stampedReader, error) {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("receive timestamps: %T has no file descriptor", conn)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("receive timestamps: %w", err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+	}); err != nil {
+		return nil, fmt.Errorf("receive timestamps: %w", err)
+	}
+	if serr != nil {
+		return nil, fmt.Errorf("receive timestamps: set SO_TIMESTAMPNS: %w", serr)
+	}
+	return &stampedReader{rc: rc, oob: make([]byte, unix.CmsgSpace(16))}, nil
+}
+
+// read reads into b, waiting as conn's deadline allows; io.EOF when the
+// peer closed.
+func (r *stampedReader) read(b []byte) (int, error) {
+	var n, oobn int
+	var rerr error
+	err := r.rc.Read(func(fd uintptr) bool {
+		n, oobn, _, _, rerr = unix.Recvmsg(int(fd), b, r.oob, 0)
+		return rerr != unix.EAGAIN
+	})
+	if err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 && len(b) > 0 {
+		return 0, io.EOF
+	}
+	r.wall = 0
+	if msgs, perr := unix.ParseSocketControlMessage(r.oob[:oobn]); perr == nil {
+		for _, m := range msgs {
+			if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SO_TIMESTAMPNS && len(m.Data) >= 16 {
+				// struct timespec: seconds and nanoseconds, 64 bits each.
+				sec, nsec := int64(binary.NativeEndian.Uint64(m.Data)), int64(binary.NativeEndian.Uint64(m.Data[8:]))
+				r.wall = sec*1e9 + nsec
+			}
+		}
+	}
+	return n, nil
 }

@@ -31,8 +31,8 @@ func sampleWith(t0 int64, gaps [numStamps - 1]int64) traceSample {
 func TestTraceStages(t *testing.T) {
 	// Stamp order: client write, worker rx, to netstack, netstack
 	// returned, server read, server write, engine send, send returned,
-	// write returned, client read. Request i's worker wake-up takes
-	// 10+i µs; everything else is fixed.
+	// write returned, client kernel rx, client read. Request i's worker
+	// wake-up takes 10+i µs; everything else is fixed.
 	var samples []traceSample
 	for i := range 100 {
 		samples = append(samples, sampleWith(1_000_000*int64(i+1), [numStamps - 1]int64{
@@ -44,7 +44,8 @@ func TestTraceStages(t *testing.T) {
 			4000,                   // → engine send
 			300,                    // → send returned (inside)
 			200,                    // → write returned (inside)
-			20_000,                 // → client read
+			15_000,                 // → client kernel rx
+			5_500,                  // → client read
 		}))
 	}
 	// Incomplete: the worker never saw it (a stamp of the chain missing);
@@ -79,10 +80,31 @@ func TestTraceStages(t *testing.T) {
 	check("client write → worker rx", 101, 60, 108)
 	check("worker rx → to netstack", 101, 1, 1)
 	check("netstack returned → server read", 101, 30, 30)
-	// Send returned is not a link: engine send → client read spans it.
-	check("engine send → client read", 101, 20.5, 20.5)
+	// Send returned is not a link: engine send → client kernel rx spans it.
+	check("engine send → client kernel rx", 101, 15.5, 15.5)
+	check("client kernel rx → client read", 101, 5.5, 5.5)
 	check("engine send → send returned", 101, 0.3, 0.3)
 	check("server write → write returned", 100, 4.5, 4.5)
+	// The slowest 1%: round trips are 68.5+i µs (118.5 twice), p99 by
+	// nearest rank is 166.5, so requests 98 and 99 (worker wake-ups 108
+	// and 109 µs);
+	// in the fixed stages they are like the others.
+	tail := func(name string, want float64) {
+		t.Helper()
+		s := byName[name]
+		if name == "client write → client read" {
+			s = total
+		}
+		if math.Abs(s.TailMeanUs-want) > 1e-9 {
+			t.Errorf("%s: slowest 1%% mean %v, want %v", name, s.TailMeanUs, want)
+		}
+	}
+	tail("client write → worker rx", 108.5)
+	tail("netstack returned → server read", 30)
+	tail("engine send → client kernel rx", 15.5)
+	tail("client kernel rx → client read", 5.5)
+	tail("client write → client read", 167)
+
 	// The round trip is the sum of the links.
 	var sumMeans, shares float64
 	for _, s := range stages {
@@ -321,7 +343,7 @@ func TestLatencyBreakdownOptions(t *testing.T) {
 func TestLatencyTraceReportWrites(t *testing.T) {
 	var samples []traceSample
 	for i := range 10 {
-		samples = append(samples, sampleWith(int64(i+1)*1e6, [numStamps - 1]int64{20e3, 500, 2e3, 88e3, 100, 3e3, 400, 600, 15e3}))
+		samples = append(samples, sampleWith(int64(i+1)*1e6, [numStamps - 1]int64{20e3, 500, 2e3, 88e3, 100, 3e3, 400, 600, 12e3, 3e3}))
 	}
 	stages, total, complete := traceStages(samples)
 	rep := &LatencyTraceReport{

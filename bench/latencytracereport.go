@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -63,6 +64,10 @@ type TraceStage struct {
 	P99Us   float64 `json:"p99_us"`
 	MeanUs  float64 `json:"mean_us"`
 	MaxUs   float64 `json:"max_us"`
+	// TailMeanUs is the stage's mean over the slowest requests: those
+	// whose round trip is at or above the round trip's p99. Beside MeanUs,
+	// it says which stages a slow request is slow in.
+	TailMeanUs float64 `json:"tail_mean_us"`
 	// Share is the stage's mean over the round trip's mean (chain only).
 	Share float64 `json:"share,omitempty"`
 }
@@ -81,12 +86,14 @@ func (s *traceSample) complete() bool {
 // trip, and how many samples were complete.
 func traceStages(samples []traceSample) (stages []TraceStage, total TraceStage, complete int) {
 	vals := make([][]float64, len(traceStageDefs))
+	var rts []float64 // round trips of the complete requests
 	for i := range samples {
 		s := &samples[i]
 		if !s.complete() {
 			continue
 		}
 		complete++
+		rts = append(rts, float64(s[stClientRead]-s[stClientWrite])/1e3)
 		for j, d := range traceStageDefs {
 			if s[d.from] == 0 || s[d.to] == 0 {
 				continue // a side stamp missing
@@ -94,11 +101,32 @@ func traceStages(samples []traceSample) (stages []TraceStage, total TraceStage, 
 			vals[j] = append(vals[j], float64(s[d.to]-s[d.from])/1e3)
 		}
 	}
+	// The slowest requests: round trip at or above its p99.
+	tailSum := make([]float64, len(traceStageDefs))
+	tailN := make([]int, len(traceStageDefs))
+	if len(rts) > 0 {
+		p99 := latencyStat(slices.Clone(rts), 0, 0).P99Us
+		for i := range samples {
+			s := &samples[i]
+			if !s.complete() || float64(s[stClientRead]-s[stClientWrite])/1e3 < p99 {
+				continue
+			}
+			for j, d := range traceStageDefs {
+				if s[d.from] != 0 && s[d.to] != 0 {
+					tailSum[j] += float64(s[d.to]-s[d.from]) / 1e3
+					tailN[j]++
+				}
+			}
+		}
+	}
 	for j, d := range traceStageDefs {
 		st := TraceStage{From: stampNames[d.from], To: stampNames[d.to], What: d.what, Chain: d.chain}
 		if v := vals[j]; len(v) > 0 {
 			ls := latencyStat(v, 0, 0)
 			st.Samples, st.P50Us, st.P99Us, st.MeanUs, st.MaxUs = ls.Requests, ls.P50Us, ls.P99Us, ls.MeanUs, ls.MaxUs
+		}
+		if tailN[j] > 0 {
+			st.TailMeanUs = tailSum[j] / float64(tailN[j])
 		}
 		if d.from == stClientWrite && d.to == stClientRead {
 			total = st
@@ -116,8 +144,9 @@ func traceStages(samples []traceSample) (stages []TraceStage, total TraceStage, 
 	return stages, total, complete
 }
 
-// WriteTable prints one table per run: every stage's median, p99 and
-// mean, the chain's share of the round trip, then the side measures.
+// WriteTable prints one table per run: every stage's median, p99, mean
+// and mean over the slowest 1% of requests, the chain's share of the round
+// trip, then the side measures.
 func (r *LatencyTraceReport) WriteTable(w io.Writer) error {
 	e := r.Env
 	var b strings.Builder
@@ -132,9 +161,10 @@ func (r *LatencyTraceReport) WriteTable(w io.Writer) error {
 		}
 		fmt.Fprintf(&b, "; %.2f worker sleeps per request\n", run.SleepsPerRequest)
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "stage\tp50\tp99\tmean\tshare\twhat\t")
+		fmt.Fprintln(tw, "stage\tp50\tp99\tmean\tslowest 1%\tshare\twhat\t")
 		row := func(s TraceStage, share string) {
-			fmt.Fprintf(tw, "%s → %s\t%s\t%s\t%s\t%s\t%s\t\n", s.From, s.To, us(s.P50Us), us(s.P99Us), us(s.MeanUs), share, s.What)
+			fmt.Fprintf(tw, "%s → %s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", s.From, s.To, us(s.P50Us), us(s.P99Us), us(s.MeanUs),
+				us(s.TailMeanUs), share, s.What)
 		}
 		for _, s := range run.Stages {
 			if s.Chain {
