@@ -258,8 +258,11 @@ func TestWire(t *testing.T) {
 		gs := w.groStats()
 		t.Logf("%s: %d frames, %d aggregates (ratio %.1f); data: %d frames in %d aggregates (ratio %.1f); largest frame %d",
 			w.name, gs.Frames, gs.Aggregates, gs.Ratio(), w.dataSegs.Load(), w.dataAggs.Load(), w.dataRatio(), w.maxFrame.Load())
-		if r := w.dataRatio(); r <= 10 {
-			t.Errorf("%s: GRO merged %.1f data frames per aggregate, want > 10", w.name, r)
+		// Without aggregation the ratio is 1. With it, how many frames
+		// one delivery batch holds sets it: 10.7 to 25.3 on an idle
+		// 2-core VM, 10.0 in CI with other packages' tests running.
+		if r := w.dataRatio(); r <= 4 {
+			t.Errorf("%s: GRO merged %.1f data frames per aggregate, want > 4", w.name, r)
 		}
 		if w.dataSegs.Load() < 40000 {
 			t.Errorf("%s: only %d data frames", w.name, w.dataSegs.Load())
