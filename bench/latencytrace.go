@@ -521,12 +521,8 @@ func (c *pingClient) traced(ctx context.Context, kind string, rec *traceRecorder
 			return lost, fmt.Errorf("request %d: %w", i, err)
 		}
 		if kind == KindTCP {
-			for got := 0; got < c.size; {
-				n, err := rd.read(resp[got:c.size])
-				if err != nil {
-					return lost, fmt.Errorf("request %d: %w", i, err)
-				}
-				got += n
+			if _, err := io.ReadFull(rd, resp[:c.size]); err != nil {
+				return lost, fmt.Errorf("request %d: %w", i, err)
 			}
 			rec.mark(seq, stClientRead)
 			rec.markWall(seq, stClientKernelRx, rd.wall)
@@ -536,7 +532,7 @@ func (c *pingClient) traced(ctx context.Context, kind string, rec *traceRecorder
 			continue
 		}
 		for {
-			n, err := rd.read(resp)
+			n, err := rd.Read(resp)
 			if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
 				lost++
 				break
@@ -588,9 +584,10 @@ func newStampedReader(conn net.Conn) (*stampedReader, error) {
 	return &stampedReader{rc: rc, oob: make([]byte, unix.CmsgSpace(16))}, nil
 }
 
-// read reads into b, waiting as conn's deadline allows; io.EOF when the
-// peer closed.
-func (r *stampedReader) read(b []byte) (int, error) {
+// Read reads into b with one recvmsg, waiting as conn's deadline allows;
+// io.EOF when the peer closed. It is an io.Reader, so io.ReadFull reads a
+// whole TCP answer, and wall is then the timestamp of its last piece.
+func (r *stampedReader) Read(b []byte) (int, error) {
 	var n, oobn int
 	var rerr error
 	err := r.rc.Read(func(fd uintptr) bool {

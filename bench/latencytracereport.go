@@ -86,14 +86,18 @@ func (s *traceSample) complete() bool {
 // trip, and how many samples were complete.
 func traceStages(samples []traceSample) (stages []TraceStage, total TraceStage, complete int) {
 	vals := make([][]float64, len(traceStageDefs))
-	var rts []float64 // round trips of the complete requests
+	rt := -1 // the round trip's index in traceStageDefs
+	for j, d := range traceStageDefs {
+		if d.from == stClientWrite && d.to == stClientRead {
+			rt = j
+		}
+	}
 	for i := range samples {
 		s := &samples[i]
 		if !s.complete() {
 			continue
 		}
 		complete++
-		rts = append(rts, float64(s[stClientRead]-s[stClientWrite])/1e3)
 		for j, d := range traceStageDefs {
 			if s[d.from] == 0 || s[d.to] == 0 {
 				continue // a side stamp missing
@@ -104,8 +108,8 @@ func traceStages(samples []traceSample) (stages []TraceStage, total TraceStage, 
 	// The slowest requests: round trip at or above its p99.
 	tailSum := make([]float64, len(traceStageDefs))
 	tailN := make([]int, len(traceStageDefs))
-	if len(rts) > 0 {
-		p99 := latencyStat(slices.Clone(rts), 0, 0).P99Us
+	if len(vals[rt]) > 0 {
+		p99 := latencyStat(slices.Clone(vals[rt]), 0, 0).P99Us
 		for i := range samples {
 			s := &samples[i]
 			if !s.complete() || float64(s[stClientRead]-s[stClientWrite])/1e3 < p99 {
@@ -128,7 +132,7 @@ func traceStages(samples []traceSample) (stages []TraceStage, total TraceStage, 
 		if tailN[j] > 0 {
 			st.TailMeanUs = tailSum[j] / float64(tailN[j])
 		}
-		if d.from == stClientWrite && d.to == stClientRead {
+		if j == rt {
 			total = st
 			continue
 		}

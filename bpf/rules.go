@@ -432,7 +432,7 @@ func (s *Steer) bumpRuleGen() error {
 	// range. That flag changes in a write of its own, before the one
 	// that bumps the generation (see struct rule_memo): a program that
 	// reads the new generation then reads the new flag.
-	if ports := uint32(min(len(s.portRules), 1)); ports != s.ctl.RulePorts {
+	if ports := s.rulePorts(); ports != s.ctl.RulePorts {
 		if err := s.updateCtl(func(c *steerSteerCtl) { c.RulePorts = ports }); err != nil {
 			return err
 		}
@@ -441,6 +441,10 @@ func (s *Steer) bumpRuleGen() error {
 	// bump: entries cached before are stale either way.
 	return s.updateCtl(func(c *steerSteerCtl) { c.RuleGen++; c.RuleCacheOn = on })
 }
+
+// rulePorts is ctl.rule_ports for the rules in the table: 1 while some
+// rule has a port range. Callers hold s.mu (or own s, while loading).
+func (s *Steer) rulePorts() uint32 { return uint32(min(len(s.portRules), 1)) }
 
 // hasPorts reports whether r matches only some destination ports (a
 // normalized rule without a range has 0-65535).

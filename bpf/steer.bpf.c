@@ -374,7 +374,8 @@ struct {
  * loads from this CPU's own memory: the index is shared memory, and in the
  * receive path, between two frames, the rest of the kernel's work evicts
  * it (xnic bench: the index's decision cost the catch-all receive 10% of
- * its rate, the memo gives it back). XNIC_MEMO_WAYS entries per queue,
+ * its rate, the memo takes back about a third of that; a miss costs 3-4 ns
+ * in steer-prog). XNIC_MEMO_WAYS entries per queue,
  * direct-mapped by the address's low word and the port; an entry holds one
  * decision, a match (the rule's target) or XNIC_NO_MATCH, and is valid
  * while gen == ctl.rule_gen: the program reads the generation before it
@@ -1031,6 +1032,53 @@ static __always_inline void mark_ce(void *l3, void *data_end, __u8 family)
 	}
 }
 
+/*
+ * rule_decision sets *out to the rules' decision for an IP frame of the
+ * common path, a rule's target or flags XNIC_NO_MATCH: from this CPU's
+ * rule memo, else from the fast rule index or a trie walk, and then keeps
+ * it in the memo (see struct rule_memo). It returns -1, having decided
+ * nothing, when a walk would need the rule cache, which wants the full
+ * parser's flow key.
+ */
+static __always_inline int rule_decision(const struct steer_ctl *c,
+					 const struct xnic_match *m,
+					 __u32 queue, struct flow_target *out)
+{
+	struct rule_memo *memo;
+	__u32 gen, mport, tag, key;
+	int res;
+
+	/* The generation, then rule_ports: see struct rule_memo. */
+	gen = *(const volatile __u32 *)&c->rule_gen;
+	mport = *(const volatile __u32 *)&c->rule_ports ? m->dport : 0;
+	tag = (__u32)m->family << 24 | (__u32)m->proto << 16 | mport;
+	key = queue * XNIC_MEMO_WAYS +
+	      (((__u32)(m->a1 >> 32) ^ mport) & (XNIC_MEMO_WAYS - 1));
+	memo = bpf_map_lookup_elem(&rule_memos, &key);
+	if (memo && memo->tag == tag && memo->gen == gen &&
+	    memo->a1 == m->a1 && memo->a0 == m->a0) {
+		*out = memo->target;
+		return 0;
+	}
+	res = fast_rules_decide(&xnic_head, m, out);
+	if (res == XNIC_FAST_NO_MATCH) {
+		out->flags = XNIC_NO_MATCH;
+	} else if (res != XNIC_FAST_MATCH) {
+		if (cfg_rule_cache && c->rule_cache_on)
+			return -1;
+		if (!walk_for(m, 0, out, res))
+			out->flags = XNIC_NO_MATCH;
+	}
+	if (memo) {
+		memo->a0 = m->a0;
+		memo->a1 = m->a1;
+		memo->tag = tag;
+		memo->gen = gen;
+		memo->target = *out;
+	}
+	return 0;
+}
+
 /* steer_l4 is the rest of steer_common once the IP header is read, inlined
  * once per family: with the family a constant, the compiler drops what
  * the other family needs (IPv4's a0 is 0) and keeps fewer values live. */
@@ -1040,10 +1088,7 @@ static __always_inline int steer_l4(void *data, void *data_end, __u32 queue,
 				    struct xnic_match m, __u8 tos)
 {
 	const struct steer_ctl *c = &xnic_ctl;
-	const struct rule_head *h = &xnic_head;
 	struct flow_target target = {};
-	struct rule_memo *memo;
-	__u32 gen, tag, mkey, mport;
 	int res;
 
 	/* The IP length inside the frame and the L4 header inside the IP
@@ -1082,39 +1127,8 @@ static __always_inline int steer_l4(void *data, void *data_end, __u32 queue,
 	}
 	if (c->flows_in_use)
 		return -1;
-	/* The generation, then rule_ports: see struct rule_memo. */
-	gen = *(const volatile __u32 *)&c->rule_gen;
-	mport = *(const volatile __u32 *)&c->rule_ports ? m.dport : 0;
-	tag = (__u32)m.family << 24 | (__u32)m.proto << 16 | mport;
-	mkey = queue * XNIC_MEMO_WAYS +
-	       (((__u32)(m.a1 >> 32) ^ mport) & (XNIC_MEMO_WAYS - 1));
-	memo = bpf_map_lookup_elem(&rule_memos, &mkey);
-	if (memo && memo->tag == tag && memo->gen == gen &&
-	    memo->a1 == m.a1 && memo->a0 == m.a0) {
-		target = memo->target;
-	} else {
-		switch (res = fast_rules_decide(h, &m, &target)) {
-		case XNIC_FAST_MATCH:
-			break;
-		case XNIC_FAST_NO_MATCH:
-			target.flags = XNIC_NO_MATCH;
-			break;
-		default:
-			/* A walk: the rule cache, when on, wants the full
-			 * flow key. */
-			if (cfg_rule_cache && c->rule_cache_on)
-				return -1;
-			if (!walk_for(&m, 0, &target, res))
-				target.flags = XNIC_NO_MATCH;
-		}
-		if (memo) {
-			memo->a0 = m.a0;
-			memo->a1 = m.a1;
-			memo->tag = tag;
-			memo->gen = gen;
-			memo->target = target;
-		}
-	}
+	if (rule_decision(c, &m, queue, &target) < 0)
+		return -1;
 	if (target.flags & XNIC_NO_MATCH)
 		goto unmatched;
 	st->rule_hits++;

@@ -270,7 +270,7 @@ func LoadSteer(opts SteerOptions) (_ *Steer, err error) {
 		}
 		// The rule memo's port flag follows the rules found; this
 		// program is not attached yet, so one write will do.
-		if want := uint32(min(len(s.portRules), 1)); s.ctl.RulePorts != want {
+		if want := s.rulePorts(); s.ctl.RulePorts != want {
 			if err := s.updateCtl(func(c *steerSteerCtl) { c.RulePorts = want; c.RuleGen++ }); err != nil {
 				s.objs.Close()
 				return nil, fmt.Errorf("load steer: %w", err)

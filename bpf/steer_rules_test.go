@@ -683,6 +683,9 @@ const memoWays = 8
 // share its entry.
 func TestRuleMemo(t *testing.T) {
 	s := loadSteerOptsT(t, smallSteerOptions())
+	if n := s.objs.RuleMemos.MaxEntries(); n != 64*memoWays {
+		t.Fatalf("rule_memos has %d entries, want 64 queues x %d ways: memoWays differs from XNIC_MEMO_WAYS", n, memoWays)
+	}
 	slotSockets(t, s, Slot{1, 0}, Slot{1, 2}, Slot{2, 0})
 	cpu := pinCPU(t)
 	if err := s.SetDSCPClass(46, 2); err != nil {

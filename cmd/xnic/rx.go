@@ -54,7 +54,8 @@ type engineFlags struct {
 	poll                *int
 }
 
-// Raw receive's default UMEM and rings: one socket per queue, so 1024
+// Raw receive's default UMEM and rings (xnic rx and xnic demo, which share
+// these flags): one socket per queue, so 1024
 // frames (2 MiB) and a 512-descriptor rx ring (fill ring 1024), the ring
 // size NIC drivers default to. The kernel copies every frame into the
 // next frame of the fill ring, so the frames in circulation are the
