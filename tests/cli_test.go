@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -589,6 +590,7 @@ func TestCLIServe(t *testing.T) {
 	sock := dir + "/ctl.sock"
 	capFile := dir + "/deliveries.pcap"
 	srv := exec.CommandContext(ctx, xnic(t), "serve", "--config", dir+"/serve.yaml", "--ctl", sock, "--json", "--quiet", "--capture", capFile, "--log-format", "json")
+	srv.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "GOMAXPROCS=") })
 	var out bytes.Buffer
 	stderr := &syncBuffer{}
 	srv.Stdout, srv.Stderr = &out, stderr
@@ -654,7 +656,13 @@ func TestCLIServe(t *testing.T) {
 		t.Fatalf("serve exit: %v\n%s", err, stderr.String())
 	}
 	lines := jsonLines(t, "serve --json", out.String())
-	logLines(t, "serve --log-format json", stderr.String(), "service started", "guest attached", "xnic serve: ready", "xnic serve: capture written", "guest summary")
+	recs := logLines(t, "serve --log-format json", stderr.String(), "service started", "guest attached", "xnic serve: ready", "xnic serve: capture written", "guest summary", "gomaxprocs")
+	// One port, one queue: one worker, and by default one P for it.
+	for _, rec := range recs {
+		if rec["msg"] == "gomaxprocs" && (rec["procs"] != 1.0 || rec["workers"] != 1.0 || rec["from"] != "auto: one per worker") {
+			t.Errorf("serve's gomaxprocs record %v: want procs 1 for its 1 worker, from auto", rec)
+		}
+	}
 	var srep struct {
 		Guests []struct {
 			Name     string `json:"name"`

@@ -157,6 +157,7 @@ func startConfigEngine(r *config.Resolved, ctl string) (_ *engine.Engine, stopCt
 	if err != nil {
 		return nil, nil, err
 	}
+	applyGoMaxProcs(r.Options.Logger, r.GoMaxProcs, len(e.Workers()))
 	e.Start()
 	stopCtl = func() {}
 	if ctl != "" {

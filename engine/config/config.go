@@ -72,6 +72,9 @@ type PortConfig struct {
 // CPU a spinning worker would burn (docs/benchmarks.md has the figures).
 const DefaultPollMs = 10
 
+// MaxGoMaxProcs bounds engine.gomaxprocs.
+const MaxGoMaxProcs = 4096
+
 // EngineConfig holds data-path settings; zero values take the defaults.
 type EngineConfig struct {
 	Frames Scalar `yaml:"frames"`
@@ -92,6 +95,10 @@ type EngineConfig struct {
 	// CoalesceAcks: GRO folds runs of a flow's pure ACKs into the last one
 	// (true by default here; the library's GRO default is Linux's, off).
 	CoalesceAcks Scalar `yaml:"coalesce_acks"`
+	// GoMaxProcs is the process's GOMAXPROCS under xnic run and xnic
+	// serve: auto (the default) gives it one P per worker, unless the
+	// GOMAXPROCS environment variable is set; a number sets it.
+	GoMaxProcs Scalar `yaml:"gomaxprocs"`
 }
 
 // ClassConfig is a traffic class (engine.ClassSpec): its name and id, how
@@ -446,6 +453,8 @@ type Resolved struct {
 	Guests  []Guest
 	// TSO says whether guests' stacks hand large segments to the engine.
 	TSO bool
+	// GoMaxProcs is engine.gomaxprocs: 0 for auto, else the number.
+	GoMaxProcs int
 }
 
 // Guest is a checked guest: its data-path spec, and the built-in services
@@ -809,6 +818,13 @@ func (c *Config) resolveEngine(r *Resolved) error {
 	}
 	if r.TSO, err = boolean(e.TSO, "tso", true); err != nil {
 		return err
+	}
+	if e.GoMaxProcs.Set && e.GoMaxProcs.Value != "auto" {
+		n, err := strconv.Atoi(e.GoMaxProcs.Value)
+		if err != nil || n < 1 || n > MaxGoMaxProcs {
+			return c.errf(e.GoMaxProcs.Line, "engine.gomaxprocs", "want auto or 1..%d, got %q", MaxGoMaxProcs, e.GoMaxProcs.Value)
+		}
+		r.GoMaxProcs = n
 	}
 	if on {
 		o.Pipeline = &po

@@ -62,16 +62,16 @@ func TestConfigResolves(t *testing.T) {
 	if r.Options.Pipeline == nil || r.Options.Pipeline.Window != 64 || !r.Options.Pipeline.GRO || !r.TSO {
 		t.Fatalf("pipeline defaults: %+v, tso %v", r.Options.Pipeline, r.TSO)
 	}
-	if !r.Options.Pipeline.GROOptions.CoalesceAcks || r.Options.PollMs != DefaultPollMs {
-		t.Fatalf("coalesce_acks %v, poll_ms %d: want the defaults true and %d",
-			r.Options.Pipeline.GROOptions.CoalesceAcks, r.Options.PollMs, DefaultPollMs)
+	if !r.Options.Pipeline.GROOptions.CoalesceAcks || r.Options.PollMs != DefaultPollMs || r.GoMaxProcs != 0 {
+		t.Fatalf("coalesce_acks %v, poll_ms %d, gomaxprocs %d: want the defaults true, %d and 0 (auto)",
+			r.Options.Pipeline.GROOptions.CoalesceAcks, r.Options.PollMs, r.GoMaxProcs, DefaultPollMs)
 	}
-	c, err = Parse("set.yaml", []byte(strings.Replace(goodConfig, "classes:", "engine:\n  poll_ms: 0\n  coalesce_acks: false\nclasses:", 1)))
+	c, err = Parse("set.yaml", []byte(strings.Replace(goodConfig, "classes:", "engine:\n  poll_ms: 0\n  coalesce_acks: false\n  gomaxprocs: 3\nclasses:", 1)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r, err = c.Resolve(); err != nil || r.Options.PollMs != 0 || r.Options.Pipeline.GROOptions.CoalesceAcks {
-		t.Fatalf("poll_ms 0, coalesce_acks false: %v %+v", err, r)
+	if r, err = c.Resolve(); err != nil || r.Options.PollMs != 0 || r.Options.Pipeline.GROOptions.CoalesceAcks || r.GoMaxProcs != 3 {
+		t.Fatalf("poll_ms 0, coalesce_acks false, gomaxprocs 3: %v %+v", err, r)
 	}
 	if db := r.Guests[1]; !db.Rules[0].ClassFromDSCP || db.Port != "xnic0" || db.Rules[0].Dst.String() != "198.18.0.11/32" {
 		t.Fatalf("db: %+v", db)
@@ -117,6 +117,8 @@ func TestErrorsNameLineAndField(t *testing.T) {
 		{"bad service port", `{kind: udp-echo}`, `{kind: echo, port: 0}`, `bad.yaml:21: guests[1].services[1].port`},
 		{"bad poll_ms", `classes:`, "engine:\n  poll_ms: -1\nclasses:", `bad.yaml:6: engine.poll_ms`},
 		{"bad coalesce_acks", `classes:`, "engine:\n  coalesce_acks: maybe\nclasses:", `bad.yaml:6: engine.coalesce_acks`},
+		{"bad gomaxprocs", `classes:`, "engine:\n  gomaxprocs: all\nclasses:", `bad.yaml:6: engine.gomaxprocs: want auto or 1..4096, got "all"`},
+		{"zero gomaxprocs", `classes:`, "engine:\n  gomaxprocs: 0\nclasses:", `bad.yaml:6: engine.gomaxprocs`},
 		{"misspelt key", `{proto: tcp, ports: "80"}`, `{proto: tcp, prots: "80"}`, `bad.yaml:13: guests[0].rules[0].prots: unknown field (known: dst, proto, ports, class)`},
 		{"bad spoof_check", `name: db`, "name: db\n    spoof_check: maybe", `bad.yaml:16: guests[1].spoof_check`},
 		// Guests that overlap: the later one is refused, naming both.
