@@ -15,7 +15,7 @@ func TestGoMaxProcs(t *testing.T) {
 		wantFrom     string
 	}{
 		{"auto, one worker", 0, 1, "", 1, procsAuto},
-		{"auto, two ports", 0, 2, "", 2, procsAuto},
+		{"auto, two queues", 0, 2, "", 2, procsAuto},
 		{"auto, no worker yet", 0, 0, "", 1, procsAuto},
 		{"the environment over auto", 0, 2, "7", cur, procsEnv},
 		{"the config over the environment", 3, 1, "7", 3, procsConfig},
