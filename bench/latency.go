@@ -337,7 +337,7 @@ func (b *latBencher) env() LatencyEnv {
 			"peer veth with tx checksum, TSO, GSO and GRO off",
 		Servers: map[string]string{
 			LatXnic: fmt.Sprintf("xnic serve: one guest with its own gVisor netstack on the engine, TCP echo and UDP echo "+
-				"on %s, engine.poll_ms %d (the default: idle workers sleep in poll(2)), GRO and TSO on", TCPGuestIPv4.Addr(), config.DefaultPollMs),
+				"on %s, engine.poll_ms %d (the default: idle workers sleep in poll(2)), GRO and TSO on, %s", TCPGuestIPv4.Addr(), config.DefaultPollMs, serveProcs()),
 			LatXnicBusy:  "the same with engine.poll_ms 0: the worker spins",
 			LatGvisorXDP: "gVisor netstack on gVisor's AF_XDP link endpoint (copy mode), xnic_steer redirecting the guest's addresses",
 			LatKernel:    "the host kernel's TCP and UDP on the host veth (" + b.srv.port.HostIPv4.String() + "), GRO on",

@@ -85,6 +85,16 @@ func (s *serverLab) xnicServe(xnic, name string, engine []string, classes string
 	}, nil
 }
 
+// serveProcs says how many Ps the xnic serve contenders run with: they
+// inherit this process's environment, and with no GOMAXPROCS in it, serve
+// gives its one worker one P (engine.gomaxprocs auto).
+func serveProcs() string {
+	if v := os.Getenv("GOMAXPROCS"); v != "" {
+		return "GOMAXPROCS " + v + " from the environment"
+	}
+	return "one P for its one worker (engine.gomaxprocs auto)"
+}
+
 // gvisorXDP is the spec of gvisorxdp at path on the lab's host veth, queue
 // 0, with the guest's addresses, HTTP on httpPort, and extra flags.
 func (s *serverLab) gvisorXDP(path string, httpPort int, extra ...string) receiverSpec {

@@ -285,7 +285,7 @@ func (b *tcpBencher) env() TCPEnv {
 		Client: "Go net/http in the lab's peer netns over the kernel's TCP; peer veth with tx checksum, " +
 			"TSO, GSO and GRO off, so MTU-sized frames with full checksums cross the veth",
 		Servers: map[string]string{
-			TCPXnicGROTSO: "xnic serve: one guest with its own gVisor netstack on the engine, GRO and TSO on, http on " + TCPGuestIPv4.String(),
+			TCPXnicGROTSO: "xnic serve: one guest with its own gVisor netstack on the engine, GRO and TSO on, " + serveProcs() + ", http on " + TCPGuestIPv4.String(),
 			TCPXnicOff:    "xnic serve: the same guest with the engine's GRO and TSO off",
 			TCPXnicClasses: "xnic serve: xnic-gro-tso with three traffic classes (strict priority, ETS weights, WRED/ECN): " +
 				"every send goes through the guest's class scheduler",
