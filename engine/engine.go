@@ -76,6 +76,9 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// loadSteer loads a port's steering program; tests make it fail.
+var loadSteer = bpf.LoadSteer
+
 // DefaultPinDir is where the engine pins its maps: one directory per port.
 const DefaultPinDir = "/sys/fs/bpf/xnic"
 
@@ -231,8 +234,14 @@ func New(opts Options, fn RxFunc) (_ *Engine, err error) {
 				return nil, err
 			}
 		}
-		st, err := bpf.LoadSteer(so)
+		st, err := loadSteer(so)
 		if err != nil {
+			if so.PinDir != "" {
+				// claimPins made the port's directory, and LoadSteer
+				// removed what it pinned: the directory goes unless it
+				// holds pins kept from before.
+				os.Remove(so.PinDir)
+			}
 			return nil, fmt.Errorf("engine: port %s: %w", name, err)
 		}
 		p := &Port{Name: name, Ifindex: ifi.Index, MTU: ifi.MTU, steer: st}
