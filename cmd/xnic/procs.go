@@ -24,8 +24,9 @@ const (
 // (Worker.yield). A spare P only makes the runtime wake another thread for
 // it, a thread wake-up per request that competes for the CPUs with the
 // applications the guests talk to. On the 2-vCPU VM, xnic bench latency's
-// TCP p99 went from 183-226 to 150-156 us and xnic bench tcp's upload from
-// 0.85-1.07x to 1.25-1.47x the kernel's (docs/benchmarks.md, 2026-12-06).
+// TCP p99 went from 202 to 154 us (medians of four alternating runs) and
+// xnic bench tcp's upload from 0.86-0.99x to 1.29-1.37x the kernel's
+// (docs/benchmarks.md, "2026-12-06 (late night)").
 // A guest whose application needs more CPUs than the engine has workers
 // sets engine.gomaxprocs.
 func goMaxProcs(cfg, workers int, env string) (int, string) {

@@ -73,6 +73,15 @@ func TestConfigResolves(t *testing.T) {
 	if r, err = c.Resolve(); err != nil || r.Options.PollMs != 0 || r.Options.Pipeline.GROOptions.CoalesceAcks || r.GoMaxProcs != 3 {
 		t.Fatalf("poll_ms 0, coalesce_acks false, gomaxprocs 3: %v %+v", err, r)
 	}
+	c, err = Parse("auto.yaml", []byte(strings.Replace(goodConfig, "classes:", "engine:\n  gomaxprocs: auto\nclasses:", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ra, err := c.Resolve(); err != nil {
+		t.Fatalf("gomaxprocs: auto: %v", err)
+	} else if ra.GoMaxProcs != 0 {
+		t.Fatalf("gomaxprocs: auto resolved to %d; want 0 (auto)", ra.GoMaxProcs)
+	}
 	if db := r.Guests[1]; !db.Rules[0].ClassFromDSCP || db.Port != "xnic0" || db.Rules[0].Dst.String() != "198.18.0.11/32" {
 		t.Fatalf("db: %+v", db)
 	}
