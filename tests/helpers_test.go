@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -133,4 +135,12 @@ func labOptions(ports int) lab.Options {
 	o.Name = ""
 	o.Ports = ports
 	return o
+}
+
+// removePinDir removes a port's pin directory, and the shared root when
+// that leaves it empty (another engine's pins keep it), as an engine's
+// close does: a test whose engine was killed cleans up after it.
+func removePinDir(dir string) {
+	os.RemoveAll(dir)
+	os.Remove(filepath.Dir(dir))
 }

@@ -218,7 +218,7 @@ func TestKilledServeLeftovers(t *testing.T) {
 	p := l.Ports[0]
 	dir := t.TempDir()
 	pinDir := filepath.Join(engine.DefaultPinDir, p.Host)
-	t.Cleanup(func() { os.RemoveAll(pinDir) })
+	t.Cleanup(func() { removePinDir(pinDir) })
 	for _, pin := range []bool{false, true} {
 		t.Run(fmt.Sprintf("pin=%t", pin), func(t *testing.T) {
 			cfg := func(name, addr string) string {
@@ -349,7 +349,7 @@ func TestSquattedPinDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	squat := filepath.Join(engine.DefaultPinDir, p.Host)
-	t.Cleanup(func() { os.RemoveAll(squat) })
+	t.Cleanup(func() { removePinDir(squat) })
 	target := t.TempDir()
 	os.Chown(target, 65534, 65534)
 	cases := []struct {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/xnic/xnic/bpf"
 	"github.com/xnic/xnic/engine"
@@ -125,6 +126,11 @@ func cleanPort(p statusPaths, ps portStatus) (cleanedPort, error) {
 	if dir := filepath.Join(p.pinRoot, ps.Iface); bpf.HasPins(dir) {
 		if c.PinsRemoved, err = bpf.RemovePinned(dir); err != nil {
 			return c, fmt.Errorf("port %s: %w", ps.Iface, err)
+		}
+		// The shared root goes with the last port's directory, as when
+		// an engine closes; another port's pins keep it.
+		if err := os.Remove(p.pinRoot); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) {
+			return c, fmt.Errorf("port %s: remove %s: %w", ps.Iface, p.pinRoot, err)
 		}
 	}
 	return c, nil
