@@ -9,7 +9,8 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
+
+	"github.com/xnic/xnic/internal/safedir"
 )
 
 // Names of the steering maps, which are also their file names inside a pin
@@ -516,7 +517,7 @@ func (s *Steer) unpinLocked() error {
 	if s.pinKeep && len(errs) == 0 {
 		// The PinDir is the Steer's own: remove it when it is empty now,
 		// whoever made it (the engine's restarts share it).
-		if err := os.Remove(s.pinDir); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) {
+		if err := safedir.RemoveEmpty(s.pinDir); err != nil {
 			errs = append(errs, fmt.Errorf("remove pin dir %s: %w", s.pinDir, err))
 		}
 	} else if s.pinMade && len(errs) == 0 {

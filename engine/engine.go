@@ -5,13 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/xnic/xnic/bpf"
 	"github.com/xnic/xnic/internal/portlock"
@@ -240,7 +237,9 @@ func New(opts Options, fn RxFunc) (_ *Engine, err error) {
 				// claimPins made the port's directory, and LoadSteer
 				// removed what it pinned: the directory goes unless it
 				// holds pins kept from before.
-				os.Remove(so.PinDir)
+				if rerr := safedir.RemoveEmpty(so.PinDir); rerr != nil {
+					err = errors.Join(err, rerr)
+				}
 			}
 			return nil, fmt.Errorf("engine: port %s: %w", name, err)
 		}
@@ -439,7 +438,7 @@ func (e *Engine) teardown(failed bool) error {
 	}
 	if e.opts.PinDir != "" && !e.opts.KeepPins {
 		// The shared parent goes once the last port's directory has gone.
-		if err := os.Remove(e.opts.PinDir); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) {
+		if err := safedir.RemoveEmpty(e.opts.PinDir); err != nil {
 			errs = append(errs, fmt.Errorf("engine: remove %s: %w", e.opts.PinDir, err))
 		}
 	}

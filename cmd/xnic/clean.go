@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/xnic/xnic/bpf"
 	"github.com/xnic/xnic/engine"
@@ -129,7 +128,7 @@ func cleanPort(p statusPaths, ps portStatus) (cleanedPort, error) {
 		}
 		// The shared root goes with the last port's directory, as when
 		// an engine closes; another port's pins keep it.
-		if err := os.Remove(p.pinRoot); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) {
+		if err := safedir.RemoveEmpty(p.pinRoot); err != nil {
 			return c, fmt.Errorf("port %s: remove %s: %w", ps.Iface, p.pinRoot, err)
 		}
 	}

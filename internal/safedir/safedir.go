@@ -94,3 +94,15 @@ func kind(m fs.FileMode) string {
 	}
 	return "special file"
 }
+
+// RemoveEmpty removes the directory path if it is empty. A directory that
+// still holds something, or no directory at all, is left as it is and is
+// no error: callers use it for a directory others may share, such as the
+// pin root all ports' directories live in.
+func RemoveEmpty(path string) error {
+	err := os.Remove(path)
+	if err == nil || errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTEMPTY) {
+		return nil
+	}
+	return err
+}

@@ -96,3 +96,26 @@ func TestEnsureRefuses(t *testing.T) {
 		t.Errorf("the symlink's target changed mode: %v", fi.Mode())
 	}
 }
+
+func TestRemoveEmpty(t *testing.T) {
+	base := t.TempDir()
+	empty := filepath.Join(base, "empty")
+	full := filepath.Join(base, "full")
+	os.Mkdir(empty, Mode)
+	os.MkdirAll(filepath.Join(full, "port"), Mode)
+	if err := RemoveEmpty(empty); err != nil {
+		t.Fatalf("an empty directory: %v", err)
+	}
+	if _, err := os.Lstat(empty); !os.IsNotExist(err) {
+		t.Fatalf("an empty directory is still there: %v", err)
+	}
+	if err := RemoveEmpty(full); err != nil {
+		t.Fatalf("a directory that holds something: %v, want no error", err)
+	}
+	if _, err := os.Lstat(filepath.Join(full, "port")); err != nil {
+		t.Fatalf("what a directory held is gone: %v", err)
+	}
+	if err := RemoveEmpty(filepath.Join(base, "absent")); err != nil {
+		t.Fatalf("a missing directory: %v, want no error", err)
+	}
+}
