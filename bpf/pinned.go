@@ -8,9 +8,9 @@ import (
 	"sort"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/xnic/xnic/flows"
-	"github.com/xnic/xnic/internal/safedir"
 )
 
 // PinnedMap describes one map pinned by a Steer, as `xnic maps` lists it.
@@ -187,7 +187,7 @@ func RemovePinned(dir string) (int, error) {
 		}
 		n++
 	}
-	if err := safedir.RemoveEmpty(dir); err != nil {
+	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) {
 		return n, fmt.Errorf("remove pin dir %s: %w", dir, err)
 	}
 	return n, nil

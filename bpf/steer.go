@@ -9,8 +9,7 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
-
-	"github.com/xnic/xnic/internal/safedir"
+	"golang.org/x/sys/unix"
 )
 
 // Names of the steering maps, which are also their file names inside a pin
@@ -517,7 +516,7 @@ func (s *Steer) unpinLocked() error {
 	if s.pinKeep && len(errs) == 0 {
 		// The PinDir is the Steer's own: remove it when it is empty now,
 		// whoever made it (the engine's restarts share it).
-		if err := safedir.RemoveEmpty(s.pinDir); err != nil {
+		if err := os.Remove(s.pinDir); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) {
 			errs = append(errs, fmt.Errorf("remove pin dir %s: %w", s.pinDir, err))
 		}
 	} else if s.pinMade && len(errs) == 0 {
