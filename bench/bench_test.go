@@ -37,6 +37,20 @@ func buildBinaries(t *testing.T) string {
 	return dir
 }
 
+// buildXnic builds the xnic binary alone into a temporary directory.
+func buildXnic(t *testing.T) string {
+	t.Helper()
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(goBin); err != nil {
+		goBin = "go"
+	}
+	out := filepath.Join(t.TempDir(), "xnic")
+	if b, err := exec.Command(goBin, "build", "-o", out, "../cmd/xnic").CombinedOutput(); err != nil {
+		t.Fatalf("go build xnic: %v\n%s", err, b)
+	}
+	return out
+}
+
 type testLog struct{ t *testing.T }
 
 func (l testLog) Write(p []byte) (int, error) {

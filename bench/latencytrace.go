@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,12 +28,12 @@ import (
 )
 
 // The latency trace (issue 12): where one small request's time goes, from
-// timestamps taken at each stage of its round trip. Everything runs in
-// this process, so that one monotonic clock (time.Since of one epoch)
-// serves every thread:
+// timestamps taken at each stage of its round trip, on the wall clock
+// that every process and the kernel share (see traceRecorder):
 //
-//   - the client in the lab's peer netns (the kernel's TCP and UDP), as in
-//     RunLatency: a stamp before its Write and after its read returns;
+//   - the client in the lab's peer netns (the kernel's TCP and UDP), a
+//     process of its own (latencytraceclient.go): a stamp before its Write
+//     and after its read returns;
 //   - an engine on the lab's host veth with the xnic guest of `xnic serve`
 //     (engine.DefaultPipelineOptions: GRO on; netstack with TSO), built
 //     as stack.Attach builds it but with both of the guest's handlers: its
@@ -115,12 +116,19 @@ type LatencyTraceOptions struct {
 	LabSlot string
 	// LabPrefix starts the lab's name.
 	LabPrefix string
+	// Xnic is the xnic binary that runs the client, as a process of its
+	// own (`xnic bench latency --trace-client`).
+	Xnic string
+	// Procs is this process's GOMAXPROCS while the engine runs; 0: one per
+	// worker, as `xnic serve` sets it (engine.gomaxprocs auto).
+	Procs int
 	// Log receives a line per run; nil discards them.
 	Log io.Writer
 }
 
 // DefaultLatencyTraceOptions: 1,000 traced requests of each kind after
-// 200 of warm-up, 64 bytes, a 1 s timeout, engine.poll_ms 10 then 0.
+// 200 of warm-up, 64 bytes, a 1 s timeout, engine.poll_ms 10 then 0, one P
+// per worker. Xnic must still be set.
 func DefaultLatencyTraceOptions() LatencyTraceOptions {
 	return LatencyTraceOptions{
 		Requests: 1000, Warmup: 200, Size: 64, Timeout: time.Second,
@@ -158,40 +166,56 @@ func (o LatencyTraceOptions) Validate() error {
 	if o.LabPrefix == "" || len(o.LabPrefix) > 6 {
 		return optErr("lab prefix", "must be 1..6 characters, got %q", o.LabPrefix)
 	}
+	if o.Xnic == "" {
+		return optErr("xnic", "the xnic binary that runs the client is needed")
+	}
+	if o.Procs < 0 || o.Procs > config.MaxGoMaxProcs {
+		return optErr("gomaxprocs", "must be 0 (one per worker) or 1..%d, got %d", config.MaxGoMaxProcs, o.Procs)
+	}
 	return nil
 }
 
 // traceRecorder holds the stamps of every request, by sequence number:
 // numStamps per request, each written once (the first time: a
 // retransmission does not move it), from any goroutine.
+//
+// Its clock is the wall clock (CLOCK_REALTIME), the one clock that this
+// process, the client's process and the kernel's receive timestamps
+// (SO_TIMESTAMPNS) share; a trace lasts seconds, over which an NTP slew
+// moves it by microseconds at most, and all the stamps alike.
 type traceRecorder struct {
-	epoch  time.Time
+	epoch  int64          // wall clock, ns since 1970
 	stamps []atomic.Int64 // ns since epoch, +1 (0: not seen)
 	size   int            // the payload length of a request
 }
 
 func newTraceRecorder(n, size int) *traceRecorder {
-	return &traceRecorder{epoch: time.Now(), stamps: make([]atomic.Int64, n*numStamps), size: size}
+	return &traceRecorder{epoch: time.Now().UnixNano(), stamps: make([]atomic.Int64, n*numStamps), size: size}
 }
 
 // mark stamps seq's stage now, unless it has been stamped before.
 func (r *traceRecorder) mark(seq uint64, stage int) {
-	if seq >= uint64(len(r.stamps)/numStamps) {
-		return
-	}
-	r.stamps[int(seq)*numStamps+stage].CompareAndSwap(0, int64(time.Since(r.epoch))+1)
+	r.markWall(seq, stage, time.Now().UnixNano())
 }
 
 // markWall stamps seq's stage at wall-clock time wall (ns since 1970), as
-// a socket's receive timestamp (SO_TIMESTAMPNS) gives it, on the
-// recorder's clock, unless it has been stamped before.
+// a socket's receive timestamp (SO_TIMESTAMPNS) or the client's process
+// gives it, unless it has been stamped before.
 func (r *traceRecorder) markWall(seq uint64, stage int, wall int64) {
 	if seq >= uint64(len(r.stamps)/numStamps) {
 		return
 	}
-	if d := wall - r.epoch.UnixNano(); d >= 0 {
+	if d := wall - r.epoch; d >= 0 {
 		r.stamps[int(seq)*numStamps+stage].CompareAndSwap(0, d+1)
 	}
+}
+
+// wall is a stamp of seq's stage as wall-clock ns since 1970; 0: none.
+func (r *traceRecorder) wall(seq, stage int) int64 {
+	if v := r.stamps[seq*numStamps+stage].Load(); v != 0 {
+		return r.epoch + v - 1
+	}
+	return 0
 }
 
 // markPayload stamps the request whose message starts payload, which is
@@ -289,7 +313,8 @@ func (t *tracedGuest) send(p *stack.TxPacket) bool {
 
 // RunLatencyTrace builds a lab and, for each idle mode, runs an engine
 // with a traced guest in this process and traces TCP ping-pong and UDP
-// echo against it. It needs root.
+// echo against it, from a client process in the lab's peer netns. It
+// needs root.
 func RunLatencyTrace(ctx context.Context, opts LatencyTraceOptions) (rep *LatencyTraceReport, err error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -311,9 +336,10 @@ func RunLatencyTrace(ctx context.Context, opts LatencyTraceOptions) (rep *Latenc
 	srv := &serverLab{lab: l, port: l.Ports[0]}
 	rep = &LatencyTraceReport{Env: LatencyTraceEnv{
 		Machine: ThisMachine(time.Now()), Lab: l.Name, Requests: opts.Requests, Warmup: opts.Warmup, Size: opts.Size,
-		Client: "Go in the lab's peer netns, in this process, over the kernel's TCP (TCP_NODELAY) and UDP, one request in flight",
-		Server: "an engine in this process on the host veth, queue 0, default pipeline (GRO on); the xnic guest " +
-			TCPGuestIPv4.String() + " on its own netstack (TSO on) with a TCP and a UDP echo; nothing pinned",
+		Client: "Go in the lab's peer netns, a process of its own (xnic bench latency --trace-client), " +
+			"over the kernel's TCP (TCP_NODELAY) and UDP, one request in flight",
+		Server: "an engine in this process on the host veth, queue 0, default pipeline (GRO on), with " + procsOf(opts.Procs) +
+			"; the xnic guest " + TCPGuestIPv4.String() + " on its own netstack (TSO on) with a TCP and a UDP echo; nothing pinned",
 		Stamps: stampNames[:],
 	}}
 	fmt.Fprintf(log, "lab %s: %s (host) <-> %s (netns %s)\n", l.Name, srv.port.Host, srv.port.Peer, l.Netns)
@@ -325,6 +351,14 @@ func RunLatencyTrace(ctx context.Context, opts LatencyTraceOptions) (rep *Latenc
 		}
 	}
 	return rep, nil
+}
+
+// procsOf says what GOMAXPROCS the engine's process runs with.
+func procsOf(procs int) string {
+	if procs == 0 {
+		return "GOMAXPROCS one per worker, as xnic serve"
+	}
+	return fmt.Sprintf("GOMAXPROCS %d", procs)
 }
 
 // traceMode runs the engine with one idle mode and traces both kinds.
@@ -350,12 +384,17 @@ func traceMode(ctx context.Context, srv *serverLab, o LatencyTraceOptions, pollM
 			err = errors.Join(err, fmt.Errorf("close the engine: %w", cerr))
 		}
 	}()
+	procs := o.Procs
+	if procs == 0 {
+		procs = len(e.Workers())
+	}
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
 	e.Start()
 	n := o.Warmup + o.Requests
 	for _, kind := range LatencyKinds() {
 		tg := &tracedGuest{rec: newTraceRecorder(n, o.Size)}
 		run, err := traceKind(ctx, srv, e, tg, o, kind)
-		run.PollMs = pollMs
+		run.PollMs, run.Procs = pollMs, procs
 		if err == nil {
 			fmt.Fprintf(log, "poll_ms %d %s: %d of %d requests traced whole, round trip p50 %s µs, %.2f worker sleeps per request\n",
 				pollMs, kind, run.Complete, run.Requests, us(run.Total.P50Us), run.SleepsPerRequest)
@@ -404,9 +443,9 @@ func traceKind(ctx context.Context, srv *serverLab, e *engine.Engine, tg *traced
 		return run, err
 	}
 	defer stopServer()
-	c := &pingClient{dial: srv.dial, addr: addr, size: o.Size, warmup: o.Warmup, requests: o.Requests, timeout: o.Timeout}
+	cs := TraceClientSpec{Kind: kind, Addr: addr, Size: o.Size, Warmup: o.Warmup, Requests: o.Requests, Timeout: o.Timeout}
 	sleeps0 := e.Workers()[0].Stats().Sleeps
-	lost, err := c.traced(ctx, kind, tg.rec)
+	lost, err := runTraceClient(ctx, srv, o.Xnic, cs, tg.rec)
 	sleeps := e.Workers()[0].Stats().Sleeps - sleeps0
 	run.Requests, run.Lost = o.Requests, lost
 	run.SleepsPerRequest = float64(sleeps) / float64(o.Requests+o.Warmup)

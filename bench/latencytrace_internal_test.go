@@ -375,17 +375,21 @@ func TestLatencyTraceReportWrites(t *testing.T) {
 }
 
 func TestLatencyTraceOptionsValidate(t *testing.T) {
-	if err := DefaultLatencyTraceOptions().Validate(); err != nil {
+	d := DefaultLatencyTraceOptions()
+	d.Xnic = "/usr/local/bin/xnic"
+	if err := d.Validate(); err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
 	for field, mod := range map[string]func(*LatencyTraceOptions){
-		"requests": func(o *LatencyTraceOptions) { o.Requests = 0 },
-		"size":     func(o *LatencyTraceOptions) { o.Size = 4 },
-		"poll ms":  func(o *LatencyTraceOptions) { o.PollMs = []int{10, -1} },
-		"port":     func(o *LatencyTraceOptions) { o.Port = 70000 },
-		"timeout":  func(o *LatencyTraceOptions) { o.Timeout = 0 },
+		"requests":   func(o *LatencyTraceOptions) { o.Requests = 0 },
+		"size":       func(o *LatencyTraceOptions) { o.Size = 4 },
+		"poll ms":    func(o *LatencyTraceOptions) { o.PollMs = []int{10, -1} },
+		"port":       func(o *LatencyTraceOptions) { o.Port = 70000 },
+		"timeout":    func(o *LatencyTraceOptions) { o.Timeout = 0 },
+		"xnic":       func(o *LatencyTraceOptions) { o.Xnic = "" },
+		"gomaxprocs": func(o *LatencyTraceOptions) { o.Procs = -1 },
 	} {
-		o := DefaultLatencyTraceOptions()
+		o := d
 		mod(&o)
 		if err := o.Validate(); err == nil || !strings.Contains(err.Error(), field) {
 			t.Errorf("%s: %v", field, err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"runtime"
 	"testing"
 	"time"
 
@@ -13,17 +14,22 @@ import (
 )
 
 // TestRunLatencyTrace traces a few hundred requests of each kind with both
-// idle modes and checks that every request was stamped at every stage of
-// the chain, that the stages add up to the round trip, that a spinning
-// worker never slept, and that nothing is left behind.
+// idle modes, the client a process of its own, and checks that every
+// request was stamped at every stage of the chain, that the stages add up
+// to the round trip, that a spinning worker never slept, that the engine
+// ran with one P (one worker) and the process got its GOMAXPROCS back, and
+// that nothing is left behind.
 func TestRunLatencyTrace(t *testing.T) {
 	labtest.RequireRoot(t, "builds a veth lab, loads XDP programs and runs an engine")
+	xnic := buildXnic(t)
 	labtest.HoldSlot(t)
+	procs := runtime.GOMAXPROCS(0)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	o := bench.DefaultLatencyTraceOptions()
 	o.LabSlot = ""
 	o.Requests, o.Warmup = 200, 50
+	o.Xnic = xnic
 	o.Log = testLog{t}
 	rep, err := bench.RunLatencyTrace(ctx, o)
 	if rep != nil {
@@ -34,12 +40,18 @@ func TestRunLatencyTrace(t *testing.T) {
 	if err != nil {
 		t.Fatalf("RunLatencyTrace: %v", err)
 	}
-	checkGone(t, rep.Env.Lab, t.TempDir()) // no child processes: all in this one
+	checkGone(t, rep.Env.Lab, t.TempDir()) // the client processes have exited
+	if got := runtime.GOMAXPROCS(0); got != procs {
+		t.Errorf("GOMAXPROCS is %d after the trace, was %d", got, procs)
+	}
 	if len(rep.Runs) != 4 {
 		t.Fatalf("%d runs, want 2 idle modes × 2 kinds", len(rep.Runs))
 	}
 	for _, r := range rep.Runs {
 		name := fmt.Sprintf("%s poll_ms %d", r.Kind, r.PollMs)
+		if r.Procs != 1 {
+			t.Errorf("%s: the engine's process ran with GOMAXPROCS %d, want 1 (one worker)", name, r.Procs)
+		}
 		// A lost datagram is possible but rare on a veth; TCP loses none.
 		if r.Requests != o.Requests || r.Complete+r.Lost < o.Requests-o.Requests/100 || (r.Kind == bench.KindTCP && r.Complete != o.Requests) {
 			t.Errorf("%s: %d of %d complete, %d lost", name, r.Complete, r.Requests, r.Lost)

@@ -33,6 +33,8 @@ type LatencyTraceEnv struct {
 type TraceRun struct {
 	Kind   string `json:"kind"`
 	PollMs int    `json:"poll_ms"`
+	// Procs is the engine's process's GOMAXPROCS.
+	Procs int `json:"gomaxprocs"`
 	// Requests were traced; Complete of them have every stamp of the
 	// chain (the others are left out of the stages); Lost UDP requests
 	// were never answered.
@@ -159,7 +161,8 @@ func (r *LatencyTraceReport) WriteTable(w io.Writer) error {
 	fmt.Fprintf(&b, "%s, Linux %s, %s, %d cores, load %s, lab %s\n", e.Date.Format("2006-01-02 15:04"), e.Kernel,
 		e.CPUModel, e.Cores, e.LoadAvg, e.Lab)
 	for _, run := range r.Runs {
-		fmt.Fprintf(&b, "\n%s, engine.poll_ms %d: %d of %d requests traced whole", run.Kind, run.PollMs, run.Complete, run.Requests)
+		fmt.Fprintf(&b, "\n%s, engine.poll_ms %d, GOMAXPROCS %d: %d of %d requests traced whole", run.Kind, run.PollMs, run.Procs,
+			run.Complete, run.Requests)
 		if run.Lost > 0 {
 			fmt.Fprintf(&b, ", %d lost", run.Lost)
 		}

@@ -19,11 +19,16 @@ import (
 // sleeping, then spinning), gVisor's netstack on its own AF_XDP endpoint
 // and the host kernel, on one veth lab. With the hidden --serve-kernel ADDR
 // it is instead the kernel contender's echo server, which the benchmark
-// runs as a child.
+// runs as a child, and with the hidden --trace-client SPEC the client
+// process of --trace.
 func runBenchLatency(ctx context.Context, args []string) error {
 	if len(args) == 2 && (args[0] == "--serve-kernel" || args[0] == "-serve-kernel") {
 		// Internal, and not in the usage: the kernel contender's server.
 		return bench.ServeKernelEcho(ctx, args[1], os.Stderr, os.Stdout)
+	}
+	if len(args) == 2 && (args[0] == "--trace-client" || args[0] == "-trace-client") {
+		// Internal, and not in the usage: the client process of --trace.
+		return bench.RunTraceClient(ctx, args[1], os.Stdout)
 	}
 	fs := cli.NewFlags("bench latency", "[--rounds N] [--requests N] [--warmup N] [--size BYTES] [--only a,b] "+
 		"[--breakdown | --trace] [--gvisorxdp PATH] [-o FILE] [--plot FILE.svg|FILE.png] [--markdown]")
@@ -46,19 +51,21 @@ func runBenchLatency(ctx context.Context, args []string) error {
 	markdown := fs.Bool("markdown", false, "also print the summary as Markdown for the README")
 	quiet := fs.Bool("quiet", false, "no per-measurement lines on stderr")
 	trace := fs.Bool("trace", false, "instead, trace single requests against an in-process xnic guest, stamp by stamp, "+
-		"with engine.poll_ms 10 and 0 (uses --requests, --warmup, --size, --timeout, --port, -o)")
+		"with engine.poll_ms 10 and 0, from a client process of its own (uses --requests, --warmup, --size, --timeout, --port, "+
+		"--gomaxprocs, -o)")
+	procs := fs.Int("gomaxprocs", 0, "with --trace: the engine's process's GOMAXPROCS; 0: one per worker, as xnic serve")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if ext := strings.ToLower(filepath.Ext(*plotFile)); *plotFile != "" && ext != ".svg" && ext != ".png" {
 		return cli.FlagError("plot", "want a .svg or .png file, got %q", *plotFile)
 	}
-	if *trace {
-		return runLatencyTrace(ctx, fs, *requests, *warmup, *size, *timeout, *port, *jsonFile, *quiet)
-	}
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find the xnic executable: %w", err)
+	}
+	if *trace {
+		return runLatencyTrace(ctx, fs, self, *procs, *requests, *warmup, *size, *timeout, *port, *jsonFile, *quiet)
 	}
 	o := d
 	o.Rounds, o.Requests, o.Warmup, o.Size, o.Timeout, o.Port = *rounds, *requests, *warmup, *size, *timeout, *port
@@ -93,10 +100,12 @@ func runBenchLatency(ctx context.Context, args []string) error {
 }
 
 // runLatencyTrace is `xnic bench latency --trace`: the stages of single
-// requests' round trips against an xnic guest in this process.
-func runLatencyTrace(ctx context.Context, fs *flag.FlagSet, requests, warmup, size int, timeout time.Duration, port int,
-	jsonFile string, quiet bool) error {
+// requests' round trips against an xnic guest in this process, from a
+// client process (self) in the lab's peer netns.
+func runLatencyTrace(ctx context.Context, fs *flag.FlagSet, self string, procs, requests, warmup, size int, timeout time.Duration,
+	port int, jsonFile string, quiet bool) error {
 	o := bench.DefaultLatencyTraceOptions()
+	o.Xnic, o.Procs = self, procs
 	// The trace keeps every stamp: a thousand requests are plenty, unless
 	// asked for more.
 	set := map[string]bool{}
