@@ -45,6 +45,8 @@ CONFIGS=(
   "10k-rules,1k-flows-sent|1000|--rules 10000"
   "10k-rules,100k-flows-sent|100000|--rules 10000"
   "10k-rules,1k-flows-in-table,1k-sent|1000|--rules 10000 --flows 1000"
+  "10k-rules,100k-flows-in-table,1-sent|1|--rules 10000 --flows 100000"
+  "10k-rules,100k-flows-in-table,1k-sent|1000|--rules 10000 --flows 100000"
   "10k-rules,100k-flows-in-table,100k-sent|100000|--rules 10000 --flows 100000"
   "raw(catch-all),100k-flows-sent|100000|"
 )
