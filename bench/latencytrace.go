@@ -394,7 +394,7 @@ func traceMode(ctx context.Context, srv *serverLab, o LatencyTraceOptions, pollM
 	for _, kind := range LatencyKinds() {
 		tg := &tracedGuest{rec: newTraceRecorder(n, o.Size)}
 		run, err := traceKind(ctx, srv, e, tg, o, kind)
-		run.PollMs, run.Procs = pollMs, procs
+		run.PollMs = pollMs
 		if err == nil {
 			fmt.Fprintf(log, "poll_ms %d %s: %d of %d requests traced whole, round trip p50 %s µs, %.2f worker sleeps per request\n",
 				pollMs, kind, run.Complete, run.Requests, us(run.Total.P50Us), run.SleepsPerRequest)
@@ -446,6 +446,7 @@ func traceKind(ctx context.Context, srv *serverLab, e *engine.Engine, tg *traced
 	cs := TraceClientSpec{Kind: kind, Addr: addr, Size: o.Size, Warmup: o.Warmup, Requests: o.Requests, Timeout: o.Timeout}
 	sleeps0 := e.Workers()[0].Stats().Sleeps
 	lost, err := runTraceClient(ctx, srv, o.Xnic, cs, tg.rec)
+	run.Procs = runtime.GOMAXPROCS(0) // as the run had it
 	sleeps := e.Workers()[0].Stats().Sleeps - sleeps0
 	run.Requests, run.Lost = o.Requests, lost
 	run.SleepsPerRequest = float64(sleeps) / float64(o.Requests+o.Warmup)
