@@ -348,14 +348,14 @@ func TestLatencyTraceReportWrites(t *testing.T) {
 	stages, total, complete := traceStages(samples)
 	rep := &LatencyTraceReport{
 		Env:  LatencyTraceEnv{Machine: Machine{Date: time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC), Cores: 2}, Requests: 10, Size: 64, Stamps: stampNames[:]},
-		Runs: []TraceRun{{Kind: KindTCP, PollMs: 10, Requests: 10, Complete: complete, SleepsPerRequest: 0.5, Stages: stages, Total: total}},
+		Runs: []TraceRun{{Kind: KindTCP, PollMs: 10, Procs: 1, Requests: 10, Complete: complete, SleepsPerRequest: 0.5, Stages: stages, Total: total}},
 	}
 	var b bytes.Buffer
 	if err := rep.WriteTable(&b); err != nil {
 		t.Fatal(err)
 	}
 	out := b.String()
-	for _, s := range []string{"tcp, engine.poll_ms 10: 10 of 10 requests traced whole; 0.50 worker sleeps per request",
+	for _, s := range []string{"tcp, engine.poll_ms 10, GOMAXPROCS 1: 10 of 10 requests traced whole; 0.50 worker sleeps per request",
 		"netstack returned → server read", "88.0", "client write → client read", "100%", "(inside)", "67.9%"} {
 		if !strings.Contains(out, s) {
 			t.Errorf("table lacks %q:\n%s", s, out)
@@ -369,7 +369,7 @@ func TestLatencyTraceReportWrites(t *testing.T) {
 	if err := json.Unmarshal(b.Bytes(), &back); err != nil {
 		t.Fatal(err)
 	}
-	if len(back.Runs) != 1 || !slices.Equal(back.Runs[0].Stages, stages) || back.Runs[0].Total != total || len(back.Env.Stamps) != numStamps {
+	if len(back.Runs) != 1 || !slices.Equal(back.Runs[0].Stages, stages) || back.Runs[0].Total != total || back.Runs[0].Procs != 1 || len(back.Env.Stamps) != numStamps {
 		t.Errorf("decoded report differs: %+v", back)
 	}
 }
