@@ -17,6 +17,7 @@ import (
 
 	"github.com/xnic/xnic/bench/internal/stat"
 	"github.com/xnic/xnic/bpf"
+	"github.com/xnic/xnic/bpf/bpftest"
 	"github.com/xnic/xnic/engine/gen"
 	"github.com/xnic/xnic/umem"
 )
@@ -24,6 +25,7 @@ import (
 // The cases of `xnic bench steer-prog`, in report order.
 const (
 	SteerBare      = "bare"                 // bpf_redirect_map(&xsks, rx_queue_index, XDP_PASS) and nothing else
+	SteerParse     = "parse-only"           // xnic_raw: parse.h's whole parser, then the bare redirect; no lookup, no counter
 	SteerCatchAll  = "catch-all"            // xnic_steer, the two catch-all rules only
 	SteerRule1     = "rules-1"              // one /32 UDP rule on the frame's destination
 	SteerRules100  = "rules-100"            //
@@ -46,7 +48,7 @@ const (
 
 // SteerProgCases are the cases in report order.
 func SteerProgCases() []string {
-	return []string{SteerBare, SteerCatchAll, SteerRule1, SteerRules100, SteerRules10k, SteerFlows100k, SteerIPv6, SteerVLAN,
+	return []string{SteerBare, SteerParse, SteerCatchAll, SteerRule1, SteerRules100, SteerRules10k, SteerFlows100k, SteerIPv6, SteerVLAN,
 		SteerCongUnder, SteerCongDrop, SteerCongECN}
 }
 
@@ -165,7 +167,17 @@ func steerProgCase(name string, o SteerProgOptions, sock int) (SteerProgRow, err
 		return row, err
 	}
 	var prog *ebpf.Program
-	if name == SteerBare {
+	if name == SteerParse {
+		var objs bpftest.TestprogsObjects
+		if err := bpftest.LoadTestprogsObjects(&objs, nil); err != nil {
+			return row, fmt.Errorf("load xnic_raw: %w", err)
+		}
+		defer objs.Close()
+		if err := objs.RawXsks.Put(uint32(0), uint32(sock)); err != nil {
+			return row, fmt.Errorf("register socket: %w", err)
+		}
+		prog = objs.XnicRaw
+	} else if name == SteerBare {
 		xsks, p, err := loadBareRedirect()
 		if err != nil {
 			return row, err
