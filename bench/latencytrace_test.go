@@ -7,6 +7,7 @@ import (
 	"math"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,4 +130,27 @@ func TestRunLatencyBreakdown(t *testing.T) {
 	if handoff == nil || handoff.P50Us == nil || *handoff.ToP50Us <= 0 {
 		t.Errorf("no hand-off step in %+v", rep.Breakdown)
 	}
+}
+
+// TestRunLatencyTraceClientFails: a client process that writes no report
+// fails the run with that said, and the lab and the engine go away.
+func TestRunLatencyTraceClientFails(t *testing.T) {
+	labtest.RequireRoot(t, "builds a veth lab, loads XDP programs and runs an engine")
+	labtest.HoldSlot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	o := bench.DefaultLatencyTraceOptions()
+	o.LabSlot = ""
+	o.Requests, o.Warmup, o.PollMs = 10, 0, []int{0}
+	o.Xnic = "/bin/false" // exits 1 and writes nothing
+	o.Log = testLog{t}
+	rep, err := bench.RunLatencyTrace(ctx, o)
+	if err == nil || !strings.Contains(err.Error(), "the client's process wrote no report") {
+		t.Fatalf("RunLatencyTrace with a failing client: %v", err)
+	}
+	t.Logf("the error: %v", err)
+	if rep == nil {
+		t.Fatal("no report")
+	}
+	checkGone(t, rep.Env.Lab, t.TempDir())
 }

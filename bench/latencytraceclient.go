@@ -103,8 +103,8 @@ func runTraceClient(ctx context.Context, srv *serverLab, xnic string, spec Trace
 	runErr := cmd.Run()
 	var res traceClientResult
 	if jerr := json.Unmarshal(stdout.Bytes(), &res); jerr != nil {
-		return 0, fmt.Errorf("the client's process (%s) wrote no report: %w; its stderr: %s",
-			cmd.ProcessState, errors.Join(runErr, jerr), strings.TrimSpace(stderr.String()))
+		return 0, fmt.Errorf("the client's process wrote no report: %w; its stderr: %s",
+			errors.Join(runErr, jerr), strings.TrimSpace(stderr.String()))
 	}
 	if len(res.Stamps) != spec.Warmup+spec.Requests {
 		return res.Lost, fmt.Errorf("the client's process reported %d requests, not %d", len(res.Stamps), spec.Warmup+spec.Requests)
