@@ -45,7 +45,7 @@ import (
 //   - the stack's TxFunc, wrapped: stamps when netstack hands the answer to
 //     the engine (Guest.Send) and when Send returns;
 //   - the client's socket: its kernel's receive timestamp of the answer
-//     (SO_TIMESTAMPNS, wall clock, moved onto the epoch's clock).
+//     (SO_TIMESTAMPNS), taken by the client's process.
 //
 // Each stamp is keyed by the request's sequence number, which the first 8
 // bytes of its payload carry (message). Nothing in engine/ changes: the
@@ -119,8 +119,9 @@ type LatencyTraceOptions struct {
 	// Xnic is the xnic binary that runs the client, as a process of its
 	// own (`xnic bench latency --trace-client`).
 	Xnic string
-	// Procs is this process's GOMAXPROCS while the engine runs; 0: one per
-	// worker, as `xnic serve` sets it (engine.gomaxprocs auto).
+	// Procs is this process's GOMAXPROCS while the engine runs; 0: as
+	// `xnic serve` decides it without engine.gomaxprocs (config.GoMaxProcs:
+	// the GOMAXPROCS environment variable, else one P per worker).
 	Procs int
 	// Log receives a line per run; nil discards them.
 	Log io.Writer
@@ -140,17 +141,8 @@ func DefaultLatencyTraceOptions() LatencyTraceOptions {
 // Validate checks the options and returns an *OptionError naming the first
 // bad field.
 func (o LatencyTraceOptions) Validate() error {
-	if o.Requests < 1 || o.Requests > MaxRequests {
-		return optErr("requests", "must be 1..%d, got %d", MaxRequests, o.Requests)
-	}
-	if o.Warmup < 0 || o.Warmup > MaxRequests {
-		return optErr("warmup", "must be 0..%d, got %d", MaxRequests, o.Warmup)
-	}
-	if o.Size < MinLatencySize || o.Size > MaxLatencySize {
-		return optErr("size", "must be %d..%d bytes, got %d", MinLatencySize, MaxLatencySize, o.Size)
-	}
-	if o.Timeout < time.Millisecond {
-		return optErr("timeout", "must be at least 1ms, got %s", o.Timeout)
+	if err := validateTraceRequests(o.Requests, o.Warmup, o.Size, o.Timeout); err != nil {
+		return err
 	}
 	if len(o.PollMs) == 0 {
 		return optErr("poll ms", "at least one idle mode is needed")
@@ -170,7 +162,25 @@ func (o LatencyTraceOptions) Validate() error {
 		return optErr("xnic", "the xnic binary that runs the client is needed")
 	}
 	if o.Procs < 0 || o.Procs > config.MaxGoMaxProcs {
-		return optErr("gomaxprocs", "must be 0 (one per worker) or 1..%d, got %d", config.MaxGoMaxProcs, o.Procs)
+		return optErr("gomaxprocs", "must be 0 (as xnic serve) or 1..%d, got %d", config.MaxGoMaxProcs, o.Procs)
+	}
+	return nil
+}
+
+// validateTraceRequests checks what the trace's requests are, for
+// LatencyTraceOptions and for the client process's TraceClientSpec alike.
+func validateTraceRequests(requests, warmup, size int, timeout time.Duration) error {
+	if requests < 1 || requests > MaxRequests {
+		return optErr("requests", "must be 1..%d, got %d", MaxRequests, requests)
+	}
+	if warmup < 0 || warmup > MaxRequests {
+		return optErr("warmup", "must be 0..%d, got %d", MaxRequests, warmup)
+	}
+	if size < MinLatencySize || size > MaxLatencySize {
+		return optErr("size", "must be %d..%d bytes, got %d", MinLatencySize, MaxLatencySize, size)
+	}
+	if timeout < time.Millisecond {
+		return optErr("timeout", "must be at least 1ms, got %s", timeout)
 	}
 	return nil
 }
@@ -356,7 +366,7 @@ func RunLatencyTrace(ctx context.Context, opts LatencyTraceOptions) (rep *Latenc
 // procsOf says what GOMAXPROCS the engine's process runs with.
 func procsOf(procs int) string {
 	if procs == 0 {
-		return "GOMAXPROCS one per worker, as xnic serve"
+		return "GOMAXPROCS as xnic serve sets it (the environment's, else one P per worker)"
 	}
 	return fmt.Sprintf("GOMAXPROCS %d", procs)
 }
@@ -384,10 +394,7 @@ func traceMode(ctx context.Context, srv *serverLab, o LatencyTraceOptions, pollM
 			err = errors.Join(err, fmt.Errorf("close the engine: %w", cerr))
 		}
 	}()
-	procs := o.Procs
-	if procs == 0 {
-		procs = len(e.Workers())
-	}
+	procs, _ := config.GoMaxProcs(o.Procs, len(e.Workers()), os.Getenv("GOMAXPROCS"))
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
 	e.Start()
 	n := o.Warmup + o.Requests

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/xnic/xnic/bench"
+	"github.com/xnic/xnic/engine/config"
 	"github.com/xnic/xnic/engine/lab/labtest"
 )
 
@@ -22,17 +24,12 @@ import (
 // ran with one P (one worker) and the process got its GOMAXPROCS back, and
 // that nothing is left behind.
 func TestRunLatencyTrace(t *testing.T) {
-	labtest.RequireRoot(t, "builds a veth lab, loads XDP programs and runs an engine")
 	xnic := buildXnic(t)
-	labtest.HoldSlot(t)
+	ctx, o := traceOptions(t)
 	procs := runtime.GOMAXPROCS(0)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	o := bench.DefaultLatencyTraceOptions()
-	o.LabSlot = ""
+	wantProcs, _ := config.GoMaxProcs(0, 1, os.Getenv("GOMAXPROCS")) // as serve's, for one worker
 	o.Requests, o.Warmup = 200, 50
 	o.Xnic = xnic
-	o.Log = testLog{t}
 	rep, err := bench.RunLatencyTrace(ctx, o)
 	if rep != nil {
 		var b bytes.Buffer
@@ -51,8 +48,8 @@ func TestRunLatencyTrace(t *testing.T) {
 	}
 	for _, r := range rep.Runs {
 		name := fmt.Sprintf("%s poll_ms %d", r.Kind, r.PollMs)
-		if r.Procs != 1 {
-			t.Errorf("%s: the engine's process ran with GOMAXPROCS %d, want 1 (one worker)", name, r.Procs)
+		if r.Procs != wantProcs {
+			t.Errorf("%s: the engine's process ran with GOMAXPROCS %d, want %d (xnic serve's, one worker)", name, r.Procs, wantProcs)
 		}
 		// A lost datagram is possible but rare on a veth; TCP loses none.
 		if r.Requests != o.Requests || r.Complete+r.Lost < o.Requests-o.Requests/100 || (r.Kind == bench.KindTCP && r.Complete != o.Requests) {
@@ -132,18 +129,26 @@ func TestRunLatencyBreakdown(t *testing.T) {
 	}
 }
 
-// TestRunLatencyTraceClientFails: a client process that writes no report
-// fails the run with that said, and the lab and the engine go away.
-func TestRunLatencyTraceClientFails(t *testing.T) {
+// traceOptions holds the lab slot and returns a minute's context and the
+// trace's defaults for a test, logging to it; Xnic is still to be set.
+func traceOptions(t *testing.T) (context.Context, bench.LatencyTraceOptions) {
+	t.Helper()
 	labtest.RequireRoot(t, "builds a veth lab, loads XDP programs and runs an engine")
 	labtest.HoldSlot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	o := bench.DefaultLatencyTraceOptions()
 	o.LabSlot = ""
+	o.Log = testLog{t}
+	return ctx, o
+}
+
+// TestRunLatencyTraceClientFails: a client process that writes no report
+// fails the run with that said, and the lab and the engine go away.
+func TestRunLatencyTraceClientFails(t *testing.T) {
+	ctx, o := traceOptions(t)
 	o.Requests, o.Warmup, o.PollMs = 10, 0, []int{0}
 	o.Xnic = "/bin/false" // exits 1 and writes nothing
-	o.Log = testLog{t}
 	rep, err := bench.RunLatencyTrace(ctx, o)
 	if err == nil || !strings.Contains(err.Error(), "the client's process wrote no report") {
 		t.Fatalf("RunLatencyTrace with a failing client: %v", err)

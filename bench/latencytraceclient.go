@@ -32,8 +32,8 @@ type TraceClientSpec struct {
 	Timeout  time.Duration `json:"timeout_ns"`
 }
 
-// validate checks a spec as LatencyTraceOptions.Validate checks its
-// fields.
+// validate checks a spec, its requests as LatencyTraceOptions.Validate
+// checks them.
 func (s TraceClientSpec) validate() error {
 	if s.Kind != KindTCP && s.Kind != KindUDP {
 		return optErr("kind", "must be %s or %s, got %q", KindTCP, KindUDP, s.Kind)
@@ -41,9 +41,7 @@ func (s TraceClientSpec) validate() error {
 	if _, err := net.ResolveUDPAddr("udp", s.Addr); err != nil || s.Addr == "" {
 		return optErr("addr", "want IP:PORT, got %q", s.Addr)
 	}
-	o := LatencyTraceOptions{Requests: s.Requests, Warmup: s.Warmup, Size: s.Size, Timeout: s.Timeout,
-		PollMs: []int{0}, Port: 1, LabPrefix: "x", Xnic: "xnic"}
-	return o.Validate()
+	return validateTraceRequests(s.Requests, s.Warmup, s.Size, s.Timeout)
 }
 
 // traceClientResult is the client process's report, one JSON object on

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/xnic/xnic/engine/config"
 	"github.com/xnic/xnic/engine/lab"
 )
 
@@ -85,14 +86,12 @@ func (s *serverLab) xnicServe(xnic, name string, engine []string, classes string
 	}, nil
 }
 
-// serveProcs says how many Ps the xnic serve contenders run with: they
-// inherit this process's environment, and with no GOMAXPROCS in it, serve
-// gives its one worker one P (engine.gomaxprocs auto).
+// serveProcs says how many Ps the xnic serve contenders run with, as
+// serve decides it for its one worker (config.GoMaxProcs, no
+// engine.gomaxprocs) from the environment they inherit from this process.
 func serveProcs() string {
-	if v := os.Getenv("GOMAXPROCS"); v != "" {
-		return "GOMAXPROCS " + v + " from the environment"
-	}
-	return "one P for its one worker (engine.gomaxprocs auto)"
+	n, from := config.GoMaxProcs(0, 1, os.Getenv("GOMAXPROCS"))
+	return fmt.Sprintf("GOMAXPROCS %d (%s)", n, from)
 }
 
 // gvisorXDP is the spec of gvisorxdp at path on the lab's host veth, queue

@@ -53,7 +53,7 @@ func runBenchLatency(ctx context.Context, args []string) error {
 	trace := fs.Bool("trace", false, "instead, trace single requests against an in-process xnic guest, stamp by stamp, "+
 		"with engine.poll_ms 10 and 0, from a client process of its own (uses --requests, --warmup, --size, --timeout, --port, "+
 		"--gomaxprocs, -o)")
-	procs := fs.Int("gomaxprocs", 0, "with --trace: the engine's process's GOMAXPROCS; 0: one per worker, as xnic serve")
+	procs := fs.Int("gomaxprocs", 0, "with --trace: the engine's process's GOMAXPROCS; 0: as xnic serve sets it (the GOMAXPROCS environment variable, else one per worker)")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
